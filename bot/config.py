@@ -1,0 +1,132 @@
+"""One typed settings object, read once at start-up and passed down explicitly.
+
+Every setting is an environment variable (or a line in `.env`) named ``GENBOT_<SECTION>__<NAME>``;
+``.env.example`` lists them all with a comment. A bad value stops start-up with a message that names the
+variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GENBOT_"
+ENV_NESTED = "__"
+
+
+class Platform(StrEnum):
+    LOCAL = "local"
+    DISCORD = "discord"
+    SLACK = "slack"
+
+
+class RedisSettings(BaseModel):
+    url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the queue, positions and events")
+    key_prefix: str = Field("genbot", description="prefix of every genbot key; arq keeps its own")
+    queue_name: str = Field("genbot:queue", description="arq queue of generation jobs")
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field("sqlite://data/genbot.sqlite3", description="Tortoise URL: sqlite://... or postgres://...")
+
+
+class WorkerSettings(BaseModel):
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    job_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    backend_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    progress_interval_s: Annotated[float, Field(ge=0)] = 1.0
+    breaker_fail_max: Annotated[int, Field(ge=1)] = 5
+    breaker_reset_s: Annotated[float, Field(gt=0)] = 60.0
+    eta_window: Annotated[int, Field(ge=1, le=1000)] = 20
+    default_run_s: Annotated[float, Field(gt=0)] = 15.0
+
+
+class BackendSettings(BaseModel):
+    name: str = Field("demo", description="'demo' or a dotted path to an ImageBackend factory")
+    demo_steps: Annotated[int, Field(ge=1, le=200)] = 10
+    demo_step_delay_s: Annotated[float, Field(ge=0)] = 0.4
+
+
+class LimitsSettings(BaseModel):
+    prompt_max: Annotated[int, Field(ge=1, le=4000)] = 1000
+    sizes: list[str] = Field(default_factory=lambda: ["512x512", "768x768", "512x768", "768x512"])
+    default_size: str = "512x512"
+    steps_min: Annotated[int, Field(ge=1)] = 1
+    steps_max: Annotated[int, Field(ge=1)] = 50
+    default_steps: Annotated[int, Field(ge=1)] = 20
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_are_wxh(cls, sizes: list[str]) -> list[str]:
+        for size in sizes:
+            width, _, height = size.partition("x")
+            if not (width.isdigit() and height.isdigit()):
+                raise ValueError(f"{size!r} is not WIDTHxHEIGHT")
+        return sizes
+
+
+class RendererSettings(BaseModel):
+    batch: Annotated[int, Field(ge=1, le=1000)] = 100
+    min_edit_interval_s: Annotated[float, Field(ge=0)] = 1.0
+    exact_positions: Annotated[int, Field(ge=1)] = 10
+    far_refresh_s: Annotated[float, Field(ge=0)] = 10.0
+    claim_idle_s: Annotated[float, Field(ge=0)] = 30.0
+
+
+class LocalChatSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    members: list[str] = Field(default_factory=lambda: ["Alice", "Bob", "Admin"])
+    admins: list[str] = Field(default_factory=lambda: ["Admin"])
+
+
+class BlobSettings(BaseModel):
+    dir: Path = Path("data/blobs")
+
+
+class Settings(BaseSettings):
+    """All of genbot's settings. Construct with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED,
+        env_file=".env",
+        extra="ignore",
+    )
+
+    platform: Platform = Platform.LOCAL
+    log_level: str = "INFO"
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    renderer: RendererSettings = Field(default_factory=RendererSettings)
+    local: LocalChatSettings = Field(default_factory=LocalChatSettings)
+    blobs: BlobSettings = Field(default_factory=BlobSettings)
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a pydantic error location, e.g. GENBOT_WORKER__CONCURRENCY."""
+    parts = [str(part) for part in loc if not isinstance(part, int)]
+    return ENV_PREFIX + ENV_NESTED.join(parts).upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment and `.env` once.
+
+    Raises :class:`ConfigError` naming every bad variable and why.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None

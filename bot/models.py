@@ -1,0 +1,184 @@
+"""Platform-neutral domain types: what a request is, where it stands, and what a message shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED})
+ACTIVE = frozenset({State.QUEUED, State.RUNNING})
+
+#: The state machine. ``running -> queued`` only for a retry (attempts + 1); terminal states are final.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.FAILED}),
+    State.RUNNING: frozenset(
+        {State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.QUEUED}
+    ),
+}
+
+
+def sources_of(target: State) -> frozenset[State]:
+    """The states from which ``target`` may be entered."""
+    return frozenset(src for src, dsts in TRANSITIONS.items() if target in dsts)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who sent a command: a member of one workspace (Slack) or guild (Discord) or the local chat."""
+
+    platform: str
+    workspace: str
+    user_id: str
+    display_name: str
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """A slash command, translated from the platform payload. ``options`` are raw strings."""
+
+    actor: Actor
+    channel: str
+    name: str
+    options: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ImagineOptions:
+    prompt: str
+    negative: str
+    width: int
+    height: int
+    steps: int
+    seed: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewGeneration:
+    actor: Actor
+    channel: str
+    options: ImagineOptions
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A snapshot of one generation row: everything needed to re-render its status message."""
+
+    id: int
+    platform: str
+    workspace: str
+    channel: str
+    user_id: str
+    user_name: str
+    prompt: str
+    negative: str
+    options: dict[str, Any]
+    backend: str
+    state: State
+    error_code: str | None
+    attempts: int
+    ticket: int | None
+    result_key: str | None
+    message: dict[str, Any]
+    meta: dict[str, Any]
+    version: int
+    created_at: datetime
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def job_id(self) -> str:
+        return job_id_for(self.id)
+
+
+def job_id_for(generation_id: int) -> str:
+    """The arq job id of a generation: one id, so enqueueing twice is a no-op."""
+    return f"gen:{generation_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorView:
+    code: str
+    title: str
+    what: str
+    todo: str
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    action: str
+    label: str
+    style: str = "secondary"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """What a status message shows, before any platform turns it into embeds or blocks.
+
+    Text fields hold member text as is; each adapter escapes it for its platform.
+    ``preview_key`` and ``image_key`` name blobs in the blob store.
+    """
+
+    job: int
+    state: State
+    headline: str
+    prompt: str
+    details: str
+    requested_by: str
+    progress: float | None = None
+    preview_key: str | None = None
+    image_key: str | None = None
+    note: str | None = None
+    error: ErrorView | None = None
+    buttons: tuple[Button, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """Where a status message lives on its platform. Stored in the row's ``message`` JSON."""
+
+    platform: str
+    channel: str
+    message_id: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "channel": self.channel,
+            "message_id": self.message_id,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MessageRef | None:
+        if not data.get("message_id"):
+            return None
+        return cls(
+            platform=str(data.get("platform", "")),
+            channel=str(data.get("channel", "")),
+            message_id=str(data["message_id"]),
+            extra=dict(data.get("extra") or {}),
+        )

@@ -1,0 +1,227 @@
+"""The ports: one small protocol per outside world. The core imports these, never an SDK.
+
+Concrete classes live in ``adapters/`` (chat platforms), ``jobs/`` (queue, events, backends) and
+``storage/`` (database, blobs); ``bot.app`` wires them from the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.errors import ErrorText
+from bot.models import Generation, MessageRef, NewGeneration, State, StatusView
+
+
+class MessageGone(Exception):  # noqa: N818 - named for what the platform says
+    """The status message was deleted or can no longer be edited; the renderer posts a new one."""
+
+
+class GenerationStore(Protocol):
+    """The database: the source of truth for every generation."""
+
+    async def create(self, new: NewGeneration) -> Generation: ...
+
+    async def get(self, generation_id: int) -> Generation | None: ...
+
+    async def get_many(self, ids: Sequence[int]) -> list[Generation]: ...
+
+    async def set_ticket(self, generation_id: int, ticket: int, position: int) -> None: ...
+
+    async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
+        """Deep-merge ``patch`` into the row's ``message`` JSON (RFC 7396: ``None`` deletes a key).
+
+        Safe under concurrent writers: no writer's keys are lost.
+        """
+        ...
+
+    async def update_meta(self, generation_id: int, patch: dict[str, Any]) -> None:
+        """Like :meth:`update_message`, for the ``meta`` JSON."""
+        ...
+
+    async def record_progress(self, generation_id: int, patch: dict[str, Any]) -> bool:
+        """Merge ``patch`` into ``meta`` and beat the heartbeat, only while the row is running.
+
+        Returns False (and changes nothing) when the row is in any other state, so a late progress
+        report never touches a finished generation.
+        """
+        ...
+
+    async def transition(
+        self,
+        generation_id: int,
+        target: State,
+        *,
+        error_code: str | None = None,
+        result_key: str | None = None,
+        retry: bool = False,
+    ) -> Generation | None:
+        """Move the row to ``target`` if the state machine allows it from its current state.
+
+        The check and the write are one atomic statement. Returns the new snapshot, or None when
+        the transition was refused (the row was already elsewhere, for example terminal).
+        ``retry`` (``running -> queued``) increments ``attempts``.
+        """
+        ...
+
+    async def list_active(self, platform: str | None = None) -> list[Generation]: ...
+
+    async def list_for_user(
+        self, platform: str, workspace: str, user_id: str, states: Sequence[State]
+    ) -> list[Generation]: ...
+
+
+class JobQueue(Protocol):
+    """Positions and the job queue (Redis + arq)."""
+
+    async def submit(self, generation_id: int) -> tuple[int, int]:
+        """Give the generation a ticket and a position, then enqueue its job.
+
+        Returns ``(ticket, position)``. Idempotent for one generation: a second call returns the
+        existing ticket and does not enqueue twice.
+        """
+        ...
+
+    async def position(self, generation_id: int) -> int | None:
+        """1-based position among waiting jobs, or None when not waiting. O(log N)."""
+        ...
+
+    async def waiting(self) -> list[int]:
+        """The waiting generation ids, position 1 first."""
+        ...
+
+    async def remove_waiting(self, generation_id: int) -> bool:
+        """Take a queued job out of the queue (cancel). True if it was waiting."""
+        ...
+
+    async def abort_running(self, generation_id: int) -> None:
+        """Ask the worker running this job to stop it. Returns at once."""
+        ...
+
+    async def eta_seconds(self, position: int) -> float:
+        """About how long until a job at ``position`` finishes."""
+        ...
+
+    async def publish(self, generation_id: int, kind: str) -> None:
+        """Append an event for the renderer. Safe to call more than once."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    entry_id: str
+    generation_id: int
+    kind: str
+
+
+class EventFeed(Protocol):
+    """The renderer's side of the event stream: at-least-once delivery."""
+
+    async def read(self, count: int, block_ms: int) -> list[Event]: ...
+
+    async def ack(self, events: Sequence[Event]) -> None: ...
+
+    async def claim_stale(self, min_idle_ms: int, count: int) -> list[Event]:
+        """Take over events another (crashed) renderer read but never acknowledged."""
+        ...
+
+
+class BlobStore(Protocol):
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    prompt: str
+    negative: str
+    width: int
+    height: int
+    steps: int
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    png: bytes
+
+
+#: ``progress(step, total, preview)``: ``preview`` is a small JPEG or None.
+ProgressCallback = Callable[[int, int, bytes | None], Awaitable[None]]
+
+
+class ImageBackend(Protocol):
+    name: str
+
+    async def generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
+        """Make one image. Cancellation (``asyncio.CancelledError``) must stop the work."""
+        ...
+
+
+class ChatAdapter(Protocol):
+    """A chat platform, as the renderer needs it: post and edit status messages."""
+
+    platform: str
+
+    async def post_status(self, channel: str, view: StatusView) -> MessageRef: ...
+
+    async def edit_status(self, ref: MessageRef, view: StatusView) -> MessageRef:
+        """Edit a status message in place; return its (possibly new) reference.
+
+        Raises :class:`MessageGone` when the message can no longer be edited.
+        """
+        ...
+
+
+class Responder(Protocol):
+    """The answer channel of one command: what the adapter gives the core per request."""
+
+    async def reply(self, text: str) -> None:
+        """Say something to the member who sent the command, and only to them."""
+        ...
+
+    async def reply_error(self, error: ErrorText) -> None: ...
+
+    async def post_status(self, view: StatusView) -> MessageRef:
+        """Post the public status message for a new job."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRecord:
+    """One message of the local web chat."""
+
+    id: int
+    author_id: str
+    author_name: str
+    bot: bool
+    text: str | None
+    status: dict[str, Any] | None
+    ephemeral_to: str | None
+    created_at: str
+    edited_at: str | None
+
+
+class ChatLog(Protocol):
+    """Where the local web chat keeps its history, so that it survives a restart."""
+
+    async def add(
+        self,
+        *,
+        author_id: str,
+        author_name: str,
+        bot: bool,
+        text: str | None = None,
+        status: dict[str, Any] | None = None,
+        ephemeral_to: str | None = None,
+    ) -> ChatRecord: ...
+
+    async def set_status(self, message_id: int, status: dict[str, Any]) -> ChatRecord | None: ...
+
+    async def get(self, message_id: int) -> ChatRecord | None: ...
+
+    async def history(self, viewer: str, limit: int) -> list[ChatRecord]:
+        """The newest ``limit`` messages ``viewer`` may see, oldest first."""
+        ...

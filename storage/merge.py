@@ -1,0 +1,80 @@
+"""Deep merge of a JSON patch into a JSON column, in one atomic statement.
+
+The patch follows RFC 7396 (JSON Merge Patch): objects merge recursively, anything else replaces,
+and ``null`` deletes a key. Because each write is a single ``UPDATE`` that merges into whatever the
+row holds at that instant, concurrent writers never lose each other's keys, on either database:
+
+- SQLite: the built-in ``json_patch`` is RFC 7396.
+- PostgreSQL: ``jsonb ||`` is shallow, so migration 0002 installs ``genbot_merge_patch``, a
+  recursive plpgsql function with the same semantics; the row lock the ``UPDATE`` takes serialises
+  the writers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+Column = Literal["message", "meta"]
+
+PG_MERGE_FUNCTION = """
+CREATE OR REPLACE FUNCTION genbot_merge_patch(target jsonb, patch jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    k text;
+    v jsonb;
+    merged jsonb;
+BEGIN
+    IF patch IS NULL OR jsonb_typeof(patch) <> 'object' THEN
+        RETURN patch;
+    END IF;
+    IF target IS NULL OR jsonb_typeof(target) <> 'object' THEN
+        merged := '{}'::jsonb;
+    ELSE
+        merged := target;
+    END IF;
+    FOR k, v IN SELECT key, value FROM jsonb_each(patch) LOOP
+        IF jsonb_typeof(v) = 'null' THEN
+            merged := merged - k;
+        ELSE
+            merged := jsonb_set(merged, ARRAY[k], genbot_merge_patch(merged -> k, v));
+        END IF;
+    END LOOP;
+    RETURN merged;
+END
+$$;
+"""
+
+PG_DROP_MERGE_FUNCTION = "DROP FUNCTION IF EXISTS genbot_merge_patch(jsonb, jsonb);"
+
+
+def is_postgres(conn: BaseDBAsyncClient) -> bool:
+    return conn.capabilities.dialect == "postgres"
+
+
+def merge_sql(
+    conn: BaseDBAsyncClient, table: str, column: Column, *, extra_sets: tuple[str, ...] = ()
+) -> tuple[str, int]:
+    """The ``UPDATE`` that merges parameter 1 into ``column``; returns the SQL with placeholders
+    for ``patch, *extra_sets values, id`` and the number of the first free placeholder.
+
+    ``extra_sets`` are column names set to the next parameters, e.g. ``("heartbeat_at",)``.
+    """
+    pg = is_postgres(conn)
+
+    def ph(n: int) -> str:
+        return f"${n}" if pg else "?"
+
+    merge = (
+        f'genbot_merge_patch("{column}", {ph(1)}::jsonb)' if pg else f'json_patch("{column}", {ph(1)})'
+    )
+    sets = [f'"{column}" = {merge}', '"version" = "version" + 1']
+    sets += [f'"{name}" = {ph(i + 2)}' for i, name in enumerate(extra_sets)]
+    next_ph = len(extra_sets) + 2
+    return f'UPDATE "{table}" SET {", ".join(sets)} WHERE "id" = {ph(next_ph)}', next_ph + 1
+
+
+def encode_patch(patch: dict[str, Any]) -> str:
+    return json.dumps(patch, separators=(",", ":"), ensure_ascii=False)

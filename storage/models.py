@@ -1,0 +1,64 @@
+"""Tortoise models. Schema changes go through ``storage/migrations`` (``genbot migrate``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import fields
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+from bot.models import State
+
+
+class GenerationRow(Model):
+    """One request: the source of truth. ``message`` and ``meta`` hold everything its status message
+    shows (message refs, position at submit, progress, preview, ETA, last rendered hash)."""
+
+    id = fields.BigIntField(primary_key=True)
+    platform = fields.CharField(max_length=16)
+    workspace = fields.CharField(max_length=64)
+    channel = fields.CharField(max_length=64)
+    user_id = fields.CharField(max_length=64)
+    user_name = fields.CharField(max_length=100)
+    prompt = fields.TextField()
+    negative = fields.TextField()
+    options: fields.JSONField[dict[str, Any]] = fields.JSONField()
+    backend = fields.CharField(max_length=100)
+    state = fields.CharEnumField(State, max_length=16, default=State.QUEUED)
+    error_code = fields.CharField(max_length=32, null=True)
+    attempts = fields.IntField(default=0)
+    ticket = fields.BigIntField(null=True)
+    result_key = fields.CharField(max_length=200, null=True)
+    message: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    meta: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    version = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    started_at = fields.DatetimeField(null=True)
+    heartbeat_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "generations"
+        indexes = (
+            Index(fields=("state", "heartbeat_at"), name="generations_state_heartbeat"),
+            Index(fields=("platform", "state"), name="generations_platform_state"),
+            Index(fields=("platform", "workspace", "user_id", "state"), name="generations_user_state"),
+        )
+
+
+class ChatMessageRow(Model):
+    """A message of the local web chat, so that its history survives a restart."""
+
+    id = fields.BigIntField(primary_key=True)
+    author_id = fields.CharField(max_length=64)
+    author_name = fields.CharField(max_length=100)
+    bot = fields.BooleanField(default=False)
+    text = fields.TextField(null=True)
+    status: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
+    ephemeral_to = fields.CharField(max_length=64, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    edited_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "chat_messages"

@@ -1,0 +1,155 @@
+"""The :class:`~bot.ports.GenerationStore` on Tortoise ORM (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.connection import get_connection
+from tortoise.expressions import F
+
+from bot.models import Generation, NewGeneration, State, sources_of
+from storage.merge import Column, encode_patch, merge_sql
+from storage.models import GenerationRow
+
+TABLE = GenerationRow._meta.db_table
+
+
+def snapshot(row: GenerationRow) -> Generation:
+    return Generation(
+        id=row.id,
+        platform=row.platform,
+        workspace=row.workspace,
+        channel=row.channel,
+        user_id=row.user_id,
+        user_name=row.user_name,
+        prompt=row.prompt,
+        negative=row.negative,
+        options=dict(row.options or {}),
+        backend=row.backend,
+        state=State(row.state),
+        error_code=row.error_code,
+        attempts=row.attempts,
+        ticket=row.ticket,
+        result_key=row.result_key,
+        message=dict(row.message or {}),
+        meta=dict(row.meta or {}),
+        version=row.version,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        heartbeat_at=row.heartbeat_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _db_datetime(value: datetime) -> Any:
+    """A datetime as Tortoise itself writes it for this column on this database."""
+    field = GenerationRow._meta.fields_map["heartbeat_at"]
+    return field.to_db_value(value, GenerationRow)
+
+
+class TortoiseGenerationStore:
+    """Every write is one atomic statement; see :mod:`storage.merge` for the JSON merges."""
+
+    async def create(self, new: NewGeneration) -> Generation:
+        opts = new.options
+        row = await GenerationRow.create(
+            platform=new.actor.platform,
+            workspace=new.actor.workspace,
+            channel=new.channel,
+            user_id=new.actor.user_id,
+            user_name=new.actor.display_name,
+            prompt=opts.prompt,
+            negative=opts.negative,
+            options={"width": opts.width, "height": opts.height, "steps": opts.steps, "seed": opts.seed},
+            backend=new.backend,
+            state=State.QUEUED,
+            message={},
+            meta={},
+        )
+        return snapshot(row)
+
+    async def get(self, generation_id: int) -> Generation | None:
+        row = await GenerationRow.get_or_none(id=generation_id)
+        return snapshot(row) if row else None
+
+    async def get_many(self, ids: Sequence[int]) -> list[Generation]:
+        if not ids:
+            return []
+        rows = await GenerationRow.filter(id__in=list(ids))
+        return [snapshot(row) for row in rows]
+
+    async def set_ticket(self, generation_id: int, ticket: int, position: int) -> None:
+        await GenerationRow.filter(id=generation_id).update(ticket=ticket, version=F("version") + 1)
+        await self.update_meta(generation_id, {"position_at_submit": position})
+
+    async def _merge(
+        self, column: Column, generation_id: int, patch: dict[str, Any], **sets: Any
+    ) -> int:
+        conn = get_connection("default")
+        sql, _ = merge_sql(conn, TABLE, column, extra_sets=tuple(sets))
+        values = [encode_patch(patch), *sets.values(), generation_id]
+        changed, _rows = await conn.execute_query(sql, values)
+        return changed
+
+    async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
+        await self._merge("message", generation_id, patch)
+
+    async def update_meta(self, generation_id: int, patch: dict[str, Any]) -> None:
+        await self._merge("meta", generation_id, patch)
+
+    async def record_progress(self, generation_id: int, patch: dict[str, Any]) -> bool:
+        conn = get_connection("default")
+        sql, next_ph = merge_sql(conn, TABLE, "meta", extra_sets=("heartbeat_at",))
+        state_ph = f"${next_ph}" if conn.capabilities.dialect == "postgres" else "?"
+        sql += f' AND "state" = {state_ph}'
+        now = _db_datetime(datetime.now(UTC))
+        changed, _rows = await conn.execute_query(
+            sql, [encode_patch(patch), now, generation_id, State.RUNNING.value]
+        )
+        return changed > 0
+
+    async def transition(
+        self,
+        generation_id: int,
+        target: State,
+        *,
+        error_code: str | None = None,
+        result_key: str | None = None,
+        retry: bool = False,
+    ) -> Generation | None:
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {"state": target, "version": F("version") + 1}
+        if target is State.RUNNING:
+            values.update(started_at=now, heartbeat_at=now, error_code=None)
+        if target.terminal:
+            values["finished_at"] = now
+        if error_code is not None:
+            values["error_code"] = error_code
+        if result_key is not None:
+            values["result_key"] = result_key
+        if retry:
+            values["attempts"] = F("attempts") + 1
+        sources = [s.value for s in sources_of(target)]
+        changed = await GenerationRow.filter(id=generation_id, state__in=sources).update(**values)
+        if not changed:
+            return None
+        return await self.get(generation_id)
+
+    async def list_active(self, platform: str | None = None) -> list[Generation]:
+        query = GenerationRow.filter(state__in=[State.QUEUED.value, State.RUNNING.value])
+        if platform is not None:
+            query = query.filter(platform=platform)
+        return [snapshot(row) for row in await query.order_by("id")]
+
+    async def list_for_user(
+        self, platform: str, workspace: str, user_id: str, states: Sequence[State]
+    ) -> list[Generation]:
+        rows = await GenerationRow.filter(
+            platform=platform,
+            workspace=workspace,
+            user_id=user_id,
+            state__in=[s.value for s in states],
+        ).order_by("id")
+        return [snapshot(row) for row in rows]
