@@ -47,7 +47,6 @@ class WorkerSettings(BaseModel):
 
 class BackendSettings(BaseModel):
     name: str = Field("demo", description="'demo' or a dotted path to an ImageBackend factory")
-    demo_steps: Annotated[int, Field(ge=1, le=200)] = 10
     demo_step_delay_s: Annotated[float, Field(ge=0)] = 0.4
 
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.errors import ErrorText
-from bot.models import Generation, MessageRef, NewGeneration, State, StatusView
+from bot.models import (
+    Actor,
+    CommandRequest,
+    Generation,
+    MessageRef,
+    NewGeneration,
+    State,
+    StatusView,
+)
 
 
 class MessageGone(Exception):  # noqa: N818 - named for what the platform says
@@ -75,11 +83,12 @@ class GenerationStore(Protocol):
 class JobQueue(Protocol):
     """Positions and the job queue (Redis + arq)."""
 
-    async def submit(self, generation_id: int) -> tuple[int, int]:
-        """Give the generation a ticket and a position, then enqueue its job.
+    async def submit(self, generation_id: int, *, ticket: int | None = None) -> tuple[int, int]:
+        """Give the generation a ticket and a position, then enqueue its job, atomically.
 
         Returns ``(ticket, position)``. Idempotent for one generation: a second call returns the
-        existing ticket and does not enqueue twice.
+        existing ticket and does not enqueue twice. ``ticket`` re-uses a ticket the row already
+        has (re-enqueueing after Redis lost its data keeps the old order).
         """
         ...
 
@@ -99,8 +108,8 @@ class JobQueue(Protocol):
         """Ask the worker running this job to stop it. Returns at once."""
         ...
 
-    async def eta_seconds(self, position: int) -> float:
-        """About how long until a job at ``position`` finishes."""
+    async def eta_basis(self, backend: str) -> tuple[float, int]:
+        """``(mean run time in s over the recent window, capacity of the live workers)``."""
         ...
 
     async def publish(self, generation_id: int, kind: str) -> None:
@@ -225,3 +234,13 @@ class ChatLog(Protocol):
     async def history(self, viewer: str, limit: int) -> list[ChatRecord]:
         """The newest ``limit`` messages ``viewer`` may see, oldest first."""
         ...
+
+
+class CommandHandler(Protocol):
+    """The core, as an adapter sees it."""
+
+    async def handle(self, request: CommandRequest, responder: Responder) -> None: ...
+
+    async def handle_action(
+        self, actor: Actor, generation_id: int, action: str, responder: Responder
+    ) -> None: ...

@@ -1,0 +1,32 @@
+"""Image backends. ``GENBOT_BACKEND__NAME`` is ``demo`` or a dotted path ``package.module:factory``
+(or ``package.module.factory``) to a callable that takes the :class:`~bot.config.Settings` and
+returns an :class:`~bot.ports.ImageBackend`."""
+
+from __future__ import annotations
+
+import importlib
+from typing import cast
+
+from bot.config import Settings
+from bot.ports import ImageBackend
+from jobs.backends.demo import DemoBackend
+
+
+class BackendNotFound(Exception):  # noqa: N818
+    pass
+
+
+def load_backend(settings: Settings) -> ImageBackend:
+    name = settings.backend.name
+    if name == "demo":
+        return DemoBackend(step_delay_s=settings.backend.demo_step_delay_s)
+    module_name, sep, attr = name.partition(":")
+    if not sep:
+        module_name, _, attr = name.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise BackendNotFound(
+            f"GENBOT_BACKEND__NAME: no backend {name!r} (use 'demo' or 'package.module:factory')"
+        ) from exc
+    return cast(ImageBackend, factory(settings))

@@ -1,0 +1,354 @@
+"""The local web chat: one channel in a browser, with live status messages.
+
+A real chat adapter (the same :class:`~bot.ports.ChatAdapter` as Discord and Slack), served by
+aiohttp: the page, a JSON API, a WebSocket that pushes every new or edited message, and the images.
+The API is documented in ``docs/local-chat.md``. There is no login: whoever reaches the port can act
+as any member, so it listens on loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import mimetypes
+import re
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bot.commands import CommandSpec, parse_text
+from bot.errors import ErrorText, GenbotError
+from bot.models import Actor, CommandRequest, MessageRef, StatusView
+from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "local"
+WORKSPACE = "local"
+CHANNEL = "general"
+BOT_ID = "genbot"
+BOT_NAME = "genbot"
+STATIC = Path(__file__).parent / "static"
+HISTORY_LIMIT = 200
+TEXT_MAX = 4000
+
+BlobReader = Callable[[str], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    name: str
+    admin: bool
+
+
+def member_id(name: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "member"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def status_json(view: StatusView) -> dict[str, Any]:
+    """A view as the page's ``StatusView`` JSON (docs/local-chat.md)."""
+    version = round((view.progress or 0) * 1000)
+    return {
+        "job": view.job,
+        "state": view.state.value,
+        "headline": view.headline,
+        "prompt": view.prompt,
+        "details": view.details,
+        "requested_by": view.requested_by,
+        "progress": view.progress,
+        "preview_url": f"/blobs/{view.preview_key}?v={version}" if view.preview_key else None,
+        "image_url": f"/blobs/{view.image_key}" if view.image_key else None,
+        "note": view.note,
+        "error": (
+            {"code": view.error.code, "title": view.error.title, "what": view.error.what,
+             "todo": view.error.todo}
+            if view.error
+            else None
+        ),
+        "buttons": [{"action": b.action, "label": b.label, "style": b.style} for b in view.buttons],
+    }
+
+
+def message_json(record: ChatRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "author": {"id": record.author_id, "name": record.author_name, "bot": record.bot},
+        "created_at": record.created_at,
+        "edited_at": record.edited_at,
+        "ephemeral_to": record.ephemeral_to,
+        "text": record.text,
+        "status": record.status,
+    }
+
+
+def error_words(error: ErrorText) -> str:
+    return f"{error.title}: {error.what} {error.todo}"
+
+
+class LocalResponder:
+    """Replies to one member's command in the local chat."""
+
+    def __init__(self, chat: LocalChat, member: Member) -> None:
+        self.chat = chat
+        self.member = member
+
+    async def reply(self, text: str) -> None:
+        await self.chat.post(text=text, ephemeral_to=self.member.id)
+
+    async def reply_error(self, error: ErrorText) -> None:
+        await self.reply(error_words(error))
+
+    async def post_status(self, view: StatusView) -> MessageRef:
+        return await self.chat.post_status(CHANNEL, view)
+
+
+class LocalChat:
+    """The local chat adapter and its web server."""
+
+    platform = PLATFORM
+
+    def __init__(
+        self,
+        *,
+        log_store: ChatLog,
+        handler: CommandHandler,
+        blobs: BlobReader,
+        specs: tuple[CommandSpec, ...],
+        members: list[str],
+        admins: list[str],
+    ) -> None:
+        self.log = log_store
+        self.handler = handler
+        self.blobs = blobs
+        self.specs = specs
+        admin_ids = {member_id(a) for a in admins}
+        self.members = {
+            member_id(name): Member(member_id(name), name, member_id(name) in admin_ids)
+            for name in members
+        }
+        self._sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # -- ChatAdapter --------------------------------------------------------------------------
+
+    async def post_status(self, channel: str, view: StatusView) -> MessageRef:
+        record = await self.log.add(
+            author_id=BOT_ID, author_name=BOT_NAME, bot=True, status=status_json(view)
+        )
+        await self._broadcast(record)
+        return MessageRef(platform=PLATFORM, channel=CHANNEL, message_id=str(record.id))
+
+    async def edit_status(self, ref: MessageRef, view: StatusView) -> MessageRef:
+        record = await self.log.set_status(int(ref.message_id), status_json(view))
+        if record is None:
+            raise MessageGone(ref.message_id)
+        await self._broadcast(record)
+        return ref
+
+    async def post(self, *, text: str, ephemeral_to: str | None = None) -> ChatRecord:
+        record = await self.log.add(
+            author_id=BOT_ID, author_name=BOT_NAME, bot=True, text=text, ephemeral_to=ephemeral_to
+        )
+        await self._broadcast(record)
+        return record
+
+    # -- the web app --------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_get("/", self._index)
+        app.router.add_static("/static/", STATIC, show_index=False)
+        app.router.add_get("/api/session", self._session)
+        app.router.add_get("/api/messages", self._messages)
+        app.router.add_post("/api/command", self._command)
+        app.router.add_post("/api/action", self._action)
+        app.router.add_get("/blobs/{key:.+}", self._blob)
+        app.router.add_get("/ws", self._ws)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        if not is_loopback(host):
+            log.warning(
+                "the local chat listens on %s: it has no login, so anyone who can reach it can "
+                "act as any member or admin", host,
+            )
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def stop(self) -> None:
+        for sockets in self._sockets.values():
+            for ws in list(sockets):
+                with contextlib.suppress(Exception):
+                    await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _member(self, user_id: object) -> Member:
+        member = self.members.get(str(user_id)) if isinstance(user_id, str) else None
+        if member is None:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"ok": False, "error": "Unknown member."}),
+                content_type="application/json",
+            )
+        return member
+
+    def actor(self, member: Member) -> Actor:
+        return Actor(PLATFORM, WORKSPACE, member.id, member.name, is_admin=member.admin)
+
+    async def _index(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def _session(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "channel": CHANNEL,
+                "members": [{"id": m.id, "name": m.name, "admin": m.admin} for m in self.members.values()],
+                "commands": [
+                    {
+                        "name": spec.name,
+                        "description": spec.description,
+                        "options": [
+                            {
+                                "name": o.name,
+                                "type": o.type,
+                                "required": o.required,
+                                "description": o.description,
+                                "choices": list(o.choices) if o.choices else None,
+                                "min": o.min,
+                                "max": o.max,
+                            }
+                            for o in spec.options
+                        ],
+                    }
+                    for spec in self.specs
+                ],
+            }
+        )
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        member = self._member(request.query.get("user_id"))
+        records = await self.log.history(member.id, HISTORY_LIMIT)
+        return web.json_response({"messages": [message_json(r) for r in records]})
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"ok": False, "error": "Send a JSON object."}),
+                content_type="application/json",
+            )
+        return body
+
+    async def _command(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        member = self._member(body.get("user_id"))
+        responder = LocalResponder(self, member)
+        if "command" in body:  # structured form: {"command": "imagine", "options": {...}}
+            name, raw = body.get("command"), body.get("options") or {}
+            if not isinstance(name, str) or not isinstance(raw, dict):
+                return web.json_response({"ok": False, "error": "Bad command."}, status=400)
+            options = {str(k): str(v) for k, v in raw.items()}
+        else:
+            text = body.get("text")
+            if not isinstance(text, str) or not text.strip():
+                return web.json_response({"ok": False, "error": "Type a message."}, status=400)
+            if len(text) > TEXT_MAX * 2:
+                return web.json_response({"ok": False, "error": "That message is too long."}, status=400)
+            if not text.lstrip().startswith("/"):
+                record = await self.log.add(
+                    author_id=member.id, author_name=member.name, bot=False, text=text[:TEXT_MAX]
+                )
+                await self._broadcast(record)
+                return web.json_response({"ok": True})
+            try:
+                spec, options = parse_text(text, self.specs)
+            except GenbotError as exc:
+                await responder.reply_error(exc.text)
+                return web.json_response({"ok": True})
+            name = spec.name
+        await self.handler.handle(
+            CommandRequest(actor=self.actor(member), channel=CHANNEL, name=name, options=options),
+            responder,
+        )
+        return web.json_response({"ok": True})
+
+    async def _action(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        member = self._member(body.get("user_id"))
+        try:
+            message_id = int(body.get("message_id"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return web.json_response({"ok": False, "error": "Bad message id."}, status=400)
+        record = await self.log.get(message_id)
+        if record is None or not record.status:
+            return web.json_response({"ok": False, "error": "No such message."}, status=404)
+        await self.handler.handle_action(
+            self.actor(member), int(record.status["job"]), str(body.get("action")),
+            LocalResponder(self, member),
+        )
+        return web.json_response({"ok": True})
+
+    async def _blob(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        data = await self.blobs(key)
+        if data is None:
+            raise web.HTTPNotFound()
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        return web.Response(
+            body=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"}
+        )
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        member = self._member(request.query.get("user_id"))
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        self._sockets.setdefault(member.id, weakref.WeakSet()).add(ws)
+        try:
+            async for msg in ws:  # the page only listens; drain pings and close frames
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._sockets.get(member.id, weakref.WeakSet()).discard(ws)
+        return ws
+
+    async def _broadcast(self, record: ChatRecord) -> None:
+        payload = json.dumps({"type": "message", "message": message_json(record)})
+        targets = (
+            [record.ephemeral_to] if record.ephemeral_to is not None else list(self._sockets)
+        )
+        sends = [
+            ws.send_str(payload)
+            for user in targets
+            for ws in list(self._sockets.get(user, ()))
+            if not ws.closed
+        ]
+        for result in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.debug("a chat socket went away: %s", result)

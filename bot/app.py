@@ -1,0 +1,148 @@
+"""The composition root: the only module that knows every concrete class. It builds them from the
+settings and hands them down; swapping the platform or the backend is a setting, not code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis, create_pool
+
+from adapters.local.chat import LocalChat
+from bot.commands import command_specs
+from bot.config import ConfigError, Platform, Settings
+from bot.renderer import Renderer
+from bot.service import Genbot
+from jobs.backends import load_backend
+from jobs.breaker import Breaker
+from jobs.constants import RENDER_GROUP, Keys
+from jobs.events import RedisEventFeed
+from jobs.queue import RedisJobQueue
+from jobs.runner import GenerationRunner
+from jobs.worker import build_worker, redis_settings
+from storage import db
+from storage.blobs import LocalBlobStore
+from storage.chatlog import TortoiseChatLog
+from storage.store import TortoiseGenerationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What every genbot process shares: settings, Redis, the database, the core."""
+
+    settings: Settings
+    redis: ArqRedis
+    store: TortoiseGenerationStore
+    queue: RedisJobQueue
+    blobs: LocalBlobStore
+    core: Genbot
+
+
+@contextlib.asynccontextmanager
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Connect to the database and Redis for the life of the block."""
+    await db.connect(settings.database.url)
+    redis = await create_pool(redis_settings(settings))
+    try:
+        store = TortoiseGenerationStore()
+        queue = RedisJobQueue(
+            redis,
+            Keys(settings.redis.key_prefix),
+            settings.redis.queue_name,
+            eta_window=settings.worker.eta_window,
+            default_run_s=settings.worker.default_run_s,
+        )
+        yield Runtime(
+            settings=settings,
+            redis=redis,
+            store=store,
+            queue=queue,
+            blobs=LocalBlobStore(settings.blobs.dir),
+            core=Genbot(settings, store, queue),
+        )
+    finally:
+        await redis.aclose()
+        await db.close()
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_local_chat(rt: Runtime) -> LocalChat:
+    return LocalChat(
+        log_store=TortoiseChatLog(),
+        handler=rt.core,
+        blobs=rt.blobs.get,
+        specs=command_specs(rt.settings.limits),
+        members=rt.settings.local.members,
+        admins=rt.settings.local.admins,
+    )
+
+
+def build_renderer(rt: Runtime, adapter: LocalChat) -> Renderer:
+    keys = Keys(rt.settings.redis.key_prefix)
+    feed = RedisEventFeed(
+        rt.redis, keys.events, RENDER_GROUP.format(platform=adapter.platform), consumer_name()
+    )
+    return Renderer(
+        store=rt.store, queue=rt.queue, feed=feed, adapter=adapter, settings=rt.settings.renderer
+    )
+
+
+def build_runner(rt: Runtime) -> GenerationRunner:
+    w = rt.settings.worker
+    return GenerationRunner(
+        store=rt.store,
+        queue=rt.queue,
+        blobs=rt.blobs,
+        backend=load_backend(rt.settings),
+        breaker=Breaker(w.breaker_fail_max, w.breaker_reset_s),
+        backend_timeout_s=w.backend_timeout_s,
+        progress_interval_s=w.progress_interval_s,
+    )
+
+
+async def serve_bot(rt: Runtime, stop: asyncio.Event) -> None:
+    """Run the chat adapter and the renderer until ``stop`` is set."""
+    if rt.settings.platform is not Platform.LOCAL:
+        raise ConfigError(
+            f"GENBOT_PLATFORM: the {rt.settings.platform.value} adapter is not part of this "
+            "release yet; use 'local'"
+        )
+    chat = build_local_chat(rt)
+    renderer = build_renderer(rt, chat)
+    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    await chat.start(rt.settings.local.host, rt.settings.local.port)
+    print(f"genbot local chat: http://{rt.settings.local.host}:{chat.port}", flush=True)
+    render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
+    try:
+        await stop.wait()
+        await render_task
+    finally:
+        if not render_task.done():
+            render_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await render_task
+        await chat.stop()
+
+
+async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
+    """Run an arq worker until ``stop`` is set; running jobs are cancelled and arq re-queues them."""
+    worker = build_worker(rt.settings, runner=build_runner(rt), queue=rt.queue, handle_signals=False)
+    task = asyncio.create_task(worker.async_run(), name="genbot-worker")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

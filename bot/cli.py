@@ -1,0 +1,131 @@
+"""``genbot``: the command line.
+
+- ``genbot dev``: everything on one laptop (embedded Redis, SQLite, demo backend, local chat).
+- ``genbot bot``: the chat adapter and the renderer, against the configured Redis and database.
+- ``genbot worker``: an arq worker running generation jobs.
+- ``genbot migrate``: apply database migrations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bot.config import ConfigError, Platform, Settings, load_settings
+from bot.embedded_redis import RedisNotFound, embedded_redis
+
+log = logging.getLogger("genbot")
+
+DEV_DATA = Path("data")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genbot", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="run everything locally: embedded Redis, SQLite, local chat")
+    dev.add_argument("--port", type=int, help="local chat port (default 8000)")
+    bot = sub.add_parser("bot", help="run the chat adapter and the renderer")
+    bot.add_argument("--platform", choices=[p.value for p in Platform])
+    sub.add_parser("worker", help="run a generation worker")
+    sub.add_parser("migrate", help="apply database migrations")
+    return parser
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _dev(settings: Settings) -> None:
+    from bot.app import runtime, serve_bot, serve_worker  # noqa: PLC0415 - heavy imports
+    from storage.db import migrate  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with embedded_redis(DEV_DATA / "redis") as redis:
+        settings = settings.model_copy(
+            update={
+                "platform": Platform.LOCAL,
+                "redis": settings.redis.model_copy(update={"url": redis.url}),
+                "database": settings.database.model_copy(
+                    update={"url": f"sqlite://{DEV_DATA / 'genbot.sqlite3'}"}
+                ),
+                "blobs": settings.blobs.model_copy(update={"dir": DEV_DATA / "blobs"}),
+            }
+        )
+        log.info("embedded Redis at %s, SQLite at %s", redis.url, settings.database.url)
+        await migrate(settings.database.url)
+        async with runtime(settings) as rt:
+            await rt.core.reconcile()
+            await asyncio.gather(serve_bot(rt, stop), serve_worker(rt, stop))
+
+
+async def _bot(settings: Settings) -> None:
+    from bot.app import runtime, serve_bot  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with runtime(settings) as rt:
+        await serve_bot(rt, stop)
+
+
+async def _worker(settings: Settings) -> None:
+    from bot.app import runtime, serve_worker  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with runtime(settings) as rt:
+        await serve_worker(rt, stop)
+
+
+async def _migrate(settings: Settings) -> None:
+    from storage.db import migrate  # noqa: PLC0415
+
+    await migrate(settings.database.url)
+    print("migrations applied", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides: dict[str, object] = {}
+        if getattr(args, "platform", None):
+            overrides["platform"] = args.platform
+        settings = load_settings(**overrides)
+        if getattr(args, "port", None) is not None:
+            settings = settings.model_copy(
+                update={"local": settings.local.model_copy(update={"port": args.port})}
+            )
+    except ConfigError as exc:
+        print(f"genbot: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    commands: dict[str, Callable[[Settings], Awaitable[None]]] = {
+        "dev": _dev,
+        "bot": _bot,
+        "worker": _worker,
+        "migrate": _migrate,
+    }
+    try:
+        asyncio.run(commands[args.command](settings))
+    except (ConfigError, RedisNotFound) as exc:
+        print(f"genbot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The slash commands: their options (the one spec every platform registers), the text syntax the
+local chat and Slack use, and the validation of ``/imagine``'s options.
+
+All of it is pure: no I/O, easy to test with captured inputs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from bot.config import LimitsSettings
+from bot.errors import ErrorCode, GenbotError
+from bot.models import ImagineOptions
+
+SEED_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    name: str
+    type: str  # "string" | "integer"
+    description: str
+    required: bool = False
+    choices: tuple[str, ...] | None = None
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    description: str
+    options: tuple[OptionSpec, ...] = ()
+    admin: bool = False
+
+    def option(self, name: str) -> OptionSpec | None:
+        return next((o for o in self.options if o.name == name), None)
+
+
+def command_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
+    """The member commands, as each platform registers them."""
+    return (
+        CommandSpec(
+            "imagine",
+            "Make an image from a text prompt",
+            (
+                OptionSpec("prompt", "string", "What to draw", required=True),
+                OptionSpec("negative", "string", "What to keep out of the image"),
+                OptionSpec("size", "string", "Width x height", choices=tuple(limits.sizes)),
+                OptionSpec(
+                    "steps", "integer", "More steps: finer, slower", min=limits.steps_min,
+                    max=limits.steps_max,
+                ),
+                OptionSpec("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
+            ),
+        ),
+        CommandSpec("queue", "Your jobs and where they stand in the queue"),
+        CommandSpec(
+            "cancel",
+            "Cancel one of your jobs (your newest if no job is given)",
+            (OptionSpec("job", "integer", "The job number", min=1),),
+        ),
+        CommandSpec(
+            "status",
+            "Post a job's status message again",
+            (OptionSpec("job", "integer", "The job number", required=True, min=1),),
+        ),
+    )
+
+
+def invalid(sentence: str) -> GenbotError:
+    return GenbotError(ErrorCode.INVALID_OPTION, sentence)
+
+
+def _shown(text: str, limit: int = 32) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_OPTION = re.compile(r"(?:^|\s)([a-z_]+):(?=\s|$)")
+
+
+def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, dict[str, str]]:
+    """Parse ``/imagine a red fox`` or ``/imagine prompt: a red fox steps: 20`` into a command and
+    its raw options. Without ``name:`` markers, the text is the first required option.
+
+    Only the command's own option names act as markers, so ``a photo: sunset`` stays a prompt;
+    an unknown ``name:`` at the very start is refused. Raises :class:`GenbotError` (invalid_option).
+    """
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        raise invalid("Commands start with /, for example /imagine a red fox in snow.")
+    name, _, rest = stripped[1:].partition(" ")
+    spec = next((s for s in specs if s.name == name.lower()), None)
+    if spec is None:
+        known = ", ".join("/" + s.name for s in specs)
+        raise invalid(f"There is no command /{_shown(name)}. Commands: {known}.")
+    rest = rest.strip()
+    options: dict[str, str] = {}
+    if not rest:
+        return spec, options
+    marks = [m for m in _OPTION.finditer(rest) if spec.option(m.group(1))]
+    leading = _OPTION.match(rest)
+    if leading and not spec.option(leading.group(1)):
+        raise unknown_option(spec, leading.group(1))
+    head = rest[: marks[0].start()] if marks else rest
+    if head.strip():
+        first = next((o for o in spec.options if o.required), None) or (
+            spec.options[0] if spec.options else None
+        )
+        if first is None:
+            raise invalid(f"/{spec.name} takes no options.")
+        options[first.name] = head.strip()
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(rest)
+        key = mark.group(1)
+        if key in options:
+            raise invalid(f"The option {key} is given twice.")
+        options[key] = rest[mark.end() : end].strip()
+    return spec, options
+
+
+def unknown_option(spec: CommandSpec, name: str) -> GenbotError:
+    known = ", ".join(o.name for o in spec.options) or "no options"
+    return invalid(f"/{spec.name} has no option {_shown(name)!r}. It takes: {known}.")
+
+
+def check_known(spec: CommandSpec, options: dict[str, str]) -> None:
+    for name in options:
+        if spec.option(name) is None:
+            raise unknown_option(spec, name)
+
+
+def parse_int(spec: CommandSpec, name: str, raw: str | None) -> int | None:
+    """A whole-number option within its spec's range, or None when absent."""
+    if raw is None or raw.strip() == "":
+        return None
+    option = spec.option(name)
+    assert option is not None
+    lo = option.min if option.min is not None else 0
+    hi = option.max
+    bounds = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise invalid(f"{name.capitalize()} must be a whole number {bounds}.") from None
+    if value < lo or (hi is not None and value > hi):
+        raise invalid(f"{name.capitalize()} must be a whole number {bounds}.")
+    return value
+
+
+class _ImagineInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    prompt: str
+    negative: str = ""
+    size: str | None = None
+    steps: int | None = None
+    seed: int | None = None
+
+    @field_validator("prompt", "negative")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        limits: LimitsSettings = (info.context or {})["limits"]
+        value = " ".join(value.split())  # one line; control characters and runs of spaces go
+        if info.field_name == "prompt" and not value:
+            raise PydanticCustomError("empty", "The prompt is empty: say what to draw.")
+        if len(value) > limits.prompt_max:
+            raise PydanticCustomError(
+                "too_long",
+                "The {field} is {n} characters long; the limit is {limit}.",
+                {"field": info.field_name, "n": len(value), "limit": limits.prompt_max},
+            )
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limits: LimitsSettings = (info.context or {})["limits"]
+        if value is not None and value.lower() not in limits.sizes:
+            raise PydanticCustomError(
+                "size", "Size must be one of: {sizes}.", {"sizes": ", ".join(limits.sizes)}
+            )
+        return value.lower() if value else None
+
+
+def validate_imagine(
+    spec: CommandSpec, options: dict[str, str], limits: LimitsSettings
+) -> ImagineOptions:
+    """Validate raw ``/imagine`` options. Raises :class:`GenbotError` (invalid_option) with one
+    sentence for the member; nothing has been written when it raises."""
+    check_known(spec, options)
+    data: dict[str, Any] = {k: v for k, v in options.items() if k in ("prompt", "negative", "size")}
+    data.setdefault("prompt", "")
+    data["steps"] = parse_int(spec, "steps", options.get("steps"))
+    data["seed"] = parse_int(spec, "seed", options.get("seed"))
+    try:
+        parsed = _ImagineInput.model_validate(data, context={"limits": limits})
+    except ValidationError as exc:
+        raise invalid(str(exc.errors()[0]["msg"])) from None
+    width, _, height = (parsed.size or limits.default_size).partition("x")
+    return ImagineOptions(
+        prompt=parsed.prompt,
+        negative=parsed.negative,
+        width=int(width),
+        height=int(height),
+        steps=parsed.steps if parsed.steps is not None else limits.default_steps,
+        seed=parsed.seed if parsed.seed is not None else secrets.randbelow(SEED_MAX + 1),
+    )

@@ -1,0 +1,194 @@
+"""The renderer: keeps every status message of one platform in step with its row.
+
+It reads the event stream through a consumer group, coalesces the events of a batch per message,
+reads each row and its live position, builds the view, and edits the message only when the view
+changed (the digest of the last rendered view is kept in the row, so a restart does not re-edit).
+
+Positions: when a job leaves the waiting set, every message behind it shows a stale position. One
+read of the waiting list per batch (not per dequeue) finds them; the first
+``renderer.exact_positions`` are refreshed at once, the ones further back at most every
+``renderer.far_refresh_s`` seconds. Each message is edited at most every
+``renderer.min_edit_interval_s`` seconds; what arrives in between is folded into the next edit.
+
+After a restart it claims the events a crashed renderer left pending and re-renders every
+non-terminal message of its platform from its row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+
+from bot.config import RendererSettings
+from bot.models import Generation, MessageRef, State
+from bot.ports import ChatAdapter, Event, EventFeed, GenerationStore, JobQueue, MessageGone
+from bot.views import build_view, eta_seconds, view_hash
+
+log = logging.getLogger(__name__)
+
+EDIT_CONCURRENCY = 8
+RETRY_S = 2.0
+
+
+class Renderer:
+    def __init__(
+        self,
+        *,
+        store: GenerationStore,
+        queue: JobQueue,
+        feed: EventFeed,
+        adapter: ChatAdapter,
+        settings: RendererSettings,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.feed = feed
+        self.adapter = adapter
+        self.settings = settings
+        self._due: dict[int, float] = {}  # generation id -> monotonic time it may be edited
+        self._last_edit: dict[int, float] = {}
+        self._shown_position: dict[int, int] = {}
+        self._positions_dirty = True
+        self._edits = asyncio.Semaphore(EDIT_CONCURRENCY)
+        self.edits = 0  # count of platform edits, for tests and stats
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Re-render every non-terminal message from its row, and take over stale events."""
+        for gen in await self.store.list_active(self.adapter.platform):
+            self._due.setdefault(gen.id, 0.0)
+        stale = await self.feed.claim_stale(int(self.settings.claim_idle_s * 1000), 1000)
+        await self._absorb(stale)
+        await self.flush()
+        await self.feed.ack(stale)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Render until ``stop`` is set, then flush what is due. Survives Redis and database
+        hiccups: a failed round is logged and retried."""
+        await self.recover()
+        last_claim = time.monotonic()
+        while not stop.is_set():
+            try:
+                events = await self.feed.read(self.settings.batch, self._block_ms())
+                if time.monotonic() - last_claim > max(1.0, self.settings.claim_idle_s):
+                    events += await self.feed.claim_stale(
+                        int(self.settings.claim_idle_s * 1000), self.settings.batch
+                    )
+                    last_claim = time.monotonic()
+                await self._absorb(events)
+                await self.flush()
+                await self.feed.ack(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("render round failed; retrying")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        with contextlib.suppress(Exception):
+            await self.flush(force=True)
+
+    def _block_ms(self) -> int:
+        if not self._due:
+            return 1000
+        wait = min(self._due.values()) - time.monotonic()
+        return max(1, min(1000, int(wait * 1000)))
+
+    async def _absorb(self, events: Iterable[Event]) -> None:
+        now = time.monotonic()
+        for event in events:
+            if event.kind == "dequeued":
+                self._positions_dirty = True
+            self._due[event.generation_id] = min(self._due.get(event.generation_id, now), now)
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Render every message that is due (all of them with ``force``)."""
+        order: list[int] | None = None
+        if self._positions_dirty:
+            self._positions_dirty = False
+            order = await self.queue.waiting()
+            self._schedule_positions(order)
+        now = time.monotonic()
+        ready = [gid for gid, at in self._due.items() if force or at <= now]
+        if not ready:
+            return
+        if order is None:
+            order = await self.queue.waiting()
+        positions = {gid: i + 1 for i, gid in enumerate(order)}
+        for gid in ready:
+            del self._due[gid]
+        gens = await self.store.get_many(ready)
+        mine = [g for g in gens if g.platform == self.adapter.platform]
+        etas: dict[str, tuple[float, int]] = {}
+        for backend in {g.backend for g in mine}:
+            etas[backend] = await self.queue.eta_basis(backend)
+        await asyncio.gather(*(self._render_safely(g, positions.get(g.id), etas[g.backend]) for g in mine))
+
+    async def _render_safely(
+        self, gen: Generation, position: int | None, basis: tuple[float, int]
+    ) -> None:
+        try:
+            await self._render(gen, position, basis)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The platform or the database failed this once: try this message again shortly.
+            log.exception("rendering generation %s failed; retrying", gen.id)
+            self._due[gen.id] = time.monotonic() + RETRY_S
+
+    def _schedule_positions(self, order: list[int]) -> None:
+        now = time.monotonic()
+        waiting = set(order)
+        for gid in [g for g in self._shown_position if g not in waiting]:
+            del self._shown_position[gid]
+        for index, gid in enumerate(order):
+            position = index + 1
+            if self._shown_position.get(gid) == position:
+                continue
+            if position <= self.settings.exact_positions:
+                at = now
+            else:
+                at = self._last_edit.get(gid, 0.0) + self.settings.far_refresh_s
+            self._due[gid] = min(self._due.get(gid, at), at)
+
+    async def _render(
+        self, gen: Generation, position: int | None, basis: tuple[float, int]
+    ) -> None:
+        ref = MessageRef.from_json(gen.message)
+        if ref is None:  # the status message is not posted yet; attach_message will nudge us
+            return
+        if gen.state is not State.QUEUED:
+            position = None
+        eta = None
+        if position is not None and basis[1]:
+            eta = eta_seconds(position, basis[0], basis[1])
+        view = build_view(gen, position, eta)
+        digest = view_hash(view)
+        if position is not None:
+            self._shown_position[gen.id] = position
+        if digest == gen.meta.get("rendered"):
+            return
+        now = time.monotonic()
+        earliest = self._last_edit.get(gen.id, 0.0) + self.settings.min_edit_interval_s
+        if now < earliest and not gen.state.terminal:
+            self._due[gen.id] = min(self._due.get(gen.id, earliest), earliest)
+            return
+        async with self._edits:
+            try:
+                new_ref = await self.adapter.edit_status(ref, view)
+            except MessageGone:
+                log.info("status message of %s is gone; posting a new one", gen.id)
+                new_ref = await self.adapter.post_status(gen.channel, view)
+            self.edits += 1
+        self._last_edit[gen.id] = time.monotonic()
+        if gen.state.terminal:
+            self._last_edit.pop(gen.id, None)
+            self._shown_position.pop(gen.id, None)
+        if new_ref != ref:
+            await self.store.update_message(gen.id, new_ref.to_json())
+        await self.store.update_meta(gen.id, {"rendered": digest})

@@ -1,0 +1,206 @@
+"""The core: what a command does, independent of the platform it came from.
+
+An adapter acks the platform, translates the payload into a :class:`CommandRequest` and calls
+:meth:`Genbot.handle` with a :class:`Responder`. Everything a member sees in reply goes through the
+responder; failures become catalogue words, never exception text.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.commands import CommandSpec, check_known, command_specs, parse_int, validate_imagine
+from bot.config import Settings
+from bot.errors import ErrorCode, GenbotError, describe
+from bot.models import (
+    Actor,
+    CommandRequest,
+    Generation,
+    MessageRef,
+    NewGeneration,
+    State,
+    StatusView,
+)
+from bot.ports import GenerationStore, JobQueue, Responder
+from bot.views import build_view, eta_seconds, format_duration, view_hash
+
+log = logging.getLogger(__name__)
+
+
+class Genbot:
+    def __init__(self, settings: Settings, store: GenerationStore, queue: JobQueue) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.specs: dict[str, CommandSpec] = {s.name: s for s in command_specs(settings.limits)}
+
+    # -- entry points -------------------------------------------------------------------------
+
+    async def handle(self, request: CommandRequest, responder: Responder) -> None:
+        """Run one command. Never raises for the member's sake: every outcome is a reply."""
+        try:
+            spec = self.specs.get(request.name)
+            if spec is None:
+                raise GenbotError(ErrorCode.INVALID_OPTION, f"There is no command /{request.name}.")
+            if spec.name == "imagine":
+                await self.imagine(spec, request, responder)
+            elif spec.name == "queue":
+                check_known(spec, request.options)
+                await responder.reply(await self.describe_queue(request.actor))
+            elif spec.name == "cancel":
+                check_known(spec, request.options)
+                job = parse_int(spec, "job", request.options.get("job"))
+                gen = await self.cancel(request.actor, job)
+                await responder.reply(f"Cancelled job {gen.id}.")
+            elif spec.name == "status":
+                check_known(spec, request.options)
+                job = parse_int(spec, "job", request.options.get("job"))
+                if job is None:
+                    raise GenbotError(ErrorCode.INVALID_OPTION, "Say which job: /status 12.")
+                await self.repost(request.actor, job, responder)
+        except GenbotError as exc:
+            await responder.reply_error(exc.text)
+        except Exception:
+            log.exception("command /%s failed", request.name)
+            await responder.reply_error(describe(ErrorCode.INTERNAL))
+
+    async def handle_action(
+        self, actor: Actor, generation_id: int, action: str, responder: Responder
+    ) -> None:
+        """A button on a status message (``cancel``)."""
+        try:
+            if action != "cancel":
+                raise GenbotError(ErrorCode.INVALID_OPTION, "That button does nothing any more.")
+            gen = await self.cancel(actor, generation_id)
+            await responder.reply(f"Cancelled job {gen.id}.")
+        except GenbotError as exc:
+            await responder.reply_error(exc.text)
+        except Exception:
+            log.exception("action %s on %s failed", action, generation_id)
+            await responder.reply_error(describe(ErrorCode.INTERNAL))
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def imagine(self, spec: CommandSpec, request: CommandRequest, responder: Responder) -> None:
+        options = validate_imagine(spec, request.options, self.settings.limits)
+        new = NewGeneration(
+            actor=request.actor,
+            channel=request.channel,
+            options=options,
+            backend=self.settings.backend.name,
+        )
+        gen, position = await self.submit(new)
+        view = await self.view(gen, position)
+        ref = await responder.post_status(view)
+        await self.attach_message(gen.id, ref, view)
+
+    async def submit(self, new: NewGeneration) -> tuple[Generation, int]:
+        """Insert the row, take a ticket and a position, enqueue the job.
+
+        Returns the row and its position. If Redis cannot be reached the row is failed (so nothing
+        stays half-submitted) and the error propagates.
+        """
+        gen = await self.store.create(new)
+        try:
+            ticket, position = await self.queue.submit(gen.id)
+        except Exception:
+            await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.INTERNAL.value)
+            raise
+        await self.store.set_ticket(gen.id, ticket, position)
+        return gen, position
+
+    async def attach_message(self, generation_id: int, ref: MessageRef, view: StatusView) -> None:
+        """Store where the status message lives, then nudge the renderer: the job may have moved
+        on while the message was being posted."""
+        await self.store.update_message(generation_id, ref.to_json())
+        await self.store.update_meta(generation_id, {"rendered": view_hash(view)})
+        await self.queue.publish(generation_id, "attached")
+
+    async def view(self, gen: Generation, position: int | None = None) -> StatusView:
+        if gen.state is State.QUEUED and position is None:
+            position = await self.queue.position(gen.id)
+        eta = None
+        if position is not None:
+            mean, capacity = await self.queue.eta_basis(gen.backend)
+            eta = eta_seconds(position, mean, capacity) if capacity else None
+        return build_view(gen, position, eta)
+
+    async def describe_queue(self, actor: Actor) -> str:
+        gens = await self.store.list_for_user(
+            actor.platform, actor.workspace, actor.user_id, [State.QUEUED, State.RUNNING]
+        )
+        if not gens:
+            return "You have no jobs in the queue. Start one with /imagine."
+        lines = ["Your jobs:"]
+        for gen in gens:
+            view = await self.view(gen)
+            prompt = gen.prompt if len(gen.prompt) <= 60 else gen.prompt[:59] + "…"
+            lines.append(f"• job {gen.id}: {view.headline} · {prompt}")
+        return "\n".join(lines)
+
+    async def _visible(self, actor: Actor, generation_id: int) -> Generation:
+        gen = await self.store.get(generation_id)
+        if gen is None or gen.platform != actor.platform or gen.workspace != actor.workspace:
+            raise GenbotError(ErrorCode.NOT_FOUND)
+        return gen
+
+    async def cancel(self, actor: Actor, generation_id: int | None) -> Generation:
+        """Cancel a queued or running job of ``actor`` (any job, for an admin).
+
+        A queued job leaves the queue at once (the jobs behind it move up); a running job is
+        aborted on its worker. Raises :class:`GenbotError` when there is nothing to cancel.
+        """
+        if generation_id is None:
+            mine = await self.store.list_for_user(
+                actor.platform, actor.workspace, actor.user_id, [State.QUEUED, State.RUNNING]
+            )
+            if not mine:
+                raise GenbotError(ErrorCode.NOT_FOUND, "You have no queued or running job.")
+            generation_id = mine[-1].id
+        gen = await self._visible(actor, generation_id)
+        by_admin = gen.user_id != actor.user_id
+        if by_admin and not actor.is_admin:
+            raise GenbotError(ErrorCode.NOT_ALLOWED)
+        if gen.state.terminal:
+            raise GenbotError(
+                ErrorCode.NOT_FOUND, f"Job {gen.id} has already finished; there is nothing to cancel."
+            )
+        code = ErrorCode.CANCELLED_BY_ADMIN if by_admin else ErrorCode.CANCELLED
+        done = await self.store.transition(gen.id, State.CANCELLED, error_code=code.value)
+        if done is None:  # finished in the meantime
+            raise GenbotError(
+                ErrorCode.NOT_FOUND, f"Job {gen.id} has already finished; there is nothing to cancel."
+            )
+        if gen.state is State.QUEUED and await self.queue.remove_waiting(gen.id):
+            await self.queue.publish(gen.id, "dequeued")
+        else:
+            await self.queue.abort_running(gen.id)
+        await self.queue.publish(gen.id, "finished")
+        return done
+
+    async def reconcile(self) -> int:
+        """Re-enqueue every ``queued`` row that Redis no longer knows (Redis lost its data, or the
+        bot died between the insert and the enqueue), in its old ticket order. Run at start-up,
+        before workers take jobs. Returns how many were re-enqueued."""
+        count = 0
+        for gen in await self.store.list_active():
+            if gen.state is not State.QUEUED or await self.queue.position(gen.id) is not None:
+                continue
+            ticket, position = await self.queue.submit(gen.id, ticket=gen.ticket)
+            if ticket != gen.ticket:
+                await self.store.set_ticket(gen.id, ticket, position)
+            await self.queue.publish(gen.id, "dequeued")
+            count += 1
+        if count:
+            log.info("re-enqueued %d queued generations that Redis had lost", count)
+        return count
+
+    async def repost(self, actor: Actor, generation_id: int, responder: Responder) -> None:
+        """Post a job's status message again; the new message is the one kept up to date."""
+        gen = await self._visible(actor, generation_id)
+        view = await self.view(gen)
+        ref = await responder.post_status(view)
+        await self.attach_message(gen.id, ref, view)
+
+
+__all__ = ["Genbot", "format_duration"]

@@ -1,0 +1,58 @@
+"""Every Redis key genbot uses, in one place. arq's own keys (``arq:job:``, ``arq:in-progress:``...)
+come from ``arq.constants``; the arq queue name is a setting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The arq function name of the generation job.
+GENERATE_FUNCTION = "generate"
+#: The renderer's consumer group on the event stream (one per platform).
+RENDER_GROUP = "render:{platform}"
+#: How long an enqueued job's payload lives in Redis before arq drops it unrun.
+JOB_PAYLOAD_TTL_MS = 7 * 24 * 3600 * 1000
+#: A worker that has not beaten its heartbeat for this long no longer counts toward the ETA.
+WORKER_ALIVE_MS = 30_000
+#: Events kept in the stream (approximate trim).
+EVENTS_MAXLEN = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """genbot's keys under one prefix (``GENBOT_REDIS__KEY_PREFIX``)."""
+
+    prefix: str
+
+    @property
+    def ticket(self) -> str:
+        """INCR counter: the next ticket; tickets order the queue."""
+        return f"{self.prefix}:ticket"
+
+    @property
+    def waiting(self) -> str:
+        """Sorted set of waiting generation ids scored by ticket; ZRANK + 1 is the position."""
+        return f"{self.prefix}:waiting"
+
+    @property
+    def running(self) -> str:
+        """Sorted set of running generation ids scored by start time (ms)."""
+        return f"{self.prefix}:running"
+
+    @property
+    def events(self) -> str:
+        """Stream of ``{id, kind}`` events for the renderers."""
+        return f"{self.prefix}:events"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of live worker ids scored by their last heartbeat (ms)."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def worker_capacity(self) -> str:
+        """Hash: worker id -> how many jobs it runs at once."""
+        return f"{self.prefix}:worker-capacity"
+
+    def runtimes(self, backend: str) -> str:
+        """List of the most recent run times (s) of one backend, newest first."""
+        return f"{self.prefix}:runtimes:{backend}"

@@ -1,0 +1,75 @@
+"""The event stream: workers and the core append ``{id, kind}``; renderers read it through a
+consumer group (at-least-once: an event stays pending until acknowledged, and a crashed renderer's
+pending events are claimed by the next one)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from bot.ports import Event
+
+
+class RedisEventFeed:
+    def __init__(self, redis: Redis, stream: str, group: str, consumer: str) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if missing. Safe to call again, also after
+        Redis lost its data."""
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+            await self.redis.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+
+    @staticmethod
+    def _events(entries: Sequence[Any]) -> list[Event]:
+        events = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted by a trim while pending
+                continue
+            raw_id = fields.get(b"id") or fields.get("id")
+            kind = fields.get(b"kind") or fields.get("kind") or b""
+            if raw_id is None:
+                continue
+            events.append(
+                Event(
+                    entry_id=entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
+                    generation_id=int(raw_id),
+                    kind=kind.decode() if isinstance(kind, bytes) else str(kind),
+                )
+            )
+        return events
+
+    async def read(self, count: int, block_ms: int) -> list[Event]:
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        return [ev for _stream, entries in reply or [] for ev in self._events(entries)]
+
+    async def ack(self, events: Sequence[Event]) -> None:
+        if events:
+            await self.redis.xack(self.stream, self.group, *(e.entry_id for e in events))
+
+    async def claim_stale(self, min_idle_ms: int, count: int) -> list[Event]:
+        try:
+            reply = await self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, min_idle_time=min_idle_ms, count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        return self._events(reply[1])

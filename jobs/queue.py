@@ -1,0 +1,201 @@
+"""Positions and the job queue: the :class:`~bot.ports.JobQueue` on Redis and arq.
+
+Why one Lua script writes the arq job itself
+-------------------------------------------
+A position is only honest if the job at position 1 is the next one a free worker starts. arq's
+workers take jobs from its queue sorted set by score, then by member. genbot therefore scores every
+job with its **ticket** (an ``INCR`` counter), so arq's order is the ticket order, whatever the clocks
+of the bot hosts say. Ticket, waiting-set entry and arq job must appear in Redis at one instant: were
+the arq job enqueued in a second round trip, a later submission could reach arq first and start ahead
+of position 1. So :data:`SUBMIT` does what ``ArqRedis.enqueue_job`` does (the same dedupe on
+``arq:job:<id>`` and ``arq:result:<id>``, the same payload from ``arq.jobs.serialize_job``) inside the
+same atomic script that takes the ticket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import Job, serialize_job
+
+from bot.models import job_id_for
+from jobs.constants import (
+    EVENTS_MAXLEN,
+    GENERATE_FUNCTION,
+    JOB_PAYLOAD_TTL_MS,
+    WORKER_ALIVE_MS,
+    Keys,
+)
+
+# KEYS: ticket, waiting, arq job key, arq result key, arq queue
+# ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id
+# Returns {ticket, position, enqueued (0/1)}.
+SUBMIT = """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if score then
+    return {tonumber(score), redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, 0}
+end
+local ticket
+if ARGV[4] ~= '' then
+    ticket = tonumber(ARGV[4])
+    if tonumber(redis.call('GET', KEYS[1]) or '0') < ticket then
+        redis.call('SET', KEYS[1], ticket)
+    end
+else
+    ticket = redis.call('INCR', KEYS[1])
+end
+redis.call('ZADD', KEYS[2], ticket, ARGV[1])
+local enqueued = 0
+if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
+    redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+    redis.call('ZADD', KEYS[5], ticket, ARGV[5])
+    enqueued = 1
+end
+return {ticket, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, enqueued}
+"""
+
+# KEYS: waiting, running; ARGV: generation id, now ms. Returns 1 if it was waiting.
+START = """
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return removed
+"""
+
+# KEYS: waiting, arq queue, arq job key; ARGV: generation id, arq job id. Returns 1 if it was waiting.
+REMOVE_WAITING = """
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 then
+    redis.call('ZREM', KEYS[2], ARGV[2])
+    redis.call('DEL', KEYS[3])
+end
+return removed
+"""
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RedisJobQueue:
+    """Submit, position, cancel and ETA over one Redis. Every method is one round trip or one
+    atomic script, so any number of bot and worker processes can share it."""
+
+    def __init__(
+        self,
+        redis: ArqRedis,
+        keys: Keys,
+        queue_name: str,
+        *,
+        eta_window: int = 20,
+        default_run_s: float = 15.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.queue_name = queue_name
+        self.eta_window = eta_window
+        self.default_run_s = default_run_s
+        self._submit = redis.register_script(SUBMIT)
+        self._start = redis.register_script(START)
+        self._remove = redis.register_script(REMOVE_WAITING)
+
+    async def submit(self, generation_id: int, *, ticket: int | None = None) -> tuple[int, int]:
+        """See :meth:`bot.ports.JobQueue.submit`. ``ticket`` re-uses a ticket from the row (when
+        Redis lost its data and the sweep re-queues a job in its old place)."""
+        job_id = job_id_for(generation_id)
+        payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
+        result: list[Any] = await self._submit(
+            keys=[
+                self.keys.ticket,
+                self.keys.waiting,
+                job_key_prefix + job_id,
+                result_key_prefix + job_id,
+                self.queue_name,
+            ],
+            args=[generation_id, payload, JOB_PAYLOAD_TTL_MS, "" if ticket is None else ticket, job_id],
+        )
+        return int(result[0]), int(result[1])
+
+    async def position(self, generation_id: int) -> int | None:
+        rank = await self.redis.zrank(self.keys.waiting, str(generation_id))
+        return None if rank is None else int(rank) + 1
+
+    async def waiting(self) -> list[int]:
+        members = await self.redis.zrange(self.keys.waiting, 0, -1)
+        return [int(m) for m in members]
+
+    async def mark_running(self, generation_id: int) -> bool:
+        """Move a job from the waiting set to the running set, atomically. True if it was waiting."""
+        removed = await self._start(
+            keys=[self.keys.waiting, self.keys.running], args=[generation_id, _ms()]
+        )
+        return bool(removed)
+
+    async def mark_done(self, generation_id: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.running, str(generation_id))
+            pipe.zrem(self.keys.waiting, str(generation_id))
+            await pipe.execute()
+
+    async def remove_waiting(self, generation_id: int) -> bool:
+        job_id = job_id_for(generation_id)
+        removed = await self._remove(
+            keys=[self.keys.waiting, self.queue_name, job_key_prefix + job_id],
+            args=[generation_id, job_id],
+        )
+        return bool(removed)
+
+    async def abort_running(self, generation_id: int) -> None:
+        job = Job(job_id_for(generation_id), self.redis, _queue_name=self.queue_name)
+        # abort() marks the job for abortion, then waits for its result: we do not wait.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await job.abort(timeout=0, poll_delay=0.01)
+
+    async def record_runtime(self, backend: str, seconds: float) -> None:
+        key = self.keys.runtimes(backend)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, f"{seconds:.3f}")
+            pipe.ltrim(key, 0, self.eta_window - 1)
+            await pipe.execute()
+
+    async def mean_runtime(self, backend: str) -> float:
+        values = await self.redis.lrange(self.keys.runtimes(backend), 0, self.eta_window - 1)
+        if not values:
+            return self.default_run_s
+        return sum(float(v) for v in values) / len(values)
+
+    async def worker_heartbeat(self, worker_id: str, capacity: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.workers, {worker_id: _ms()})
+            pipe.hset(self.keys.worker_capacity, worker_id, capacity)
+            pipe.zremrangebyscore(self.keys.workers, "-inf", _ms() - 10 * WORKER_ALIVE_MS)
+            await pipe.execute()
+
+    async def worker_gone(self, worker_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.workers, worker_id)
+            pipe.hdel(self.keys.worker_capacity, worker_id)
+            await pipe.execute()
+
+    async def capacity(self) -> int:
+        """How many jobs the live workers run at once (0 when no worker is alive)."""
+        alive = await self.redis.zrangebyscore(self.keys.workers, _ms() - WORKER_ALIVE_MS, "+inf")
+        if not alive:
+            return 0
+        caps = await self.redis.hmget(self.keys.worker_capacity, alive)
+        return sum(int(c) for c in caps if c is not None)
+
+    async def eta_basis(self, backend: str) -> tuple[float, int]:
+        return await self.mean_runtime(backend), await self.capacity()
+
+    async def publish(self, generation_id: int, kind: str) -> None:
+        await self.redis.xadd(
+            self.keys.events,
+            {"id": str(generation_id), "kind": kind},
+            maxlen=EVENTS_MAXLEN,
+            approximate=True,
+        )

@@ -1,0 +1,133 @@
+"""The generation job: one run of one generation, from ``queued`` to a terminal state.
+
+Safe to run twice for the same generation (arq re-runs a job whose worker died): every state change
+is a guarded transition on the row, so a second run finds the row terminal and stops, or finds it
+``running`` (the first run died) and runs it again; a late progress report never touches a finished row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from bot.errors import ErrorCode
+from bot.models import State
+from bot.ports import BlobStore, GenerationStore, ImageBackend, ImageRequest
+from jobs.breaker import Breaker, BreakerOpen
+from jobs.queue import RedisJobQueue
+
+log = logging.getLogger(__name__)
+
+
+def result_key(generation_id: int) -> str:
+    return f"results/{generation_id}.png"
+
+
+def preview_key(generation_id: int) -> str:
+    return f"previews/{generation_id}.jpg"
+
+
+class GenerationRunner:
+    def __init__(
+        self,
+        *,
+        store: GenerationStore,
+        queue: RedisJobQueue,
+        blobs: BlobStore,
+        backend: ImageBackend,
+        breaker: Breaker,
+        backend_timeout_s: float,
+        progress_interval_s: float,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.blobs = blobs
+        self.backend = backend
+        self.breaker = breaker
+        self.backend_timeout_s = backend_timeout_s
+        self.progress_interval_s = progress_interval_s
+
+    async def run(self, generation_id: int) -> str:
+        """Run the generation; returns its final state (or why nothing ran)."""
+        gen = await self.store.get(generation_id)
+        if gen is None:
+            await self.queue.mark_done(generation_id)
+            return "missing"
+        if gen.state.terminal:
+            await self.queue.mark_done(generation_id)
+            return gen.state.value
+        if gen.state is State.QUEUED and await self.store.transition(generation_id, State.RUNNING) is None:
+            # Cancelled (or otherwise moved on) between the worker's pick and now.
+            await self.queue.mark_done(generation_id)
+            return "skipped"
+        if await self.queue.mark_running(generation_id):
+            await self.queue.publish(generation_id, "dequeued")
+        await self.queue.publish(generation_id, "started")
+
+        opts = gen.options
+        request = ImageRequest(
+            prompt=gen.prompt,
+            negative=gen.negative,
+            width=int(opts["width"]),
+            height=int(opts["height"]),
+            steps=int(opts["steps"]),
+            seed=int(opts["seed"]),
+        )
+        last_report = 0.0
+
+        async def progress(step: int, total: int, preview: bytes | None) -> None:
+            nonlocal last_report
+            now = time.monotonic()
+            if step < total and now - last_report < self.progress_interval_s:
+                return
+            last_report = now
+            patch: dict[str, object] = {"progress": {"step": step, "total": total}}
+            if preview is not None:
+                await self.blobs.put(preview_key(generation_id), preview)
+                patch["preview"] = {"key": preview_key(generation_id), "step": step}
+            if await self.store.record_progress(generation_id, patch):
+                await self.queue.publish(generation_id, "progress")
+
+        started = time.monotonic()
+        try:
+            result = await asyncio.wait_for(
+                self.breaker.call(self.backend.generate, request, progress),
+                timeout=self.backend_timeout_s,
+            )
+        except TimeoutError:
+            return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
+        except BreakerOpen:
+            return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_UNAVAILABLE)
+        except asyncio.CancelledError:
+            # Aborted by a cancel (the row is already ``cancelled``) or the worker shutting down.
+            await self.queue.mark_done(generation_id)
+            await self.queue.publish(generation_id, "stopped")
+            raise
+        except Exception:
+            log.exception("backend failed for generation %s", generation_id)
+            return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_ERROR)
+
+        await self.blobs.put(result_key(generation_id), result.png)
+        await self.queue.record_runtime(self.backend.name, time.monotonic() - started)
+        return await self._finish(
+            generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id)
+        )
+
+    async def _finish(
+        self,
+        generation_id: int,
+        state: State,
+        error: ErrorCode | None,
+        *,
+        result_key: str | None = None,
+    ) -> str:
+        done = await self.store.transition(
+            generation_id, state, error_code=error.value if error else None, result_key=result_key
+        )
+        await self.queue.mark_done(generation_id)
+        await self.queue.publish(generation_id, "finished")
+        if done is None:
+            current = await self.store.get(generation_id)
+            return current.state.value if current else "missing"
+        return state.value

@@ -1,0 +1,89 @@
+"""The arq worker of ``genbot worker`` (and of ``genbot dev``).
+
+:func:`build_worker` makes an ``arq.Worker`` from the settings and ready dependencies; the process
+that calls it owns the database connection and the Redis pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from typing import Any
+
+from arq import Worker
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from bot.config import Settings
+from jobs.constants import GENERATE_FUNCTION, WORKER_ALIVE_MS
+from jobs.queue import RedisJobQueue
+from jobs.runner import GenerationRunner
+
+
+async def generate(ctx: dict[str, Any], generation_id: int) -> str:
+    """The arq job. Idempotent: see :class:`jobs.runner.GenerationRunner`."""
+    runner: GenerationRunner = ctx["runner"]
+    return await runner.run(generation_id)
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.redis.url)
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    runner: GenerationRunner,
+    queue: RedisJobQueue,
+    handle_signals: bool = True,
+    burst: bool = False,
+) -> Worker:
+    """An arq worker that runs generation jobs in ticket order, ``worker.concurrency`` at a time,
+    and beats a heartbeat so the ETA knows how many workers are alive."""
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    beat_task: asyncio.Task[None] | None = None
+
+    async def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await queue.worker_heartbeat(worker_id, settings.worker.concurrency)
+            await asyncio.sleep(WORKER_ALIVE_MS / 3000)
+
+    async def on_startup(_ctx: dict[str, Any]) -> None:
+        nonlocal beat_task
+        await queue.worker_heartbeat(worker_id, settings.worker.concurrency)
+        beat_task = asyncio.create_task(beat(), name="genbot-worker-heartbeat")
+
+    async def on_shutdown(_ctx: dict[str, Any]) -> None:
+        if beat_task is not None:
+            beat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat_task
+        with contextlib.suppress(Exception):
+            await queue.worker_gone(worker_id)
+
+    return Worker(
+        functions=[
+            func(  # type: ignore[list-item]
+                generate,
+                name=GENERATE_FUNCTION,
+                timeout=settings.worker.job_timeout_s,
+                # The row decides what runs; arq's own retries only re-run a job whose worker died.
+                max_tries=3,
+            )
+        ],
+        queue_name=settings.redis.queue_name,
+        redis_settings=redis_settings(settings),
+        max_jobs=settings.worker.concurrency,
+        allow_abort_jobs=True,
+        keep_result=60,
+        poll_delay=0.2,
+        handle_signals=handle_signals,
+        burst=burst,
+        ctx={"runner": runner},
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
