@@ -8,10 +8,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-
-from arq.connections import ArqRedis, create_pool
 
 from adapters.local.chat import LocalChat
 from bot.commands import command_specs
@@ -22,15 +20,17 @@ from jobs.backends import load_backend
 from jobs.breaker import Breaker
 from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
-from jobs.queue import RedisJobQueue
+from jobs.queue import ArqRedis, RedisJobQueue, open_redis
 from jobs.runner import GenerationRunner
-from jobs.worker import build_worker, redis_settings
+from jobs.worker import build_worker
 from storage import db
 from storage.blobs import LocalBlobStore
 from storage.chatlog import TortoiseChatLog
 from storage.store import TortoiseGenerationStore
 
 log = logging.getLogger(__name__)
+
+migrate = db.migrate
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Runtime:
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Connect to the database and Redis for the life of the block."""
     await db.connect(settings.database.url)
-    redis = await create_pool(redis_settings(settings))
+    redis = await open_redis(settings.redis.url)
     try:
         store = TortoiseGenerationStore()
         queue = RedisJobQueue(
@@ -92,9 +92,7 @@ def build_renderer(rt: Runtime, adapter: LocalChat) -> Renderer:
     feed = RedisEventFeed(
         rt.redis, keys.events, RENDER_GROUP.format(platform=adapter.platform), consumer_name()
     )
-    return Renderer(
-        store=rt.store, queue=rt.queue, feed=feed, adapter=adapter, settings=rt.settings.renderer
-    )
+    return Renderer(store=rt.store, queue=rt.queue, feed=feed, adapter=adapter, settings=rt.settings.renderer)
 
 
 def build_runner(rt: Runtime) -> GenerationRunner:
@@ -110,8 +108,11 @@ def build_runner(rt: Runtime) -> GenerationRunner:
     )
 
 
-async def serve_bot(rt: Runtime, stop: asyncio.Event) -> None:
-    """Run the chat adapter and the renderer until ``stop`` is set."""
+async def serve_bot(
+    rt: Runtime, stop: asyncio.Event, on_listening: Callable[[int], object] | None = None
+) -> None:
+    """Run the chat adapter and the renderer until ``stop`` is set. ``on_listening`` gets the
+    chat's port once it accepts connections."""
     if rt.settings.platform is not Platform.LOCAL:
         raise ConfigError(
             f"GENBOT_PLATFORM: the {rt.settings.platform.value} adapter is not part of this "
@@ -121,7 +122,10 @@ async def serve_bot(rt: Runtime, stop: asyncio.Event) -> None:
     renderer = build_renderer(rt, chat)
     await renderer.feed.ensure_group()  # type: ignore[attr-defined]
     await chat.start(rt.settings.local.host, rt.settings.local.port)
+    assert chat.port is not None
     print(f"genbot local chat: http://{rt.settings.local.host}:{chat.port}", flush=True)
+    if on_listening is not None:
+        on_listening(chat.port)
     render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
     try:
         await stop.wait()

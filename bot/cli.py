@@ -14,8 +14,9 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot.config import ConfigError, Platform, Settings, load_settings
 from bot.embedded_redis import RedisNotFound, embedded_redis
@@ -45,8 +46,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _dev(settings: Settings) -> None:
-    from bot.app import runtime, serve_bot, serve_worker  # noqa: PLC0415 - heavy imports
-    from storage.db import migrate  # noqa: PLC0415
+    from bot.app import migrate, runtime, serve_bot, serve_worker
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -69,7 +69,7 @@ async def _dev(settings: Settings) -> None:
 
 
 async def _bot(settings: Settings) -> None:
-    from bot.app import runtime, serve_bot  # noqa: PLC0415
+    from bot.app import runtime, serve_bot
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -78,7 +78,7 @@ async def _bot(settings: Settings) -> None:
 
 
 async def _worker(settings: Settings) -> None:
-    from bot.app import runtime, serve_worker  # noqa: PLC0415
+    from bot.app import runtime, serve_worker
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -87,7 +87,7 @@ async def _worker(settings: Settings) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    from storage.db import migrate  # noqa: PLC0415
+    from bot.app import migrate
 
     await migrate(settings.database.url)
     print("migrations applied", flush=True)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    commands: dict[str, Callable[[Settings], Awaitable[None]]] = {
+    commands: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
         "dev": _dev,
         "bot": _bot,
         "worker": _worker,

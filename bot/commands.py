@@ -54,7 +54,10 @@ def command_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
                 OptionSpec("negative", "string", "What to keep out of the image"),
                 OptionSpec("size", "string", "Width x height", choices=tuple(limits.sizes)),
                 OptionSpec(
-                    "steps", "integer", "More steps: finer, slower", min=limits.steps_min,
+                    "steps",
+                    "integer",
+                    "More steps: finer, slower",
+                    min=limits.steps_min,
                     max=limits.steps_max,
                 ),
                 OptionSpec("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
@@ -189,9 +192,7 @@ class _ImagineInput(BaseModel):
         return value.lower() if value else None
 
 
-def validate_imagine(
-    spec: CommandSpec, options: dict[str, str], limits: LimitsSettings
-) -> ImagineOptions:
+def validate_imagine(spec: CommandSpec, options: dict[str, str], limits: LimitsSettings) -> ImagineOptions:
     """Validate raw ``/imagine`` options. Raises :class:`GenbotError` (invalid_option) with one
     sentence for the member; nothing has been written when it raises."""
     check_known(spec, options)

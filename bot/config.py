@@ -31,7 +31,9 @@ class RedisSettings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
-    url: str = Field("sqlite://data/genbot.sqlite3", description="Tortoise URL: sqlite://... or postgres://...")
+    url: str = Field(
+        "sqlite://data/genbot.sqlite3", description="Tortoise URL: sqlite://... or postgres://..."
+    )
 
 
 class WorkerSettings(BaseModel):

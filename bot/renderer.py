@@ -129,9 +129,7 @@ class Renderer:
             etas[backend] = await self.queue.eta_basis(backend)
         await asyncio.gather(*(self._render_safely(g, positions.get(g.id), etas[g.backend]) for g in mine))
 
-    async def _render_safely(
-        self, gen: Generation, position: int | None, basis: tuple[float, int]
-    ) -> None:
+    async def _render_safely(self, gen: Generation, position: int | None, basis: tuple[float, int]) -> None:
         try:
             await self._render(gen, position, basis)
         except asyncio.CancelledError:
@@ -156,9 +154,7 @@ class Renderer:
                 at = self._last_edit.get(gid, 0.0) + self.settings.far_refresh_s
             self._due[gid] = min(self._due.get(gid, at), at)
 
-    async def _render(
-        self, gen: Generation, position: int | None, basis: tuple[float, int]
-    ) -> None:
+    async def _render(self, gen: Generation, position: int | None, basis: tuple[float, int]) -> None:
         ref = MessageRef.from_json(gen.message)
         if ref is None:  # the status message is not posted yet; attach_message will nudge us
             return

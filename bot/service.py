@@ -163,13 +163,15 @@ class Genbot:
             raise GenbotError(ErrorCode.NOT_ALLOWED)
         if gen.state.terminal:
             raise GenbotError(
-                ErrorCode.NOT_FOUND, f"Job {gen.id} has already finished; there is nothing to cancel."
+                ErrorCode.NOT_FOUND,
+                f"Job {gen.id} has already finished; there is nothing to cancel.",
             )
         code = ErrorCode.CANCELLED_BY_ADMIN if by_admin else ErrorCode.CANCELLED
         done = await self.store.transition(gen.id, State.CANCELLED, error_code=code.value)
         if done is None:  # finished in the meantime
             raise GenbotError(
-                ErrorCode.NOT_FOUND, f"Job {gen.id} has already finished; there is nothing to cancel."
+                ErrorCode.NOT_FOUND,
+                f"Job {gen.id} has already finished; there is nothing to cancel.",
             )
         if gen.state is State.QUEUED and await self.queue.remove_waiting(gen.id):
             await self.queue.publish(gen.id, "dequeued")

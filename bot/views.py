@@ -72,9 +72,7 @@ def build_view(gen: Generation, position: int | None, eta: float | None) -> Stat
     """The status message of ``gen``. ``position`` is its live position (None when not waiting) and
     ``eta`` the seconds until it is done (None when no worker is alive)."""
     error = None
-    if gen.state in (State.FAILED, State.TIMED_OUT) or (
-        gen.state is State.CANCELLED and gen.error_code
-    ):
+    if gen.state in (State.FAILED, State.TIMED_OUT) or (gen.state is State.CANCELLED and gen.error_code):
         text = describe(gen.error_code or ErrorCode.INTERNAL)
         error = ErrorView(text.code.value, text.title, text.what, text.todo)
     preview = (gen.meta.get("preview") or {}).get("key") if gen.state is State.RUNNING else None

@@ -19,11 +19,12 @@ import contextlib
 import time
 from typing import Any
 
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, serialize_job
 
 from bot.models import job_id_for
+
 from jobs.constants import (
     EVENTS_MAXLEN,
     GENERATE_FUNCTION,
@@ -31,6 +32,8 @@ from jobs.constants import (
     WORKER_ALIVE_MS,
     Keys,
 )
+
+__all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 
 # KEYS: ticket, waiting, arq job key, arq result key, arq queue
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id
@@ -77,6 +80,11 @@ return removed
 """
 
 
+async def open_redis(url: str) -> ArqRedis:
+    """A Redis pool that arq's own calls (job status, abort) also accept."""
+    return await create_pool(RedisSettings.from_dsn(url))
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
 
@@ -116,7 +124,13 @@ class RedisJobQueue:
                 result_key_prefix + job_id,
                 self.queue_name,
             ],
-            args=[generation_id, payload, JOB_PAYLOAD_TTL_MS, "" if ticket is None else ticket, job_id],
+            args=[
+                generation_id,
+                payload,
+                JOB_PAYLOAD_TTL_MS,
+                "" if ticket is None else ticket,
+                job_id,
+            ],
         )
         return int(result[0]), int(result[1])
 
@@ -130,9 +144,7 @@ class RedisJobQueue:
 
     async def mark_running(self, generation_id: int) -> bool:
         """Move a job from the waiting set to the running set, atomically. True if it was waiting."""
-        removed = await self._start(
-            keys=[self.keys.waiting, self.keys.running], args=[generation_id, _ms()]
-        )
+        removed = await self._start(keys=[self.keys.waiting, self.keys.running], args=[generation_id, _ms()])
         return bool(removed)
 
     async def mark_done(self, generation_id: int) -> None:
@@ -163,7 +175,9 @@ class RedisJobQueue:
             await pipe.execute()
 
     async def mean_runtime(self, backend: str) -> float:
-        values = await self.redis.lrange(self.keys.runtimes(backend), 0, self.eta_window - 1)
+        values: list[bytes] = await self.redis.lrange(  # type: ignore[misc]
+            self.keys.runtimes(backend), 0, self.eta_window - 1
+        )
         if not values:
             return self.default_run_s
         return sum(float(v) for v in values) / len(values)
@@ -171,7 +185,7 @@ class RedisJobQueue:
     async def worker_heartbeat(self, worker_id: str, capacity: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(self.keys.workers, {worker_id: _ms()})
-            pipe.hset(self.keys.worker_capacity, worker_id, capacity)
+            pipe.hset(self.keys.worker_capacity, worker_id, str(capacity))
             pipe.zremrangebyscore(self.keys.workers, "-inf", _ms() - 10 * WORKER_ALIVE_MS)
             await pipe.execute()
 
@@ -186,7 +200,9 @@ class RedisJobQueue:
         alive = await self.redis.zrangebyscore(self.keys.workers, _ms() - WORKER_ALIVE_MS, "+inf")
         if not alive:
             return 0
-        caps = await self.redis.hmget(self.keys.worker_capacity, alive)
+        caps: list[bytes | None] = await self.redis.hmget(  # type: ignore[misc]
+            self.keys.worker_capacity, alive
+        )
         return sum(int(c) for c in caps if c is not None)
 
     async def eta_basis(self, backend: str) -> tuple[float, int]:

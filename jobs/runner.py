@@ -110,9 +110,7 @@ class GenerationRunner:
 
         await self.blobs.put(result_key(generation_id), result.png)
         await self.queue.record_runtime(self.backend.name, time.monotonic() - started)
-        return await self._finish(
-            generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id)
-        )
+        return await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))
 
     async def _finish(
         self,

@@ -67,7 +67,7 @@ def build_worker(
 
     return Worker(
         functions=[
-            func(  # type: ignore[list-item]
+            func(
                 generate,
                 name=GENERATE_FUNCTION,
                 timeout=settings.worker.job_timeout_s,
@@ -84,6 +84,6 @@ def build_worker(
         handle_signals=handle_signals,
         burst=burst,
         ctx={"runner": runner},
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
+        on_startup=on_startup,  # type: ignore[arg-type]  # arq's protocol wants Dict, not dict
+        on_shutdown=on_shutdown,  # type: ignore[arg-type]
     )

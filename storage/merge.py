@@ -67,13 +67,11 @@ def merge_sql(
     def ph(n: int) -> str:
         return f"${n}" if pg else "?"
 
-    merge = (
-        f'genbot_merge_patch("{column}", {ph(1)}::jsonb)' if pg else f'json_patch("{column}", {ph(1)})'
-    )
+    merge = f'genbot_merge_patch("{column}", {ph(1)}::jsonb)' if pg else f'json_patch("{column}", {ph(1)})'
     sets = [f'"{column}" = {merge}', '"version" = "version" + 1']
     sets += [f'"{name}" = {ph(i + 2)}' for i, name in enumerate(extra_sets)]
     next_ph = len(extra_sets) + 2
-    return f'UPDATE "{table}" SET {", ".join(sets)} WHERE "id" = {ph(next_ph)}', next_ph + 1
+    return f'UPDATE "{table}" SET {", ".join(sets)} WHERE "id" = {ph(next_ph)}', next_ph + 1  # noqa: S608 - names are constants, values are parameters
 
 
 def encode_patch(patch: dict[str, Any]) -> str:

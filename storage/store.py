@@ -62,7 +62,12 @@ class TortoiseGenerationStore:
             user_name=new.actor.display_name,
             prompt=opts.prompt,
             negative=opts.negative,
-            options={"width": opts.width, "height": opts.height, "steps": opts.steps, "seed": opts.seed},
+            options={
+                "width": opts.width,
+                "height": opts.height,
+                "steps": opts.steps,
+                "seed": opts.seed,
+            },
             backend=new.backend,
             state=State.QUEUED,
             message={},
@@ -84,9 +89,7 @@ class TortoiseGenerationStore:
         await GenerationRow.filter(id=generation_id).update(ticket=ticket, version=F("version") + 1)
         await self.update_meta(generation_id, {"position_at_submit": position})
 
-    async def _merge(
-        self, column: Column, generation_id: int, patch: dict[str, Any], **sets: Any
-    ) -> int:
+    async def _merge(self, column: Column, generation_id: int, patch: dict[str, Any], **sets: Any) -> int:
         conn = get_connection("default")
         sql, _ = merge_sql(conn, TABLE, column, extra_sets=tuple(sets))
         values = [encode_patch(patch), *sets.values(), generation_id]

@@ -77,8 +77,12 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "image_url": f"/blobs/{view.image_key}" if view.image_key else None,
         "note": view.note,
         "error": (
-            {"code": view.error.code, "title": view.error.title, "what": view.error.what,
-             "todo": view.error.todo}
+            {
+                "code": view.error.code,
+                "title": view.error.title,
+                "what": view.error.what,
+                "todo": view.error.todo,
+            }
             if view.error
             else None
         ),
@@ -140,8 +144,7 @@ class LocalChat:
         self.specs = specs
         admin_ids = {member_id(a) for a in admins}
         self.members = {
-            member_id(name): Member(member_id(name), name, member_id(name) in admin_ids)
-            for name in members
+            member_id(name): Member(member_id(name), name, member_id(name) in admin_ids) for name in members
         }
         self._sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
         self._runner: web.AppRunner | None = None
@@ -188,7 +191,8 @@ class LocalChat:
         if not is_loopback(host):
             log.warning(
                 "the local chat listens on %s: it has no login, so anyone who can reach it can "
-                "act as any member or admin", host,
+                "act as any member or admin",
+                host,
             )
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
@@ -310,7 +314,9 @@ class LocalChat:
         if record is None or not record.status:
             return web.json_response({"ok": False, "error": "No such message."}, status=404)
         await self.handler.handle_action(
-            self.actor(member), int(record.status["job"]), str(body.get("action")),
+            self.actor(member),
+            int(record.status["job"]),
+            str(body.get("action")),
             LocalResponder(self, member),
         )
         return web.json_response({"ok": True})
@@ -321,9 +327,7 @@ class LocalChat:
         if data is None:
             raise web.HTTPNotFound()
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        return web.Response(
-            body=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"}
-        )
+        return web.Response(body=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         member = self._member(request.query.get("user_id"))
@@ -340,9 +344,7 @@ class LocalChat:
 
     async def _broadcast(self, record: ChatRecord) -> None:
         payload = json.dumps({"type": "message", "message": message_json(record)})
-        targets = (
-            [record.ephemeral_to] if record.ephemeral_to is not None else list(self._sockets)
-        )
+        targets = [record.ephemeral_to] if record.ephemeral_to is not None else list(self._sockets)
         sends = [
             ws.send_str(payload)
             for user in targets

@@ -12,7 +12,7 @@ from bot.ports import ImageBackend
 from jobs.backends.demo import DemoBackend
 
 
-class BackendNotFound(Exception):  # noqa: N818
+class BackendNotFound(Exception):
     pass
 
 
@@ -29,4 +29,4 @@ def load_backend(settings: Settings) -> ImageBackend:
         raise BackendNotFound(
             f"GENBOT_BACKEND__NAME: no backend {name!r} (use 'demo' or 'package.module:factory')"
         ) from exc
-    return cast(ImageBackend, factory(settings))
+    return cast("ImageBackend", factory(settings))

@@ -41,7 +41,8 @@ def draw(request: ImageRequest) -> Image.Image:
     for y in range(h):
         t = y / max(1, h - 1)
         pixels.line(
-            [(0, y), (w, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
+            [(0, y), (w, y)],
+            fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
         )
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     shapes = ImageDraw.Draw(layer)
