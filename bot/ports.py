@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.errors import ErrorText
@@ -73,7 +74,12 @@ class GenerationStore(Protocol):
         """
         ...
 
-    async def list_active(self, platform: str | None = None) -> list[Generation]: ...
+    async def list_active(
+        self, platform: str | None = None, *, finished_since: datetime | None = None
+    ) -> list[Generation]:
+        """Queued and running generations (and those finished since ``finished_since``), oldest
+        first."""
+        ...
 
     async def list_for_user(
         self, platform: str, workspace: str, user_id: str, states: Sequence[State]

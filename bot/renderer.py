@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from bot.config import RendererSettings
 from bot.models import Generation, MessageRef, State
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 EDIT_CONCURRENCY = 8
 RETRY_S = 2.0
+RECOVER_FINISHED = timedelta(hours=1)
 
 
 class Renderer:
@@ -58,8 +60,11 @@ class Renderer:
     # -- the loop -----------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Re-render every non-terminal message from its row, and take over stale events."""
-        for gen in await self.store.list_active(self.adapter.platform):
+        """Re-render every non-terminal message (and every one finished in the last
+        ``RECOVER_FINISHED`` window, in case its final event was lost) from its row, and take over
+        stale events. Unchanged views cost no edit: their digest matches the row's."""
+        since = datetime.now(UTC) - RECOVER_FINISHED
+        for gen in await self.store.list_active(self.adapter.platform, finished_since=since):
             self._due.setdefault(gen.id, 0.0)
         stale = await self.feed.claim_stale(int(self.settings.claim_idle_s * 1000), 1000)
         await self._absorb(stale)

@@ -44,6 +44,7 @@ class GenerationRow(Model):
             Index(fields=("state", "heartbeat_at"), name="generations_state_heartbeat"),
             Index(fields=("platform", "state"), name="generations_platform_state"),
             Index(fields=("platform", "workspace", "user_id", "state"), name="generations_user_state"),
+            Index(fields=("platform", "finished_at"), name="generations_platform_finished"),
         )
 
 

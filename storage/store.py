@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.connection import get_connection
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
 
 from bot.models import Generation, NewGeneration, State, sources_of
 from storage.merge import Column, encode_patch, merge_sql
@@ -140,8 +140,13 @@ class TortoiseGenerationStore:
             return None
         return await self.get(generation_id)
 
-    async def list_active(self, platform: str | None = None) -> list[Generation]:
-        query = GenerationRow.filter(state__in=[State.QUEUED.value, State.RUNNING.value])
+    async def list_active(
+        self, platform: str | None = None, *, finished_since: datetime | None = None
+    ) -> list[Generation]:
+        active = Q(state__in=[State.QUEUED.value, State.RUNNING.value])
+        if finished_since is not None:
+            active |= Q(finished_at__gte=finished_since)
+        query = GenerationRow.filter(active)
         if platform is not None:
             query = query.filter(platform=platform)
         return [snapshot(row) for row in await query.order_by("id")]

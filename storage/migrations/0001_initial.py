@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
                 ('heartbeat_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('finished_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'generations', 'app': 'models', 'indexes': [Index(fields=['state', 'heartbeat_at'], name='generations_state_heartbeat'), Index(fields=['platform', 'state'], name='generations_platform_state'), Index(fields=['platform', 'workspace', 'user_id', 'state'], name='generations_user_state')], 'pk_attr': 'id', 'table_description': 'One request: the source of truth. ``message`` and ``meta`` hold everything its status message'},
+            options={'table': 'generations', 'app': 'models', 'indexes': [Index(fields=['state', 'heartbeat_at'], name='generations_state_heartbeat'), Index(fields=['platform', 'state'], name='generations_platform_state'), Index(fields=['platform', 'workspace', 'user_id', 'state'], name='generations_user_state'), Index(fields=['platform', 'finished_at'], name='generations_platform_finished')], 'pk_attr': 'id', 'table_description': 'One request: the source of truth. ``message`` and ``meta`` hold everything its status message'},
             bases=['Model'],
         ),
     ]
