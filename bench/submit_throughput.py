@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from tortoise.expressions import F
 
 from bot.app import Runtime, runtime
 from bot.commands import validate_imagine
@@ -40,11 +41,10 @@ from bot.config import Settings, load_settings
 from bot.embedded_redis import embedded_redis
 from bot.models import Actor, NewGeneration
 from storage import db
+from storage.models import GenerationRow
 
 TARGET_RATIO = 0.5
-PG_ADMIN_URL = os.environ.get(
-    "GENBOT_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN_URL = os.environ.get("GENBOT_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RAW_OPTIONS = {"prompt": "a red fox in snow", "steps": "20"}
 WARMUP = 200
 
@@ -131,9 +131,7 @@ def make_ops(rt: Runtime, run_tag: str) -> tuple[Op, Op]:
     backend = rt.settings.backend.name
 
     async def baseline(i: int) -> None:
-        job = await redis.enqueue_job(
-            "generate", i, _job_id=f"bench:{run_tag}:{i}", _queue_name=queue_name
-        )
+        job = await redis.enqueue_job("generate", i, _job_id=f"bench:{run_tag}:{i}", _queue_name=queue_name)
         if job is None:
             raise RuntimeError(f"baseline job {i} was not enqueued (duplicate id)")
 
@@ -199,9 +197,58 @@ async def bench(args: argparse.Namespace, db_url: str, redis_url: str, tmp: Path
 
         report(args, db_url, sides, rss_start, rss_warm, rss_end)
 
+        if args.breakdown:
+            await breakdown(rt, args)
         if args.profile:
             await rt.redis.flushall()
             profile_round(await profiled(genbot, counter, args), args)
+
+
+async def breakdown(rt: Runtime, args: argparse.Namespace) -> None:
+    """Each step of the submit path alone, same n and concurrency: where the time goes."""
+    core, store, queue = rt.core, rt.store, rt.queue
+    spec, limits = core.specs["imagine"], rt.settings.limits
+    options = validate_imagine(spec, dict(RAW_OPTIONS), limits)
+    actor = Actor("local", "bench", "user0", "Bench")
+    new = NewGeneration(actor, "bench", options, rt.settings.backend.name)
+    ids: list[int] = []
+
+    async def validate(_i: int) -> None:
+        validate_imagine(spec, dict(RAW_OPTIONS), limits)
+
+    async def create(_i: int) -> None:
+        ids.append((await store.create(new)).id)
+
+    async def lua(i: int) -> None:
+        await queue.submit(ids[i])
+
+    async def update_ticket(i: int) -> None:
+        await GenerationRow.filter(id=ids[i]).update(ticket=i + 1, version=F("version") + 1)
+
+    async def update_meta(i: int) -> None:
+        await store.update_meta(ids[i], {"position_at_submit": i + 1})
+
+    async def set_ticket(i: int) -> None:
+        await store.set_ticket(ids[i], i + 1, i + 1)
+
+    steps: list[tuple[str, Op, str]] = [
+        ("validate_imagine", validate, "CPU only"),
+        ("store.create", create, "INSERT ... RETURNING"),
+        ("queue.submit", lua, "EVALSHA, 1 Redis round trip"),
+        ("UPDATE ticket", update_ticket, "set_ticket, statement 1"),
+        ("store.update_meta", update_meta, "set_ticket, statement 2 (plpgsql merge)"),
+        ("store.set_ticket", set_ticket, "both statements"),
+    ]
+    print(f"\nbreakdown: each step alone, n={args.n}, concurrency={args.concurrency}")
+    print(f"{'step':<20}{'ops/s':>9}{'us/op':>8}{'p50 ms':>9}{'cpu':>6}  what")
+    await rt.redis.flushall()
+    for name, op, what in steps:
+        result = await run_round(name, op, 0, args.n, args.concurrency)
+        p50 = sorted(result.latencies)[len(result.latencies) // 2] * 1000
+        print(
+            f"{name:<20}{result.rate:>9.0f}{1e6 / result.rate:>8.0f}{p50:>9.2f}"
+            f"{result.cpu_s / result.wall_s:>6.0%}  {what}"
+        )
 
 
 async def profiled(op: Op, start: int, args: argparse.Namespace) -> cProfile.Profile:
@@ -301,6 +348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="PostgreSQL pool size via the db_url's ?maxsize= (default: Tortoise's own, 5)",
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="afterwards, time each step of the path alone"
     )
     parser.add_argument(
         "--profile", action="store_true", help="afterwards, one more genbot round under cProfile"

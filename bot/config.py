@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GENBOT_"
@@ -46,6 +46,12 @@ class WorkerSettings(BaseModel):
     eta_window: Annotated[int, Field(ge=1, le=1000)] = 20
     default_run_s: Annotated[float, Field(gt=0)] = 15.0
 
+    @model_validator(mode="after")
+    def _job_outlives_backend_call(self) -> WorkerSettings:
+        if self.job_timeout_s <= self.backend_timeout_s:
+            raise ValueError("job_timeout_s must be longer than backend_timeout_s")
+        return self
+
 
 class BackendSettings(BaseModel):
     name: str = Field("demo", description="'demo' or a dotted path to an ImageBackend factory")
@@ -63,11 +69,21 @@ class LimitsSettings(BaseModel):
     @field_validator("sizes")
     @classmethod
     def _sizes_are_wxh(cls, sizes: list[str]) -> list[str]:
+        if not sizes:
+            raise ValueError("give at least one size")
         for size in sizes:
             width, _, height = size.partition("x")
             if not (width.isdigit() and height.isdigit()):
                 raise ValueError(f"{size!r} is not WIDTHxHEIGHT")
         return sizes
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> LimitsSettings:
+        if self.default_size not in self.sizes:
+            raise ValueError(f"default_size {self.default_size!r} is not one of sizes")
+        if not self.steps_min <= self.default_steps <= self.steps_max:
+            raise ValueError("default_steps must lie between steps_min and steps_max")
+        return self
 
 
 class RendererSettings(BaseModel):

@@ -1,0 +1,75 @@
+"""Parsing and validation of commands: pure functions, captured inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.commands import SEED_MAX, command_specs, parse_text, validate_imagine
+from bot.config import LimitsSettings
+from bot.errors import ErrorCode, GenbotError
+
+LIMITS = LimitsSettings()
+SPECS = command_specs(LIMITS)
+
+
+def imagine(text: str):  # type: ignore[no-untyped-def]
+    spec, options = parse_text(text, SPECS)
+    return validate_imagine(spec, options, LIMITS)
+
+
+def refusal(text: str) -> str:
+    with pytest.raises(GenbotError) as caught:
+        imagine(text)
+    assert caught.value.code is ErrorCode.INVALID_OPTION
+    return caught.value.text.what
+
+
+def test_bare_text_is_the_prompt_with_defaults() -> None:
+    opts = imagine("/imagine   a red fox\n in   snow ")
+    assert opts.prompt == "a red fox in snow"
+    assert (opts.width, opts.height, opts.steps) == (512, 512, LIMITS.default_steps)
+    assert 0 <= opts.seed <= SEED_MAX
+
+
+def test_named_options() -> None:
+    opts = imagine("/imagine prompt: a fox negative: blurry size: 768x512 steps: 7 seed: 42")
+    assert (opts.prompt, opts.negative, opts.size, opts.steps, opts.seed) == (
+        "a fox", "blurry", "768x512", 7, 42,
+    )
+
+
+def test_a_colon_inside_the_prompt_is_prompt_text() -> None:
+    assert imagine("/imagine a photo: sunset over sea").prompt == "a photo: sunset over sea"
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("/imagine", "The prompt is empty: say what to draw."),
+        ("/imagine " + "é" * 1001, "The prompt is 1001 characters long; the limit is 1000."),
+        ("/imagine x negative: " + "n" * 1001, "The negative is 1001 characters long; the limit is 1000."),
+        ("/imagine x size: 513x512", "Size must be one of: 512x512, 768x768, 512x768, 768x512."),
+        ("/imagine x steps: 51", "Steps must be a whole number from 1 to 50."),
+        ("/imagine x steps: 1.5", "Steps must be a whole number from 1 to 50."),
+        ("/imagine x seed: 4294967296", "Seed must be a whole number from 0 to 4294967295."),
+        ("/imagine x steps: 2 steps: 3", "The option steps is given twice."),
+        ("/imagine sampler: euler", "/imagine has no option 'sampler'. It takes: prompt, negative, size, steps, seed."),
+        ("imagine x", "Commands start with /, for example /imagine a red fox in snow."),
+        ("/draw x", "There is no command /draw. Commands: /imagine, /queue, /cancel, /status."),
+    ],
+)
+def test_bad_input_gets_one_clear_sentence(text: str, sentence: str) -> None:
+    assert refusal(text) == sentence
+
+
+def test_exactly_the_limit_is_accepted() -> None:
+    assert len(imagine("/imagine " + "a" * 1000).prompt) == 1000
+
+
+def test_other_commands_parse_their_options() -> None:
+    spec, options = parse_text("/cancel 12", SPECS)
+    assert (spec.name, options) == ("cancel", {"job": "12"})
+    spec, options = parse_text("/status job: 3", SPECS)
+    assert (spec.name, options) == ("status", {"job": "3"})
+    spec, options = parse_text("/queue", SPECS)
+    assert (spec.name, options) == ("queue", {})

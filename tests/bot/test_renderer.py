@@ -1,0 +1,144 @@
+"""The renderer against real Redis and SQLite, with a recording chat adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from bot.app import Runtime
+from bot.config import RendererSettings
+from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State, StatusView
+from bot.ports import MessageGone
+from bot.renderer import Renderer
+from bot.views import build_view
+from jobs.constants import RENDER_GROUP
+from jobs.events import RedisEventFeed
+
+ALICE = Actor("local", "local", "alice", "Alice")
+
+
+class RecordingChat:
+    """A ChatAdapter that keeps the last view of every message and counts edits."""
+
+    platform = "local"
+
+    def __init__(self) -> None:
+        self.views: dict[str, StatusView] = {}
+        self.edits: Counter[str] = Counter()
+        self.gone: set[str] = set()
+        self.posted = 0
+
+    async def post_status(self, channel: str, view: StatusView) -> MessageRef:
+        self.posted += 1
+        ref = MessageRef("local", channel, f"m{self.posted}")
+        self.views[ref.message_id] = view
+        return ref
+
+    async def edit_status(self, ref: MessageRef, view: StatusView) -> MessageRef:
+        if ref.message_id in self.gone:
+            raise MessageGone(ref.message_id)
+        self.edits[ref.message_id] += 1
+        self.views[ref.message_id] = view
+        return ref
+
+
+async def _submit(rt: Runtime, chat: RecordingChat, n: int) -> list[tuple[int, str]]:
+    out = []
+    for i in range(n):
+        new = NewGeneration(ALICE, "general", ImagineOptions(f"p{i}", "", 512, 512, 5, i), "demo")
+        gen, position = await rt.core.submit(new)
+        view = build_view(gen, position, None)
+        ref = await chat.post_status("general", view)
+        await rt.core.attach_message(gen.id, ref, view)
+        out.append((gen.id, ref.message_id))
+    return out
+
+
+def _renderer(rt: Runtime, chat: RecordingChat, **settings: float) -> Renderer:
+    feed = RedisEventFeed(rt.redis, rt.queue.keys.events, RENDER_GROUP.format(platform="local"), "t1")
+    return Renderer(
+        store=rt.store,
+        queue=rt.queue,
+        feed=feed,
+        adapter=chat,
+        settings=RendererSettings(min_edit_interval_s=0, exact_positions=1000, **settings),
+    )
+
+
+async def _drain(renderer: Renderer) -> None:
+    events = await renderer.feed.read(1000, 10)
+    await renderer._absorb(events)
+    await renderer.flush()
+    await renderer.feed.ack(events)
+
+
+async def test_a_burst_of_dequeues_edits_each_waiting_message_once(rt: Runtime) -> None:
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    jobs = await _submit(rt, chat, 20)
+    await _drain(renderer)  # the "attached" events: nothing changed, so no edit
+    assert sum(chat.edits.values()) == 0
+
+    for gen_id, _ in jobs[:8]:  # eight jobs start in a burst before the renderer reads
+        await rt.queue.mark_running(gen_id)
+        await rt.queue.publish(gen_id, "dequeued")
+    await _drain(renderer)
+
+    for index, (_gen_id, message_id) in enumerate(jobs[8:]):
+        assert chat.edits[message_id] == 1, "one edit per waiting message, not one per dequeue"
+        assert chat.views[message_id].headline.startswith(f"Queued · #{index + 1} in line")
+    await _drain(renderer)
+    assert sum(chat.edits[m] for _, m in jobs[8:]) == 12, "no edit when nothing changed"
+
+
+async def test_far_positions_are_refreshed_coarsely(rt: Runtime) -> None:
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    renderer.settings = RendererSettings(min_edit_interval_s=0, exact_positions=3, far_refresh_s=3600)
+    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    jobs = await _submit(rt, chat, 8)
+    await _drain(renderer)
+    await rt.queue.mark_running(jobs[0][0])
+    await rt.queue.publish(jobs[0][0], "dequeued")
+    await _drain(renderer)
+    head = [chat.edits[m] for _, m in jobs[1:4]]
+    far = [chat.edits[m] for _, m in jobs[4:]]
+    assert head == [1, 1, 1]
+    assert far == [0, 0, 0, 0], "positions beyond exact_positions wait for far_refresh_s"
+    assert renderer._due, "but they are scheduled"
+
+
+async def test_a_deleted_message_is_posted_again_and_the_row_follows(rt: Runtime) -> None:
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    [(gen_id, message_id)] = await _submit(rt, chat, 1)
+    chat.gone.add(message_id)
+    await rt.queue.mark_running(gen_id)
+    await rt.store.transition(gen_id, State.RUNNING)
+    await rt.queue.publish(gen_id, "started")
+    await _drain(renderer)
+    gen = await rt.store.get(gen_id)
+    assert gen is not None
+    assert gen.message["message_id"] == "m2"
+    assert chat.views["m2"].headline.startswith("Generating")
+
+
+async def test_restart_claims_pending_events_of_a_crashed_renderer(rt: Runtime) -> None:
+    chat = RecordingChat()
+    crashed = _renderer(rt, chat)
+    await crashed.feed.ensure_group()  # type: ignore[attr-defined]
+    [(gen_id, message_id)] = await _submit(rt, chat, 1)
+    await rt.store.transition(gen_id, State.RUNNING)
+    await rt.queue.publish(gen_id, "started")
+    events = await crashed.feed.read(100, 10)  # read, then "crash" before rendering or acking
+    assert events
+    await asyncio.sleep(0.05)
+
+    fresh = _renderer(rt, chat, claim_idle_s=0.01)
+    fresh.feed = RedisEventFeed(rt.redis, rt.queue.keys.events, RENDER_GROUP.format(platform="local"), "t2")
+    await fresh.recover()
+    assert chat.views[message_id].headline.startswith("Generating")
+    pending = await rt.redis.xpending(rt.queue.keys.events, RENDER_GROUP.format(platform="local"))
+    assert pending["pending"] == 0

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from PIL import Image
+
+from bot.config import load_settings
+from bot.ports import ImageRequest
+from jobs.backends import BackendNotFound, load_backend
+from jobs.backends.demo import DemoBackend
+from jobs.breaker import Breaker, BreakerOpen
+
+REQUEST = ImageRequest("a red fox in snow", "", 512, 768, 6, 42)
+
+
+async def test_demo_is_deterministic_and_reports_every_step_with_a_preview() -> None:
+    steps: list[tuple[int, int, int]] = []
+
+    async def progress(step: int, total: int, preview: bytes | None) -> None:
+        assert preview is not None
+        steps.append((step, total, Image.open(io.BytesIO(preview)).width))
+
+    backend = DemoBackend(step_delay_s=0)
+    first = await backend.generate(REQUEST, progress)
+    second = await backend.generate(REQUEST, progress)
+    assert first.png == second.png
+    assert [s[:2] for s in steps[:6]] == [(i, 6) for i in range(1, 7)]
+    assert Image.open(io.BytesIO(first.png)).size == (512, 768)
+    other = await backend.generate(ImageRequest("a red fox in snow", "", 512, 768, 6, 43), progress)
+    assert other.png != first.png
+
+
+async def test_demo_stops_when_cancelled() -> None:
+    calls = 0
+
+    async def progress(step: int, total: int, preview: bytes | None) -> None:
+        nonlocal calls
+        calls += 1
+
+    task = asyncio.create_task(DemoBackend(step_delay_s=0.05).generate(REQUEST, progress))
+    await asyncio.sleep(0.12)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls < 6
+
+
+def test_backend_by_name_or_dotted_path() -> None:
+    assert load_backend(load_settings(_env_file=None)).name == "demo"
+    custom = load_settings(_env_file=None, backend={"name": "tests.jobs.test_backends:make_custom"})
+    assert load_backend(custom).name == "custom"
+    with pytest.raises(BackendNotFound, match="GENBOT_BACKEND__NAME"):
+        load_backend(load_settings(_env_file=None, backend={"name": "no.such:thing"}))
+
+
+class _Custom:
+    name = "custom"
+
+
+def make_custom(_settings: object) -> _Custom:
+    return _Custom()
+
+
+async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open() -> None:
+    breaker = Breaker(fail_max=2, reset_s=0.2)
+    calls = 0
+
+    async def failing() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("backend down")
+
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            await breaker.call(failing)
+    with pytest.raises(BreakerOpen) as opened:
+        await breaker.call(failing)
+    assert calls == 2, "open: the backend is not called"
+    assert 0 < opened.value.retry_in <= 0.2
+
+    await asyncio.sleep(0.25)
+    release = asyncio.Event()
+    probes = 0
+
+    async def slow_ok() -> str:
+        nonlocal probes
+        probes += 1
+        await release.wait()
+        return "ok"
+
+    first = asyncio.create_task(breaker.call(slow_ok))
+    await asyncio.sleep(0.01)
+    others = await asyncio.gather(*(breaker.call(slow_ok) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(o, BreakerOpen) for o in others), "half-open: one probe at a time"
+    release.set()
+    assert await first == "ok"
+    assert probes == 1
+    assert breaker.state == "closed"
+    assert await breaker.call(slow_ok) == "ok"
