@@ -118,6 +118,7 @@ async def serve_bot(
             f"GENBOT_PLATFORM: the {rt.settings.platform.value} adapter is not part of this "
             "release yet; use 'local'"
         )
+    await rt.core.reconcile()
     chat = build_local_chat(rt)
     renderer = build_renderer(rt, chat)
     await renderer.feed.ensure_group()  # type: ignore[attr-defined]

@@ -64,7 +64,6 @@ async def _dev(settings: Settings) -> None:
         log.info("embedded Redis at %s, SQLite at %s", redis.url, settings.database.url)
         await migrate(settings.database.url)
         async with runtime(settings) as rt:
-            await rt.core.reconcile()
             await asyncio.gather(serve_bot(rt, stop), serve_worker(rt, stop))
 
 
