@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from bot.models import TERMINAL, Actor, Generation, ImagineOptions, NewGeneration, State
 from storage import db
@@ -58,11 +59,16 @@ def postgres_first(request: pytest.FixtureRequest) -> None:
 
 @pytest_asyncio.fixture
 async def store(postgres_first: None, db_url: str) -> AsyncIterator[TortoiseGenerationStore]:
+    # Tortoise caches each model's INSERT/DELETE SQL per connection *name* ("default"), not per
+    # database, so in a process that switches from SQLite to PostgreSQL the cached SQL keeps
+    # SQLite's "?" placeholders ("syntax error at or near ','"). Start from an empty cache.
+    EXECUTOR_CACHE.clear()
     await db.connect(db_url)
     try:
         yield TortoiseGenerationStore()
     finally:
         await db.close()
+        EXECUTOR_CACHE.clear()
 
 
 def canonical(value: Any) -> str:

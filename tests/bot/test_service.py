@@ -1,0 +1,118 @@
+"""The core's commands through a recording responder, against real Redis and SQLite."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from bot.app import Runtime
+from bot.errors import ErrorText
+from bot.models import Actor, CommandRequest, MessageRef, State, StatusView
+from jobs.queue import SUBMIT
+
+ALICE = Actor("local", "local", "alice", "Alice")
+BOB = Actor("local", "local", "bob", "Bob")
+ADMIN = Actor("local", "local", "admin", "Admin", is_admin=True)
+OTHER_SERVER = Actor("local", "elsewhere", "alice", "Alice")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.replies: list[str] = []
+        self.errors: list[ErrorText] = []
+        self.posted: list[StatusView] = []
+
+    async def reply(self, text: str) -> None:
+        self.replies.append(text)
+
+    async def reply_error(self, error: ErrorText) -> None:
+        self.errors.append(error)
+
+    async def post_status(self, view: StatusView) -> MessageRef:
+        self.posted.append(view)
+        return MessageRef("local", "general", f"m{len(self.posted)}")
+
+
+async def run(rt: Runtime, actor: Actor, name: str, **options: str) -> Recorder:
+    recorder = Recorder()
+    await rt.core.handle(CommandRequest(actor, "general", name, options), recorder)
+    return recorder
+
+
+async def test_imagine_posts_a_status_message_and_stores_its_reference(rt: Runtime) -> None:
+    out = await run(rt, ALICE, "imagine", prompt="a red fox", seed="7")
+    assert out.errors == []
+    [view] = out.posted
+    assert view.headline.startswith("Queued · #1 in line")
+    gen = await rt.store.get(view.job)
+    assert gen is not None
+    assert gen.message["message_id"] == "m1"
+    assert gen.meta["position_at_submit"] == 1
+    assert gen.ticket == 1
+    assert gen.options["seed"] == 7
+
+
+async def test_queue_lists_only_my_jobs_with_positions(rt: Runtime) -> None:
+    await run(rt, ALICE, "imagine", prompt="one")
+    await run(rt, BOB, "imagine", prompt="two")
+    await run(rt, ALICE, "imagine", prompt="three")
+    [text] = (await run(rt, ALICE, "queue")).replies
+    assert "#1 in line" in text and "#3 in line" in text
+    assert "two" not in text
+    [empty] = (await run(rt, ADMIN, "queue")).replies
+    assert "no jobs" in empty
+
+
+async def test_cancel_rules(rt: Runtime) -> None:
+    job = (await run(rt, ALICE, "imagine", prompt="mine")).posted[0].job
+    assert (await run(rt, BOB, "cancel", job=str(job))).errors[0].code.value == "not_allowed"
+    assert (await run(rt, OTHER_SERVER, "cancel", job=str(job))).errors[0].code.value == "not_found"
+    assert (await run(rt, ADMIN, "cancel", job=str(job))).replies == [f"Cancelled job {job}."]
+    gen = await rt.store.get(job)
+    assert gen is not None and gen.state is State.CANCELLED and gen.error_code == "cancelled_by_admin"
+    again = await run(rt, ALICE, "cancel", job=str(job))
+    assert "already finished" in again.errors[0].what
+    assert (await run(rt, BOB, "cancel")).errors[0].what == "You have no queued or running job."
+
+
+async def test_cancel_without_a_job_takes_my_newest(rt: Runtime) -> None:
+    first = (await run(rt, ALICE, "imagine", prompt="first")).posted[0].job
+    second = (await run(rt, ALICE, "imagine", prompt="second")).posted[0].job
+    assert (await run(rt, ALICE, "cancel")).replies == [f"Cancelled job {second}."]
+    assert await rt.queue.position(first) == 1
+
+
+async def test_status_reposts_and_the_new_message_is_kept_up_to_date(rt: Runtime) -> None:
+    job = (await run(rt, ALICE, "imagine", prompt="fox")).posted[0].job
+    out = await run(rt, BOB, "status", job=str(job))
+    assert [v.job for v in out.posted] == [job]
+    gen = await rt.store.get(job)
+    assert gen is not None and gen.message["message_id"] == "m1"  # the Recorder's first post
+    assert (await run(rt, BOB, "status", job="999")).errors[0].code.value == "not_found"
+    assert (await run(rt, BOB, "status")).errors[0].code.value == "invalid_option"
+
+
+async def test_reconcile_re_enqueues_what_redis_lost_in_ticket_order(rt: Runtime, redis: Redis) -> None:
+    jobs = [(await run(rt, ALICE, "imagine", prompt=f"p{i}")).posted[0].job for i in range(5)]
+    await rt.core.cancel(ALICE, jobs[1])
+    await redis.flushall()  # Redis lost everything
+    assert await rt.queue.position(jobs[0]) is None
+    assert await rt.core.reconcile() == 4
+    assert await rt.queue.waiting() == [jobs[0], jobs[2], jobs[3], jobs[4]]
+    assert await rt.core.reconcile() == 0, "idempotent"
+    # New submissions get tickets after the old ones.
+    new = (await run(rt, BOB, "imagine", prompt="new")).posted[0].job
+    assert await rt.queue.position(new) == 5
+    arq_order = [m.decode() for m in await redis.zrange(rt.settings.redis.queue_name, 0, -1)]
+    assert arq_order == [f"gen:{j}" for j in [jobs[0], jobs[2], jobs[3], jobs[4], new]]
+
+
+async def test_redis_down_at_submit_fails_the_row_and_tells_the_member(rt: Runtime) -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    rt.queue._submit = dead.register_script(SUBMIT)
+    out = await run(rt, ALICE, "imagine", prompt="fox")
+    await dead.aclose()
+    assert out.posted == []
+    assert out.errors[0].code.value == "internal"
+    assert "Traceback" not in out.errors[0].what
+    [gen] = await rt.store.list_for_user("local", "local", "alice", list(State))
+    assert gen.state is State.FAILED
