@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RedisNotFound) as exc:
         print(f"genbot: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a port in use, a server that cannot be reached
+        print(f"genbot: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

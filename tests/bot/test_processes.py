@@ -1,0 +1,134 @@
+"""The real processes: ``genbot dev`` as a user runs it, and ``genbot migrate / worker / bot`` as a
+deployment runs them, each a separate OS process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from bot.embedded_redis import EmbeddedRedis
+
+GENBOT = [sys.executable, "-m", "bot.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+URL_LINE = re.compile(rb"genbot local chat: (http://\S+)")
+
+
+async def spawn(*args: str, cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *GENBOT, *args,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def read_url(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    seen = b""
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        seen += line
+        if not line:
+            raise AssertionError(f"exited before listening:\n{seen.decode(errors='replace')}")
+        if match := URL_LINE.search(line):
+            # keep draining the pipe so the process never blocks on a full one
+            asyncio.get_running_loop().create_task(proc.stdout.read())
+            return match.group(1).decode()
+
+
+async def stop(proc: asyncio.subprocess.Process, sig: signal.Signals) -> int:
+    proc.send_signal(sig)
+    return await asyncio.wait_for(proc.wait(), 30)
+
+
+async def imagine_until_done(base: str, prompt: str) -> dict[str, object]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/command", json={"user_id": "alice", "text": f"/imagine {prompt} steps: 4"}) as resp:
+            assert (await resp.json()) == {"ok": True}
+        for _ in range(300):
+            async with http.get(f"{base}/api/messages", params={"user_id": "alice"}) as resp:
+                messages = (await resp.json())["messages"]
+            done = [m for m in messages if m["status"] and m["status"]["prompt"] == prompt and m["status"]["state"] == "succeeded"]
+            if done:
+                async with http.get(base + done[0]["status"]["image_url"]) as image:
+                    assert image.status == 200
+                    assert (await image.read())[:8] == b"\x89PNG\r\n\x1a\n"
+                return dict(done[0])
+            await asyncio.sleep(0.1)
+    raise AssertionError("the job did not finish")
+
+
+async def test_genbot_dev_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    proc = await spawn("dev", "--port", "0", cwd=tmp_path, env={"GENBOT_BACKEND__DEMO_STEP_DELAY_S": "0.02"})
+    try:
+        base = await read_url(proc)
+        assert base.startswith("http://127.0.0.1:")
+        await imagine_until_done(base, "a red fox in snow")
+    finally:
+        code = await stop(proc, signal.SIGINT)
+    assert code == 0
+    assert (tmp_path / "data" / "genbot.sqlite3").exists()
+    assert list((tmp_path / "data" / "blobs" / "results").glob("*.png"))
+
+    # The chat history survives a restart.
+    proc = await spawn("dev", "--port", "0", cwd=tmp_path, env={})
+    try:
+        base = await read_url(proc)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/messages", params={"user_id": "alice"}) as resp:
+            messages = (await resp.json())["messages"]
+        assert [m["status"]["state"] for m in messages if m["status"]] == ["succeeded"]
+    finally:
+        assert await stop(proc, signal.SIGTERM) == 0
+
+
+@pytest_asyncio.fixture
+async def deployment_env(redis_server: EmbeddedRedis, postgres_url: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(postgres_url)
+    await conn.execute("TRUNCATE generations, chat_messages RESTART IDENTITY")
+    await conn.close()
+    yield {
+        "GENBOT_REDIS__URL": redis_server.url,
+        "GENBOT_REDIS__KEY_PREFIX": f"dep{os.getpid()}",
+        "GENBOT_REDIS__QUEUE_NAME": f"dep{os.getpid()}:queue",
+        "GENBOT_DATABASE__URL": postgres_url,
+        "GENBOT_BLOBS__DIR": str(tmp_path / "blobs"),
+        "GENBOT_LOCAL__PORT": "0",
+        "GENBOT_BACKEND__DEMO_STEP_DELAY_S": "0.02",
+    }
+
+
+@pytest.mark.postgres
+async def test_migrate_worker_and_bot_as_separate_processes_on_postgres(
+    deployment_env: dict[str, str], tmp_path: Path
+) -> None:
+    migrate = await spawn("migrate", cwd=tmp_path, env=deployment_env)
+    out, _ = await asyncio.wait_for(migrate.communicate(), 60)
+    assert migrate.returncode == 0, out.decode()
+    worker = await spawn("worker", cwd=tmp_path, env=deployment_env)
+    bot = await spawn("bot", cwd=tmp_path, env=deployment_env)
+    try:
+        base = await read_url(bot)
+        await imagine_until_done(base, "a blue whale")
+    finally:
+        codes = [await stop(bot, signal.SIGTERM), await stop(worker, signal.SIGTERM)]
+    assert codes == [0, 0]
+
+
+async def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    proc = await spawn("bot", cwd=tmp_path, env={"GENBOT_RENDERER__BATCH": "lots"})
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"GENBOT_RENDERER__BATCH" in out
+    assert b"Traceback" not in out
