@@ -76,6 +76,9 @@ def build_view(gen: Generation, position: int | None, eta: float | None) -> Stat
         text = describe(gen.error_code or ErrorCode.INTERNAL)
         error = ErrorView(text.code.value, text.title, text.what, text.todo)
     preview = (gen.meta.get("preview") or {}).get("key") if gen.state is State.RUNNING else None
+    note = None
+    if gen.state is State.QUEUED and gen.attempts:
+        note = "The worker making this image stopped; it will start again before newer requests."
     return StatusView(
         job=gen.id,
         state=gen.state,
@@ -86,6 +89,7 @@ def build_view(gen: Generation, position: int | None, eta: float | None) -> Stat
         progress=_percent(gen) if gen.state is State.RUNNING else None,
         preview_key=preview,
         image_key=gen.result_key if gen.state is State.SUCCEEDED else None,
+        note=note,
         error=error,
         buttons=(CANCEL,) if not gen.state.terminal else (),
     )

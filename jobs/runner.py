@@ -100,9 +100,7 @@ class GenerationRunner:
         except BreakerOpen:
             return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_UNAVAILABLE)
         except asyncio.CancelledError:
-            # Aborted by a cancel (the row is already ``cancelled``) or the worker shutting down.
-            await self.queue.mark_done(generation_id)
-            await self.queue.publish(generation_id, "stopped")
+            await self._interrupted(generation_id, gen.ticket)
             raise
         except Exception:
             log.exception("backend failed for generation %s", generation_id)
@@ -111,6 +109,22 @@ class GenerationRunner:
         await self.blobs.put(result_key(generation_id), result.png)
         await self.queue.record_runtime(self.backend.name, time.monotonic() - started)
         return await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))
+
+    async def _interrupted(self, generation_id: int, ticket: int | None) -> None:
+        """The job was cancelled under us: by a member's cancel (the row is already
+        ``cancelled``: nothing to do) or by the worker shutting down (the row is still ``running``:
+        it goes back to ``queued`` at its old place, since arq runs the job again)."""
+        await self.queue.mark_done(generation_id)
+        current = await self.store.get(generation_id)
+        if current is not None and current.state is State.RUNNING:
+            # Back into the waiting set first, so that the row never reads "queued" without a place.
+            await self.queue.submit(generation_id, ticket=ticket)
+            if await self.store.transition(generation_id, State.QUEUED, retry=True) is None:
+                await self.queue.remove_waiting(generation_id)  # cancelled meanwhile
+            else:
+                await self.store.update_meta(generation_id, {"progress": None, "preview": None})
+                log.info("generation %s interrupted by shutdown; queued again", generation_id)
+        await self.queue.publish(generation_id, "dequeued")
 
     async def _finish(
         self,

@@ -27,18 +27,25 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def test_imagine_shows_position_progress_and_image(
-    rt: Runtime, http: aiohttp.ClientSession
-) -> None:
+async def test_imagine_shows_position_progress_and_image(rt: Runtime, http: aiohttp.ClientSession) -> None:
     async with stack_running(rt) as base:
         alice = ChatClient(http, base, "alice")
         await alice.connect()
         for prompt in ("a red fox in snow", "a blue whale", "a green owl"):
             assert (await alice.command(f"/imagine {prompt} steps: 8")) == {"ok": True}
 
-        last = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["prompt"] == "a green owl" and m["status"]["state"] == "succeeded", timeout=30)
+        last = await alice.wait_for(
+            lambda m: (
+                bool(m.get("status"))
+                and m["status"]["prompt"] == "a green owl"
+                and m["status"]["state"] == "succeeded"
+            ),
+            timeout=30,
+        )
         job = last["status"]["job"]
-        seen = [u["status"]["headline"] for u in alice.updates if u.get("status") and u["status"]["job"] == job]
+        seen = [
+            u["status"]["headline"] for u in alice.updates if u.get("status") and u["status"]["job"] == job
+        ]
         assert seen[0].startswith("Queued · #3 in line")
         assert any(h.startswith("Queued · #2 in line") for h in seen), seen
         assert any(h.startswith("Queued · #1 in line") for h in seen), seen
@@ -65,7 +72,9 @@ async def test_bot_restart_mid_job_rerenders_from_the_row(
             alice = ChatClient(http, base, "alice")
             await alice.connect()
             await alice.command("/imagine a slow snail steps: 50")
-            running = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["state"] == "running")
+            running = await alice.wait_for(
+                lambda m: bool(m.get("status")) and m["status"]["state"] == "running"
+            )
             await alice.close()
         # The bot is down. Lose every event the worker publishes from now on.
         await redis.delete(rt.queue.keys.events)
@@ -83,9 +92,13 @@ async def test_bot_restart_mid_job_rerenders_from_the_row(
             alice = ChatClient(http, base, "alice")
             await alice.connect()
             history = {m["id"]: m for m in await alice.history()}
-            done = await alice.wait_for(
-                lambda m: m["id"] == running["id"] and m["status"]["state"] == "succeeded"
-            ) if history[running["id"]]["status"]["state"] != "succeeded" else history[running["id"]]
+            done = (
+                await alice.wait_for(
+                    lambda m: m["id"] == running["id"] and m["status"]["state"] == "succeeded"
+                )
+                if history[running["id"]]["status"]["state"] != "succeeded"
+                else history[running["id"]]
+            )
             assert done["status"]["image_url"] == f"/blobs/results/{gen_id}.png"
             status_cards = [m for m in await alice.history() if m.get("status")]
             assert len(status_cards) == 1, "edited in place, not posted again"
@@ -107,9 +120,11 @@ async def test_cancel_a_queued_job_moves_the_ones_behind_it_up(
         await bob.command("/imagine third steps: 5")
         second = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["prompt"] == "second")
         third = await bob.wait_for(
-            lambda m: bool(m.get("status"))
-            and m["status"]["prompt"] == "third"
-            and m["status"]["headline"].startswith("Queued · #2 in line")
+            lambda m: (
+                bool(m.get("status"))
+                and m["status"]["prompt"] == "third"
+                and m["status"]["headline"].startswith("Queued · #2 in line")
+            )
         )
 
         # Bob may not cancel Alice's job; Alice may.
@@ -121,7 +136,10 @@ async def test_cancel_a_queued_job_moves_the_ones_behind_it_up(
         await alice.command(f"/cancel {second['status']['job']}")
         await alice.wait_for(lambda m: m["id"] == second["id"] and m["status"]["state"] == "cancelled")
         moved = await bob.wait_for(
-            lambda m: m["id"] == third["id"] and m["status"]["headline"].startswith(("Queued · #1", "Generating", "Done"))
+            lambda m: (
+                m["id"] == third["id"]
+                and m["status"]["headline"].startswith(("Queued · #1", "Generating", "Done"))
+            )
         )
         assert moved
         assert await rt.queue.position(second["status"]["job"]) is None
@@ -184,9 +202,7 @@ async def test_unknown_option_in_the_structured_api_is_refused(
         await alice.close()
 
 
-async def test_mentions_and_html_are_kept_as_plain_text(
-    rt: Runtime, http: aiohttp.ClientSession
-) -> None:
+async def test_mentions_and_html_are_kept_as_plain_text(rt: Runtime, http: aiohttp.ClientSession) -> None:
     prompt = "@everyone <b>bold</b> <script>alert(1)</script> & more"
     async with bot_running(rt) as (base, _stop):
         alice = ChatClient(http, base, "alice")
@@ -202,10 +218,40 @@ async def test_mentions_and_html_are_kept_as_plain_text(
 
 async def test_unknown_members_and_bad_bodies_get_400(rt: Runtime, http: aiohttp.ClientSession) -> None:
     async with bot_running(rt) as (base, _stop):
-        async with http.post(base + "/api/command", json={"user_id": "mallory", "text": "/imagine x"}) as resp:
+        async with http.post(
+            base + "/api/command", json={"user_id": "mallory", "text": "/imagine x"}
+        ) as resp:
             assert resp.status == 400
         async with http.post(base + "/api/command", data=b"not json") as resp:
             assert resp.status == 400
         async with http.get(base + "/blobs/../../etc/passwd") as resp:
             assert resp.status == 404
     assert await GenerationRow.all().count() == 0
+
+
+async def test_a_worker_shutting_down_puts_its_job_back_at_the_front(
+    settings: Settings, redis: Redis, http: aiohttp.ClientSession
+) -> None:
+    slow = settings.model_copy(update={"backend": settings.backend.model_copy(update={"demo_step_delay_s": 0.05})})
+    async with runtime(slow) as rt, bot_running(rt) as (base, _stop):
+        alice = ChatClient(http, base, "alice")
+        await alice.connect()
+        async with worker_running(rt):
+            await alice.command("/imagine interrupted steps: 100")
+            await alice.command("/imagine behind steps: 2")
+            running = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["state"] == "running")
+        job = running["status"]["job"]
+        back = await alice.wait_for(
+            lambda m: m["id"] == running["id"] and m["status"]["state"] == "queued" and bool(m["status"]["note"])
+        )
+        assert back["status"]["headline"].startswith("Queued · #1 in line")
+        gen = await rt.store.get(job)
+        assert gen is not None and gen.state is State.QUEUED and gen.attempts == 1
+        assert await rt.queue.position(job) == 1
+
+        async with worker_running(rt):
+            done = await alice.wait_for(
+                lambda m: m["id"] == running["id"] and m["status"]["state"] == "succeeded", timeout=30
+            )
+        assert done["status"]["image_url"]
+        await alice.close()
