@@ -37,7 +37,9 @@ def _headline(gen: Generation, position: int | None, eta: float | None) -> str:
         return f"Queued · #{position} in line · about {format_duration(eta)}"
     if gen.state is State.RUNNING:
         percent = _percent(gen)
-        return "Generating · starting" if percent is None else f"Generating · {round(percent * 100)}%"
+        return (
+            "Generating · starting" if percent is None else f"Generating · {math.floor(percent * 100 + 0.5)}%"
+        )
     if gen.state is State.SUCCEEDED:
         if gen.started_at and gen.finished_at:
             took = (gen.finished_at - gen.started_at).total_seconds()

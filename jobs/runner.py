@@ -83,11 +83,15 @@ class GenerationRunner:
                 return
             last_report = now
             patch: dict[str, object] = {"progress": {"step": step, "total": total}}
-            if preview is not None:
-                await self.blobs.put(preview_key(generation_id), preview)
-                patch["preview"] = {"key": preview_key(generation_id), "step": step}
-            if await self.store.record_progress(generation_id, patch):
-                await self.queue.publish(generation_id, "progress")
+            try:
+                if preview is not None:
+                    await self.blobs.put(preview_key(generation_id), preview)
+                    patch["preview"] = {"key": preview_key(generation_id), "step": step}
+                if await self.store.record_progress(generation_id, patch):
+                    await self.queue.publish(generation_id, "progress")
+            except Exception:
+                # A progress report is best effort: losing one must not fail the image.
+                log.warning("progress report of generation %s failed", generation_id, exc_info=True)
 
         started = time.monotonic()
         try:

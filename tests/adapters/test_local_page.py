@@ -177,10 +177,9 @@ async def test_cancel_a_queued_job_moves_the_ones_behind_it_up(
     tmp_path: Path,
     redis: Redis,
 ) -> None:
-    # 40 steps of 0.2 s: the first job runs for 8 s, long enough to cancel the one behind it.
-    settings = make_settings(
-        redis_server.url, sqlite_url, tmp_path, backend={"demo_step_delay_s": 0.2}
-    )
+    # 40 steps of 0.2 s: the first job runs for 8 s, long enough to cancel the job behind it and
+    # see the last one move up while the first is still running.
+    settings = make_settings(redis_server.url, sqlite_url, tmp_path, backend={"demo_step_delay_s": 0.2})
     async with (
         runtime(settings) as rt,
         stack_running(rt) as base_url,
@@ -200,11 +199,9 @@ async def test_cancel_a_queued_job_moves_the_ones_behind_it_up(
         await expect(second.locator('button[data-action="cancel"]')).to_have_count(0)
         job = int(await second.get_attribute("data-job") or 0)
         await expect(ephemeral(page, f"Cancelled job {job}.")).to_be_visible()
-        await expect(third.locator(".headline")).to_have_text(
-            re.compile(r"^(Queued · #1 in line|Generating)")
-        )
-        await expect(first).to_have_attribute("data-state", re.compile(r"^(running|succeeded)$"))
-        await expect(third).not_to_have_attribute("data-state", "cancelled")
+        # The third job moves up while the first is still running.
+        await expect(third.locator(".headline")).to_have_text(re.compile(r"^Queued · #1 in line"))
+        await expect(first).to_have_attribute("data-state", "running")
         gen = await rt.store.get(job)
         assert gen is not None and gen.state is State.CANCELLED
 
@@ -235,9 +232,7 @@ async def test_member_text_is_shown_as_text_and_bad_input_only_as_a_reply(page: 
         assert await generation_rows() == rows, command
 
 
-async def test_ephemeral_replies_stay_with_their_member(
-    page: Page, browser: Browser
-) -> None:
+async def test_ephemeral_replies_stay_with_their_member(page: Page, browser: Browser) -> None:
     await send(page, "/imagine")
     await expect(ephemeral(page, "The prompt is empty")).to_be_visible()
     await send(page, "hello from Alice")

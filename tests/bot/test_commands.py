@@ -34,7 +34,11 @@ def test_bare_text_is_the_prompt_with_defaults() -> None:
 def test_named_options() -> None:
     opts = imagine("/imagine prompt: a fox negative: blurry size: 768x512 steps: 7 seed: 42")
     assert (opts.prompt, opts.negative, opts.size, opts.steps, opts.seed) == (
-        "a fox", "blurry", "768x512", 7, 42,
+        "a fox",
+        "blurry",
+        "768x512",
+        7,
+        42,
     )
 
 
@@ -53,7 +57,10 @@ def test_a_colon_inside_the_prompt_is_prompt_text() -> None:
         ("/imagine x steps: 1.5", "Steps must be a whole number from 1 to 50."),
         ("/imagine x seed: 4294967296", "Seed must be a whole number from 0 to 4294967295."),
         ("/imagine x steps: 2 steps: 3", "The option steps is given twice."),
-        ("/imagine sampler: euler", "/imagine has no option 'sampler'. It takes: prompt, negative, size, steps, seed."),
+        (
+            "/imagine sampler: euler",
+            "/imagine has no option 'sampler'. It takes: prompt, negative, size, steps, seed.",
+        ),
         ("imagine x", "Commands start with /, for example /imagine a red fox in snow."),
         ("/draw x", "There is no command /draw. Commands: /imagine, /queue, /cancel, /status."),
     ],

@@ -16,6 +16,7 @@ def test_defaults_run_the_local_demo() -> None:
 def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENBOT_WORKER__CONCURRENCY", "4")
     monkeypatch.setenv("GENBOT_LIMITS__SIZES", '["256x256"]')
+    monkeypatch.setenv("GENBOT_LIMITS__DEFAULT_SIZE", "256x256")
     settings = load_settings(_env_file=None)
     assert settings.worker.concurrency == 4
     assert settings.limits.sizes == ["256x256"]
@@ -31,9 +32,7 @@ def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) 
         ("GENBOT_LOCAL__PORT", "70000"),
     ],
 )
-def test_a_bad_value_names_the_variable(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
-) -> None:
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)

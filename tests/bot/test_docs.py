@@ -16,9 +16,7 @@ def env_names() -> list[str]:
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names += [
-                f"{ENV_PREFIX}{name}{ENV_NESTED}{sub}".upper() for sub in annotation.model_fields
-            ]
+            names += [f"{ENV_PREFIX}{name}{ENV_NESTED}{sub}".upper() for sub in annotation.model_fields]
         else:
             names.append(f"{ENV_PREFIX}{name}".upper())
     return names

@@ -24,7 +24,8 @@ URL_LINE = re.compile(rb"genbot local chat: (http://\S+)")
 
 async def spawn(*args: str, cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *GENBOT, *args,
+        *GENBOT,
+        *args,
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         stdout=asyncio.subprocess.PIPE,
@@ -53,12 +54,18 @@ async def stop(proc: asyncio.subprocess.Process, sig: signal.Signals) -> int:
 
 async def imagine_until_done(base: str, prompt: str) -> dict[str, object]:
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/api/command", json={"user_id": "alice", "text": f"/imagine {prompt} steps: 4"}) as resp:
+        async with http.post(
+            f"{base}/api/command", json={"user_id": "alice", "text": f"/imagine {prompt} steps: 4"}
+        ) as resp:
             assert (await resp.json()) == {"ok": True}
         for _ in range(300):
             async with http.get(f"{base}/api/messages", params={"user_id": "alice"}) as resp:
                 messages = (await resp.json())["messages"]
-            done = [m for m in messages if m["status"] and m["status"]["prompt"] == prompt and m["status"]["state"] == "succeeded"]
+            done = [
+                m
+                for m in messages
+                if m["status"] and m["status"]["prompt"] == prompt and m["status"]["state"] == "succeeded"
+            ]
             if done:
                 async with http.get(base + done[0]["status"]["image_url"]) as image:
                     assert image.status == 200
@@ -84,7 +91,10 @@ async def test_genbot_dev_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: 
     proc = await spawn("dev", "--port", "0", cwd=tmp_path, env={})
     try:
         base = await read_url(proc)
-        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/messages", params={"user_id": "alice"}) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{base}/api/messages", params={"user_id": "alice"}) as resp,
+        ):
             messages = (await resp.json())["messages"]
         assert [m["status"]["state"] for m in messages if m["status"]] == ["succeeded"]
     finally:
@@ -92,7 +102,9 @@ async def test_genbot_dev_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: 
 
 
 @pytest_asyncio.fixture
-async def deployment_env(redis_server: EmbeddedRedis, postgres_url: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+async def deployment_env(
+    redis_server: EmbeddedRedis, postgres_url: str, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
     import asyncpg
 
     conn = await asyncpg.connect(postgres_url)

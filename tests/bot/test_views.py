@@ -15,10 +15,24 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def gen(**changes: object) -> Generation:
     base: dict[str, object] = dict(
-        id=7, platform="local", workspace="local", channel="general", user_id="alice",
-        user_name="Alice", prompt="a red fox", negative="", backend="demo",
-        options={"width": 512, "height": 512, "steps": 20, "seed": 1}, state=State.QUEUED,
-        error_code=None, attempts=0, ticket=3, result_key=None, message={}, meta={}, version=1,
+        id=7,
+        platform="local",
+        workspace="local",
+        channel="general",
+        user_id="alice",
+        user_name="Alice",
+        prompt="a red fox",
+        negative="",
+        backend="demo",
+        options={"width": 512, "height": 512, "steps": 20, "seed": 1},
+        state=State.QUEUED,
+        error_code=None,
+        attempts=0,
+        ticket=3,
+        result_key=None,
+        message={},
+        meta={},
+        version=1,
         created_at=NOW,
     )
     base.update(changes)
@@ -50,7 +64,10 @@ def test_durations_are_rounded_for_people(seconds: float, words: str) -> None:
 
 def test_running_shows_percent_and_preview() -> None:
     view = build_view(
-        gen(state=State.RUNNING, meta={"progress": {"step": 9, "total": 20}, "preview": {"key": "previews/7.jpg"}}),
+        gen(
+            state=State.RUNNING,
+            meta={"progress": {"step": 9, "total": 20}, "preview": {"key": "previews/7.jpg"}},
+        ),
         None,
         None,
     )
@@ -61,7 +78,12 @@ def test_running_shows_percent_and_preview() -> None:
 
 def test_succeeded_shows_the_image_and_no_buttons() -> None:
     view = build_view(
-        gen(state=State.SUCCEEDED, result_key="results/7.png", started_at=NOW, finished_at=NOW + timedelta(seconds=12)),
+        gen(
+            state=State.SUCCEEDED,
+            result_key="results/7.png",
+            started_at=NOW,
+            finished_at=NOW + timedelta(seconds=12),
+        ),
         None,
         None,
     )
