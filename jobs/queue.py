@@ -24,7 +24,6 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, serialize_job
 
 from bot.models import job_id_for
-
 from jobs.constants import (
     EVENTS_MAXLEN,
     GENERATE_FUNCTION,

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from bot.errors import ErrorCode
 from bot.models import State
-from bot.ports import BlobStore, GenerationStore, ImageBackend, ImageRequest
+from bot.ports import (
+    BlobStore,
+    GenerationStore,
+    ImageBackend,
+    ImageRequest,
+    ImageResult,
+    ProgressCallback,
+)
 from jobs.breaker import Breaker, BreakerOpen
 from jobs.queue import RedisJobQueue
 
@@ -58,8 +66,11 @@ class GenerationRunner:
             await self.queue.mark_done(generation_id)
             return gen.state.value
         if gen.state is State.QUEUED and await self.store.transition(generation_id, State.RUNNING) is None:
-            # Cancelled (or otherwise moved on) between the worker's pick and now.
-            await self.queue.mark_done(generation_id)
+            # Moved on between the worker's pick and now: cancelled (clean up), or started by a
+            # concurrent run (leave its Redis entries alone).
+            current = await self.store.get(generation_id)
+            if current is None or current.state.terminal:
+                await self.queue.mark_done(generation_id)
             return "skipped"
         if await self.queue.mark_running(generation_id):
             await self.queue.publish(generation_id, "dequeued")
@@ -74,7 +85,7 @@ class GenerationRunner:
             steps=int(opts["steps"]),
             seed=int(opts["seed"]),
         )
-        last_report = 0.0
+        last_report = -math.inf  # the first report goes out at once
 
         async def progress(step: int, total: int, preview: bytes | None) -> None:
             nonlocal last_report
@@ -95,10 +106,8 @@ class GenerationRunner:
 
         started = time.monotonic()
         try:
-            result = await asyncio.wait_for(
-                self.breaker.call(self.backend.generate, request, progress),
-                timeout=self.backend_timeout_s,
-            )
+            # The timeout sits inside the breaker: a backend that hangs is a failing backend.
+            result = await self.breaker.call(self._generate, request, progress)
         except TimeoutError:
             return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
         except BreakerOpen:
@@ -113,6 +122,11 @@ class GenerationRunner:
         await self.blobs.put(result_key(generation_id), result.png)
         await self.queue.record_runtime(self.backend.name, time.monotonic() - started)
         return await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))
+
+    async def _generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
+        return await asyncio.wait_for(
+            self.backend.generate(request, progress), timeout=self.backend_timeout_s
+        )
 
     async def _interrupted(self, generation_id: int, ticket: int | None) -> None:
         """The job was cancelled under us: by a member's cancel (the row is already

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
+import uuid
 from pathlib import Path
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*$")
@@ -24,7 +24,7 @@ class LocalBlobStore:
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per write
         tmp.write_bytes(data)
         tmp.replace(path)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate as run_migrations
 
 MODELS_MODULE = "storage.models"
@@ -52,3 +53,6 @@ async def connect(db_url: str) -> None:
 
 async def close() -> None:
     await Tortoise.close_connections()
+    # Tortoise caches each model's SQL per connection *name*, not per database: a process that
+    # connects again to another kind of database (tests, tools) must not reuse the old dialect.
+    EXECUTOR_CACHE.clear()

@@ -27,9 +27,7 @@ from bot.config import Settings, load_settings
 from bot.embedded_redis import EmbeddedRedis, embedded_redis
 from storage import db
 
-PG_ADMIN_URL = os.environ.get(
-    "GENBOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN_URL = os.environ.get("GENBOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -82,16 +80,18 @@ async def _truncate_pg(url: str) -> None:
         await conn.close()
 
 
-@pytest_asyncio.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database: SQLite, then PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'genbot.sqlite3'}"
-        await db.migrate(url)
-        return url
-    url = str(request.getfixturevalue("postgres_url"))
-    await _truncate_pg(url)
-    return url
+@pytest_asyncio.fixture
+async def pg_url(postgres_url: str) -> str:
+    """The run's PostgreSQL database, migrated and emptied."""
+    await _truncate_pg(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty database: SQLite, then PostgreSQL. (A plain fixture on purpose: it sets
+    up the async ones it picks outside the running loop.)"""
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
 
 
 @pytest_asyncio.fixture

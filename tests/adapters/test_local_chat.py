@@ -232,17 +232,23 @@ async def test_unknown_members_and_bad_bodies_get_400(rt: Runtime, http: aiohttp
 async def test_a_worker_shutting_down_puts_its_job_back_at_the_front(
     settings: Settings, redis: Redis, http: aiohttp.ClientSession
 ) -> None:
-    slow = settings.model_copy(update={"backend": settings.backend.model_copy(update={"demo_step_delay_s": 0.05})})
+    slow = settings.model_copy(
+        update={"backend": settings.backend.model_copy(update={"demo_step_delay_s": 0.05})}
+    )
     async with runtime(slow) as rt, bot_running(rt) as (base, _stop):
         alice = ChatClient(http, base, "alice")
         await alice.connect()
         async with worker_running(rt):
             await alice.command("/imagine interrupted steps: 100")
             await alice.command("/imagine behind steps: 2")
-            running = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["state"] == "running")
+            running = await alice.wait_for(
+                lambda m: bool(m.get("status")) and m["status"]["state"] == "running"
+            )
         job = running["status"]["job"]
         back = await alice.wait_for(
-            lambda m: m["id"] == running["id"] and m["status"]["state"] == "queued" and bool(m["status"]["note"])
+            lambda m: (
+                m["id"] == running["id"] and m["status"]["state"] == "queued" and bool(m["status"]["note"])
+            )
         )
         assert back["status"]["headline"].startswith("Queued · #1 in line")
         gen = await rt.store.get(job)

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from bot.models import TERMINAL, Actor, Generation, ImagineOptions, NewGeneration, State
 from storage import db
@@ -35,40 +34,18 @@ def new_generation(user: str = "u1") -> NewGeneration:
     return NewGeneration(
         actor=Actor(platform="local", workspace="w", user_id=user, display_name=user),
         channel="general",
-        options=ImagineOptions(
-            prompt="a red fox", negative="", width=512, height=512, steps=8, seed=1
-        ),
+        options=ImagineOptions(prompt="a red fox", negative="", width=512, height=512, steps=8, seed=1),
         backend="demo",
     )
 
 
-@pytest.fixture
-def postgres_first(request: pytest.FixtureRequest) -> None:
-    """Set up the session's ``postgres_url`` from synchronous code before ``db_url`` needs it.
-
-    Works around tests/conftest.py: ``db_url`` is an async fixture that calls
-    ``request.getfixturevalue("postgres_url")``, an async session fixture that is not set up yet
-    the first time; pytest-asyncio 1.x then tries to run its setup with ``Runner.run()`` inside the
-    running loop and fails ("Runner.run() cannot be called from a running event loop"). Once
-    ``postgres_url`` is cached, ``db_url`` only reads it.
-    """
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgres":
-        request.getfixturevalue("postgres_url")
-
-
 @pytest_asyncio.fixture
-async def store(postgres_first: None, db_url: str) -> AsyncIterator[TortoiseGenerationStore]:
-    # Tortoise caches each model's INSERT/DELETE SQL per connection *name* ("default"), not per
-    # database, so in a process that switches from SQLite to PostgreSQL the cached SQL keeps
-    # SQLite's "?" placeholders ("syntax error at or near ','"). Start from an empty cache.
-    EXECUTOR_CACHE.clear()
+async def store(db_url: str) -> AsyncIterator[TortoiseGenerationStore]:
     await db.connect(db_url)
     try:
         yield TortoiseGenerationStore()
     finally:
         await db.close()
-        EXECUTOR_CACHE.clear()
 
 
 def canonical(value: Any) -> str:
@@ -116,9 +93,7 @@ async def _spawn_writer(db_url: str, generation_id: int, first: int) -> asyncio.
 
 
 async def _run_writers(db_url: str, generation_id: int) -> list[dict[str, Any]]:
-    procs = [
-        await _spawn_writer(db_url, generation_id, p * UPDATES_PER_PROCESS) for p in range(PROCESSES)
-    ]
+    procs = [await _spawn_writer(db_url, generation_id, p * UPDATES_PER_PROCESS) for p in range(PROCESSES)]
     try:
         for proc in procs:
             assert proc.stdout is not None
@@ -216,8 +191,8 @@ RFC_CASES: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     # keys and strings that need quoting
     (
         {"a.b": 1},
-        {"": 1, "a.b": {"c": "d"}, "{x,y}": "q\"uote", "ключ": "значение ✓", "a b": "line\nbreak"},
-        {"": 1, "a.b": {"c": "d"}, "{x,y}": "q\"uote", "ключ": "значение ✓", "a b": "line\nbreak"},
+        {"": 1, "a.b": {"c": "d"}, "{x,y}": 'q"uote', "ключ": "значение ✓", "a b": "line\nbreak"},
+        {"": 1, "a.b": {"c": "d"}, "{x,y}": 'q"uote', "ключ": "значение ✓", "a b": "line\nbreak"},
     ),
 ]
 
@@ -250,7 +225,7 @@ def _random_value(rng: random.Random, depth: int) -> Any:
     if kind == 0:
         return rng.randrange(-1000, 1000)
     if kind == 1:
-        return rng.choice(["", "x", "fox", "ü", "a\"b"])
+        return rng.choice(["", "x", "fox", "ü", 'a"b'])
     if kind == 2:
         return rng.choice([True, False])
     if kind == 3:
@@ -316,9 +291,7 @@ async def test_succeeded_is_final(store: TortoiseGenerationStore) -> None:
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL))
-async def test_no_transition_leaves_a_terminal_state(
-    store: TortoiseGenerationStore, terminal: State
-) -> None:
+async def test_no_transition_leaves_a_terminal_state(store: TortoiseGenerationStore, terminal: State) -> None:
     gen = await _row_in(store, terminal)
     for target in State:
         assert await store.transition(gen.id, target, retry=True) is None, (terminal, target)
@@ -381,19 +354,34 @@ async def test_late_progress_after_success_changes_nothing(store: TortoiseGenera
     assert after.result_key == "results/x.png"
 
 
-async def test_progress_races_the_finish_without_touching_it(store: TortoiseGenerationStore) -> None:
-    """Progress reports in flight while the row succeeds: every report either landed before the
-    finish (and returned True) or was refused; none changes the row after it."""
+async def test_progress_racing_the_finish_never_touches_the_finished_row(
+    store: TortoiseGenerationStore,
+) -> None:
+    """Five reporters send progress back to back while the row succeeds: each is accepted until
+    the finish and refused from then on, and nothing is written after the finish."""
     gen = await _row_in(store, State.RUNNING)
-    reports = [store.record_progress(gen.id, {"progress": {"step": i}}) for i in range(50)]
-    finish = store.transition(gen.id, State.SUCCEEDED, result_key="results/y.png")
-    results = await asyncio.gather(*reports[:25], finish, *reports[25:])
-    accepted = [i for i, ok in enumerate(results[:25] + results[26:]) if ok]
-    done = results[25]
+    outcomes: list[list[bool]] = [[] for _ in range(5)]
+
+    async def reporter(n: int) -> None:
+        for step in range(2000):
+            ok = await store.record_progress(gen.id, {"progress": {"step": step}, f"r{n}": step})
+            outcomes[n].append(ok)
+            if not ok:
+                break
+
+    reporters = [asyncio.create_task(reporter(n)) for n in range(5)]
+    while sum(map(len, outcomes)) < 10:
+        await asyncio.sleep(0)
+    done = await store.transition(gen.id, State.SUCCEEDED, result_key="results/y.png")
+    await asyncio.gather(*reporters)
+
     assert done is not None and done.state is State.SUCCEEDED
+    for n, results in enumerate(outcomes):
+        assert results[-1] is False, f"reporter {n} was never refused after the finish"
+        assert all(results[:-1]), f"reporter {n} was refused before the finish"
     after = await get(store, gen.id)
     assert after.state is State.SUCCEEDED
-    # the finish snapshot is the final word: nothing was written after it
     assert after.version == done.version
     assert after.meta == done.meta
-    assert after.version == gen.version + len(accepted) + 1
+    accepted = sum(len(r) - 1 for r in outcomes)
+    assert after.version == gen.version + accepted + 1

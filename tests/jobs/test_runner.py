@@ -1,0 +1,423 @@
+"""The generation job (:class:`jobs.runner.GenerationRunner`) against a real SQLite database and the
+run's own Redis. Only the image backend is a fake: it is genbot's own port."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.app import Runtime
+from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
+from bot.ports import ImageRequest, ImageResult, ProgressCallback
+from jobs.breaker import Breaker
+from jobs.constants import Keys
+from jobs.runner import GenerationRunner, preview_key, result_key
+
+ACTOR = Actor(platform="local", workspace="local", user_id="alice", display_name="Alice")
+PNG = b"\x89PNG\r\n\x1a\n fake image"
+
+
+class FakeBackend:
+    """Counts its calls; reports every step with a preview; can fail, hang or wait for a signal."""
+
+    name = "fake"
+
+    def __init__(self, *, fail: bool = False, hang: bool = False) -> None:
+        self.fail = fail
+        self.hang = hang
+        self.calls = 0
+        self.cancelled = 0
+        self.progress: ProgressCallback | None = None
+        self.hold: asyncio.Event | None = None  # set it to make every call wait for it
+
+    async def generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
+        self.calls += 1
+        self.progress = progress
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+            if self.fail:
+                raise RuntimeError("CUDA out of memory (the details stay in the logs)")
+            if self.hang:
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        for step in range(1, request.steps + 1):
+            await progress(step, request.steps, f"preview {step}".encode())
+        return ImageResult(png=PNG)
+
+
+def runner_for(
+    rt: Runtime,
+    backend: FakeBackend,
+    *,
+    store: Any = None,
+    breaker: Breaker | None = None,
+    backend_timeout_s: float = 30.0,
+    progress_interval_s: float = 0.0,
+) -> GenerationRunner:
+    return GenerationRunner(
+        store=store or rt.store,
+        queue=rt.queue,
+        blobs=rt.blobs,
+        backend=backend,
+        breaker=breaker or Breaker(5, 60.0),
+        backend_timeout_s=backend_timeout_s,
+        progress_interval_s=progress_interval_s,
+    )
+
+
+async def submitted(rt: Runtime, steps: int = 4) -> Generation:
+    """A generation as the bot leaves it: a queued row, a ticket, a waiting arq job."""
+    gen, position = await rt.core.submit(
+        NewGeneration(
+            actor=ACTOR,
+            channel="general",
+            options=ImagineOptions(
+                prompt="a red fox in snow", negative="", width=64, height=64, steps=steps, seed=3
+            ),
+            backend="fake",
+        )
+    )
+    assert await rt.queue.position(gen.id) == position
+    return gen
+
+
+async def row(rt: Runtime, generation_id: int) -> Generation:
+    gen = await rt.store.get(generation_id)
+    assert gen is not None
+    return gen
+
+
+async def events(rt: Runtime, generation_id: int) -> list[str]:
+    """The kinds of the events published for one generation, oldest first."""
+    entries = await rt.redis.xrange(Keys(rt.settings.redis.key_prefix).events)
+    return [fields[b"kind"].decode() for _id, fields in entries if int(fields[b"id"]) == generation_id]
+
+
+async def assert_not_queued_or_running(rt: Runtime, generation_id: int) -> None:
+    keys = Keys(rt.settings.redis.key_prefix)
+    assert await rt.redis.zscore(keys.waiting, str(generation_id)) is None
+    assert await rt.redis.zscore(keys.running, str(generation_id)) is None
+    assert await rt.queue.position(generation_id) is None
+
+
+async def assert_succeeded_once(rt: Runtime, generation_id: int) -> Generation:
+    gen = await row(rt, generation_id)
+    assert gen.state is State.SUCCEEDED
+    assert gen.error_code is None
+    assert gen.result_key == result_key(generation_id)
+    assert gen.finished_at is not None
+    assert await rt.blobs.get(result_key(generation_id)) == PNG
+    await assert_not_queued_or_running(rt, generation_id)
+    return gen
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a job twice
+
+
+async def test_running_a_job_twice_in_a_row_runs_the_backend_once(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    runner = runner_for(rt, backend)
+
+    assert await runner.run(gen.id) == "succeeded"
+    first = await assert_succeeded_once(rt, gen.id)
+    assert await runner.run(gen.id) == "succeeded"
+
+    assert backend.calls == 1
+    again = await assert_succeeded_once(rt, gen.id)
+    assert again.version == first.version
+    assert again.finished_at == first.finished_at
+    assert again.attempts == 0
+    assert (await events(rt, gen.id)).count("finished") == 1
+
+
+class ReadTogetherStore:
+    """The real store, except that the first ``parties`` reads of a row wait for each other:
+    concurrent runs all see the row as it was before any of them wrote."""
+
+    def __init__(self, inner: Any, parties: int) -> None:
+        self.inner = inner
+        self.barrier = asyncio.Barrier(parties)
+        self.waiting = parties
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, generation_id: int) -> Generation | None:
+        gen = await self.inner.get(generation_id)
+        if self.waiting > 0:
+            self.waiting -= 1
+            await asyncio.wait_for(self.barrier.wait(), 10)
+        return gen
+
+
+async def test_concurrent_runs_that_both_see_it_queued_run_the_backend_once(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    runner = runner_for(rt, backend, store=ReadTogetherStore(rt.store, 2))
+
+    results = await asyncio.gather(runner.run(gen.id), runner.run(gen.id))
+
+    assert sorted(results) == ["skipped", "succeeded"]
+    assert backend.calls == 1
+    await assert_succeeded_once(rt, gen.id)
+    assert (await events(rt, gen.id)).count("started") == 1
+
+
+async def test_concurrent_runs_end_succeeded_once(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    runner = runner_for(rt, backend)
+
+    results = await asyncio.gather(runner.run(gen.id), runner.run(gen.id))
+
+    assert set(results) <= {"succeeded", "skipped"}
+    assert "succeeded" in results
+    assert 1 <= backend.calls <= 2
+    await assert_succeeded_once(rt, gen.id)
+
+
+async def test_a_second_run_of_a_running_job_does_no_harm(rt: Runtime) -> None:
+    """arq runs a job again when its in-progress key expired, possibly while the first run still
+    works: the second run finds the row ``running`` and runs it too. Both finish; one finish
+    wins, the row succeeds once and the image is whole."""
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    backend.hold = asyncio.Event()
+    runner = runner_for(rt, backend)
+
+    first = asyncio.create_task(runner.run(gen.id))
+    while backend.calls < 1:
+        await asyncio.sleep(0.005)
+    assert (await row(rt, gen.id)).state is State.RUNNING
+    second = asyncio.create_task(runner.run(gen.id))
+    while backend.calls < 2:
+        await asyncio.sleep(0.005)
+    backend.hold.set()
+    results = await asyncio.gather(first, second)
+
+    assert results == ["succeeded", "succeeded"]
+    finished = await assert_succeeded_once(rt, gen.id)
+    # one transition to running, one to succeeded; the loser's finish wrote nothing
+    progress_writes = (await events(rt, gen.id)).count("progress")
+    assert finished.version == gen.version + 2 + 2 + progress_writes  # set_ticket (2), 2 transitions
+
+
+async def test_concurrent_writes_of_one_result_all_succeed(rt: Runtime) -> None:
+    """What two runs of one generation in one worker process do at their end: write the same
+    result key at once. Every write must succeed and the blob must be one whole image."""
+    versions = [bytes([n]) * 100_000 for n in range(8)]
+    for attempt in range(10):
+        results = await asyncio.gather(
+            *(rt.blobs.put(result_key(1), data) for data in versions), return_exceptions=True
+        )
+        errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+        assert not errors, f"attempt {attempt}: {len(errors)} of 8 writes failed, e.g. {errors[0]}"
+        assert await rt.blobs.get(result_key(1)) in versions, "the blob is a mix of two writes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancelled rows
+
+
+async def test_a_cancelled_job_never_reaches_the_backend(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    cancelled = await rt.core.cancel(ACTOR, gen.id)
+    assert cancelled.state is State.CANCELLED
+    backend = FakeBackend()
+
+    assert await runner_for(rt, backend).run(gen.id) == "cancelled"
+
+    assert backend.calls == 0
+    after = await row(rt, gen.id)
+    assert after.state is State.CANCELLED
+    assert after.error_code == "cancelled"
+    assert after.version == cancelled.version
+    assert "started" not in await events(rt, gen.id)
+    await assert_not_queued_or_running(rt, gen.id)
+
+
+async def test_a_job_cancelled_in_the_database_only_is_dropped_from_the_queue(rt: Runtime) -> None:
+    """The cancel wrote the row but did not reach Redis (it died in between): the worker that
+    picks the job up still does not run it, and takes it out of the waiting set."""
+    gen = await submitted(rt)
+    assert await rt.store.transition(gen.id, State.CANCELLED, error_code="cancelled") is not None
+    assert await rt.queue.position(gen.id) == 1
+    backend = FakeBackend()
+
+    assert await runner_for(rt, backend).run(gen.id) == "cancelled"
+
+    assert backend.calls == 0
+    await assert_not_queued_or_running(rt, gen.id)
+
+
+class CancelAfterReadStore:
+    """The real store; the first read of a row is followed by a cancel from elsewhere."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.done = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, generation_id: int) -> Generation | None:
+        gen = await self.inner.get(generation_id)
+        if not self.done:
+            self.done = True
+            assert await self.inner.transition(generation_id, State.CANCELLED) is not None
+        return gen
+
+
+async def test_a_job_cancelled_while_the_worker_picks_it_up_is_skipped(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    backend = FakeBackend()
+
+    result = await runner_for(rt, backend, store=CancelAfterReadStore(rt.store)).run(gen.id)
+
+    assert result == "skipped"
+    assert backend.calls == 0
+    assert (await row(rt, gen.id)).state is State.CANCELLED
+    await assert_not_queued_or_running(rt, gen.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures
+
+
+async def test_a_backend_error_fails_the_job(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    backend = FakeBackend(fail=True)
+
+    assert await runner_for(rt, backend).run(gen.id) == "failed"
+
+    after = await row(rt, gen.id)
+    assert after.state is State.FAILED
+    assert after.error_code == "backend_error"
+    assert after.result_key is None
+    assert after.finished_at is not None
+    assert await rt.blobs.get(result_key(gen.id)) is None
+    assert backend.calls == 1
+    await assert_not_queued_or_running(rt, gen.id)
+
+
+async def test_a_backend_slower_than_the_timeout_times_out(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    backend = FakeBackend(hang=True)
+
+    assert await runner_for(rt, backend, backend_timeout_s=0.2).run(gen.id) == "timed_out"
+
+    after = await row(rt, gen.id)
+    assert after.state is State.TIMED_OUT
+    assert after.error_code == "timed_out"
+    assert after.finished_at is not None
+    assert backend.calls == 1
+    assert backend.cancelled == 1, "the backend call was not cancelled"
+    await assert_not_queued_or_running(rt, gen.id)
+
+
+async def test_five_backend_failures_open_the_breaker(rt: Runtime) -> None:
+    backend = FakeBackend(fail=True)
+    breaker = Breaker(5, 60.0)
+    runner = runner_for(rt, backend, breaker=breaker)
+
+    for attempt in range(5):
+        gen = await submitted(rt)
+        assert await runner.run(gen.id) == "failed"
+        assert (await row(rt, gen.id)).error_code == "backend_error", attempt
+    assert backend.calls == 5
+    assert breaker.state == "open"
+
+    gen = await submitted(rt)
+    assert await runner.run(gen.id) == "failed"
+    after = await row(rt, gen.id)
+    assert after.state is State.FAILED
+    assert after.error_code == "backend_unavailable"
+    assert backend.calls == 5, "the open breaker let a call through"
+    await assert_not_queued_or_running(rt, gen.id)
+
+    # a backend that has recovered is not called either while the breaker is open
+    healthy = FakeBackend()
+    runner.backend = healthy
+    gen = await submitted(rt)
+    assert await runner.run(gen.id) == "failed"
+    assert (await row(rt, gen.id)).error_code == "backend_unavailable"
+    assert healthy.calls == 0
+
+
+async def test_a_backend_that_hangs_opens_the_breaker_too(rt: Runtime) -> None:
+    backend = FakeBackend(hang=True)
+    breaker = Breaker(2, 60.0)
+    runner = runner_for(rt, backend, breaker=breaker, backend_timeout_s=0.05)
+    for _ in range(2):
+        assert await runner.run((await submitted(rt)).id) == "timed_out"
+    assert breaker.state == "open"
+    gen = await submitted(rt)
+    assert await runner.run(gen.id) == "failed"
+    assert (await row(rt, gen.id)).error_code == "backend_unavailable"
+    assert backend.calls == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+async def test_progress_is_throttled_but_the_last_step_is_always_recorded(rt: Runtime) -> None:
+    gen = await submitted(rt, steps=20)
+    backend = FakeBackend()
+    assert await runner_for(rt, backend, progress_interval_s=10.0).run(gen.id) == "succeeded"
+
+    # the first report goes out at once, then nothing for 10 s but the last step
+    assert (await events(rt, gen.id)).count("progress") == 2
+    after = await row(rt, gen.id)
+    assert after.meta["progress"] == {"step": 20, "total": 20}
+    assert after.meta["preview"] == {"key": preview_key(gen.id), "step": 20}
+    assert await rt.blobs.get(preview_key(gen.id)) == b"preview 20"
+
+
+async def test_without_throttling_every_step_is_recorded(rt: Runtime) -> None:
+    gen = await submitted(rt, steps=20)
+    assert await runner_for(rt, FakeBackend(), progress_interval_s=0.0).run(gen.id) == "succeeded"
+    assert (await events(rt, gen.id)).count("progress") == 20
+    assert (await row(rt, gen.id)).meta["progress"] == {"step": 20, "total": 20}
+
+
+async def test_a_late_progress_report_leaves_the_finished_row_alone(rt: Runtime) -> None:
+    gen = await submitted(rt, steps=4)
+    backend = FakeBackend()
+    assert await runner_for(rt, backend).run(gen.id) == "succeeded"
+    done = await row(rt, gen.id)
+    kinds = await events(rt, gen.id)
+
+    assert backend.progress is not None
+    await backend.progress(2, 4, b"late preview")
+    await backend.progress(4, 4, None)
+
+    after = await row(rt, gen.id)
+    assert after.state is State.SUCCEEDED
+    assert after.meta == done.meta
+    assert after.version == done.version
+    assert after.heartbeat_at == done.heartbeat_at
+    assert await events(rt, gen.id) == kinds, "a late report published a progress event"
+
+
+async def test_a_failing_progress_report_is_not_a_backend_failure(rt: Runtime) -> None:
+    """Progress is the runner's own bookkeeping. When it cannot store a preview (here: a real
+    filesystem error, ``previews`` is a file), the image the backend made must not be thrown
+    away, the job must not be reported as ``backend_error``, and the breaker must not count it."""
+    rt.blobs.root.mkdir(parents=True, exist_ok=True)
+    (rt.blobs.root / "previews").write_bytes(b"not a directory")
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    breaker = Breaker(1, 60.0)
+
+    result = await runner_for(rt, backend, breaker=breaker).run(gen.id)
+
+    after = await row(rt, gen.id)
+    assert (result, after.error_code) == ("succeeded", None)
+    assert breaker.state == "closed"
+    await assert_succeeded_once(rt, gen.id)
