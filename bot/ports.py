@@ -16,6 +16,7 @@ from bot.models import (
     Actor,
     CommandRequest,
     Generation,
+    ImagineOptions,
     MessageRef,
     NewGeneration,
     State,
@@ -148,14 +149,8 @@ class BlobStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRequest:
-    prompt: str
-    negative: str
-    width: int
-    height: int
-    steps: int
-    seed: int
+#: What a backend is asked to draw: exactly the validated ``/imagine`` options.
+ImageRequest = ImagineOptions
 
 
 @dataclass(frozen=True, slots=True)
