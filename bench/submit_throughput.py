@@ -11,8 +11,9 @@ Both sides share one arq pool on a redis-server of this run's own (``bot.embedde
 before every round; rounds alternate (B G, G B, B G, ...). The PostgreSQL database is created,
 migrated and dropped by the run (admin URL: ``GENBOT_BENCH_POSTGRES_URL``, default
 ``postgres://postgres@127.0.0.1:5432/postgres``). Prints medians, the genbot/baseline ratio against
-the target, submit latency p50/p99, CPU use of this process and peak RSS growth. Always exits 0
-unless something crashed.
+the target, submit latency p50/p99, CPU per submission (this process, redis-server, PostgreSQL)
+and peak RSS growth. ``--breakdown`` then times each step of the path alone, ``--profile`` runs one
+more genbot round under cProfile. Always exits 0 unless something crashed.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class Round:
     cpu_s: float
     latencies: list[float]
     rss_peak_growth_kb: int
+    host_busy: float | None  # busy CPU of the whole machine, in cores (other processes too)
+    others: dict[str, float] = field(default_factory=dict)  # CPU s of redis-server, postgres
 
     @property
     def rate(self) -> float:
@@ -78,9 +81,20 @@ class Side:
         values = sorted(v for r in self.rounds for v in r.latencies)
         return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
+    def cpu_us_per_submit(self, group: str = "bench") -> float | None:
+        """CPU microseconds per submission: this process ("bench"), "redis" or "postgres"."""
+        if group == "bench":
+            used = sum(r.cpu_s for r in self.rounds)
+        elif all(group in r.others for r in self.rounds):
+            used = sum(r.others[group] for r in self.rounds)
+        else:
+            return None
+        return used / sum(r.n for r in self.rounds) * 1e6
+
     @property
-    def cpu_share(self) -> float:
-        return sum(r.cpu_s for r in self.rounds) / sum(r.wall_s for r in self.rounds)
+    def host_busy(self) -> float | None:
+        busy = [r.host_busy * r.wall_s for r in self.rounds if r.host_busy is not None]
+        return sum(busy) / sum(r.wall_s for r in self.rounds) if busy else None
 
     @property
     def rss_growth_kb(self) -> int:
@@ -91,6 +105,59 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
+def host_cpu() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the machine from /proc/stat, or None off Linux."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
+    try:
+        after_comm = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Watched:
+    """Other processes whose CPU a round accounts for: redis-server and the PostgreSQL processes
+    serving this run's database (plus PostgreSQL's shared background processes)."""
+
+    redis_pid: int | None
+    pg_admin: asyncpg.Connection | None = None
+    pg_name: str = ""
+
+    async def pids(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {"redis": [self.redis_pid] if self.redis_pid else []}
+        if self.pg_admin is not None:
+            rows = await self.pg_admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE (datname = $1 OR backend_type <> "
+                "'client backend') AND pid <> pg_backend_pid()",
+                self.pg_name,
+            )
+            groups["postgres"] = [r["pid"] for r in rows]
+        return groups
+
+    async def sample(self) -> dict[str, dict[int, float]]:
+        return {
+            group: {pid: cpu for pid in pids if (cpu := proc_cpu_s(pid)) is not None}
+            for group, pids in (await self.pids()).items()
+        }
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    return {
+        group: sum(cpu - before.get(group, {}).get(pid, 0.0) for pid, cpu in pids.items())
+        for group, pids in after.items()
+    }
+
+
 def current_rss_kb() -> int | None:
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -99,7 +166,9 @@ def current_rss_kb() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-async def run_round(side: str, op: Op, start: int, n: int, concurrency: int) -> Round:
+async def run_round(
+    side: str, op: Op, start: int, n: int, concurrency: int, watched: Watched | None = None
+) -> Round:
     """``n`` calls of ``op(start..start+n-1)`` from ``concurrency`` tasks; per-call latency."""
     latencies: list[float] = []
     indices = iter(range(start, start + n))
@@ -110,7 +179,9 @@ async def run_round(side: str, op: Op, start: int, n: int, concurrency: int) -> 
             await op(i)
             latencies.append(time.perf_counter() - t0)
 
+    others0 = await watched.sample() if watched else {}
     rss0 = peak_rss_kb()
+    host0 = host_cpu()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
@@ -118,8 +189,22 @@ async def run_round(side: str, op: Op, start: int, n: int, concurrency: int) -> 
             tg.create_task(worker())
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    host1 = host_cpu()
+    busy = None
+    if host0 and host1 and host1[1] > host0[1]:
+        busy = (host1[0] - host0[0]) / (host1[1] - host0[1]) * (os.cpu_count() or 1)
+    others = cpu_used(others0, await watched.sample()) if watched else {}
     assert len(latencies) == n
-    return Round(side, n, wall, cpu, latencies, peak_rss_kb() - rss0)
+    return Round(
+        side,
+        n,
+        wall,
+        cpu,
+        latencies,
+        peak_rss_kb() - rss0,
+        busy,
+        others,
+    )
 
 
 def make_ops(rt: Runtime, run_tag: str) -> tuple[Op, Op]:
@@ -164,7 +249,7 @@ def settings_for(redis_url: str, db_url: str, tmp: Path) -> Settings:
     )
 
 
-async def bench(args: argparse.Namespace, db_url: str, redis_url: str, tmp: Path) -> None:
+async def bench(args: argparse.Namespace, db_url: str, redis_url: str, tmp: Path, watched: Watched) -> None:
     settings = settings_for(redis_url, db_url, tmp)
     rss_start = peak_rss_kb()
     async with runtime(settings) as rt:
@@ -184,27 +269,42 @@ async def bench(args: argparse.Namespace, db_url: str, redis_url: str, tmp: Path
             order = ("baseline", "genbot") if r % 2 == 0 else ("genbot", "baseline")
             for name in order:
                 await rt.redis.flushall()
-                result = await run_round(name, ops[name], counter, args.n, args.concurrency)
+                result = await run_round(name, ops[name], counter, args.n, args.concurrency, watched)
                 counter += args.n
                 await check_round(rt, name, args.n)
                 sides[name].rounds.append(result)
+                wall = result.wall_s
+                host = "".join(f", {g} {c / wall:.2f}" for g, c in result.others.items())
+                if result.host_busy is not None:
+                    host += f"; host busy {result.host_busy:.2f} cores"
                 print(
                     f"  round {r + 1} {name:<8} {result.rate:8.0f} submits/s"
-                    f"  ({result.wall_s:.2f} s wall, cpu {result.cpu_s / result.wall_s:4.0%})",
+                    f"  ({result.wall_s:.2f} s; cores: bench {result.cpu_s / result.wall_s:.2f}{host})",
                     flush=True,
                 )
         rss_end = peak_rss_kb()
+        submitted = WARMUP + args.n * args.rounds
+        ticketed = await GenerationRow.filter(ticket__isnull=False).count()
+        if ticketed != submitted:
+            raise RuntimeError(f"{ticketed} rows have a ticket, expected {submitted}")
 
         report(args, db_url, sides, rss_start, rss_warm, rss_end)
+        if watched.pg_admin is not None:
+            conns = await watched.pg_admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                watched.pg_name,
+            )
+            size = args.pg_maxsize or "Tortoise's default, 5"
+            print(f"PostgreSQL connections open to the bench database: {conns} (pool maxsize {size})")
 
         if args.breakdown:
-            await breakdown(rt, args)
+            await breakdown(rt, args, watched)
         if args.profile:
             await rt.redis.flushall()
             profile_round(await profiled(genbot, counter, args), args)
 
 
-async def breakdown(rt: Runtime, args: argparse.Namespace) -> None:
+async def breakdown(rt: Runtime, args: argparse.Namespace, watched: Watched) -> None:
     """Each step of the submit path alone, same n and concurrency: where the time goes."""
     core, store, queue = rt.core, rt.store, rt.queue
     spec, limits = core.specs["imagine"], rt.settings.limits
@@ -240,14 +340,19 @@ async def breakdown(rt: Runtime, args: argparse.Namespace) -> None:
         ("store.set_ticket", set_ticket, "both statements"),
     ]
     print(f"\nbreakdown: each step alone, n={args.n}, concurrency={args.concurrency}")
-    print(f"{'step':<20}{'ops/s':>9}{'us/op':>8}{'p50 ms':>9}{'cpu':>6}  what")
+    print(f"{'':<20}{'':>9}{'wall':>8}{'':>9}{'CPU us per op':>24}")
+    print(f"{'step':<20}{'ops/s':>9}{'us/op':>8}{'p50 ms':>9}{'bench':>8}{'redis':>8}{'pg':>8}  what")
     await rt.redis.flushall()
     for name, op, what in steps:
-        result = await run_round(name, op, 0, args.n, args.concurrency)
+        result = await run_round(name, op, 0, args.n, args.concurrency, watched)
         p50 = sorted(result.latencies)[len(result.latencies) // 2] * 1000
+        others = "".join(
+            f"{result.others[g] / args.n * 1e6:>8.0f}" if g in result.others else f"{'-':>8}"
+            for g in ("redis", "postgres")
+        )
         print(
             f"{name:<20}{result.rate:>9.0f}{1e6 / result.rate:>8.0f}{p50:>9.2f}"
-            f"{result.cpu_s / result.wall_s:>6.0%}  {what}"
+            f"{result.cpu_s / args.n * 1e6:>8.0f}{others}  {what}"
         )
 
 
@@ -262,7 +367,30 @@ async def profiled(op: Op, start: int, args: argparse.Namespace) -> cProfile.Pro
     return prof
 
 
+def package_of(filename: str) -> str:
+    """Who owns a profiled function: a site-packages distribution, a stdlib module, or genbot."""
+    parts = Path(filename).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    root = Path.cwd()
+    if filename.startswith(str(root)):
+        return Path(filename).relative_to(root).parts[0]
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins (C)"
+    return "stdlib " + (parts[-2] if parts[-2] in ("asyncio", "json") else Path(filename).stem)
+
+
 def profile_round(prof: cProfile.Profile, args: argparse.Namespace) -> None:
+    stats = pstats.Stats(prof)
+    by_package: dict[str, float] = {}
+    for (filename, _line, _name), row in stats.stats.items():  # type: ignore[attr-defined]
+        # row: (primitive calls, calls, own time, cumulative time, callers)
+        package = package_of(filename)
+        by_package[package] = by_package.get(package, 0.0) + row[2]  # tottime
+    total = sum(by_package.values())
+    print(f"\n--- cProfile, one genbot round of {args.n}: own time by package ---")
+    for package, seconds in sorted(by_package.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"{package:<28}{seconds:>8.3f} s{seconds / total:>6.0%}")
     for key in ("tottime", "cumulative"):
         out = io.StringIO()
         stats = pstats.Stats(prof, stream=out).strip_dirs().sort_stats(key)
@@ -281,26 +409,37 @@ def report(
 ) -> None:
     base, gen = sides["baseline"], sides["genbot"]
     ratio = gen.median_rate / base.median_rate
-    shown_db = db_url.split("@")[-1] if args.db == "postgres" else "sqlite (temp file)"
+    shown_db = db_url.split("@")[-1] if args.db == "postgres" else "a temporary file"
     print()
     print(
         f"submit throughput: db={args.db} ({shown_db}), n={args.n}/round, "
         f"concurrency={args.concurrency}, rounds={args.rounds}, cores={os.cpu_count()}"
     )
     header = (
-        f"{'side':<10}{'median/s':>10}{'min/s':>9}{'max/s':>9}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'cpu':>6}{'peak RSS +':>12}"
+        f"{'':<10}{'submits/s':>28}{'latency ms':>18}{'CPU us per submit':>26}"
+        f"{'host':>7}{'peak':>9}\n"
+        f"{'side':<10}{'median':>10}{'min':>9}{'max':>9}{'p50':>9}{'p99':>9}"
+        f"{'bench':>9}{'redis':>8}{'pg':>9}{'cores':>7}{'RSS +':>9}"
     )
+    width = len(header.splitlines()[-1])
     print(header)
-    print("-" * len(header))
+    print("-" * width)
+
+    def us(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
     for side in (base, gen):
         rates = [r.rate for r in side.rounds]
+        busy = side.host_busy
         print(
             f"{side.name:<10}{side.median_rate:>10.0f}{min(rates):>9.0f}{max(rates):>9.0f}"
             f"{side.latency(0.50) * 1000:>9.2f}{side.latency(0.99) * 1000:>9.2f}"
-            f"{side.cpu_share:>6.0%}{side.rss_growth_kb / 1024:>10.1f} MB"
+            f"{us(side.cpu_us_per_submit()):>9}{us(side.cpu_us_per_submit('redis')):>8}"
+            f"{us(side.cpu_us_per_submit('postgres')):>9}"
+            f"{'-' if busy is None else f'{busy:.2f}':>7}"
+            f"{side.rss_growth_kb / 1024:>6.1f} MB"
         )
-    print("-" * len(header))
+    print("-" * width)
     verdict = "MET" if ratio >= TARGET_RATIO else "NOT MET"
     print(f"RATIO genbot/baseline = {ratio:.3f}   (target >= {TARGET_RATIO}: {verdict})")
     current = current_rss_kb()
@@ -310,17 +449,22 @@ def report(
         f", {(rss_end - rss_warm) / 1024:.1f} MB during the rounds)"
         + (f"; current RSS {current / 1024:.1f} MB" if current else "")
     )
-    print("cpu = CPU time of this process / wall time (1 core = 100%)")
+    print(
+        "CPU us per submit: of this process (bench), of redis-server, of the PostgreSQL processes "
+        "of this database\nplus its background writers (pg); host cores: busy cores of the whole "
+        f"machine during the rounds, of {os.cpu_count()} (other load included)"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="genbot-bench-") as tmpdir:
         tmp = Path(tmpdir)
         async with embedded_redis() as server:
+            redis_pid = server.process.pid if server.process else None
             if args.db == "sqlite":
                 url = f"sqlite://{tmp / 'bench.sqlite3'}"
                 await db.migrate(url)
-                await bench(args, url, server.url, tmp)
+                await bench(args, url, server.url, tmp, Watched(redis_pid))
                 return
             admin = await asyncio.wait_for(asyncpg.connect(PG_ADMIN_URL), 10)
             name = f"genbot_bench_{uuid.uuid4().hex[:10]}"
@@ -330,7 +474,7 @@ async def main(args: argparse.Namespace) -> None:
                 await db.migrate(url)
                 if args.pg_maxsize:
                     url += f"?maxsize={args.pg_maxsize}"
-                await bench(args, url, server.url, tmp)
+                await bench(args, url, server.url, tmp, Watched(redis_pid, admin, name))
             finally:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 await admin.close()
