@@ -24,6 +24,11 @@ from bot.errors import ErrorCode, GenbotError
 T = TypeVar("T")
 
 
+class NotAFailure(Exception):
+    """Base of exceptions that pass through the breaker without counting as backend failures
+    (for example: the job was cancelled, so the call was stopped on purpose)."""
+
+
 class BreakerOpen(GenbotError):
     """The backend is considered down; ``retry_in`` says when a probe will be let through."""
 
@@ -48,6 +53,7 @@ class Breaker:
         self._breaker = CircuitBreaker(
             fail_max=fail_max,
             timeout_duration=timedelta(seconds=reset_s),
+            exclude=[NotAFailure],
             listeners=[self._opened],
         )
         self._probe = asyncio.Lock()

@@ -34,11 +34,6 @@ class Keys:
         return f"{self.prefix}:waiting"
 
     @property
-    def running(self) -> str:
-        """Sorted set of running generation ids scored by start time (ms)."""
-        return f"{self.prefix}:running"
-
-    @property
     def events(self) -> str:
         """Stream of ``{id, kind}`` events for the renderers."""
         return f"{self.prefix}:events"

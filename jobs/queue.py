@@ -14,14 +14,12 @@ same atomic script that takes the ticket.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import Job, serialize_job
+from arq.constants import abort_jobs_ss, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
 
 from bot.models import job_id_for
 from jobs.constants import (
@@ -36,14 +34,14 @@ __all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 
 # KEYS: ticket, waiting, arq job key, arq result key, arq queue
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id
-# Returns {ticket, position, enqueued (0/1)}.
+# Returns {ticket, position, enqueued (0/1)}. Idempotent, and it repairs: a waiting entry whose
+# arq job is gone (Redis evicted it, arq gave up on it) gets its job back, at the same ticket.
 SUBMIT = """
+local ticket
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if score then
-    return {tonumber(score), redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, 0}
-end
-local ticket
-if ARGV[4] ~= '' then
+    ticket = tonumber(score)
+elseif ARGV[4] ~= '' then
     ticket = tonumber(ARGV[4])
     if tonumber(redis.call('GET', KEYS[1]) or '0') < ticket then
         redis.call('SET', KEYS[1], ticket)
@@ -51,7 +49,9 @@ if ARGV[4] ~= '' then
 else
     ticket = redis.call('INCR', KEYS[1])
 end
-redis.call('ZADD', KEYS[2], ticket, ARGV[1])
+if not score then
+    redis.call('ZADD', KEYS[2], ticket, ARGV[1])
+end
 local enqueued = 0
 if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
     redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
@@ -59,13 +59,6 @@ if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
     enqueued = 1
 end
 return {ticket, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, enqueued}
-"""
-
-# KEYS: waiting, running; ARGV: generation id, now ms. Returns 1 if it was waiting.
-START = """
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return removed
 """
 
 # KEYS: waiting, arq queue, arq job key; ARGV: generation id, arq job id. Returns 1 if it was waiting.
@@ -107,7 +100,6 @@ class RedisJobQueue:
         self.eta_window = eta_window
         self.default_run_s = default_run_s
         self._submit = redis.register_script(SUBMIT)
-        self._start = redis.register_script(START)
         self._remove = redis.register_script(REMOVE_WAITING)
 
     async def submit(self, generation_id: int, *, ticket: int | None = None) -> tuple[int, int]:
@@ -142,15 +134,12 @@ class RedisJobQueue:
         return [int(m) for m in members]
 
     async def mark_running(self, generation_id: int) -> bool:
-        """Move a job from the waiting set to the running set, atomically. True if it was waiting."""
-        removed = await self._start(keys=[self.keys.waiting, self.keys.running], args=[generation_id, _ms()])
-        return bool(removed)
+        """Take a starting job out of the waiting set. True if it was waiting."""
+        return bool(await self.redis.zrem(self.keys.waiting, str(generation_id)))
 
     async def mark_done(self, generation_id: int) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.keys.running, str(generation_id))
-            pipe.zrem(self.keys.waiting, str(generation_id))
-            await pipe.execute()
+        """Make sure a finished (or cancelled) job holds no place in the waiting set."""
+        await self.redis.zrem(self.keys.waiting, str(generation_id))
 
     async def remove_waiting(self, generation_id: int) -> bool:
         job_id = job_id_for(generation_id)
@@ -161,10 +150,9 @@ class RedisJobQueue:
         return bool(removed)
 
     async def abort_running(self, generation_id: int) -> None:
-        job = Job(job_id_for(generation_id), self.redis, _queue_name=self.queue_name)
-        # abort() marks the job for abortion, then waits for its result: we do not wait.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await job.abort(timeout=0, poll_delay=0.01)
+        """Ask the worker running the job to cancel it (arq's abort set, which workers poll).
+        Returns at once: unlike ``Job.abort``, it does not wait for the job's result."""
+        await self.redis.zadd(abort_jobs_ss, {job_id_for(generation_id): _ms()})
 
     async def record_runtime(self, backend: str, seconds: float) -> None:
         key = self.keys.runtimes(backend)

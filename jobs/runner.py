@@ -3,6 +3,11 @@
 Safe to run twice for the same generation (arq re-runs a job whose worker died): every state change
 is a guarded transition on the row, so a second run finds the row terminal and stops, or finds it
 ``running`` (the first run died) and runs it again; a late progress report never touches a finished row.
+
+Order of the first steps matters for cancellation: the job leaves the waiting set *before* the row
+becomes ``running``. A cancel that still finds it waiting removes it before it starts; a cancel that
+does not find it there aborts the running job, and a progress report that finds the row no longer
+``running`` stops the backend.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import time
 
 from bot.errors import ErrorCode
-from bot.models import State
+from bot.models import Generation, State
 from bot.ports import (
     BlobStore,
     GenerationStore,
@@ -22,10 +27,14 @@ from bot.ports import (
     ImageResult,
     ProgressCallback,
 )
-from jobs.breaker import Breaker, BreakerOpen
+from jobs.breaker import Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
 
 log = logging.getLogger(__name__)
+
+
+class JobStopped(NotAFailure):
+    """Raised from the progress callback when the row stopped being ``running`` (cancelled)."""
 
 
 def result_key(generation_id: int) -> str:
@@ -56,26 +65,35 @@ class GenerationRunner:
         self.backend_timeout_s = backend_timeout_s
         self.progress_interval_s = progress_interval_s
 
-    async def run(self, generation_id: int) -> str:
-        """Run the generation; returns its final state (or why nothing ran)."""
-        gen = await self.store.get(generation_id)
-        if gen is None:
-            await self.queue.mark_done(generation_id)
-            return "missing"
-        if gen.state.terminal:
-            await self.queue.mark_done(generation_id)
-            return gen.state.value
-        if gen.state is State.QUEUED and await self.store.transition(generation_id, State.RUNNING) is None:
-            # Moved on between the worker's pick and now: cancelled (clean up), or started by a
-            # concurrent run (leave its Redis entries alone).
-            current = await self.store.get(generation_id)
-            if current is None or current.state.terminal:
-                await self.queue.mark_done(generation_id)
-            return "skipped"
-        if await self.queue.mark_running(generation_id):
-            await self.queue.publish(generation_id, "dequeued")
-        await self.queue.publish(generation_id, "started")
+    async def run(self, generation_id: int, *, last_try: bool = False, ticket: int | None = None) -> str:
+        """Run the generation; returns its final state (or why nothing ran).
 
+        ``last_try``: arq will not run this job again, so an interruption fails the row
+        (``worker_lost``) instead of queueing it again. ``ticket``: the job's arq score, which
+        is its ticket, for when the row does not have it yet.
+        """
+        gen = await self.store.get(generation_id)
+        if gen is None or gen.state.terminal:
+            await self.queue.mark_done(generation_id)
+            return gen.state.value if gen else "missing"
+        if gen.state is State.QUEUED:
+            if await self.queue.mark_running(generation_id):
+                await self.queue.publish(generation_id, "dequeued")
+            started = await self.store.transition(generation_id, State.RUNNING)
+            if started is None:
+                # Moved on between the worker's pick and now: cancelled, or started by a
+                # concurrent run (whose Redis entries are already right).
+                return "skipped"
+            gen = started
+        await self.queue.publish(generation_id, "started")
+        try:
+            return await self._generate_and_store(gen)
+        except asyncio.CancelledError:
+            await self._interrupted(generation_id, last_try=last_try, ticket=ticket)
+            raise
+
+    async def _generate_and_store(self, gen: Generation) -> str:
+        generation_id = gen.id
         opts = gen.options
         request = ImageRequest(
             prompt=gen.prompt,
@@ -98,29 +116,38 @@ class GenerationRunner:
                 if preview is not None:
                     await self.blobs.put(preview_key(generation_id), preview)
                     patch["preview"] = {"key": preview_key(generation_id), "step": step}
-                if await self.store.record_progress(generation_id, patch):
-                    await self.queue.publish(generation_id, "progress")
+                recorded = await self.store.record_progress(generation_id, patch)
             except Exception:
                 # A progress report is best effort: losing one must not fail the image.
                 log.warning("progress report of generation %s failed", generation_id, exc_info=True)
+                return
+            if not recorded:
+                raise JobStopped
+            await self.queue.publish(generation_id, "progress")
 
         started = time.monotonic()
         try:
             # The timeout sits inside the breaker: a backend that hangs is a failing backend.
             result = await self.breaker.call(self._generate, request, progress)
+        except JobStopped:
+            return await self._finish(generation_id, None, None)
         except TimeoutError:
             return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
         except BreakerOpen:
             return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_UNAVAILABLE)
-        except asyncio.CancelledError:
-            await self._interrupted(generation_id, gen.ticket)
-            raise
         except Exception:
             log.exception("backend failed for generation %s", generation_id)
             return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_ERROR)
 
-        await self.blobs.put(result_key(generation_id), result.png)
-        await self.queue.record_runtime(self.backend.name, time.monotonic() - started)
+        try:
+            await self.blobs.put(result_key(generation_id), result.png)
+        except Exception:
+            log.exception("storing the image of generation %s failed", generation_id)
+            return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
+        try:
+            await self.queue.record_runtime(self.backend.name, time.monotonic() - started)
+        except Exception:  # only the ETA needs it
+            log.warning("recording the run time failed", exc_info=True)
         return await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))
 
     async def _generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
@@ -128,13 +155,18 @@ class GenerationRunner:
             self.backend.generate(request, progress), timeout=self.backend_timeout_s
         )
 
-    async def _interrupted(self, generation_id: int, ticket: int | None) -> None:
+    async def _interrupted(self, generation_id: int, *, last_try: bool, ticket: int | None) -> None:
         """The job was cancelled under us: by a member's cancel (the row is already
-        ``cancelled``: nothing to do) or by the worker shutting down (the row is still ``running``:
-        it goes back to ``queued`` at its old place, since arq runs the job again)."""
-        await self.queue.mark_done(generation_id)
+        ``cancelled``: nothing to do) or by the worker shutting down (the row is still
+        ``running``). On shutdown arq runs the job again, so the row goes back to ``queued`` at
+        its old place, unless this was arq's last try: then it fails as ``worker_lost``."""
         current = await self.store.get(generation_id)
-        if current is not None and current.state is State.RUNNING:
+        if current is None or current.state is not State.RUNNING:
+            await self.queue.mark_done(generation_id)
+        elif last_try:
+            await self._finish(generation_id, State.FAILED, ErrorCode.WORKER_LOST)
+            return
+        elif (ticket := current.ticket or ticket) is not None:
             # Back into the waiting set first, so that the row never reads "queued" without a place.
             await self.queue.submit(generation_id, ticket=ticket)
             if await self.store.transition(generation_id, State.QUEUED, retry=True) is None:
@@ -147,17 +179,20 @@ class GenerationRunner:
     async def _finish(
         self,
         generation_id: int,
-        state: State,
+        state: State | None,
         error: ErrorCode | None,
         *,
         result_key: str | None = None,
     ) -> str:
-        done = await self.store.transition(
-            generation_id, state, error_code=error.value if error else None, result_key=result_key
-        )
+        """Move the row to ``state`` (None: it already moved on), clean Redis, tell the renderer."""
+        done = None
+        if state is not None:
+            done = await self.store.transition(
+                generation_id, state, error_code=error.value if error else None, result_key=result_key
+            )
         await self.queue.mark_done(generation_id)
         await self.queue.publish(generation_id, "finished")
         if done is None:
             current = await self.store.get(generation_id)
             return current.state.value if current else "missing"
-        return state.value
+        return done.state.value

@@ -22,11 +22,15 @@ from jobs.constants import GENERATE_FUNCTION, WORKER_ALIVE_MS
 from jobs.queue import RedisJobQueue
 from jobs.runner import GenerationRunner
 
+#: arq runs a job again after its worker stopped (SIGTERM: at once; SIGKILL: when its in-progress
+#: key expires), this many times in all.
+MAX_TRIES = 3
+
 
 async def generate(ctx: dict[str, Any], generation_id: int) -> str:
     """The arq job. Idempotent: see :class:`jobs.runner.GenerationRunner`."""
     runner: GenerationRunner = ctx["runner"]
-    return await runner.run(generation_id)
+    return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -71,8 +75,7 @@ def build_worker(
                 generate,
                 name=GENERATE_FUNCTION,
                 timeout=settings.worker.job_timeout_s,
-                # The row decides what runs; arq's own retries only re-run a job whose worker died.
-                max_tries=3,
+                max_tries=MAX_TRIES,
             )
         ],
         queue_name=settings.redis.queue_name,

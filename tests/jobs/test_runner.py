@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from bot.app import Runtime
 from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
 from bot.ports import ImageRequest, ImageResult, ProgressCallback
 from jobs.breaker import Breaker
 from jobs.constants import Keys
-from jobs.runner import GenerationRunner, preview_key, result_key
+from jobs.runner import GenerationRunner, JobStopped, preview_key, result_key
+from storage.models import GenerationRow
 
 ACTOR = Actor(platform="local", workspace="local", user_id="alice", display_name="Alice")
 PNG = b"\x89PNG\r\n\x1a\n fake image"
@@ -99,7 +102,6 @@ async def events(rt: Runtime, generation_id: int) -> list[str]:
 async def assert_not_queued_or_running(rt: Runtime, generation_id: int) -> None:
     keys = Keys(rt.settings.redis.key_prefix)
     assert await rt.redis.zscore(keys.waiting, str(generation_id)) is None
-    assert await rt.redis.zscore(keys.running, str(generation_id)) is None
     assert await rt.queue.position(generation_id) is None
 
 
@@ -204,7 +206,7 @@ async def test_a_second_run_of_a_running_job_does_no_harm(rt: Runtime) -> None:
     finished = await assert_succeeded_once(rt, gen.id)
     # one transition to running, one to succeeded; the loser's finish wrote nothing
     progress_writes = (await events(rt, gen.id)).count("progress")
-    assert finished.version == gen.version + 2 + 2 + progress_writes  # set_ticket (2), 2 transitions
+    assert finished.version == gen.version + 1 + 2 + progress_writes  # set_ticket, 2 transitions
 
 
 async def test_concurrent_writes_of_one_result_all_succeed(rt: Runtime) -> None:
@@ -394,8 +396,11 @@ async def test_a_late_progress_report_leaves_the_finished_row_alone(rt: Runtime)
     kinds = await events(rt, gen.id)
 
     assert backend.progress is not None
-    await backend.progress(2, 4, b"late preview")
-    await backend.progress(4, 4, None)
+    # a late report is refused, and tells the backend to stop
+    with pytest.raises(JobStopped):
+        await backend.progress(2, 4, b"late preview")
+    with pytest.raises(JobStopped):
+        await backend.progress(4, 4, None)
 
     after = await row(rt, gen.id)
     assert after.state is State.SUCCEEDED
@@ -421,3 +426,53 @@ async def test_a_failing_progress_report_is_not_a_backend_failure(rt: Runtime) -
     assert (result, after.error_code) == ("succeeded", None)
     assert breaker.state == "closed"
     await assert_succeeded_once(rt, gen.id)
+
+
+async def test_a_cancel_while_the_backend_runs_stops_it_at_the_next_progress_report(rt: Runtime) -> None:
+    gen = await submitted(rt, steps=4)
+    backend = FakeBackend()
+    backend.hold = asyncio.Event()
+    run = asyncio.create_task(runner_for(rt, backend).run(gen.id))
+    while backend.calls < 1:
+        await asyncio.sleep(0.005)
+    await rt.core.cancel(ACTOR, gen.id)  # no arq worker here: only the row says "stop"
+    backend.hold.set()
+    assert await run == "cancelled"
+    assert await rt.blobs.get(result_key(gen.id)) is None, "the image was not finished"
+    after = await row(rt, gen.id)
+    assert after.state is State.CANCELLED
+    assert after.meta.get("progress") is None
+
+
+async def test_an_interruption_on_arqs_last_try_fails_the_job_as_worker_lost(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    backend.hold = asyncio.Event()
+    run = asyncio.create_task(runner_for(rt, backend).run(gen.id, last_try=True))
+    while backend.calls < 1:
+        await asyncio.sleep(0.005)
+    run.cancel()  # the worker shuts down
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    after = await row(rt, gen.id)
+    assert after.state is State.FAILED
+    assert after.error_code == "worker_lost"
+    await assert_not_queued_or_running(rt, gen.id)
+
+
+async def test_an_interruption_before_the_ticket_reached_the_row_keeps_the_arq_ticket(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    ticket = (await row(rt, gen.id)).ticket
+    # as if the worker was faster than submit()'s set_ticket
+    await GenerationRow.filter(id=gen.id).update(ticket=None)
+    backend = FakeBackend()
+    backend.hold = asyncio.Event()
+    runner = runner_for(rt, backend)
+    run = asyncio.create_task(runner.run(gen.id, ticket=ticket))
+    while backend.calls < 1:
+        await asyncio.sleep(0.005)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert (await row(rt, gen.id)).state is State.QUEUED
+    assert await rt.redis.zscore(Keys(rt.settings.redis.key_prefix).waiting, str(gen.id)) == ticket
