@@ -121,17 +121,21 @@ async def serve_bot(
     await rt.core.reconcile()
     chat = build_local_chat(rt)
     renderer = build_renderer(rt, chat)
-    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    await renderer.feed.ensure_group()
     await chat.start(rt.settings.local.host, rt.settings.local.port)
     assert chat.port is not None
     print(f"genbot local chat: http://{rt.settings.local.host}:{chat.port}", flush=True)
     if on_listening is not None:
         on_listening(chat.port)
     render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
+    stopper = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        # The renderer only returns once stop is set; if it dies instead, so does the process
+        # (a supervisor restarts it) rather than chatting on with frozen messages.
+        await asyncio.wait({render_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         await render_task
     finally:
+        stopper.cancel()
         if not render_task.done():
             render_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

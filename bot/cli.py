@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from bot.config import ConfigError, Platform, Settings, load_settings
 from bot.embedded_redis import RedisNotFound, embedded_redis
 
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RedisNotFound) as exc:
         print(f"genbot: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a port in use, a server that cannot be reached
+    except (OSError, RedisConnectionError) as exc:  # a port in use, a server out of reach
         print(f"genbot: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -41,8 +41,8 @@ class ErrorText:
 _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
     ErrorCode.BACKEND_UNAVAILABLE: (
         "Image service unavailable",
-        "The image service is not answering right now.",
-        "Your request stays in the queue and starts when the service is back; nothing to do.",
+        "The image service is not answering right now, so this request was not started.",
+        "Try again in a few minutes.",
     ),
     ErrorCode.BACKEND_ERROR: (
         "Image service error",

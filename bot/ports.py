@@ -99,6 +99,15 @@ class JobQueue(Protocol):
         """
         ...
 
+    async def restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
+        """:meth:`submit` at the row's own ticket (a new one if it has none); also returns
+        whether anything was missing from Redis and has been put back."""
+        ...
+
+    async def job_exists(self, generation_id: int) -> bool:
+        """Whether Redis still holds the job (waiting, or running on a worker)."""
+        ...
+
     async def position(self, generation_id: int) -> int | None:
         """1-based position among waiting jobs, or None when not waiting. O(log N)."""
         ...
@@ -133,6 +142,8 @@ class Event:
 
 class EventFeed(Protocol):
     """The renderer's side of the event stream: at-least-once delivery."""
+
+    async def ensure_group(self, start: str = "$") -> None: ...
 
     async def read(self, count: int, block_ms: int) -> list[Event]: ...
 

@@ -73,11 +73,14 @@ class Renderer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Render until ``stop`` is set, then flush what is due. Survives Redis and database
-        hiccups: a failed round is logged and retried."""
-        await self.recover()
+        hiccups, at start-up too: a failed round is logged and tried again."""
+        recovered = False
         last_claim = time.monotonic()
         while not stop.is_set():
             try:
+                if not recovered:
+                    await self.recover()
+                    recovered = True
                 events = await self.feed.read(self.settings.batch, self._block_ms())
                 if time.monotonic() - last_claim > max(1.0, self.settings.claim_idle_s):
                     events += await self.feed.claim_stale(
@@ -92,7 +95,7 @@ class Renderer:
             except Exception:
                 log.exception("render round failed; retrying")
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+                    await asyncio.wait_for(stop.wait(), RETRY_S)
         with contextlib.suppress(Exception):
             await self.flush(force=True)
 
@@ -112,27 +115,40 @@ class Renderer:
     # -- rendering ----------------------------------------------------------------------------
 
     async def flush(self, *, force: bool = False) -> None:
-        """Render every message that is due (all of them with ``force``)."""
-        order: list[int] | None = None
-        if self._positions_dirty:
-            self._positions_dirty = False
-            order = await self.queue.waiting()
-            self._schedule_positions(order)
+        """Render every message that is due (every scheduled one with ``force``).
+
+        If reading Redis or the database fails, what was due stays scheduled (a little later)."""
         now = time.monotonic()
         ready = [gid for gid, at in self._due.items() if force or at <= now]
-        if not ready:
-            return
-        if order is None:
-            order = await self.queue.waiting()
-        positions = {gid: i + 1 for i, gid in enumerate(order)}
-        for gid in ready:
-            del self._due[gid]
-        gens = await self.store.get_many(ready)
-        mine = [g for g in gens if g.platform == self.adapter.platform]
-        etas: dict[str, tuple[float, int]] = {}
-        for backend in {g.backend for g in mine}:
-            etas[backend] = await self.queue.eta_basis(backend)
-        await asyncio.gather(*(self._render_safely(g, positions.get(g.id), etas[g.backend]) for g in mine))
+        dirty = self._positions_dirty
+        try:
+            order = await self.queue.waiting() if dirty else None
+            if order is not None:
+                self._positions_dirty = False
+                ready += self._schedule_positions(order)
+            if not ready:
+                return
+            for gid in ready:
+                self._due.pop(gid, None)
+            gens = [g for g in await self.store.get_many(ready) if g.platform == self.adapter.platform]
+            if order is not None:
+                positions = {gid: i + 1 for i, gid in enumerate(order)}
+            else:  # one ZRANK per queued message: no scan of the whole queue
+                positions = {
+                    g.id: p
+                    for g in gens
+                    if g.state is State.QUEUED and (p := await self.queue.position(g.id))
+                }
+            etas = {backend: await self.queue.eta_basis(backend) for backend in {g.backend for g in gens}}
+        except Exception:
+            retry_at = time.monotonic() + RETRY_S
+            for gid in ready:
+                self._due[gid] = min(self._due.get(gid, retry_at), retry_at)
+            self._positions_dirty = self._positions_dirty or dirty
+            raise
+        for gid in set(ready) - {g.id for g in gens}:  # rows gone, or of another platform
+            self._forget(gid)
+        await asyncio.gather(*(self._render_safely(g, positions.get(g.id), etas[g.backend]) for g in gens))
 
     async def _render_safely(self, gen: Generation, position: int | None, basis: tuple[float, int]) -> None:
         try:
@@ -144,20 +160,30 @@ class Renderer:
             log.exception("rendering generation %s failed; retrying", gen.id)
             self._due[gen.id] = time.monotonic() + RETRY_S
 
-    def _schedule_positions(self, order: list[int]) -> None:
+    def _schedule_positions(self, order: list[int]) -> list[int]:
+        """After the queue moved: the messages to refresh now (near the head); the ones further
+        back are scheduled at most every ``far_refresh_s``."""
         now = time.monotonic()
         waiting = set(order)
         for gid in [g for g in self._shown_position if g not in waiting]:
             del self._shown_position[gid]
+        refresh_now = []
         for index, gid in enumerate(order):
             position = index + 1
             if self._shown_position.get(gid) == position:
                 continue
             if position <= self.settings.exact_positions:
-                at = now
-            else:
-                at = self._last_edit.get(gid, 0.0) + self.settings.far_refresh_s
+                refresh_now.append(gid)
+                continue
+            # A message this renderer has not edited yet was posted (or rendered) just now.
+            at = self._last_edit.setdefault(gid, now) + self.settings.far_refresh_s
             self._due[gid] = min(self._due.get(gid, at), at)
+        return refresh_now
+
+    def _forget(self, gid: int) -> None:
+        self._due.pop(gid, None)
+        self._last_edit.pop(gid, None)
+        self._shown_position.pop(gid, None)
 
     async def _render(self, gen: Generation, position: int | None, basis: tuple[float, int]) -> None:
         ref = MessageRef.from_json(gen.message)
@@ -173,6 +199,8 @@ class Renderer:
         if position is not None:
             self._shown_position[gen.id] = position
         if digest == gen.meta.get("rendered"):
+            if gen.state.terminal:
+                self._forget(gen.id)
             return
         now = time.monotonic()
         earliest = self._last_edit.get(gen.id, 0.0) + self.settings.min_edit_interval_s
@@ -187,9 +215,8 @@ class Renderer:
                 new_ref = await self.adapter.post_status(gen.channel, view)
             self.edits += 1
         self._last_edit[gen.id] = time.monotonic()
-        if gen.state.terminal:
-            self._last_edit.pop(gen.id, None)
-            self._shown_position.pop(gen.id, None)
         if new_ref != ref:
             await self.store.update_message(gen.id, new_ref.to_json())
         await self.store.update_meta(gen.id, {"rendered": digest})
+        if gen.state.terminal:
+            self._forget(gen.id)

@@ -22,7 +22,7 @@ from bot.models import (
     StatusView,
 )
 from bot.ports import GenerationStore, JobQueue, Responder
-from bot.views import build_view, eta_seconds, format_duration, view_hash
+from bot.views import build_view, eta_seconds, view_hash
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,12 @@ class Genbot:
         )
         gen, position = await self.submit(new)
         view = await self.view(gen, position)
-        ref = await responder.post_status(view)
+        try:
+            ref = await responder.post_status(view)
+        except Exception:
+            # No message, no job: a job nobody can follow would only invite a duplicate.
+            await self._cancel_row(gen, ErrorCode.CANCELLED)
+            raise
         await self.attach_message(gen.id, ref, view)
 
     async def submit(self, new: NewGeneration) -> tuple[Generation, int]:
@@ -167,42 +172,66 @@ class Genbot:
                 f"Job {gen.id} has already finished; there is nothing to cancel.",
             )
         code = ErrorCode.CANCELLED_BY_ADMIN if by_admin else ErrorCode.CANCELLED
-        done = await self.store.transition(gen.id, State.CANCELLED, error_code=code.value)
+        done = await self._cancel_row(gen, code)
         if done is None:  # finished in the meantime
             raise GenbotError(
-                ErrorCode.NOT_FOUND,
-                f"Job {gen.id} has already finished; there is nothing to cancel.",
+                ErrorCode.NOT_FOUND, f"Job {gen.id} has already finished; there is nothing to cancel."
             )
-        if gen.state is State.QUEUED and await self.queue.remove_waiting(gen.id):
+        return done
+
+    async def _cancel_row(self, gen: Generation, code: ErrorCode) -> Generation | None:
+        """Cancel the row (guarded), then take its job out of the queue, or stop it if it has
+        started. Returns None when the row had already finished."""
+        done = await self.store.transition(gen.id, State.CANCELLED, error_code=code.value)
+        if done is None:
+            return None
+        if await self.queue.remove_waiting(gen.id):
             await self.queue.publish(gen.id, "dequeued")
         else:
+            # It has started (or is starting): the worker aborts it, and its next progress
+            # report finds the row cancelled and stops the backend.
             await self.queue.abort_running(gen.id)
         await self.queue.publish(gen.id, "finished")
         return done
 
     async def reconcile(self) -> int:
-        """Re-enqueue every ``queued`` row that Redis no longer knows (Redis lost its data, or the
-        bot died between the insert and the enqueue), in its old ticket order. Run at start-up,
-        before workers take jobs. Returns how many were re-enqueued."""
-        count = 0
+        """Heal what Redis forgot, from the rows. Run at start-up; safe to run at any time.
+
+        - every ``queued`` row is submitted again at its own ticket: a no-op when Redis has it,
+          and it restores the waiting entry and the arq job when Redis lost one or both;
+        - a ``running`` row whose arq job is gone (Redis lost its data while it ran, or its worker
+          died and arq gave up) goes back to ``queued`` at its ticket, as a retry.
+
+        Returns how many rows needed healing.
+        """
+        healed = 0
         for gen in await self.store.list_active():
-            if gen.state is not State.QUEUED or await self.queue.position(gen.id) is not None:
-                continue
-            ticket, position = await self.queue.submit(gen.id, ticket=gen.ticket)
+            if gen.state is State.RUNNING:
+                if await self.queue.job_exists(gen.id):
+                    continue
+                ticket, position, _ = await self.queue.restore(gen.id, gen.ticket)
+                if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
+                    await self.queue.remove_waiting(gen.id)  # it finished meanwhile
+                    continue
+            else:
+                ticket, position, restored = await self.queue.restore(gen.id, gen.ticket)
+                if not restored:
+                    continue
             if ticket != gen.ticket:
                 await self.store.set_ticket(gen.id, ticket, position)
             await self.queue.publish(gen.id, "dequeued")
-            count += 1
-        if count:
-            log.info("re-enqueued %d queued generations that Redis had lost", count)
-        return count
+            healed += 1
+        if healed:
+            log.info("re-enqueued %d generations that Redis had lost", healed)
+        return healed
 
     async def repost(self, actor: Actor, generation_id: int, responder: Responder) -> None:
-        """Post a job's status message again; the new message is the one kept up to date."""
+        """Post a job's status message again (its author or an admin); the new message is the one
+        kept up to date. Limited to them so that nobody can move a job's prompt and image out of
+        the channel it was made in."""
         gen = await self._visible(actor, generation_id)
+        if gen.user_id != actor.user_id and not actor.is_admin:
+            raise GenbotError(ErrorCode.NOT_ALLOWED)
         view = await self.view(gen)
         ref = await responder.post_status(view)
         await self.attach_message(gen.id, ref, view)
-
-
-__all__ = ["Genbot", "format_duration"]

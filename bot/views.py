@@ -97,7 +97,7 @@ def build_view(gen: Generation, position: int | None, eta: float | None) -> Stat
     )
 
 
-def view_hash(view: StatusView, extra: str = "") -> str:
+def view_hash(view: StatusView) -> str:
     """A digest of everything a view shows; equal digests mean no edit is needed."""
-    payload = json.dumps(dataclasses.asdict(view), sort_keys=True, default=str) + extra
+    payload = json.dumps(dataclasses.asdict(view), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

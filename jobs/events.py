@@ -21,11 +21,12 @@ class RedisEventFeed:
         self.group = group
         self.consumer = consumer
 
-    async def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if missing. Safe to call again, also after
-        Redis lost its data."""
+    async def ensure_group(self, start: str = "$") -> None:
+        """Create the consumer group (and the stream) if missing. Safe to call again. A new
+        deployment starts at the end of the stream (``$``: the rows say where every message
+        stands); after Redis lost the group, from the start (``0``: everything since then)."""
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-            await self.redis.xgroup_create(self.stream, self.group, id="$", mkstream=True)
+            await self.redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
 
     @staticmethod
     def _events(entries: Sequence[Any]) -> list[Event]:
@@ -54,7 +55,7 @@ class RedisEventFeed:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group()
+            await self.ensure_group(start="0")
             return []
         return [ev for _stream, entries in reply or [] for ev in self._events(entries)]
 
@@ -70,6 +71,6 @@ class RedisEventFeed:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group()
+            await self.ensure_group(start="0")
             return []
         return self._events(reply[1])

@@ -18,7 +18,12 @@ import time
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import abort_jobs_ss, job_key_prefix, result_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.jobs import serialize_job
 
 from bot.models import job_id_for
@@ -34,8 +39,9 @@ __all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 
 # KEYS: ticket, waiting, arq job key, arq result key, arq queue
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id
-# Returns {ticket, position, enqueued (0/1)}. Idempotent, and it repairs: a waiting entry whose
-# arq job is gone (Redis evicted it, arq gave up on it) gets its job back, at the same ticket.
+# Returns {ticket, position, added (1 if the waiting entry or the arq job had to be written)}.
+# Idempotent, and it repairs: a waiting entry whose arq job is gone (Redis evicted it, arq gave up
+# on it) gets its job back, at the same ticket.
 SUBMIT = """
 local ticket
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -49,16 +55,17 @@ elseif ARGV[4] ~= '' then
 else
     ticket = redis.call('INCR', KEYS[1])
 end
+local added = 0
 if not score then
     redis.call('ZADD', KEYS[2], ticket, ARGV[1])
+    added = 1
 end
-local enqueued = 0
 if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
     redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
     redis.call('ZADD', KEYS[5], ticket, ARGV[5])
-    enqueued = 1
+    added = 1
 end
-return {ticket, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, enqueued}
+return {ticket, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, added}
 """
 
 # KEYS: waiting, arq queue, arq job key; ARGV: generation id, arq job id. Returns 1 if it was waiting.
@@ -103,8 +110,11 @@ class RedisJobQueue:
         self._remove = redis.register_script(REMOVE_WAITING)
 
     async def submit(self, generation_id: int, *, ticket: int | None = None) -> tuple[int, int]:
-        """See :meth:`bot.ports.JobQueue.submit`. ``ticket`` re-uses a ticket from the row (when
-        Redis lost its data and the sweep re-queues a job in its old place)."""
+        """See :meth:`bot.ports.JobQueue.submit`."""
+        taken, position, _added = await self.restore(generation_id, ticket)
+        return taken, position
+
+    async def restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
         job_id = job_id_for(generation_id)
         payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
         result: list[Any] = await self._submit(
@@ -115,15 +125,13 @@ class RedisJobQueue:
                 result_key_prefix + job_id,
                 self.queue_name,
             ],
-            args=[
-                generation_id,
-                payload,
-                JOB_PAYLOAD_TTL_MS,
-                "" if ticket is None else ticket,
-                job_id,
-            ],
+            args=[generation_id, payload, JOB_PAYLOAD_TTL_MS, "" if ticket is None else ticket, job_id],
         )
-        return int(result[0]), int(result[1])
+        return int(result[0]), int(result[1]), bool(result[2])
+
+    async def job_exists(self, generation_id: int) -> bool:
+        job_id = job_id_for(generation_id)
+        return bool(await self.redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
 
     async def position(self, generation_id: int) -> int | None:
         rank = await self.redis.zrank(self.keys.waiting, str(generation_id))

@@ -7,10 +7,15 @@ from typing import Any
 
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.connection import get_connection
 from tortoise.migrations.api import migrate as run_migrations
 
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"
+
+
+class DatabaseUnavailable(ConnectionError):
+    """The database cannot be reached at start-up."""
 
 
 def tortoise_config(db_url: str) -> dict[str, Any]:
@@ -49,6 +54,11 @@ async def connect(db_url: str) -> None:
     task that touches the database is created (Tortoise's context is a contextvar)."""
     _ensure_sqlite_dir(db_url)
     await Tortoise.init(config=tortoise_config(db_url), _enable_global_fallback=True)
+    try:  # fail at start-up, not at the first request
+        await get_connection("default").execute_query("SELECT 1")
+    except Exception as exc:
+        await close()
+        raise DatabaseUnavailable(f"cannot reach the database ({type(exc).__name__}: {exc})") from exc
 
 
 async def close() -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.ports import ImageBackend
 from jobs.backends.demo import DemoBackend
 
 
-class BackendNotFound(Exception):
-    pass
+class BackendNotFound(ConfigError):
+    """``GENBOT_BACKEND__NAME`` names nothing that can be imported."""
 
 
 def load_backend(settings: Settings) -> ImageBackend:

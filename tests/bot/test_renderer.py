@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
 from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State, StatusView
@@ -75,7 +77,7 @@ async def _drain(renderer: Renderer) -> None:
 async def test_a_burst_of_dequeues_edits_each_waiting_message_once(rt: Runtime) -> None:
     chat = RecordingChat()
     renderer = _renderer(rt, chat)
-    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    await renderer.feed.ensure_group()
     jobs = await _submit(rt, chat, 20)
     await _drain(renderer)  # the "attached" events: nothing changed, so no edit
     assert sum(chat.edits.values()) == 0
@@ -96,7 +98,7 @@ async def test_far_positions_are_refreshed_coarsely(rt: Runtime) -> None:
     chat = RecordingChat()
     renderer = _renderer(rt, chat)
     renderer.settings = RendererSettings(min_edit_interval_s=0, exact_positions=3, far_refresh_s=3600)
-    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    await renderer.feed.ensure_group()
     jobs = await _submit(rt, chat, 8)
     await _drain(renderer)
     await rt.queue.mark_running(jobs[0][0])
@@ -112,7 +114,7 @@ async def test_far_positions_are_refreshed_coarsely(rt: Runtime) -> None:
 async def test_a_deleted_message_is_posted_again_and_the_row_follows(rt: Runtime) -> None:
     chat = RecordingChat()
     renderer = _renderer(rt, chat)
-    await renderer.feed.ensure_group()  # type: ignore[attr-defined]
+    await renderer.feed.ensure_group()
     [(gen_id, message_id)] = await _submit(rt, chat, 1)
     chat.gone.add(message_id)
     await rt.queue.mark_running(gen_id)
@@ -128,7 +130,7 @@ async def test_a_deleted_message_is_posted_again_and_the_row_follows(rt: Runtime
 async def test_restart_claims_pending_events_of_a_crashed_renderer(rt: Runtime) -> None:
     chat = RecordingChat()
     crashed = _renderer(rt, chat)
-    await crashed.feed.ensure_group()  # type: ignore[attr-defined]
+    await crashed.feed.ensure_group()
     [(gen_id, message_id)] = await _submit(rt, chat, 1)
     await rt.store.transition(gen_id, State.RUNNING)
     await rt.queue.publish(gen_id, "started")
@@ -142,3 +144,83 @@ async def test_restart_claims_pending_events_of_a_crashed_renderer(rt: Runtime) 
     assert chat.views[message_id].headline.startswith("Generating")
     pending = await rt.redis.xpending(rt.queue.keys.events, RENDER_GROUP.format(platform="local"))
     assert pending["pending"] == 0
+
+
+class FlakyStore:
+    """The real store, whose get_many fails ``failures`` times first (a database blip)."""
+
+    def __init__(self, store: object, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def get_many(self, ids: list[int]) -> object:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database went away")
+        return await self._store.get_many(ids)  # type: ignore[attr-defined]
+
+
+async def test_a_failed_read_keeps_the_messages_scheduled(rt: Runtime) -> None:
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    jobs = await _submit(rt, chat, 3)
+    await _drain(renderer)
+    renderer.store = FlakyStore(rt.store, failures=1)  # type: ignore[assignment]
+    await rt.queue.mark_running(jobs[0][0])
+    await rt.queue.publish(jobs[0][0], "dequeued")
+    events = await renderer.feed.read(100, 10)
+    await renderer._absorb(events)
+    with pytest.raises(ConnectionError):
+        await renderer.flush()
+    await renderer.feed.ack(events)  # the events are gone; the schedule must not be
+    await renderer.flush(force=True)
+    assert chat.views[jobs[1][1]].headline.startswith("Queued · #1 in line")
+    assert chat.views[jobs[2][1]].headline.startswith("Queued · #2 in line")
+
+
+async def test_the_renderer_survives_a_failing_start(rt: Runtime) -> None:
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gen_id, message_id)] = await _submit(rt, chat, 1)
+    await rt.store.transition(gen_id, State.RUNNING)
+    renderer.store = FlakyStore(rt.store, failures=0)  # type: ignore[assignment]
+    real_list_active = rt.store.list_active
+    calls = 0
+
+    async def failing_once(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database not up yet")
+        return await real_list_active(*args, **kwargs)  # type: ignore[arg-type]
+
+    renderer.store.list_active = failing_once  # type: ignore[method-assign, attr-defined]
+    stop = asyncio.Event()
+    task = asyncio.create_task(renderer.run(stop))
+    for _ in range(200):
+        if message_id in chat.edits:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert calls >= 2
+    assert chat.views[message_id].headline.startswith("Generating")
+
+
+async def test_events_published_while_the_group_was_lost_are_not_skipped(rt: Runtime) -> None:
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gen_id, message_id)] = await _submit(rt, chat, 1)
+    await _drain(renderer)
+    await rt.redis.delete(rt.queue.keys.events)  # Redis lost the stream and the group
+    await rt.store.transition(gen_id, State.RUNNING)
+    await rt.queue.publish(gen_id, "started")  # before the renderer's next read
+    await _drain(renderer)  # NOGROUP: the group comes back at the start of the stream
+    await _drain(renderer)
+    assert chat.views[message_id].headline.startswith("Generating")

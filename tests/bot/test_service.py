@@ -83,10 +83,12 @@ async def test_cancel_without_a_job_takes_my_newest(rt: Runtime) -> None:
 
 async def test_status_reposts_and_the_new_message_is_kept_up_to_date(rt: Runtime) -> None:
     job = (await run(rt, ALICE, "imagine", prompt="fox")).posted[0].job
-    out = await run(rt, BOB, "status", job=str(job))
+    assert (await run(rt, BOB, "status", job=str(job))).errors[0].code.value == "not_allowed"
+    out = await run(rt, ALICE, "status", job=str(job))
     assert [v.job for v in out.posted] == [job]
     gen = await rt.store.get(job)
     assert gen is not None and gen.message["message_id"] == "m1"  # the Recorder's first post
+    assert [v.job for v in (await run(rt, ADMIN, "status", job=str(job))).posted] == [job]
     assert (await run(rt, BOB, "status", job="999")).errors[0].code.value == "not_found"
     assert (await run(rt, BOB, "status")).errors[0].code.value == "invalid_option"
 
@@ -116,3 +118,26 @@ async def test_redis_down_at_submit_fails_the_row_and_tells_the_member(rt: Runti
     assert "Traceback" not in out.errors[0].what
     [gen] = await rt.store.list_for_user("local", "local", "alice", list(State))
     assert gen.state is State.FAILED
+
+
+async def test_reconcile_puts_a_running_row_whose_job_redis_lost_back_in_the_queue(
+    rt: Runtime, redis: Redis
+) -> None:
+    jobs = [(await run(rt, ALICE, "imagine", prompt=f"p{i}")).posted[0].job for i in range(3)]
+    await rt.queue.mark_running(jobs[0])
+    await rt.store.transition(jobs[0], State.RUNNING)
+    assert await rt.core.reconcile() == 0, "Redis still has the running job"
+    await redis.flushall()  # a worker ran it; then Redis lost everything and the worker died
+    assert await rt.core.reconcile() == 3
+    assert await rt.queue.waiting() == jobs, "the running job goes back to the front"
+    gen = await rt.store.get(jobs[0])
+    assert gen is not None and gen.state is State.QUEUED and gen.attempts == 1
+
+
+async def test_reconcile_gives_a_waiting_entry_its_lost_arq_job_back(rt: Runtime, redis: Redis) -> None:
+    job = (await run(rt, ALICE, "imagine", prompt="fox")).posted[0].job
+    await redis.delete(f"arq:job:gen:{job}")
+    await redis.zrem(rt.settings.redis.queue_name, f"gen:{job}")
+    assert await rt.core.reconcile() == 1
+    assert await redis.exists(f"arq:job:gen:{job}")
+    assert await rt.queue.position(job) == 1
