@@ -5,7 +5,8 @@
 
 - baseline: ``ArqRedis.enqueue_job("generate", i, _job_id=...)``, ``--concurrency`` asyncio tasks.
 - genbot: ``validate_imagine`` on raw options, then ``Genbot.submit(NewGeneration(...))``: row
-  insert, ticket and position (one Lua script, which also writes the arq job), ``set_ticket``.
+  insert, then ticket, position and arq job in one Lua script. (The ticket reaches the row later,
+  in the same UPDATE that stores the status message's reference; ``--breakdown`` times it too.)
 
 Both sides share one arq pool on a redis-server of this run's own (``bot.embedded_redis``), flushed
 before every round; rounds alternate (B G, G B, B G, ...). The PostgreSQL database is created,
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from tortoise.expressions import F
 
 from bot.app import Runtime, runtime
 from bot.commands import validate_imagine
@@ -284,9 +284,9 @@ async def bench(args: argparse.Namespace, db_url: str, redis_url: str, tmp: Path
                 )
         rss_end = peak_rss_kb()
         submitted = WARMUP + args.n * args.rounds
-        ticketed = await GenerationRow.filter(ticket__isnull=False).count()
-        if ticketed != submitted:
-            raise RuntimeError(f"{ticketed} rows have a ticket, expected {submitted}")
+        inserted = await GenerationRow.filter(state="queued").count()
+        if inserted != submitted:
+            raise RuntimeError(f"{inserted} queued rows, expected {submitted}")
 
         report(args, db_url, sides, rss_start, rss_warm, rss_end)
         if watched.pg_admin is not None:
@@ -322,22 +322,14 @@ async def breakdown(rt: Runtime, args: argparse.Namespace, watched: Watched) -> 
     async def lua(i: int) -> None:
         await queue.submit(ids[i])
 
-    async def update_ticket(i: int) -> None:
-        await GenerationRow.filter(id=ids[i]).update(ticket=i + 1, version=F("version") + 1)
-
-    async def update_meta(i: int) -> None:
-        await store.update_meta(ids[i], {"position_at_submit": i + 1})
-
-    async def set_ticket(i: int) -> None:
-        await store.set_ticket(ids[i], i + 1, i + 1)
+    async def attach(i: int) -> None:
+        await store.update(ids[i], message={"message_id": str(i)}, meta={"rendered": "x"}, ticket=i + 1)
 
     steps: list[tuple[str, Op, str]] = [
         ("validate_imagine", validate, "CPU only"),
         ("store.create", create, "INSERT ... RETURNING"),
         ("queue.submit", lua, "EVALSHA, 1 Redis round trip"),
-        ("UPDATE ticket", update_ticket, "set_ticket, statement 1"),
-        ("store.update_meta", update_meta, "set_ticket, statement 2 (plpgsql merge)"),
-        ("store.set_ticket", set_ticket, "both statements"),
+        ("store.update", attach, "attach_message: refs, digest and ticket (after submit)"),
     ]
     print(f"\nbreakdown: each step alone, n={args.n}, concurrency={args.concurrency}")
     print(f"{'':<20}{'':>9}{'wall':>8}{'':>9}{'CPU us per op':>24}")

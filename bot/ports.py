@@ -37,13 +37,21 @@ class GenerationStore(Protocol):
 
     async def get_many(self, ids: Sequence[int]) -> list[Generation]: ...
 
-    async def set_ticket(self, generation_id: int, ticket: int, position: int) -> None: ...
+    async def update(
+        self,
+        generation_id: int,
+        *,
+        message: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        ticket: int | None = None,
+    ) -> None:
+        """In one atomic statement: deep-merge ``message`` and ``meta`` into the row's JSON
+        documents (RFC 7396: ``None`` deletes a key) and set its ``ticket``. Safe under concurrent
+        writers: no writer's keys are lost."""
+        ...
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
-        """Deep-merge ``patch`` into the row's ``message`` JSON (RFC 7396: ``None`` deletes a key).
-
-        Safe under concurrent writers: no writer's keys are lost.
-        """
+        """Deep-merge ``patch`` into the row's ``message`` JSON; see :meth:`update`."""
         ...
 
     async def update_meta(self, generation_id: int, patch: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ responder; failures become catalogue words, never exception text.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from bot.commands import CommandSpec, check_known, command_specs, parse_int, validate_imagine
 from bot.config import Settings
@@ -97,13 +98,16 @@ class Genbot:
             # No message, no job: a job nobody can follow would only invite a duplicate.
             await self._cancel_row(gen, ErrorCode.CANCELLED)
             raise
-        await self.attach_message(gen.id, ref, view)
+        await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
 
     async def submit(self, new: NewGeneration) -> tuple[Generation, int]:
-        """Insert the row, take a ticket and a position, enqueue the job.
+        """Insert the row, then take a ticket and a position and enqueue the job (one atomic
+        script). Returns the row, with its ticket, and its position.
 
-        Returns the row and its position. If Redis cannot be reached the row is failed (so nothing
-        stays half-submitted) and the error propagates.
+        The ticket reaches the row with the message reference (:meth:`attach_message`), in the
+        same statement: one INSERT and one UPDATE per ``/imagine``. Until then the arq job holds
+        it (its score). If Redis cannot be reached, the row is failed (so nothing stays
+        half-submitted) and the error propagates.
         """
         gen = await self.store.create(new)
         try:
@@ -111,14 +115,24 @@ class Genbot:
         except Exception:
             await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.INTERNAL.value)
             raise
-        await self.store.set_ticket(gen.id, ticket, position)
-        return gen, position
+        return replace(gen, ticket=ticket), position
 
-    async def attach_message(self, generation_id: int, ref: MessageRef, view: StatusView) -> None:
-        """Store where the status message lives, then nudge the renderer: the job may have moved
-        on while the message was being posted."""
-        await self.store.update_message(generation_id, ref.to_json())
-        await self.store.update_meta(generation_id, {"rendered": view_hash(view)})
+    async def attach_message(
+        self,
+        generation_id: int,
+        ref: MessageRef,
+        view: StatusView,
+        *,
+        ticket: int | None = None,
+        position: int | None = None,
+    ) -> None:
+        """Store where the status message lives and what it shows (and, right after
+        :meth:`submit`, the ticket and the position at submit), then nudge the renderer: the job
+        may have moved on while the message was being posted."""
+        meta: dict[str, object] = {"rendered": view_hash(view)}
+        if position is not None:
+            meta["position_at_submit"] = position
+        await self.store.update(generation_id, message=ref.to_json(), meta=meta, ticket=ticket)
         await self.queue.publish(generation_id, "attached")
 
     async def view(self, gen: Generation, position: int | None = None) -> StatusView:
@@ -209,16 +223,16 @@ class Genbot:
             if gen.state is State.RUNNING:
                 if await self.queue.job_exists(gen.id):
                     continue
-                ticket, position, _ = await self.queue.restore(gen.id, gen.ticket)
+                ticket, _position, _ = await self.queue.restore(gen.id, gen.ticket)
                 if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
                     await self.queue.remove_waiting(gen.id)  # it finished meanwhile
                     continue
             else:
-                ticket, position, restored = await self.queue.restore(gen.id, gen.ticket)
+                ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
                 if not restored:
                     continue
             if ticket != gen.ticket:
-                await self.store.set_ticket(gen.id, ticket, position)
+                await self.store.update(gen.id, ticket=ticket)
             await self.queue.publish(gen.id, "dequeued")
             healed += 1
         if healed:

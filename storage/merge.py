@@ -54,24 +54,35 @@ def is_postgres(conn: BaseDBAsyncClient) -> bool:
     return conn.capabilities.dialect == "postgres"
 
 
-def merge_sql(
-    conn: BaseDBAsyncClient, table: str, column: Column, *, extra_sets: tuple[str, ...] = ()
+def update_sql(
+    conn: BaseDBAsyncClient,
+    table: str,
+    *,
+    merges: tuple[Column, ...] = (),
+    sets: tuple[str, ...] = (),
 ) -> tuple[str, int]:
-    """The ``UPDATE`` that merges parameter 1 into ``column``; returns the SQL with placeholders
-    for ``patch, *extra_sets values, id`` and the number of the first free placeholder.
+    """One ``UPDATE`` of the row ``id`` that merges a JSON patch into each column of ``merges`` and
+    sets each column of ``sets``, and bumps ``version``.
 
-    ``extra_sets`` are column names set to the next parameters, e.g. ``("heartbeat_at",)``.
+    Parameters, in order: one patch per merged column, one value per set column, then the id.
+    Returns the SQL and the number of the first free placeholder (to append conditions).
     """
     pg = is_postgres(conn)
 
     def ph(n: int) -> str:
         return f"${n}" if pg else "?"
 
-    merge = f'genbot_merge_patch("{column}", {ph(1)}::jsonb)' if pg else f'json_patch("{column}", {ph(1)})'
-    sets = [f'"{column}" = {merge}', '"version" = "version" + 1']
-    sets += [f'"{name}" = {ph(i + 2)}' for i, name in enumerate(extra_sets)]
-    next_ph = len(extra_sets) + 2
-    return f'UPDATE "{table}" SET {", ".join(sets)} WHERE "id" = {ph(next_ph)}', next_ph + 1  # noqa: S608 - names are constants, values are parameters
+    assignments = []
+    for n, column in enumerate(merges, start=1):
+        merged = (
+            f'genbot_merge_patch("{column}", {ph(n)}::jsonb)' if pg else f'json_patch("{column}", {ph(n)})'
+        )
+        assignments.append(f'"{column}" = {merged}')
+    assignments += [f'"{name}" = {ph(n)}' for n, name in enumerate(sets, start=len(merges) + 1)]
+    assignments.append('"version" = "version" + 1')
+    id_ph = len(merges) + len(sets) + 1
+    sql = f'UPDATE "{table}" SET {", ".join(assignments)} WHERE "id" = {ph(id_ph)}'  # noqa: S608 - names are constants, values are parameters
+    return sql, id_ph + 1
 
 
 def encode_patch(patch: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from tortoise.connection import get_connection
 from tortoise.expressions import F, Q
 
 from bot.models import Generation, NewGeneration, State, sources_of
-from storage.merge import Column, encode_patch, is_postgres, merge_sql
+from storage.merge import Column, encode_patch, is_postgres, update_sql
 from storage.models import GenerationRow
 
 TABLE = GenerationRow._meta.db_table
@@ -118,27 +118,36 @@ class TortoiseGenerationStore:
         rows = await GenerationRow.filter(id__in=list(ids))
         return [snapshot(row) for row in rows]
 
-    async def set_ticket(self, generation_id: int, ticket: int, position: int) -> None:
-        await self._merge("meta", generation_id, {"position_at_submit": position}, ticket=ticket)
-
-    async def _merge(self, column: Column, generation_id: int, patch: dict[str, Any], **sets: Any) -> int:
+    async def update(
+        self,
+        generation_id: int,
+        *,
+        message: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        ticket: int | None = None,
+    ) -> None:
+        merges: list[Column] = []
+        values: list[Any] = []
+        for column, patch in (("message", message), ("meta", meta)):
+            if patch is not None:
+                merges.append(column)  # type: ignore[arg-type]
+                values.append(encode_patch(patch))
+        sets = ("ticket",) if ticket is not None else ()
+        values += [ticket] if ticket is not None else []
         conn = get_connection("default")
-        sql, _ = merge_sql(conn, TABLE, column, extra_sets=tuple(sets))
-        values = [encode_patch(patch), *sets.values(), generation_id]
-        changed, _rows = await conn.execute_query(sql, values)
-        return changed
+        sql, _ = update_sql(conn, TABLE, merges=tuple(merges), sets=sets)
+        await conn.execute_query(sql, [*values, generation_id])
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
-        await self._merge("message", generation_id, patch)
+        await self.update(generation_id, message=patch)
 
     async def update_meta(self, generation_id: int, patch: dict[str, Any]) -> None:
-        await self._merge("meta", generation_id, patch)
+        await self.update(generation_id, meta=patch)
 
     async def record_progress(self, generation_id: int, patch: dict[str, Any]) -> bool:
         conn = get_connection("default")
-        sql, next_ph = merge_sql(conn, TABLE, "meta", extra_sets=("heartbeat_at",))
-        state_ph = f"${next_ph}" if conn.capabilities.dialect == "postgres" else "?"
-        sql += f' AND "state" = {state_ph}'
+        sql, next_ph = update_sql(conn, TABLE, merges=("meta",), sets=("heartbeat_at",))
+        sql += f' AND "state" = {f"${next_ph}" if is_postgres(conn) else "?"}'
         now = _db_datetime(datetime.now(UTC))
         changed, _rows = await conn.execute_query(
             sql, [encode_patch(patch), now, generation_id, State.RUNNING.value]

@@ -14,7 +14,6 @@ from bot.ports import ImageRequest, ImageResult, ProgressCallback
 from jobs.breaker import Breaker
 from jobs.constants import Keys
 from jobs.runner import GenerationRunner, JobStopped, preview_key, result_key
-from storage.models import GenerationRow
 
 ACTOR = Actor(platform="local", workspace="local", user_id="alice", display_name="Alice")
 PNG = b"\x89PNG\r\n\x1a\n fake image"
@@ -206,7 +205,7 @@ async def test_a_second_run_of_a_running_job_does_no_harm(rt: Runtime) -> None:
     finished = await assert_succeeded_once(rt, gen.id)
     # one transition to running, one to succeeded; the loser's finish wrote nothing
     progress_writes = (await events(rt, gen.id)).count("progress")
-    assert finished.version == gen.version + 1 + 2 + progress_writes  # set_ticket, 2 transitions
+    assert finished.version == gen.version + 2 + progress_writes  # 2 transitions
 
 
 async def test_concurrent_writes_of_one_result_all_succeed(rt: Runtime) -> None:
@@ -461,10 +460,10 @@ async def test_an_interruption_on_arqs_last_try_fails_the_job_as_worker_lost(rt:
 
 
 async def test_an_interruption_before_the_ticket_reached_the_row_keeps_the_arq_ticket(rt: Runtime) -> None:
-    gen = await submitted(rt)
-    ticket = (await row(rt, gen.id)).ticket
-    # as if the worker was faster than submit()'s set_ticket
-    await GenerationRow.filter(id=gen.id).update(ticket=None)
+    gen = await submitted(rt)  # submit() alone: the row gets its ticket with the message
+    assert (await row(rt, gen.id)).ticket is None
+    ticket = gen.ticket
+    assert ticket is not None
     backend = FakeBackend()
     backend.hold = asyncio.Event()
     runner = runner_for(rt, backend)
