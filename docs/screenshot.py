@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import tempfile
 from collections.abc import AsyncIterator
@@ -26,19 +25,10 @@ from bot.app import Runtime, runtime, serve_bot, serve_worker
 from bot.config import load_settings
 from bot.embedded_redis import embedded_redis
 from storage import db
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 1500}
 expect.set_options(timeout=60_000)
 
@@ -104,7 +94,7 @@ async def scene(page: Page) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "local-chat.png")
-    parser.add_argument("--chromium", default=os.environ.get("GENBOT_TEST_CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument("--chromium", default=CHROMIUM)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="genbot-screenshot-") as tmp:

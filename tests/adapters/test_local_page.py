@@ -25,22 +25,12 @@ from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
 from bot.models import State
 from storage.models import GenerationRow
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import make_settings
 from tests.stack import stack_running
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("GENBOT_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 20_000
 expect.set_options(timeout=TIMEOUT_MS)
 
