@@ -22,7 +22,7 @@ from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
 from jobs.queue import ArqRedis, RedisJobQueue, open_redis
 from jobs.runner import GenerationRunner
-from jobs.worker import build_worker
+from jobs.worker import build_sweeper, build_worker
 from storage import db
 from storage.blobs import LocalBlobStore
 from storage.chatlog import TortoiseChatLog
@@ -144,14 +144,20 @@ async def serve_bot(
 
 
 async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
-    """Run an arq worker until ``stop`` is set; running jobs are cancelled and arq re-queues them."""
-    worker = build_worker(rt.settings, runner=build_runner(rt), queue=rt.queue, handle_signals=False)
-    task = asyncio.create_task(worker.async_run(), name="genbot-worker")
+    """Run an arq worker and the sweep until ``stop`` is set. Running jobs are cancelled and go
+    back to the queue (see :class:`jobs.runner.GenerationRunner`)."""
+    workers = [
+        build_worker(rt.settings, runner=build_runner(rt), queue=rt.queue, handle_signals=False),
+        build_sweeper(rt.settings, reconcile=rt.core.reconcile, handle_signals=False),
+    ]
+    tasks = [asyncio.create_task(w.async_run(), name=f"genbot-{w.queue_name}") for w in workers]
     stopper = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopper.cancel()
-        await worker.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for worker in workers:
+            await worker.close()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -43,6 +43,9 @@ class WorkerSettings(BaseModel):
     progress_interval_s: Annotated[float, Field(ge=0)] = 1.0
     breaker_fail_max: Annotated[int, Field(ge=1)] = 5
     breaker_reset_s: Annotated[float, Field(gt=0)] = 60.0
+    stuck_after_s: Annotated[float, Field(gt=0)] = 300.0
+    stuck_retries: Annotated[int, Field(ge=0, le=10)] = 1
+    sweep_every_min: Annotated[int, Field(ge=1, le=60)] = 1
     eta_window: Annotated[int, Field(ge=1, le=1000)] = 20
     default_run_s: Annotated[float, Field(gt=0)] = 15.0
 

@@ -112,8 +112,9 @@ class JobQueue(Protocol):
         whether anything was missing from Redis and has been put back."""
         ...
 
-    async def job_exists(self, generation_id: int) -> bool:
-        """Whether Redis still holds the job (waiting, or running on a worker)."""
+    async def job_state(self, generation_id: int) -> str | None:
+        """What Redis knows of the job: ``"running"`` (a worker holds it), ``"queued"`` (its
+        payload waits for a worker) or None (Redis lost it, or it finished)."""
         ...
 
     async def position(self, generation_id: int) -> int | None:

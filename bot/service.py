@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from bot.commands import CommandSpec, check_known, command_specs, parse_int, validate_imagine
 from bot.config import Settings
@@ -209,25 +210,40 @@ class Genbot:
         return done
 
     async def reconcile(self) -> int:
-        """Heal what Redis forgot, from the rows. Run at start-up; safe to run at any time.
+        """Heal, from the rows, what Redis forgot or what died. The bot runs it at start-up and
+        the worker's sweep every ``worker.sweep_every_min`` minutes; safe to run at any time and
+        from several processes.
 
-        - every ``queued`` row is submitted again at its own ticket: a no-op when Redis has it,
-          and it restores the waiting entry and the arq job when Redis lost one or both;
-        - a ``running`` row whose arq job is gone (Redis lost its data while it ran, or its worker
-          died and arq gave up) goes back to ``queued`` at its ticket, as a retry.
+        - A ``queued`` row is submitted again at its own ticket: a no-op when Redis has it, and it
+          restores the waiting entry and the arq job when Redis lost one or both. (Skipped while a
+          worker holds the job: it is just starting.)
+        - A ``running`` row whose heartbeat is older than ``worker.stuck_after_s`` and that no
+          worker holds (its worker died and arq gave up, or Redis lost it) is stuck: it goes back
+          to the queue at its ticket as a retry, ``worker.stuck_retries`` times, then fails as
+          ``stuck``.
 
-        Returns how many rows needed healing.
+        Returns how many rows it changed.
         """
         healed = 0
+        stuck_before = datetime.now(UTC) - timedelta(seconds=self.settings.worker.stuck_after_s)
         for gen in await self.store.list_active():
+            held = await self.queue.job_state(gen.id)
             if gen.state is State.RUNNING:
-                if await self.queue.job_exists(gen.id):
+                if held == "running" or (gen.heartbeat_at or gen.created_at) > stuck_before:
+                    continue
+                if gen.attempts >= self.settings.worker.stuck_retries:
+                    if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
+                        await self.queue.remove_waiting(gen.id)
+                        await self.queue.publish(gen.id, "finished")
+                        healed += 1
                     continue
                 ticket, _position, _ = await self.queue.restore(gen.id, gen.ticket)
                 if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
                     await self.queue.remove_waiting(gen.id)  # it finished meanwhile
                     continue
             else:
+                if held == "running":
+                    continue
                 ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
                 if not restored:
                     continue
@@ -236,7 +252,7 @@ class Genbot:
             await self.queue.publish(gen.id, "dequeued")
             healed += 1
         if healed:
-            log.info("re-enqueued %d generations that Redis had lost", healed)
+            log.info("reconcile: healed %d generations", healed)
         return healed
 
     async def repost(self, actor: Actor, generation_id: int, responder: Responder) -> None:

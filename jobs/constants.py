@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 #: The arq function name of the generation job.
 GENERATE_FUNCTION = "generate"
+#: The arq queue of the maintenance worker (the sweep) is the generation queue's name plus this.
+SWEEP_QUEUE_SUFFIX = ":maintenance"
 #: The renderer's consumer group on the event stream (one per platform).
 RENDER_GROUP = "render:{platform}"
 #: How long an enqueued job's payload lives in Redis before arq drops it unrun.

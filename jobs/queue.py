@@ -129,9 +129,13 @@ class RedisJobQueue:
         )
         return int(result[0]), int(result[1]), bool(result[2])
 
-    async def job_exists(self, generation_id: int) -> bool:
+    async def job_state(self, generation_id: int) -> str | None:
         job_id = job_id_for(generation_id)
-        return bool(await self.redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(in_progress_key_prefix + job_id)
+            pipe.exists(job_key_prefix + job_id)
+            running, queued = await pipe.execute()
+        return "running" if running else "queued" if queued else None
 
     async def position(self, generation_id: int) -> int | None:
         rank = await self.redis.zrank(self.keys.waiting, str(generation_id))

@@ -11,14 +11,16 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import Worker
 from arq.connections import RedisSettings
+from arq.cron import cron
 from arq.worker import func
 
 from bot.config import Settings
-from jobs.constants import GENERATE_FUNCTION, WORKER_ALIVE_MS
+from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
 from jobs.queue import RedisJobQueue
 from jobs.runner import GenerationRunner
 
@@ -31,6 +33,43 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
     """The arq job. Idempotent: see :class:`jobs.runner.GenerationRunner`."""
     runner: GenerationRunner = ctx["runner"]
     return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    """The arq cron job: heal stuck and lost generations (``Genbot.reconcile``)."""
+    reconcile: Callable[[], Awaitable[int]] = ctx["reconcile"]
+    return await reconcile()
+
+
+def build_sweeper(
+    settings: Settings, *, reconcile: Callable[[], Awaitable[int]], handle_signals: bool = True
+) -> Worker:
+    """An arq worker of its own queue that runs :func:`sweep` every ``worker.sweep_every_min``
+    minutes (and at start). Its own queue, because a cron job in the generation queue would wait
+    behind every waiting job (their scores are tickets); ``unique`` cron ids make one worker
+    process of many run each sweep."""
+    every = settings.worker.sweep_every_min
+    return Worker(
+        functions=[],
+        cron_jobs=[
+            cron(
+                sweep,
+                name="genbot-sweep",
+                minute=set(range(0, 60, every)),
+                second=0,
+                run_at_startup=True,
+                unique=True,
+                timeout=max(60, every * 60),
+            )
+        ],
+        queue_name=settings.redis.queue_name + SWEEP_QUEUE_SUFFIX,
+        redis_settings=redis_settings(settings),
+        max_jobs=1,
+        keep_result=0,
+        poll_delay=1.0,
+        handle_signals=handle_signals,
+        ctx={"reconcile": reconcile},
+    )
 
 
 def redis_settings(settings: Settings) -> RedisSettings:

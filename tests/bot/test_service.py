@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from redis.asyncio import Redis
 
 from bot.app import Runtime
 from bot.errors import ErrorText
 from bot.models import Actor, CommandRequest, MessageRef, State, StatusView
 from jobs.queue import SUBMIT
+from storage.models import GenerationRow
 
 ALICE = Actor("local", "local", "alice", "Alice")
 BOB = Actor("local", "local", "bob", "Bob")
@@ -120,18 +123,50 @@ async def test_redis_down_at_submit_fails_the_row_and_tells_the_member(rt: Runti
     assert gen.state is State.FAILED
 
 
-async def test_reconcile_puts_a_running_row_whose_job_redis_lost_back_in_the_queue(
+async def _age(generation_id: int, minutes: float) -> None:
+    """Make the row's heartbeat ``minutes`` old."""
+    await GenerationRow.filter(id=generation_id).update(
+        heartbeat_at=datetime.now(UTC) - timedelta(minutes=minutes)
+    )
+
+
+async def test_a_running_row_nobody_holds_is_retried_once_then_failed_as_stuck(
     rt: Runtime, redis: Redis
 ) -> None:
     jobs = [(await run(rt, ALICE, "imagine", prompt=f"p{i}")).posted[0].job for i in range(3)]
     await rt.queue.mark_running(jobs[0])
     await rt.store.transition(jobs[0], State.RUNNING)
-    assert await rt.core.reconcile() == 0, "Redis still has the running job"
-    await redis.flushall()  # a worker ran it; then Redis lost everything and the worker died
-    assert await rt.core.reconcile() == 3
-    assert await rt.queue.waiting() == jobs, "the running job goes back to the front"
+    await _age(jobs[0], 10)
+    await redis.set(f"arq:in-progress:gen:{jobs[0]}", b"1")
+    assert await rt.core.reconcile() == 0, "a worker still holds it"
+
+    await redis.flushall()  # the worker died and Redis lost everything
+    await _age(jobs[0], 1)
+    assert await rt.core.reconcile() == 2, "the queued rows come back; the running one is not stuck yet"
+    assert await rt.queue.waiting() == jobs[1:]
+    await _age(jobs[0], 10)
+    assert await rt.core.reconcile() == 1
+    assert await rt.queue.waiting() == jobs, "the stuck job goes back to the front, once"
     gen = await rt.store.get(jobs[0])
     assert gen is not None and gen.state is State.QUEUED and gen.attempts == 1
+
+    # It starts again and gets stuck again: this time it fails, in plain words.
+    await rt.queue.mark_running(jobs[0])
+    await rt.store.transition(jobs[0], State.RUNNING)
+    await redis.delete(f"arq:job:gen:{jobs[0]}")
+    await _age(jobs[0], 10)
+    assert await rt.core.reconcile() == 1
+    gen = await rt.store.get(jobs[0])
+    assert gen is not None and gen.state is State.FAILED and gen.error_code == "stuck"
+    assert await rt.queue.waiting() == jobs[1:]
+
+
+async def test_a_queued_job_a_worker_is_starting_is_left_alone(rt: Runtime, redis: Redis) -> None:
+    job = (await run(rt, ALICE, "imagine", prompt="fox")).posted[0].job
+    await rt.queue.mark_running(job)  # the worker took it out of the waiting set...
+    await redis.set(f"arq:in-progress:gen:{job}", b"1")  # ...and holds it; the row is still queued
+    assert await rt.core.reconcile() == 0
+    assert await rt.queue.position(job) is None
 
 
 async def test_reconcile_gives_a_waiting_entry_its_lost_arq_job_back(rt: Runtime, redis: Redis) -> None:
