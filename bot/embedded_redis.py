@@ -100,6 +100,9 @@ class EmbeddedRedis:
             "yes",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            # Its own session: Ctrl-C in the terminal reaches genbot, which shuts down in order
+            # and stops Redis last, instead of killing Redis under a bot that is still flushing.
+            start_new_session=True,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
