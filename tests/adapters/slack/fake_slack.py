@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 TEAM = "T0001"
 BOT_USER = "UBOT"
 TOKEN = "xoxb-test"
+APP_TOKEN = "xapp-test"
 
 
 @dataclass
@@ -61,6 +62,8 @@ class FakeSlack:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.sockets: list[web.WebSocketResponse] = []  # Socket Mode connections
+        self.socket_replies: list[dict[str, Any]] = []  # what the app sent back over them
 
     # -- control ------------------------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/respond/{name}", self._respond)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -103,6 +107,8 @@ class FakeSlack:
         self.base_url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -127,7 +133,8 @@ class FakeSlack:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await self._args(request)
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        token = APP_TOKEN if method == "apps.connections.open" else TOKEN
+        if request.headers.get("Authorization") != f"Bearer {token}":
             await self._record(method, args, 200)
             return web.json_response({"ok": False, "error": "not_authed"})
         if self._storm.get(method, 0) > 0:
@@ -150,6 +157,28 @@ class FakeSlack:
         return f"{self._ts}.000100"
 
     # -- methods ------------------------------------------------------------------------------
+
+    def _apps_connections_open(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.base_url.replace("http://", "ws://") + "/socket"}
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any], envelope_id: str) -> None:
+        """Deliver a Socket Mode envelope (``slash_commands``, ``interactive``) to the app."""
+        message = {"envelope_id": envelope_id, "type": kind, "payload": payload}
+        await self.sockets[-1].send_json({**message, "accepts_response_payload": True})
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {}})
+        async with self._changed:
+            self.sockets.append(ws)
+            self._changed.notify_all()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                async with self._changed:
+                    self.socket_replies.append(json.loads(msg.data))
+                    self._changed.notify_all()
+        return ws
 
     def _auth_test(self, _args: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -57,6 +57,7 @@ async def test_imagine_acks_then_one_message_goes_from_queued_to_the_image(
         message = status_message(fake)
         file_id = image_of(message.blocks)
 
+    assert len(fake.called("auth.test")) == 1  # at start; no Web API call per request before the ack
     posts = fake.called("chat.postMessage")
     assert len(posts) == 1 and posts[0].args["channel"] == CHANNEL
     assert headline(message.history[0]).startswith("Queued")
