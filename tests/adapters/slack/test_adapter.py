@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 
 from adapters.slack.adapter import SlackChat, make_client
+from bot.app import Runtime, build_slack
+from bot.config import ConfigError, SlackSettings
 from bot.errors import ErrorCode, GenbotError
 from bot.models import MessageRef, State, StatusView
 from bot.ports import MessageGone
@@ -78,3 +81,15 @@ async def test_an_image_slack_never_shows_falls_back_to_the_thread_and_is_upload
 
     await adapter.edit_status(new_ref, done)  # a repeat (say after a restart) does not upload again
     assert len(fake.called("files.getUploadURLExternal")) == 1
+
+
+async def test_a_missing_token_is_named_at_start(slack_rt: Runtime) -> None:
+    def with_slack(**values: object) -> Runtime:
+        slack = SlackSettings(**values)  # type: ignore[arg-type]
+        return replace(slack_rt, settings=slack_rt.settings.model_copy(update={"slack": slack}))
+
+    with pytest.raises(ConfigError, match="GENBOT_SLACK__BOT_TOKEN"):
+        build_slack(with_slack())
+    with pytest.raises(ConfigError, match="GENBOT_SLACK__SIGNING_SECRET"):
+        build_slack(with_slack(bot_token=TOKEN))
+    assert build_slack(with_slack(bot_token=TOKEN, app_token="xapp-1")).app_token == "xapp-1"
