@@ -8,12 +8,15 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from adapters.local.chat import LocalChat
+from adapters.slack.adapter import SlackChat, make_client
+from adapters.slack.app import SlackBot
 from bot.commands import command_specs
 from bot.config import ConfigError, Platform, Settings
+from bot.ports import ChatAdapter
 from bot.renderer import Renderer
 from bot.service import Genbot
 from jobs.backends import load_backend
@@ -87,7 +90,71 @@ def build_local_chat(rt: Runtime) -> LocalChat:
     )
 
 
-def build_renderer(rt: Runtime, adapter: LocalChat) -> Renderer:
+def build_slack(rt: Runtime) -> SlackBot:
+    """The Slack app from ``GENBOT_SLACK__*``. Raises :class:`ConfigError` when a token the
+    chosen mode needs is missing."""
+    s = rt.settings.slack
+    token = s.bot_token.get_secret_value()
+    if not token:
+        raise ConfigError("GENBOT_SLACK__BOT_TOKEN: set the Slack bot token (xoxb-...) to run on Slack")
+    if not s.socket_mode and not s.signing_secret.get_secret_value():
+        raise ConfigError(
+            "GENBOT_SLACK__SIGNING_SECRET: HTTP mode needs the app's signing secret "
+            "(or set GENBOT_SLACK__APP_TOKEN for Socket Mode)"
+        )
+    chat = SlackChat(make_client(token, s.api_base_url), rt.blobs.get, thread_images=s.thread_images)
+    return SlackBot(
+        handler=rt.core,
+        chat=chat,
+        specs=command_specs(rt.settings.limits),
+        bot_token=token,
+        signing_secret=s.signing_secret.get_secret_value(),
+        api_base_url=s.api_base_url,
+        app_token=s.app_token.get_secret_value(),
+        admin_user_ids=s.admin_user_ids,
+        http_path=s.http_path,
+    )
+
+
+@dataclass
+class Frontend:
+    """The configured platform: its adapter (for the renderer), and starting and stopping what
+    receives its commands (the local chat's web server, Slack's HTTP server or Socket Mode)."""
+
+    adapter: ChatAdapter
+    start: Callable[[], Awaitable[int | None]]  # returns the port it listens on, if any
+    stop: Callable[[], Awaitable[None]]
+
+
+def build_frontend(rt: Runtime) -> Frontend:
+    """Raises :class:`ConfigError` for a platform this release does not have."""
+    platform = rt.settings.platform
+    if platform is Platform.LOCAL:
+        chat = build_local_chat(rt)
+        host, port = rt.settings.local.host, rt.settings.local.port
+
+        async def start_local() -> int | None:
+            await chat.start(host, port)
+            print(f"genbot local chat: http://{host}:{chat.port}", flush=True)
+            return chat.port
+
+        return Frontend(chat, start_local, chat.stop)
+    if platform is Platform.SLACK:
+        slack = build_slack(rt)
+        settings = rt.settings.slack
+
+        async def start_slack() -> int | None:
+            await slack.start(settings.http_host, settings.http_port)
+            return slack.port
+
+        return Frontend(slack.chat, start_slack, slack.stop)
+    raise ConfigError(
+        f"GENBOT_PLATFORM: the {platform.value} adapter is not part of this release yet; "
+        "use 'local' or 'slack'"
+    )
+
+
+def build_renderer(rt: Runtime, adapter: ChatAdapter) -> Renderer:
     keys = Keys(rt.settings.redis.key_prefix)
     feed = RedisEventFeed(
         rt.redis, keys.events, RENDER_GROUP.format(platform=adapter.platform), consumer_name()
@@ -112,35 +179,30 @@ async def serve_bot(
     rt: Runtime, stop: asyncio.Event, on_listening: Callable[[int], object] | None = None
 ) -> None:
     """Run the chat adapter and the renderer until ``stop`` is set. ``on_listening`` gets the
-    chat's port once it accepts connections."""
-    if rt.settings.platform is not Platform.LOCAL:
-        raise ConfigError(
-            f"GENBOT_PLATFORM: the {rt.settings.platform.value} adapter is not part of this "
-            "release yet; use 'local'"
-        )
+    port the adapter listens on (the local chat, Slack's HTTP mode) once it accepts connections."""
+    frontend = build_frontend(rt)
     await rt.core.reconcile()
-    chat = build_local_chat(rt)
-    renderer = build_renderer(rt, chat)
+    renderer = build_renderer(rt, frontend.adapter)
     await renderer.feed.ensure_group()
-    await chat.start(rt.settings.local.host, rt.settings.local.port)
-    assert chat.port is not None
-    print(f"genbot local chat: http://{rt.settings.local.host}:{chat.port}", flush=True)
-    if on_listening is not None:
-        on_listening(chat.port)
-    render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
-    stopper = asyncio.create_task(stop.wait())
     try:
-        # The renderer only returns once stop is set; if it dies instead, so does the process
-        # (a supervisor restarts it) rather than chatting on with frozen messages.
-        await asyncio.wait({render_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        await render_task
+        port = await frontend.start()
+        if on_listening is not None and port is not None:
+            on_listening(port)
+        render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            # The renderer only returns once stop is set; if it dies instead, so does the process
+            # (a supervisor restarts it) rather than chatting on with frozen messages.
+            await asyncio.wait({render_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await render_task
+        finally:
+            stopper.cancel()
+            if not render_task.done():
+                render_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await render_task
     finally:
-        stopper.cancel()
-        if not render_task.done():
-            render_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await render_task
-        await chat.stop()
+        await frontend.stop()
 
 
 async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:

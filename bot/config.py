@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GENBOT_"
@@ -104,6 +104,27 @@ class LocalChatSettings(BaseModel):
     admins: list[str] = Field(default_factory=lambda: ["Admin"])
 
 
+class SlackSettings(BaseModel):
+    """The Slack app. Socket Mode when ``app_token`` is set, else HTTP mode (Slack POSTs the
+    signed events to ``http_host:http_port`` + ``http_path``)."""
+
+    bot_token: SecretStr = Field(SecretStr(""), description="xoxb-... bot token (both modes)")
+    app_token: SecretStr = Field(SecretStr(""), description="xapp-... app-level token: Socket Mode")
+    signing_secret: SecretStr = Field(SecretStr(""), description="verifies HTTP requests (HTTP mode)")
+    api_base_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack differs)")
+    # Slack reaches HTTP mode through a public URL, usually a proxy on another host; every request
+    # is signed and checked, so listening on all interfaces is the expected default.
+    http_host: str = "0.0.0.0"  # noqa: S104
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 3000
+    http_path: str = "/slack/events"
+    thread_images: bool = True
+    admin_user_ids: list[str] = Field(default_factory=list)
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.app_token.get_secret_value())
+
+
 class BlobSettings(BaseModel):
     dir: Path = Path("data/blobs")
 
@@ -127,6 +148,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     renderer: RendererSettings = Field(default_factory=RendererSettings)
     local: LocalChatSettings = Field(default_factory=LocalChatSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
 
 

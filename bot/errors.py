@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     CANCELLED_BY_ADMIN = "cancelled_by_admin"
     BANNED = "banned"
+    CHAT_UNAVAILABLE = "chat_unavailable"
     INTERNAL = "internal"
 
 
@@ -113,6 +114,11 @@ _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
         "Not allowed to generate",
         "You are not allowed to use this bot on this server.",
         "Ask the server's admins if you think this is a mistake.",
+    ),
+    ErrorCode.CHAT_UNAVAILABLE: (
+        "Can't post here",
+        "genbot cannot post in this channel.",
+        "Invite genbot to the channel, or use it in another one.",
     ),
     ErrorCode.INTERNAL: (
         "Something went wrong",

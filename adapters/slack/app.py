@@ -1,0 +1,192 @@
+"""The Bolt wiring: slash commands and the Cancel button in, the core's answers out.
+
+Every listener acks first (nothing but parsing before it; Slack's deadline is 3 s), then runs the
+core. Bolt's async runner (``process_before_response=False``) answers Slack as soon as ``ack()`` is
+called and lets the listener carry on in the background. Authorization makes no call per request:
+``auth.test`` runs once in :meth:`SlackBot.start` (which so fails fast on a bad token).
+
+Two modes: Socket Mode when an app-level token is given, else HTTP (an aiohttp server at
+``http_path``), where Bolt checks every request's signature and refuses timestamps older than
+5 minutes (401).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.adapter import SlackChat, slack_error
+from adapters.slack.blocks import CANCEL_ACTION, error_text, reply_text
+from adapters.slack.payloads import GENBOT, IMAGINE, action_target, command_request, help_text, wants_help
+from bot.commands import CommandSpec
+from bot.config import ConfigError
+from bot.errors import ErrorCode, ErrorText, GenbotError, describe
+from bot.models import MessageRef, StatusView
+from bot.ports import CommandHandler
+
+log = logging.getLogger(__name__)
+
+
+class SlackResponder:
+    """The answers to one command or button press: ephemeral replies through ``response_url``
+    (Bolt's ``respond``), the status message through the adapter (``chat.postMessage``)."""
+
+    def __init__(self, respond: AsyncRespond, chat: SlackChat, channel: str) -> None:
+        self.respond = respond
+        self.chat = chat
+        self.channel = channel
+
+    async def _ephemeral(self, text: str) -> None:
+        try:
+            await self.respond(text=text, response_type="ephemeral", replace_original=False)
+        except Exception:
+            # response_url lives 30 minutes and takes 5 uses; losing a reply must not fail the job
+            log.exception("an ephemeral reply in %s failed", self.channel)
+
+    async def reply(self, text: str) -> None:
+        await self._ephemeral(reply_text(text))
+
+    async def reply_error(self, error: ErrorText) -> None:
+        await self._ephemeral(error_text(error))
+
+    async def post_status(self, view: StatusView) -> MessageRef:
+        return await self.chat.post_status(self.channel, view)
+
+
+class SlackBot:
+    """genbot's Slack app: Bolt, in Socket Mode or behind an HTTP server.
+
+    Call :meth:`start` once, then :meth:`stop`; :attr:`port` is the HTTP port once listening.
+    """
+
+    def __init__(
+        self,
+        *,
+        handler: CommandHandler,
+        chat: SlackChat,
+        specs: tuple[CommandSpec, ...],
+        bot_token: str,
+        signing_secret: str,
+        api_base_url: str,
+        app_token: str = "",
+        admin_user_ids: Collection[str] = (),
+        http_path: str = "/slack/events",
+    ) -> None:
+        self.handler = handler
+        self.chat = chat
+        self.specs = specs
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.admins = frozenset(admin_user_ids)
+        self.http_path = http_path
+        self._auth: AuthorizeResult | None = None
+
+        async def authorize() -> AuthorizeResult:  # Bolt fills parameters by name: none here
+            assert self._auth is not None, "SlackBot.start() checks the token first"
+            return self._auth
+
+        self.app = AsyncApp(
+            # a template for Bolt's per-request clients; the token comes from _authorize
+            client=AsyncWebClient(base_url=api_base_url),
+            signing_secret=signing_secret,
+            authorize=authorize,
+            process_before_response=False,
+            request_verification_enabled=True,
+            logger=logging.getLogger("slack_bolt"),
+        )
+        self.app.command(IMAGINE)(self._listener(self._on_command))
+        self.app.command(GENBOT)(self._listener(self._on_command))
+        self.app.action(CANCEL_ACTION)(self._listener(self._on_cancel))
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self.port: int | None = None
+
+    @staticmethod
+    def _listener(
+        method: Callable[[AsyncAck, dict[str, Any], AsyncRespond], Awaitable[None]],
+    ) -> Callable[..., Awaitable[None]]:
+        # Bolt passes arguments by parameter name, so give it a plain function with those names.
+        async def listener(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+            await method(ack, body, respond)
+
+        return listener
+
+    # -- listeners ----------------------------------------------------------------------------
+
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        if wants_help(body):
+            await ack(text=help_text(self.specs), response_type="ephemeral")
+            return
+        try:
+            request = command_request(body, self.specs, self.admins)
+        except GenbotError as exc:  # a typo: the answer is the ack itself, no I/O
+            await ack(text=error_text(exc.text), response_type="ephemeral")
+            return
+        await ack()
+        await self.handler.handle(request, SlackResponder(respond, self.chat, request.channel))
+
+    async def _on_cancel(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        actor, job, channel = action_target(body, self.admins)
+        responder = SlackResponder(respond, self.chat, channel)
+        if job is None:
+            await responder.reply_error(describe(ErrorCode.NOT_FOUND))
+            return
+        await self.handler.handle_action(actor, job, "cancel", responder)
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def web_app(self) -> web.Application:
+        """The HTTP mode's aiohttp application: Slack's requests at ``http_path``."""
+
+        async def events(request: web.Request) -> web.Response:
+            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(bolt_response)
+
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_post(self.http_path, events)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 3000) -> None:
+        """Check the bot token (``auth.test``), then connect to Slack (Socket Mode) or listen on
+        ``host:port`` (HTTP mode). Raises :class:`ConfigError` for a token Slack refuses."""
+        try:
+            auth = await self.chat.client.auth_test()
+        except SlackApiError as exc:
+            raise ConfigError(
+                f"GENBOT_SLACK__BOT_TOKEN: Slack refused the bot token ({slack_error(exc)})"
+            ) from None
+        self._auth = AuthorizeResult.from_auth_test_response(
+            bot_token=self.bot_token, auth_test_response=auth
+        )
+        log.info("Slack: signed in as %s in team %s", auth.get("user"), auth.get("team_id"))
+        if self.app_token:
+            self._socket = AsyncSocketModeHandler(self.app, self.app_token)
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            log.info("Slack: Socket Mode connected")
+            return
+        self._runner = web.AppRunner(self.web_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("Slack: HTTP mode, listening on %s:%s%s", host, self.port, self.http_path)
+
+    async def stop(self) -> None:
+        """Stop taking requests. Safe to call more than once."""
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,253 @@
+"""A local fake of Slack's Web API (and of response_url), on a free loopback port.
+
+It implements what genbot calls, with Slack's response shapes: ``auth.test``, ``chat.postMessage``,
+``chat.update``, ``files.getUploadURLExternal``, the upload URL, ``files.completeUploadExternal``,
+``users.info``, and ``/respond/<id>`` standing in for a command's ``response_url``. It records
+every request and keeps the channel's messages, so tests assert on what a member would see.
+
+Faults: :meth:`FakeSlack.storm` answers the next N calls of some methods with 429 and
+``Retry-After``; ``not_in_channel`` lists channels the bot is not in; ``invalid_blocks_times``
+makes ``chat.update`` refuse a just-uploaded file that many times (as Slack does while the file is
+not visible yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+TEAM = "T0001"
+BOT_USER = "UBOT"
+TOKEN = "xoxb-test"
+APP_TOKEN = "xapp-test"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    status: int
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # every version, oldest first
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.messages: dict[str, Message] = {}  # ts -> message
+        self.uploads: dict[str, bytes] = {}  # file id -> bytes
+        self.shares: list[dict[str, Any]] = []  # completeUploadExternal calls
+        self.responses: list[dict[str, Any]] = []  # what response_url received
+        self.not_in_channel: set[str] = set()
+        self.invalid_blocks_times = 0
+        self.delay_s: dict[str, float] = {}  # method -> seconds to wait before answering
+        self._storm: dict[str, int] = {}
+        self._retry_after = 1
+        self._ts = 1_700_000_000
+        self._files = 0
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.sockets: list[web.WebSocketResponse] = []  # Socket Mode connections
+        self.socket_replies: list[dict[str, Any]] = []  # what the app sent back over them
+
+    # -- control ------------------------------------------------------------------------------
+
+    def storm(self, methods: list[str], count: int, retry_after: int = 1) -> None:
+        """The next ``count`` calls of each of ``methods`` get 429 with ``Retry-After``."""
+        for method in methods:
+            self._storm[method] = count
+        self._retry_after = retry_after
+
+    def called(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def in_channel(self, channel: str) -> list[Message]:
+        return [m for m in self.messages.values() if m.channel == channel and m.thread_ts is None]
+
+    async def wait_until(self, predicate: Any, timeout: float = 30.0) -> None:
+        """Wait until ``predicate()`` holds (checked after every request)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/"
+
+    def response_url(self, name: str) -> str:
+        return f"{self.base_url}/respond/{name}"
+
+    # -- server -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_post("/respond/{name}", self._respond)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _record(self, method: str, args: dict[str, Any], status: int) -> None:
+        async with self._changed:
+            self.calls.append(Call(method, args, status))
+            self._changed.notify_all()
+
+    @staticmethod
+    async def _args(request: web.Request) -> dict[str, Any]:
+        args: dict[str, Any] = dict(request.query)  # the SDK sends some methods' arguments as params
+        if request.content_type == "application/json":
+            args.update(await request.json())
+        else:
+            form = await request.post()
+            args.update({k: v for k, v in form.items() if isinstance(v, str)})
+        for key in ("blocks", "files"):  # form-encoded JSON arrays
+            if isinstance(args.get(key), str):
+                args[key] = json.loads(args[key])
+        return args
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await self._args(request)
+        token = APP_TOKEN if method == "apps.connections.open" else TOKEN
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            await self._record(method, args, 200)
+            return web.json_response({"ok": False, "error": "not_authed"})
+        if self._storm.get(method, 0) > 0:
+            self._storm[method] -= 1
+            await self._record(method, args, 429)
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(self._retry_after)},
+            )
+        if method in self.delay_s:
+            await asyncio.sleep(self.delay_s[method])
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        body = handler(args) if handler else {"ok": False, "error": "unknown_method"}
+        await self._record(method, args, 200)
+        return web.json_response(body)
+
+    def _next_ts(self) -> str:
+        self._ts += 1
+        return f"{self._ts}.000100"
+
+    # -- methods ------------------------------------------------------------------------------
+
+    def _apps_connections_open(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.base_url.replace("http://", "ws://") + "/socket"}
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any], envelope_id: str) -> None:
+        """Deliver a Socket Mode envelope (``slash_commands``, ``interactive``) to the app."""
+        message = {"envelope_id": envelope_id, "type": kind, "payload": payload}
+        await self.sockets[-1].send_json({**message, "accepts_response_payload": True})
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {}})
+        async with self._changed:
+            self.sockets.append(ws)
+            self._changed.notify_all()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                async with self._changed:
+                    self.socket_replies.append(json.loads(msg.data))
+                    self._changed.notify_all()
+        return ws
+
+    def _auth_test(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://test.slack.com/",
+            "team": "Test",
+            "user": "genbot",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": "BBOT",
+        }
+
+    def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel"))
+        if channel in self.not_in_channel:
+            return {"ok": False, "error": "not_in_channel"}
+        ts = self._next_ts()
+        message = Message(channel, ts, str(args.get("text", "")), list(args.get("blocks") or []))
+        message.thread_ts = args.get("thread_ts")
+        message.history.append({"text": message.text, "blocks": message.blocks})
+        self.messages[ts] = message
+        return {"ok": True, "channel": channel, "ts": ts, "message": {"text": message.text, "ts": ts}}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel")), str(args.get("ts"))
+        message = self.messages.get(ts)
+        if message is None or message.channel != channel:
+            return {"ok": False, "error": "message_not_found"}
+        if channel in self.not_in_channel:
+            return {"ok": False, "error": "not_in_channel"}
+        blocks = list(args.get("blocks") or [])
+        files = [b["slack_file"]["id"] for b in blocks if b.get("type") == "image"]
+        if any(f not in self.uploads for f in files):
+            return {"ok": False, "error": "invalid_blocks"}
+        if files and self.invalid_blocks_times > 0:
+            self.invalid_blocks_times -= 1
+            return {"ok": False, "error": "invalid_blocks"}
+        message.text, message.blocks = str(args.get("text", "")), blocks
+        message.history.append({"text": message.text, "blocks": blocks})
+        return {"ok": True, "channel": channel, "ts": ts, "text": message.text}
+
+    def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._files += 1
+        file_id = f"F{self._files:08d}"
+        return {"ok": True, "upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
+
+    def _files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        files = list(args.get("files") or [])
+        if any(f["id"] not in self.uploads for f in files):
+            return {"ok": False, "error": "file_not_found"}
+        self.shares.append(args)
+        if args.get("channel_id") and not args.get("thread_ts"):  # a file shared in the channel
+            ts = self._next_ts()
+            self.messages[ts] = Message(str(args["channel_id"]), ts, "", [{"type": "file"}])
+        return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = str(args.get("user"))
+        return {"ok": True, "user": {"id": user, "name": user.lower(), "team_id": TEAM, "is_admin": False}}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        self.uploads[file_id] = await request.read()
+        await self._record("upload", {"file_id": file_id, "length": len(self.uploads[file_id])}, 200)
+        return web.Response(text=f"OK - {len(self.uploads[file_id])}")
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        body = dict(await request.json())
+        body["_to"] = request.match_info["name"]
+        self.responses.append(body)
+        await self._record("respond", body, 200)
+        return web.Response(text="ok")

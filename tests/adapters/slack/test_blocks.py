@@ -1,0 +1,155 @@
+"""The pure translations: a StatusView into Block Kit, and Slack payloads into requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.slack.blocks import escape, fallback_text, progress_bar, status_blocks
+from adapters.slack.payloads import action_target, command_request, help_text, wants_help
+from bot.commands import command_specs
+from bot.config import LimitsSettings
+from bot.errors import GenbotError
+from bot.models import Button, ErrorView, State, StatusView
+
+SPECS = command_specs(LimitsSettings())
+
+
+def view(**changes: object) -> StatusView:
+    base: dict[str, object] = {
+        "job": 7,
+        "state": State.RUNNING,
+        "headline": "Generating · 60%",
+        "prompt": "a <b>red</b> fox & <!channel>",
+        "details": "512x512 · 20 steps · seed 1 · job 7",
+        "requested_by": "alice",
+        "progress": 0.6,
+        "buttons": (Button("cancel", "Cancel", "danger"),),
+    }
+    base.update(changes)
+    return StatusView(**base)  # type: ignore[arg-type]
+
+
+def test_a_running_view_as_captured() -> None:
+    assert status_blocks(view()) == [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*Generating · 60%*", "verbatim": True}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "▰▰▰▰▰▰▱▱▱▱ 60%", "verbatim": True}]},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": "> a &lt;b&gt;red&lt;/b&gt; fox &amp; &lt;!channel&gt;",
+                "verbatim": True,
+            },
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": "512x512 · 20 steps · seed 1 · job 7 · asked by alice",
+                    "verbatim": True,
+                }
+            ],
+        },
+        {
+            "type": "actions",
+            "block_id": "genbot-actions-7",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "genbot_cancel",
+                    "text": {"type": "plain_text", "text": "Cancel"},
+                    "value": "7",
+                    "style": "danger",
+                }
+            ],
+        },
+    ]
+
+
+def test_a_finished_view_shows_the_file_and_no_button() -> None:
+    done = view(
+        state=State.SUCCEEDED, headline="Done · took 4 s", progress=None, buttons=(), image_key="r/7.png"
+    )
+    blocks = status_blocks(done, image_file_id="F123", image_block_id="genbot-image-F123-1")
+    assert blocks[-1] == {
+        "type": "image",
+        "block_id": "genbot-image-F123-1",
+        "slack_file": {"id": "F123"},
+        "alt_text": "a <b>red</b> fox & <!channel>",  # plain text: shown, never parsed
+    }
+    assert all(b["type"] != "actions" for b in blocks)
+    fallback = status_blocks(done, image_elsewhere="The image is in the thread under this message.")
+    assert fallback[-1]["elements"][0]["text"] == "The image is in the thread under this message."
+
+
+def test_an_error_view_has_title_what_and_todo() -> None:
+    failed = view(
+        state=State.FAILED,
+        headline="Took too long",
+        progress=None,
+        buttons=(),
+        error=ErrorView("timed_out", "Took too long", "It was stopped.", "Try fewer steps."),
+    )
+    assert status_blocks(failed)[-1]["text"]["text"] == "*Took too long*\nIt was stopped.\nTry fewer steps."
+
+
+@pytest.mark.parametrize(
+    ("progress", "bar"),
+    [(0.0, "▱▱▱▱▱▱▱▱▱▱ 0%"), (0.04, "▱▱▱▱▱▱▱▱▱▱ 4%"), (0.55, "▰▰▰▰▰▰▱▱▱▱ 55%"), (1.0, "▰▰▰▰▰▰▰▰▰▰ 100%")],
+)
+def test_progress_bar(progress: float, bar: str) -> None:
+    assert progress_bar(progress) == bar
+
+
+def test_every_mention_form_is_escaped() -> None:
+    for mention in ("<!channel>", "<!here>", "<!everyone>", "<@U123>", "<#C1>", "<!subteam^S1>"):
+        assert "<" not in escape(mention) and ">" not in escape(mention)
+    assert fallback_text(view()) == "Generating · 60%: a &lt;b&gt;red&lt;/b&gt; fox &amp; &lt;!channel&gt;"
+
+
+def form(command: str, text: str) -> dict[str, str]:
+    return {
+        "command": command,
+        "text": text,
+        "team_id": "T1",
+        "user_id": "U1",
+        "user_name": "alice",
+        "channel_id": "C1",
+    }
+
+
+def test_slash_commands_into_requests() -> None:
+    request = command_request(form("/imagine", "a red fox size: 768x768"), SPECS, admins=())
+    assert (request.name, request.options, request.channel) == (
+        "imagine",
+        {"prompt": "a red fox", "size": "768x768"},
+        "C1",
+    )
+    assert (request.actor.platform, request.actor.workspace, request.actor.user_id) == ("slack", "T1", "U1")
+    assert request.actor.display_name == "alice" and not request.actor.is_admin
+    assert command_request(form("/genbot", "cancel 12"), SPECS, admins=()).options == {"job": "12"}
+    assert command_request(form("/genbot", "cancel"), SPECS, admins=()).name == "cancel"
+    assert command_request(form("/genbot", "status 3"), SPECS, admins=["U1"]).actor.is_admin
+    assert command_request(form("/genbot", "queue"), SPECS, admins=()).name == "queue"
+    with pytest.raises(GenbotError):
+        command_request(form("/genbot", "imagine a fox"), SPECS, admins=())
+    with pytest.raises(GenbotError):
+        command_request(form("/genbot", "frobnicate"), SPECS, admins=())
+    assert wants_help(form("/genbot", "")) and wants_help(form("/genbot", " Help "))
+    assert not wants_help(form("/imagine", ""))
+    assert "/genbot status job" in help_text(SPECS)
+
+
+def test_a_button_press_into_actor_and_job() -> None:
+    body = {
+        "team": {"id": "T1"},
+        "user": {"id": "U2", "username": "bob"},
+        "channel": {"id": "C1"},
+        "actions": [{"action_id": "genbot_cancel", "value": "41"}],
+    }
+    actor, job, channel = action_target(body, admins=["U2"])
+    assert (actor.workspace, actor.user_id, actor.display_name, actor.is_admin) == ("T1", "U2", "bob", True)
+    assert (job, channel) == (41, "C1")
+    body["actions"] = [{"value": "nope"}]
+    assert action_target(body, admins=())[1] is None
