@@ -16,6 +16,7 @@ discord.py itself (five tries); what still fails propagates and the renderer tri
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -41,6 +42,7 @@ GONE_CODES = frozenset({10008, 50001, 50013, 50027})
 #: The interaction token is no longer good (expired early, or revoked): use the bot token.
 TOKEN_DEAD_CODES = frozenset({50027, 10015})
 NO_MENTIONS = discord.AllowedMentions.none()
+POST_RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 
 BlobReader = Callable[[str], Awaitable[bytes | None]]
 
@@ -216,6 +218,20 @@ class DiscordResponder:
         await self.reply(error_words(error))
 
     async def post_status(self, view: StatusView) -> MessageRef:
+        """Post the status message. A 429 or 5xx that outlasts discord.py's own five tries is
+        tried again a few times: the interaction token lives 15 minutes, and if this fails the
+        core cancels the job (no message, no job)."""
+        for delay in POST_RETRY_DELAYS_S:
+            try:
+                return await self._post_status(view)
+            except discord.HTTPException as exc:
+                if exc.status != 429 and exc.status < 500:
+                    raise
+                log.warning("posting a status message failed (%s); retrying in %s s", exc.status, delay)
+                await asyncio.sleep(delay)
+        return await self._post_status(view)
+
+    async def _post_status(self, view: StatusView) -> MessageRef:
         rendered = await self.chat.render(view, self.interaction.filesize_limit)
         message: Any
         if self._placeholder:

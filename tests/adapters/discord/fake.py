@@ -146,12 +146,12 @@ class FakeDiscord:
         for failure in self.failures:
             if failure.times > 0 and failure.match(rec):
                 failure.times -= 1
-                return web.json_response(failure.body, status=failure.status, headers=failure.headers)
+                return reply(failure.body, status=failure.status, headers=failure.headers)
         p, m = rec.path, rec.method
         if m == "GET" and p == "/users/@me":
-            return web.json_response(BOT_USER)
+            return reply(BOT_USER)
         if m == "GET" and p == "/oauth2/applications/@me":
-            return web.json_response(
+            return reply(
                 {
                     "id": APP_ID,
                     "name": "genbot",
@@ -165,7 +165,7 @@ class FakeDiscord:
                 }
             )
         if m == "GET" and p == "/gateway/bot":
-            return web.json_response(
+            return reply(
                 {
                     "url": "ws://127.0.0.1:1",
                     "shards": 1,
@@ -190,9 +190,14 @@ class FakeDiscord:
                         "type": cmd.get("type", 1),
                     }
                 )
-            return web.json_response(out)
+            return reply(out)
         if m == "POST" and (hit := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p)):
-            return web.json_response(
+            if rec.json.get("type") == 5:  # deferred: Discord shows a "thinking" placeholder message
+                flags = (rec.json.get("data") or {}).get("flags", 0)
+                placeholder = Recorded(m, p, {}, {}, json={"flags": flags | 128})
+                created = self._create(placeholder, channel=self.token_channels.get(hit[2], "0"))
+                self.originals[hit[2]] = json.loads(created.text or "{}")["id"]
+            return reply(
                 {
                     "interaction": {
                         "id": hit[1],
@@ -204,7 +209,7 @@ class FakeDiscord:
         if hit := re.fullmatch(r"/webhooks/(\d+)/([^/]+)(?:/messages/([^/]+))?", p):
             token, mid = hit[2], hit[3]
             if token in self.expired_tokens:
-                return web.json_response({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+                return reply({"message": "Invalid Webhook Token", "code": 50027}, status=401)
             if m == "POST" and mid is None:
                 return self._create(rec, channel="0", token=token)
             if mid == "@original":
@@ -218,7 +223,7 @@ class FakeDiscord:
             if m == "POST" and hit[2] is None:
                 return self._create(rec, channel=hit[1])
             return self._edit_or_delete(rec, hit[2])
-        return web.json_response({"message": "404: Not Found", "code": 0}, status=404)
+        return reply({"message": "404: Not Found", "code": 0}, status=404)
 
     def _message(self, mid: str, channel: str, payload: dict[str, Any], rec: Recorded) -> dict[str, Any]:
         attachments = [
@@ -256,11 +261,11 @@ class FakeDiscord:
             channel = self.token_channels.get(token, "0")
         message = self._message(mid, channel, rec.json or {}, rec)
         self.messages[mid] = message
-        return web.json_response(message)
+        return reply(message)
 
     def _edit_or_delete(self, rec: Recorded, mid: str | None) -> web.Response:
         if mid is None or mid in self.deleted or mid not in self.messages:
-            return web.json_response({"message": "Unknown Message", "code": 10008}, status=404)
+            return reply({"message": "Unknown Message", "code": 10008}, status=404)
         if rec.method == "DELETE":
             self.deleted.add(mid)
             return web.Response(status=204)
@@ -270,7 +275,17 @@ class FakeDiscord:
             keep = {a.get("id") for a in rec.json["attachments"]}
             message["attachments"] = [a for a in old["attachments"] if a["id"] in keep]
         self.messages[mid] = message
-        return web.json_response(message)
+        return reply(message)
+
+
+def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON as Discord sends it: discord.py parses a body only when the content type is exactly
+    ``application/json`` (aiohttp's ``json_response`` adds a charset)."""
+    return web.Response(
+        body=json.dumps(body).encode(),
+        status=status,
+        headers={**(headers or {}), "Content-Type": "application/json"},
+    )
 
 
 def snowflake_now() -> str:
