@@ -78,8 +78,13 @@ class GenbotClient(discord.AutoShardedClient):
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
 
     async def sync_commands(self, guild: int | None = None) -> int:
-        """Register the commands globally, or in ``guild`` (instant there). Returns the count."""
-        target = discord.Object(id=guild) if guild is not None else None
+        """Register the commands globally (Discord takes up to an hour to show them everywhere),
+        or in ``guild`` only, where they show at once. Returns the count. Replaces what was
+        registered before at that scope."""
+        if guild is None:
+            return len(await self.tree.sync())
+        target = discord.Object(id=guild)
+        self.tree.copy_global_to(guild=target)  # the same commands, as guild commands
         return len(await self.tree.sync(guild=target))
 
     async def setup_hook(self) -> None:
