@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
-from bot.app import runtime, sync_discord_commands
+from bot.app import runtime, serve_bot, sync_discord_commands
+from bot.config import ConfigError
 from bot.embedded_redis import EmbeddedRedis
 from tests.adapters.discord.fake import APP_ID, FakeDiscord
 from tests.conftest import make_settings
@@ -37,3 +40,12 @@ async def test_sync_registers_described_options_with_choices_and_ranges(
     assert commands["status"]["options"][0]["required"] is True
     assert commands["imagine"]["contexts"] == [0] or commands["imagine"].get("dm_permission") is False
     assert put.headers["Authorization"] == "Bot bot-token"
+
+
+async def test_discord_without_a_token_stops_with_one_line_naming_the_setting(
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server.url, sqlite_url, tmp_path, platform="discord")
+    async with runtime(settings) as rt:
+        with pytest.raises(ConfigError, match="GENBOT_DISCORD__TOKEN"):
+            await serve_bot(rt, asyncio.Event())
