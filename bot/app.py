@@ -8,14 +8,16 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from adapters.discord.client import GenbotClient, set_api_base
 from adapters.local.chat import LocalChat
 from adapters.slack.adapter import SlackChat, make_client
 from adapters.slack.app import SlackBot
 from bot.commands import command_specs
-from bot.config import ConfigError, Platform, Settings
+from bot.config import DISCORD_API, ConfigError, Platform, Settings
 from bot.ports import ChatAdapter
 from bot.renderer import Renderer
 from bot.service import Genbot
@@ -148,10 +150,46 @@ def build_frontend(rt: Runtime) -> Frontend:
             return slack.port
 
         return Frontend(slack.chat, start_slack, slack.stop)
-    raise ConfigError(
-        f"GENBOT_PLATFORM: the {platform.value} adapter is not part of this release yet; "
-        "use 'local' or 'slack'"
+    raise ConfigError(f"GENBOT_PLATFORM: no frontend for {platform.value!r}")
+
+
+def build_discord_client(rt: Runtime, *, clock: Callable[[], float] = time.time) -> GenbotClient:
+    """The Discord client (not logged in). Its REST goes wherever ``Route.BASE`` points: call
+    :func:`adapters.discord.client.set_api_base` with the setting first (:func:`discord_session`)."""
+    d = rt.settings.discord
+    return GenbotClient(
+        handler=rt.core,
+        specs=command_specs(rt.settings.limits),
+        blobs=rt.blobs.get,
+        admin_role_ids=d.admin_role_ids,
+        application_id=d.application_id,
+        shard_count=d.shard_count,
+        clock=clock,
     )
+
+
+@contextlib.asynccontextmanager
+async def discord_session(
+    rt: Runtime, *, clock: Callable[[], float] = time.time
+) -> AsyncIterator[GenbotClient]:
+    """A Discord client logged in (REST only, no gateway yet) against ``discord.api_base_url``;
+    closed, and the REST base restored, on exit."""
+    d = rt.settings.discord
+    token = d.token.get_secret_value()
+    if not token:
+        raise ConfigError("GENBOT_DISCORD__TOKEN: set the bot token to run on Discord")
+    old_base = set_api_base(d.api_base_url)
+    client = build_discord_client(rt, clock=clock)
+    try:
+        await client.login(token)
+        if d.shard_count is not None and d.api_base_url != DISCORD_API:
+            # With a fixed shard count discord.py dials its built-in gateway; take the one that
+            # the configured REST base announces instead (a proxy's, or a test fake's).
+            await client.use_announced_gateway()
+        yield client
+    finally:
+        await client.close()
+        set_api_base(old_base)
 
 
 def build_renderer(rt: Runtime, adapter: ChatAdapter) -> Renderer:
@@ -180,6 +218,9 @@ async def serve_bot(
 ) -> None:
     """Run the chat adapter and the renderer until ``stop`` is set. ``on_listening`` gets the
     port the adapter listens on (the local chat, Slack's HTTP mode) once it accepts connections."""
+    if rt.settings.platform is Platform.DISCORD:
+        await serve_discord(rt, stop)
+        return
     frontend = build_frontend(rt)
     await rt.core.reconcile()
     renderer = build_renderer(rt, frontend.adapter)
@@ -203,6 +244,38 @@ async def serve_bot(
                     await render_task
     finally:
         await frontend.stop()
+
+
+async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
+    """Run the Discord client (all shards, one process) and the renderer, which edits through the
+    client's HTTP client, until ``stop`` is set. Commands are not synced here: ``genbot discord
+    sync`` does that, once per change."""
+    await rt.core.reconcile()
+    async with discord_session(rt) as client:
+        renderer = build_renderer(rt, client.chat)
+        await renderer.feed.ensure_group()
+        gateway = asyncio.create_task(client.connect(reconnect=True), name="genbot-discord-gateway")
+        render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
+        stopper = asyncio.create_task(stop.wait())
+        tasks = {gateway, render_task, stopper}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopper}:
+                task.result()  # a dead gateway or renderer ends the process (a supervisor restarts it)
+        finally:
+            stop.set()
+            for task in tasks:
+                if not task.done() and task is not render_task:
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(render_task, 10)
+
+
+async def sync_discord_commands(rt: Runtime, guild: int | None = None) -> int:
+    """Register the slash commands with Discord: globally, or in one guild (instant, for testing).
+    Returns how many were registered. Explicit, not on every start: creates are rate limited."""
+    async with discord_session(rt) as client:
+        return await client.sync_commands(guild)
 
 
 async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:

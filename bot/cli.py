@@ -4,6 +4,7 @@
 - ``genbot bot``: the chat adapter and the renderer, against the configured Redis and database.
 - ``genbot worker``: an arq worker running generation jobs.
 - ``genbot migrate``: apply database migrations.
+- ``genbot discord sync [--guild ID]``: register the slash commands with Discord.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     bot.add_argument("--platform", choices=[p.value for p in Platform])
     sub.add_parser("worker", help="run a generation worker")
     sub.add_parser("migrate", help="apply database migrations")
+    discord = sub.add_parser("discord", help="Discord application chores")
+    chores = discord.add_subparsers(dest="chore", required=True)
+    sync = chores.add_parser("sync", help="register the slash commands (globally, or in one guild)")
+    sync.add_argument("--guild", type=int, help="a guild id: register there only, effective at once")
     return parser
 
 
@@ -94,6 +99,15 @@ async def _migrate(settings: Settings) -> None:
     print("migrations applied", flush=True)
 
 
+async def _discord_sync(settings: Settings, guild: int | None) -> None:
+    from bot.app import runtime, sync_discord_commands
+
+    async with runtime(settings) as rt:
+        count = await sync_discord_commands(rt, guild)
+    where = f"in guild {guild}" if guild is not None else "globally (may take up to an hour to show)"
+    print(f"registered {count} commands {where}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -117,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "bot": _bot,
         "worker": _worker,
         "migrate": _migrate,
+        "discord": lambda s: _discord_sync(s, args.guild),
     }
     try:
         asyncio.run(commands[args.command](settings))

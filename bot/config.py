@@ -125,6 +125,29 @@ class SlackSettings(BaseModel):
         return bool(self.app_token.get_secret_value())
 
 
+DISCORD_API = "https://discord.com/api/v10"
+
+
+class DiscordSettings(BaseModel):
+    """The Discord adapter. ``api_base_url`` moves REST (and, through its ``/gateway/bot``, the
+    gateway) elsewhere: a rate-limit proxy such as nirn-proxy in production, a local fake in tests."""
+
+    token: SecretStr = Field(SecretStr(""), description="the bot token (Bot tab of the application)")
+    application_id: int | None = Field(None, description="the application id (General Information tab)")
+    api_base_url: str = Field(DISCORD_API, description="REST base URL, API version included")
+    shard_count: Annotated[int, Field(ge=1)] | None = Field(None, description="None: as Discord advises")
+    admin_role_ids: list[int] = Field(
+        default_factory=list, description="members with one of these roles are genbot admins"
+    )
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+
 class BlobSettings(BaseModel):
     dir: Path = Path("data/blobs")
 
@@ -137,6 +160,8 @@ class Settings(BaseSettings):
         env_nested_delimiter=ENV_NESTED,
         env_file=".env",
         extra="ignore",
+        # `GENBOT_DISCORD__TOKEN=` (as in .env.example) means "not set", not an empty value to parse.
+        env_ignore_empty=True,
     )
 
     platform: Platform = Platform.LOCAL
@@ -149,6 +174,7 @@ class Settings(BaseSettings):
     renderer: RendererSettings = Field(default_factory=RendererSettings)
     local: LocalChatSettings = Field(default_factory=LocalChatSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
 
 

@@ -1,0 +1,108 @@
+"""The genbot Discord client: an :class:`discord.AutoShardedClient` (all shards in one process)
+with the slash commands, the persistent buttons and the :class:`DiscordChat` the renderer edits
+through. It needs no privileged intent, only ``guilds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+import discord
+import discord.gateway
+import yarl
+from discord import app_commands
+
+from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder
+from adapters.discord.buttons import CancelButton
+from adapters.discord.commands import PUBLIC, actor_of, make_command, request_of
+from bot.commands import CommandSpec
+from bot.ports import CommandHandler
+
+log = logging.getLogger(__name__)
+
+
+def set_api_base(url: str) -> str:
+    """Point discord.py's REST (bot and webhook routes alike) at ``url``; returns the old base.
+
+    ``discord.http.Route.BASE`` is process-wide, which is why only the composition root (and tests,
+    which restore it) call this."""
+    old = discord.http.Route.BASE
+    discord.http.Route.BASE = url.rstrip("/")
+    return old
+
+
+class GenbotClient(discord.AutoShardedClient):
+    """Commands and buttons hand off to ``handler`` (the core) after deferring; status messages go
+    through :attr:`chat`.
+
+    Every command is deferred before anything but parsing: visibly for ``/imagine`` and
+    ``/status`` (their answer is the public status message), to the member alone otherwise.
+    """
+
+    def __init__(
+        self,
+        *,
+        handler: CommandHandler,
+        specs: tuple[CommandSpec, ...],
+        blobs: BlobReader,
+        admin_role_ids: Collection[int] = (),
+        application_id: int | None = None,
+        shard_count: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        options: dict[str, Any] = {"application_id": application_id} if application_id else {}
+        super().__init__(
+            intents=intents,
+            shard_count=shard_count,
+            allowed_mentions=discord.AllowedMentions.none(),
+            **options,
+        )
+        self.handler = handler
+        self.admin_role_ids = frozenset(admin_role_ids)
+        self.chat = DiscordChat(self, blobs=blobs, clock=clock)
+        self.tree: app_commands.CommandTree[GenbotClient] = app_commands.CommandTree(self)
+        for spec in specs:
+            self.tree.add_command(make_command(spec, self.run_command))
+
+    async def use_announced_gateway(self) -> None:
+        """Dial the gateway that ``GET /gateway/bot`` of the current REST base announces.
+
+        discord.py asks REST for the gateway only when it picks the shard count itself; with a
+        fixed count it dials Discord's built-in address, which bypasses a proxy (or a fake)."""
+        _shards, url, _limits = await self.http.get_bot_gateway()
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+
+    async def sync_commands(self, guild: int | None = None) -> int:
+        """Register the commands globally (Discord takes up to an hour to show them everywhere),
+        or in ``guild`` only, where they show at once. Returns the count. Replaces what was
+        registered before at that scope."""
+        if guild is None:
+            return len(await self.tree.sync())
+        target = discord.Object(id=guild)
+        self.tree.copy_global_to(guild=target)  # the same commands, as guild commands
+        return len(await self.tree.sync(guild=target))
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(CancelButton)
+
+    async def run_command(
+        self, interaction: discord.Interaction, spec: CommandSpec, options: dict[str, str]
+    ) -> None:
+        public = spec.name in PUBLIC
+        await interaction.response.defer(ephemeral=not public, thinking=True)
+        request = request_of(interaction, spec.name, options, self.admin_role_ids)
+        await self.handler.handle(request, DiscordResponder(interaction, self.chat, public=public))
+
+    async def on_genbot_button(self, interaction: discord.Interaction, job: int, action: str) -> None:
+        """A click on a status message's button: acknowledged without changing the message (the
+        renderer edits it), answered to the clicker alone."""
+        await interaction.response.defer(ephemeral=True, thinking=False)
+        actor = actor_of(interaction, self.admin_role_ids)
+        await self.handler.handle_action(
+            actor, job, action, DiscordResponder(interaction, self.chat, public=False)
+        )

@@ -1,0 +1,97 @@
+"""A :class:`~bot.models.StatusView` as Discord shows it: one embed and its buttons. Pure.
+
+Member text (prompt, negative prompt, display name) is escaped: markdown is shown as typed and
+``@everyone`` or ``<@id>`` are defused in the text itself, on top of ``AllowedMentions.none()`` on
+every message (embeds never ping, but the text should not even look like a mention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import discord
+
+from bot.models import State, StatusView
+
+#: Embed colours per state (Discord's palette: blurple, green, red, greys).
+COLOURS: dict[State, int] = {
+    State.QUEUED: 0x99AAB5,
+    State.RUNNING: 0x5865F2,
+    State.SUCCEEDED: 0x57F287,
+    State.FAILED: 0xED4245,
+    State.TIMED_OUT: 0xED4245,
+    State.CANCELLED: 0x4F545C,
+}
+DESCRIPTION_MAX = 4096
+FIELD_MAX = 1024
+FOOTER_MAX = 2048
+BUTTON_STYLES = {
+    "danger": discord.ButtonStyle.danger,
+    "primary": discord.ButtonStyle.primary,
+    "success": discord.ButtonStyle.success,
+}
+#: ``genbot:<action>:<job>``; :mod:`adapters.discord.buttons` matches it after a restart too.
+CUSTOM_ID = "genbot:{action}:{job}"
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSpec:
+    action: str
+    label: str
+    style: discord.ButtonStyle
+    custom_id: str
+
+
+def escape(text: str) -> str:
+    """Member text, shown literally: no markdown, no mentions."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def status_embed(
+    view: StatusView, *, image: str | None = None, preview: str | None = None, resized: bool = False
+) -> discord.Embed:
+    """The embed of a status message.
+
+    ``image`` and ``preview`` are the file names of the attachments sent with the message (shown
+    as ``attachment://name``); ``resized`` says the image was re-encoded to fit the upload limit.
+    """
+    embed = discord.Embed(
+        title=_cut(view.headline, 256),
+        description=_cut(escape(view.prompt), DESCRIPTION_MAX),
+        colour=COLOURS[view.state],
+    )
+    embed.add_field(name="Requested by", value=_cut(escape(view.requested_by), FIELD_MAX), inline=True)
+    if view.error is not None:
+        embed.add_field(name=view.error.title, value=f"{view.error.what} {view.error.todo}", inline=False)
+    if view.note:
+        embed.add_field(name="Note", value=view.note, inline=False)
+    if resized:
+        embed.add_field(
+            name="Note",
+            value="The image was too large to upload, so it is shown as a smaller JPEG.",
+            inline=False,
+        )
+    # The footer is plain text on Discord: no escaping needed (or rendered) there.
+    embed.set_footer(text=_cut(view.details, FOOTER_MAX))
+    if image:
+        embed.set_image(url=f"attachment://{image}")
+    elif preview:
+        embed.set_thumbnail(url=f"attachment://{preview}")
+    return embed
+
+
+def status_buttons(view: StatusView) -> list[ButtonSpec]:
+    """The buttons of a status message; their custom ids carry the job."""
+    return [
+        ButtonSpec(
+            action=b.action,
+            label=b.label,
+            style=BUTTON_STYLES.get(b.style, discord.ButtonStyle.secondary),
+            custom_id=CUSTOM_ID.format(action=b.action, job=view.job),
+        )
+        for b in view.buttons
+    ]

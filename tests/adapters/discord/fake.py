@@ -1,0 +1,369 @@
+"""A local fake of Discord's REST API on loopback, speaking the real wire format.
+
+discord.py is pointed at it through ``Route.BASE`` (the ``api_base_url`` setting). It records every
+request (JSON bodies and multipart ``payload_json`` + ``files[n]``), keeps the messages it created,
+and can be told to fail: 429 with ``retry_after`` (and the headers discord.py needs to treat it as
+Discord's, not a Cloudflare ban), 401/50027 for an expired interaction token, 404/10008 for a deleted
+message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+API = "/api/v10"
+BOT_ID = "900000000000000001"
+APP_ID = "900000000000000002"
+BOT_USER = {
+    "id": BOT_ID,
+    "username": "genbot",
+    "discriminator": "0",
+    "avatar": None,
+    "bot": True,
+    "global_name": None,
+}
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    json: Any = None
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # form name -> (filename, bytes)
+    status: int = 0
+
+    @property
+    def route(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class Failure:
+    match: Callable[[Recorded], bool]
+    status: int
+    body: dict[str, Any]
+    times: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeDiscord:
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.originals: dict[str, str] = {}  # interaction token -> message id of @original
+        self.deleted: set[str] = set()
+        self.expired_tokens: set[str] = set()
+        self.failures: list[Failure] = []
+        self._ids = itertools.count(1_100_000_000_000_000_000)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.changed = asyncio.Event()
+        self.token_channels: dict[str, str] = {}  # interaction token -> its channel
+
+    # -- control ------------------------------------------------------------------------------
+
+    def fail(self, match: Callable[[Recorded], bool], status: int, code: int, times: int = 1) -> None:
+        self.failures.append(Failure(match, status, {"message": "fake failure", "code": code}, times))
+
+    def rate_limit(self, match: Callable[[Recorded], bool], times: int, retry_after: float = 0.05) -> None:
+        headers = {
+            "Via": "1.1 google",
+            "X-RateLimit-Limit": "5",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset-After": str(retry_after),
+            "X-RateLimit-Bucket": "fakebucket",
+            "X-RateLimit-Scope": "user",
+        }
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": retry_after,
+            "global": False,
+            "code": 0,
+        }
+        self.failures.append(Failure(match, 429, body, times, headers))
+
+    def of(self, method: str, pattern: str) -> list[Recorded]:
+        rx = re.compile(pattern)
+        return [r for r in self.requests if r.method == method and rx.search(r.path) and r.status < 300]
+
+    def new_id(self) -> str:
+        return str(next(self._ids))
+
+    # -- server -------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}{API}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _parse(self, request: web.Request) -> Recorded:
+        path = request.path.removeprefix(API)
+        rec = Recorded(request.method, path, dict(request.query), dict(request.headers))
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.startswith("multipart/"):
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                data = await part.read()  # type: ignore[union-attr]
+                if part.name == "payload_json":  # type: ignore[union-attr]
+                    rec.json = json.loads(data)
+                else:
+                    rec.files[part.name or ""] = (part.filename or "", bytes(data))  # type: ignore[union-attr]
+        elif request.can_read_body:
+            raw = await request.read()
+            rec.json = json.loads(raw) if raw else None
+        return rec
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._parse(request)
+        self.requests.append(rec)
+        response = self._respond(rec)
+        rec.status = response.status
+        self.changed.set()
+        return response
+
+    def _respond(self, rec: Recorded) -> web.Response:
+        for failure in self.failures:
+            if failure.times > 0 and failure.match(rec):
+                failure.times -= 1
+                return reply(failure.body, status=failure.status, headers=failure.headers)
+        p, m = rec.path, rec.method
+        if m == "GET" and p == "/users/@me":
+            return reply(BOT_USER)
+        if m == "GET" and p == "/oauth2/applications/@me":
+            return reply(
+                {
+                    "id": APP_ID,
+                    "name": "genbot",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": BOT_USER,
+                    "verify_key": "00",
+                    "flags": 0,
+                }
+            )
+        if m == "GET" and p == "/gateway/bot":
+            return reply(
+                {
+                    "url": "ws://127.0.0.1:1",
+                    "shards": 1,
+                    "session_start_limit": {
+                        "total": 1000,
+                        "remaining": 1000,
+                        "reset_after": 0,
+                        "max_concurrency": 1,
+                    },
+                }
+            )
+        if m == "PUT" and (hit := re.fullmatch(r"/applications/(\d+)(?:/guilds/(\d+))?/commands", p)):
+            out = []
+            for cmd in rec.json:
+                out.append(
+                    {
+                        **cmd,
+                        "id": self.new_id(),
+                        "application_id": hit[1],
+                        "version": "1",
+                        "default_member_permissions": None,
+                        "type": cmd.get("type", 1),
+                    }
+                )
+            return reply(out)
+        if m == "POST" and (hit := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p)):
+            if rec.json.get("type") == 5:  # deferred: Discord shows a "thinking" placeholder message
+                flags = (rec.json.get("data") or {}).get("flags", 0)
+                placeholder = Recorded(m, p, {}, {}, json={"flags": flags | 128})
+                created = self._create(placeholder, channel=self.token_channels.get(hit[2], "0"))
+                self.originals[hit[2]] = json.loads(created.text or "{}")["id"]
+            return reply(
+                {
+                    "interaction": {
+                        "id": hit[1],
+                        "type": 2,
+                        "response_message_loading": rec.json.get("type") == 5,
+                    }
+                }
+            )
+        if hit := re.fullmatch(r"/webhooks/(\d+)/([^/]+)(?:/messages/([^/]+))?", p):
+            token, mid = hit[2], hit[3]
+            if token in self.expired_tokens:
+                return reply({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+            if m == "POST" and mid is None:
+                return self._create(rec, channel="0", token=token)
+            if mid == "@original":
+                mid = self.originals.get(token)
+                if mid is None and m == "PATCH":  # the deferred placeholder becomes the message
+                    created = self._create(rec, channel="0", token=token)
+                    self.originals[token] = json.loads(created.text or "{}")["id"]
+                    return created
+            return self._edit_or_delete(rec, mid)
+        if hit := re.fullmatch(r"/channels/(\d+)/messages(?:/(\d+))?", p):
+            if m == "POST" and hit[2] is None:
+                return self._create(rec, channel=hit[1])
+            return self._edit_or_delete(rec, hit[2])
+        return reply({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _message(self, mid: str, channel: str, payload: dict[str, Any], rec: Recorded) -> dict[str, Any]:
+        attachments = [
+            {
+                "id": self.new_id(),
+                "filename": name,
+                "size": len(data),
+                "url": f"https://cdn.fake/{name}",
+                "proxy_url": f"https://media.fake/{name}",
+            }
+            for name, data in rec.files.values()
+        ]
+        return {
+            "id": mid,
+            "channel_id": channel,
+            "author": BOT_USER,
+            "content": payload.get("content") or "",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": payload.get("embeds") or [],
+            "pinned": False,
+            "type": 0,
+            "flags": payload.get("flags") or 0,
+            "components": payload.get("components") or [],
+        }
+
+    def _create(self, rec: Recorded, *, channel: str, token: str | None = None) -> web.Response:
+        mid = self.new_id()
+        if token is not None and channel == "0":
+            channel = self.token_channels.get(token, "0")
+        message = self._message(mid, channel, rec.json or {}, rec)
+        self.messages[mid] = message
+        return reply(message)
+
+    def _edit_or_delete(self, rec: Recorded, mid: str | None) -> web.Response:
+        if mid is None or mid in self.deleted or mid not in self.messages:
+            return reply({"message": "Unknown Message", "code": 10008}, status=404)
+        if rec.method == "DELETE":
+            self.deleted.add(mid)
+            return web.Response(status=204)
+        old = self.messages[mid]
+        message = self._message(mid, old["channel_id"], {**old, **(rec.json or {})}, rec)
+        if not rec.files and "attachments" in (rec.json or {}):
+            keep = {a.get("id") for a in rec.json["attachments"]}
+            message["attachments"] = [a for a in old["attachments"] if a["id"] in keep]
+        self.messages[mid] = message
+        return reply(message)
+
+
+def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON as Discord sends it: discord.py parses a body only when the content type is exactly
+    ``application/json`` (aiohttp's ``json_response`` adds a charset)."""
+    return web.Response(
+        body=json.dumps(body).encode(),
+        status=status,
+        headers={**(headers or {}), "Content-Type": "application/json"},
+    )
+
+
+def snowflake_now() -> str:
+    ms = int(datetime.now(UTC).timestamp() * 1000) - 1420070400000
+    return str((ms << 22) + next(_seq))
+
+
+_seq = itertools.count(1)
+
+
+def interaction_payload(
+    *,
+    name: str,
+    options: dict[str, Any],
+    user_id: str = "300000000000000001",
+    username: str = "alice",
+    guild_id: str = "400000000000000001",
+    channel_id: str = "500000000000000001",
+    permissions: str = "2048",  # Send Messages only
+    token: str | None = None,
+) -> dict[str, Any]:
+    """A real-shaped INTERACTION_CREATE for a slash command (type 2)."""
+    types = {str: 3, int: 4}
+    iid = snowflake_now()
+    return {
+        "id": iid,
+        "application_id": APP_ID,
+        "type": 2,
+        "token": token or f"tok-{iid}",
+        "version": 1,
+        "guild_id": guild_id,
+        "channel_id": channel_id,
+        "channel": {
+            "id": channel_id,
+            "type": 0,
+            "guild_id": guild_id,
+            "name": "gen",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+        },
+        "member": {
+            "user": {
+                "id": user_id,
+                "username": username,
+                "discriminator": "0",
+                "avatar": None,
+                "global_name": username.capitalize(),
+            },
+            "roles": [],
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": permissions,
+            "nick": None,
+        },
+        "data": {
+            "id": "600000000000000001",
+            "name": name,
+            "type": 1,
+            "options": [{"name": k, "type": types[type(v)], "value": v} for k, v in options.items()],
+        },
+        "app_permissions": "442368",
+        "locale": "en-US",
+        "guild_locale": "en-US",
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": guild_id},
+        "context": 0,
+        "attachment_size_limit": 10485760,
+    }
+
+
+def button_payload(custom_id: str, message: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """A real-shaped INTERACTION_CREATE for a button click (type 3) on ``message``."""
+    payload = interaction_payload(name="x", options={}, **kw)
+    payload["type"] = 3
+    payload["message"] = message
+    payload["data"] = {"custom_id": custom_id, "component_type": 2}
+    return payload
