@@ -8,16 +8,25 @@ responder; failures become catalogue words, never exception text.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from bot.commands import CommandSpec, check_known, command_specs, parse_int, validate_imagine
+from bot.commands import (
+    SEED_MAX,
+    CommandSpec,
+    check_known,
+    command_specs,
+    parse_int,
+    validate_imagine,
+)
 from bot.config import Settings
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.models import (
     Actor,
     CommandRequest,
     Generation,
+    ImagineOptions,
     MessageRef,
     NewGeneration,
     State,
@@ -69,12 +78,17 @@ class Genbot:
     async def handle_action(
         self, actor: Actor, generation_id: int, action: str, responder: Responder
     ) -> None:
-        """A button on a status message (``cancel``)."""
+        """A button on a status message: ``cancel`` the job, or ``reroll`` it (the same prompt and
+        options with a new seed, as a new job of the member who pressed it). Both are for the
+        job's author or an admin."""
         try:
-            if action != "cancel":
+            if action == "cancel":
+                gen = await self.cancel(actor, generation_id)
+                await responder.reply(f"Cancelled job {gen.id}.")
+            elif action == "reroll":
+                await self.reroll(actor, generation_id, responder)
+            else:
                 raise GenbotError(ErrorCode.INVALID_OPTION, "That button does nothing any more.")
-            gen = await self.cancel(actor, generation_id)
-            await responder.reply(f"Cancelled job {gen.id}.")
         except GenbotError as exc:
             await responder.reply_error(exc.text)
         except Exception:
@@ -85,12 +99,27 @@ class Genbot:
 
     async def imagine(self, spec: CommandSpec, request: CommandRequest, responder: Responder) -> None:
         options = validate_imagine(spec, request.options, self.settings.limits)
-        new = NewGeneration(
-            actor=request.actor,
-            channel=request.channel,
-            options=options,
-            backend=self.settings.backend.name,
+        await self._start(request.actor, request.channel, options, responder)
+
+    async def reroll(self, actor: Actor, generation_id: int, responder: Responder) -> None:
+        """A new job with the prompt and options of ``generation_id`` and a new seed."""
+        gen = await self._visible(actor, generation_id)
+        if gen.user_id != actor.user_id and not actor.is_admin:
+            raise GenbotError(ErrorCode.NOT_ALLOWED)
+        opts = gen.options
+        options = ImagineOptions(
+            prompt=gen.prompt,
+            negative=gen.negative,
+            width=int(opts["width"]),
+            height=int(opts["height"]),
+            steps=int(opts["steps"]),
+            seed=secrets.randbelow(SEED_MAX + 1),
         )
+        await self._start(actor, gen.channel, options, responder)
+
+    async def _start(self, actor: Actor, channel: str, options: ImagineOptions, responder: Responder) -> None:
+        """Submit a new job and post its status message."""
+        new = NewGeneration(actor=actor, channel=channel, options=options, backend=self.settings.backend.name)
         gen, position = await self.submit(new)
         view = await self.view(gen, position)
         try:

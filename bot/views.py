@@ -11,6 +11,7 @@ from bot.errors import ErrorCode, describe
 from bot.models import Button, ErrorView, Generation, State, StatusView
 
 CANCEL = Button("cancel", "Cancel", "danger")
+REROLL = Button("reroll", "Reroll", "secondary")
 
 
 def format_duration(seconds: float) -> str:
@@ -93,7 +94,7 @@ def build_view(gen: Generation, position: int | None, eta: float | None) -> Stat
         image_key=gen.result_key if gen.state is State.SUCCEEDED else None,
         note=note,
         error=error,
-        buttons=(CANCEL,) if not gen.state.terminal else (),
+        buttons=(REROLL,) if gen.state.terminal else (CANCEL,),
     )
 
 

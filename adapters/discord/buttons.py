@@ -1,9 +1,9 @@
-"""The persistent Cancel button.
+"""The persistent buttons of a status message (Cancel while the job runs, Reroll once it ended).
 
 A :class:`discord.ui.DynamicItem`: discord.py matches the ``custom_id`` of any clicked button
 against the template, so a button posted before a restart still works after it; nothing is kept
 in memory per message. The click goes to whatever client received it, if it is a
-:class:`ButtonHost` (the genbot client).
+:class:`ButtonHost` (the genbot client); the core decides who may press it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import discord
 
 from adapters.discord.embeds import CUSTOM_ID, ButtonSpec
 
-CANCEL_TEMPLATE = r"genbot:cancel:(?P<job>[0-9]+)"
+#: The core's button actions (bot.views); anything else is not a genbot button.
+ACTIONS = ("cancel", "reroll")
+BUTTON_TEMPLATE = rf"genbot:(?P<action>{'|'.join(ACTIONS)}):(?P<job>[0-9]+)"
 
 
 @runtime_checkable
@@ -23,36 +25,45 @@ class ButtonHost(Protocol):
     async def on_genbot_button(self, interaction: discord.Interaction, job: int, action: str) -> None: ...
 
 
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CANCEL_TEMPLATE):
-    """Cancel the job named in the ``custom_id``; the core decides who may."""
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=BUTTON_TEMPLATE):
+    """One of the core's actions (``cancel``, ``reroll``) on the job named in the ``custom_id``."""
 
     def __init__(
-        self, job: int, label: str = "Cancel", style: discord.ButtonStyle = discord.ButtonStyle.danger
+        self,
+        action: str,
+        job: int,
+        label: str = "",
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
     ):
         super().__init__(
-            discord.ui.Button(label=label, style=style, custom_id=CUSTOM_ID.format(action="cancel", job=job))
+            discord.ui.Button(
+                label=label or action.capitalize(),
+                style=style,
+                custom_id=CUSTOM_ID.format(action=action, job=job),
+            )
         )
+        self.action = action
         self.job = job
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> CancelButton:
-        return cls(int(match["job"]))
+    ) -> JobButton:
+        return cls(match["action"], int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         host = interaction.client
         if isinstance(host, ButtonHost):
-            await host.on_genbot_button(interaction, self.job, "cancel")
+            await host.on_genbot_button(interaction, self.job, self.action)
 
 
 def button_view(specs: list[ButtonSpec]) -> discord.ui.View | None:
     """A view (no timeout) holding the buttons genbot knows, or None when there are none: an edit
-    with ``view=None`` removes the buttons of a finished job."""
+    with ``view=None`` removes the buttons."""
     items = [
-        CancelButton(int(s.custom_id.rsplit(":", 1)[1]), s.label, s.style)
+        JobButton(s.action, int(s.custom_id.rsplit(":", 1)[1]), s.label, s.style)
         for s in specs
-        if s.action == "cancel"
+        if s.action in ACTIONS
     ]
     if not items:
         return None

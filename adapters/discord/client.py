@@ -16,7 +16,7 @@ import yarl
 from discord import app_commands
 
 from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder
-from adapters.discord.buttons import CancelButton
+from adapters.discord.buttons import JobButton
 from adapters.discord.commands import PUBLIC, actor_of, make_command, request_of
 from bot.commands import CommandSpec
 from bot.ports import CommandHandler
@@ -88,7 +88,7 @@ class GenbotClient(discord.AutoShardedClient):
         return len(await self.tree.sync(guild=target))
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(CancelButton)
+        self.add_dynamic_items(JobButton)
 
     async def run_command(
         self, interaction: discord.Interaction, spec: CommandSpec, options: dict[str, str]

@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.adapter import SlackChat, slack_error
-from adapters.slack.blocks import CANCEL_ACTION, error_text, reply_text
+from adapters.slack.blocks import ACTION_IDS, error_text, reply_text
 from adapters.slack.payloads import GENBOT, IMAGINE, action_target, command_request, help_text, wants_help
 from bot.commands import CommandSpec
 from bot.config import ConfigError
@@ -105,7 +105,8 @@ class SlackBot:
         )
         self.app.command(IMAGINE)(self._listener(self._on_command))
         self.app.command(GENBOT)(self._listener(self._on_command))
-        self.app.action(CANCEL_ACTION)(self._listener(self._on_cancel))
+        for action, action_id in ACTION_IDS.items():
+            self.app.action(action_id)(self._listener(self._button(action)))
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self.port: int | None = None
@@ -134,14 +135,20 @@ class SlackBot:
         await ack()
         await self.handler.handle(request, SlackResponder(respond, self.chat, request.channel))
 
-    async def _on_cancel(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        actor, job, channel = action_target(body, self.admins)
-        responder = SlackResponder(respond, self.chat, channel)
-        if job is None:
-            await responder.reply_error(describe(ErrorCode.NOT_FOUND))
-            return
-        await self.handler.handle_action(actor, job, "cancel", responder)
+    def _button(self, action: str) -> Callable[[AsyncAck, dict[str, Any], AsyncRespond], Awaitable[None]]:
+        """The listener of one button (``cancel``, ``reroll``): ack, then the core, which checks
+        that the member may (the job's author or an admin)."""
+
+        async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+            await ack()
+            actor, job, channel = action_target(body, self.admins)
+            responder = SlackResponder(respond, self.chat, channel)
+            if job is None:
+                await responder.reply_error(describe(ErrorCode.NOT_FOUND))
+                return
+            await self.handler.handle_action(actor, job, action, responder)
+
+        return on_button
 
     # -- serving ------------------------------------------------------------------------------
 

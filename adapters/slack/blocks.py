@@ -14,6 +14,9 @@ from bot.errors import ErrorText
 from bot.models import StatusView
 
 CANCEL_ACTION = "genbot_cancel"
+REROLL_ACTION = "genbot_reroll"
+#: The core's button actions and their Slack ``action_id``.
+ACTION_IDS = {"cancel": CANCEL_ACTION, "reroll": REROLL_ACTION}
 BAR_CELLS = 10
 SECTION_MAX = 3000  # Slack's limit for a section's text
 ALT_MAX = 2000  # Slack's limit for an image's alt text
@@ -104,13 +107,13 @@ def status_blocks(
     buttons = [
         {
             "type": "button",
-            "action_id": CANCEL_ACTION,
+            "action_id": ACTION_IDS[button.action],
             "text": {"type": "plain_text", "text": button.label},
             "value": str(view.job),
             **({"style": "danger"} if button.style == "danger" else {}),
         }
         for button in view.buttons
-        if button.action == "cancel"
+        if button.action in ACTION_IDS
     ]
     if buttons:
         blocks.append({"type": "actions", "block_id": f"genbot-actions-{view.job}", "elements": buttons})

@@ -261,3 +261,28 @@ async def test_a_worker_shutting_down_puts_its_job_back_at_the_front(
             )
         assert done["status"]["image_url"]
         await alice.close()
+
+
+async def test_the_reroll_button_on_a_finished_job_queues_the_same_prompt_again(
+    rt: Runtime, http: aiohttp.ClientSession
+) -> None:
+    async with stack_running(rt) as base:
+        alice, bob = ChatClient(http, base, "alice"), ChatClient(http, base, "bob")
+        await alice.connect()
+        await bob.connect()
+        await alice.command("/imagine a lighthouse steps: 2")
+        done = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["state"] == "succeeded")
+        assert [b["action"] for b in done["status"]["buttons"]] == ["reroll"]
+
+        await bob.action(done["id"], "reroll")
+        refusal = await bob.wait_for(lambda m: m.get("ephemeral_to") == "bob")
+        assert refusal["text"].startswith("Not allowed")
+
+        await alice.action(done["id"], "reroll")
+        again = await alice.wait_for(
+            lambda m: bool(m.get("status")) and m["id"] != done["id"] and m["status"]["state"] == "succeeded"
+        )
+        assert again["status"]["prompt"] == "a lighthouse"
+        assert again["status"]["job"] != done["status"]["job"]
+        await alice.close()
+        await bob.close()

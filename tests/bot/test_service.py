@@ -176,3 +176,35 @@ async def test_reconcile_gives_a_waiting_entry_its_lost_arq_job_back(rt: Runtime
     assert await rt.core.reconcile() == 1
     assert await redis.exists(f"arq:job:gen:{job}")
     assert await rt.queue.position(job) == 1
+
+
+async def test_reroll_makes_a_new_job_with_the_same_prompt_and_a_new_seed(rt: Runtime) -> None:
+    first = (await run(rt, ALICE, "imagine", prompt="a red fox", size="768x512", steps="7", seed="5")).posted[
+        0
+    ]
+    refused = Recorder()
+    await rt.core.handle_action(BOB, first.job, "reroll", refused)
+    assert refused.errors[0].code.value == "not_allowed"
+    assert refused.posted == []
+
+    out = Recorder()
+    await rt.core.handle_action(ALICE, first.job, "reroll", out)
+    [view] = out.posted
+    assert view.job != first.job
+    old, new = await rt.store.get(first.job), await rt.store.get(view.job)
+    assert old is not None and new is not None
+    assert (new.prompt, new.options["width"], new.options["height"], new.options["steps"]) == (
+        "a red fox",
+        768,
+        512,
+        7,
+    )
+    assert old.options["seed"] == 5
+    assert new.user_id == "alice" and new.state is State.QUEUED
+    assert await rt.queue.position(view.job) == 2
+
+    by_admin = Recorder()
+    await rt.core.handle_action(ADMIN, first.job, "reroll", by_admin)
+    [admin_view] = by_admin.posted
+    admin_job = await rt.store.get(admin_view.job)
+    assert admin_job is not None and admin_job.user_id == "admin"

@@ -76,7 +76,7 @@ def test_running_shows_percent_and_preview() -> None:
     assert view.preview_key == "previews/7.jpg"
 
 
-def test_succeeded_shows_the_image_and_no_buttons() -> None:
+def test_succeeded_shows_the_image_and_offers_a_reroll() -> None:
     view = build_view(
         gen(
             state=State.SUCCEEDED,
@@ -89,7 +89,7 @@ def test_succeeded_shows_the_image_and_no_buttons() -> None:
     )
     assert view.headline == "Done · took 12 s"
     assert view.image_key == "results/7.png"
-    assert view.buttons == ()
+    assert [b.action for b in view.buttons] == ["reroll"]
 
 
 def test_failures_read_from_the_catalogue() -> None:

@@ -43,11 +43,27 @@ async def test_cancel_button_after_a_restart_author_yes_other_member_no(stack: D
         assert done[0].json["flags"] & 64
     gen = await stack.rt.store.get(job)
     assert gen is not None and gen.state is State.CANCELLED
-    # The renderer shows it: the message loses its button.
+    # The renderer shows it: the Cancel button gives way to Reroll.
     mid = fake.originals[token]
-    await stack.until(
-        lambda: [r for r in fake.of("PATCH", rf"/messages/{mid}$") if r.json.get("components") == []]
+    edits = await stack.until(
+        lambda: [
+            r
+            for r in fake.of("PATCH", rf"/messages/{mid}$")
+            if [c["custom_id"] for row in r.json.get("components", []) for c in row["components"]]
+            == [f"genbot:reroll:{job}"]
+        ]
     )
+
+    # Reroll, pressed by its author on a client that never saw the message: a new public job.
+    async with discord_session(stack.rt) as restarted:
+        rerolled = edits[-1].json
+        alice = button_payload(f"genbot:reroll:{job}", {**message, **rerolled})
+        fake.token_channels[alice["token"]] = alice["channel_id"]
+        restarted._connection.parse_interaction_create(alice)  # type: ignore[arg-type]
+        posted = await stack.until(lambda: fake.of("POST", rf"/webhooks/{APP_ID}/{alice['token']}$"))
+        assert not posted[0].json.get("flags", 0) & 64, "the new status message is public"
+    jobs = [g for g in await stack.rt.store.list_active("discord") if g.prompt == "to be cancelled"]
+    assert len(jobs) == 1 and jobs[0].id != job
 
 
 async def test_bad_input_is_answered_to_the_member_alone(stack: DiscordStack) -> None:

@@ -43,7 +43,8 @@ async def test_imagine_defers_then_posts_and_edits_the_status_message(stack: Dis
     name, data = next(iter(last.files.values()))
     assert last.json["embeds"][0]["image"]["url"] == f"attachment://{name}"
     assert Image.open(io.BytesIO(data)).size == (512, 512)
-    assert last.json["components"] == [], "a finished job has no Cancel button"
+    buttons = [c["custom_id"] for row in last.json["components"] for c in row["components"]]
+    assert [b.split(":")[1] for b in buttons] == ["reroll"], "no Cancel on a finished job, a Reroll"
     assert not fake.of("PATCH", r"^/channels/"), "no bot-token edits while the token is fresh"
 
     gen = await stack.rt.store.list_active("discord")

@@ -115,6 +115,12 @@ class SlackClient:
     async def press_cancel(
         self, job: int, message_ts: str, *, user: str, name: str, channel: str = CHANNEL
     ) -> tuple[int, str, float]:
+        return await self.press("genbot_cancel", job, message_ts, user=user, name=name, channel=channel)
+
+    async def press(
+        self, action_id: str, job: int, message_ts: str, *, user: str, name: str, channel: str = CHANNEL
+    ) -> tuple[int, str, float]:
+        """A signed block_actions payload: ``user`` pressed ``action_id`` on job ``job``'s message."""
         self.sent += 1
         payload = {
             "type": "block_actions",
@@ -130,7 +136,7 @@ class SlackClient:
             "actions": [
                 {
                     "type": "button",
-                    "action_id": "genbot_cancel",
+                    "action_id": action_id,
                     "block_id": f"genbot-actions-{job}",
                     "value": str(job),
                     "action_ts": str(time.time()),

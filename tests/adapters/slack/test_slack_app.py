@@ -164,7 +164,7 @@ async def test_a_429_storm_still_ends_with_the_image(
     assert row.state == State.SUCCEEDED.value
 
 
-async def test_the_cancel_button_obeys_its_author_and_admins_only(
+async def test_the_cancel_and_reroll_buttons_obey_their_author_and_admins_only(
     slack_rt: Runtime, fake: FakeSlack, http: aiohttp.ClientSession
 ) -> None:
     async with bot_running(slack_rt) as (base, _stop):  # no worker: the jobs stay queued
@@ -196,6 +196,21 @@ async def test_the_cancel_button_obeys_its_author_and_admins_only(
         await fake.wait_until(lambda: len(fake.responses) == 3)
         owl_row = await GenerationRow.get(id=owl.id)
         assert owl_row.state == State.CANCELLED.value and owl_row.error_code == "cancelled_by_admin"
+
+        # The finished message offers a Reroll: its author's press queues the same prompt again.
+        assert any(
+            e.get("action_id") == "genbot_reroll"
+            for b in fox_message.blocks
+            if b["type"] == "actions"
+            for e in b["elements"]
+        )
+        await client.press("genbot_reroll", fox.id, fox.message["message_id"], user="UBOB", name="bob")
+        await fake.wait_until(lambda: len(fake.responses) == 4)
+        assert fake.responses[3]["text"].startswith("*Not allowed*")
+        await client.press("genbot_reroll", fox.id, fox.message["message_id"], user="UALICE", name="alice")
+        await fake.wait_until(lambda: len(fake.called("chat.postMessage")) == 3)
+        rerolled = await GenerationRow.filter(prompt="alice's fox").order_by("-id").first()
+        assert rerolled is not None and rerolled.id != fox.id and rerolled.user_id == "UALICE"
 
 
 async def test_a_channel_without_the_bot_gets_words_not_a_job(
