@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from adapters.discord.client import GenbotClient, set_api_base
+from adapters.discord.client import GenbotClient, set_api_base, set_gateway
 from adapters.local.chat import LocalChat
 from adapters.slack.adapter import SlackChat, make_client
 from adapters.slack.app import SlackBot
@@ -179,17 +179,21 @@ async def discord_session(
     if not token:
         raise ConfigError("GENBOT_DISCORD__TOKEN: set the bot token to run on Discord")
     old_base = set_api_base(d.api_base_url)
+    old_gateway = None
     client = build_discord_client(rt, clock=clock)
     try:
         await client.login(token)
-        if d.shard_count is not None and d.api_base_url != DISCORD_API:
-            # With a fixed shard count discord.py dials its built-in gateway; take the one that
-            # the configured REST base announces instead (a proxy's, or a test fake's).
-            await client.use_announced_gateway()
+        if d.api_base_url != DISCORD_API:
+            # With a fixed shard count, and on any fresh reconnect whatever the count, discord.py
+            # dials its built-in gateway; take the one that the configured REST base announces
+            # instead (a proxy's, or a test fake's).
+            old_gateway = await client.use_announced_gateway()
         yield client
     finally:
         await client.close()
         set_api_base(old_base)
+        if old_gateway is not None:
+            set_gateway(old_gateway)
 
 
 def build_renderer(rt: Runtime, adapter: ChatAdapter) -> Renderer:

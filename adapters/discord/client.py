@@ -34,6 +34,14 @@ def set_api_base(url: str) -> str:
     return old
 
 
+def set_gateway(url: str | yarl.URL) -> yarl.URL:
+    """Point the gateway discord.py dials by default (``DiscordWebSocket.DEFAULT_GATEWAY``, as
+    process-wide as ``Route.BASE``) at ``url``; returns the old address."""
+    old = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+    return old
+
+
 class GenbotClient(discord.AutoShardedClient):
     """Commands and buttons hand off to ``handler`` (the core) after deferring; status messages go
     through :attr:`chat`.
@@ -69,13 +77,16 @@ class GenbotClient(discord.AutoShardedClient):
         for spec in specs:
             self.tree.add_command(make_command(spec, self.run_command))
 
-    async def use_announced_gateway(self) -> None:
-        """Dial the gateway that ``GET /gateway/bot`` of the current REST base announces.
+    async def use_announced_gateway(self) -> yarl.URL:
+        """Dial the gateway that ``GET /gateway/bot`` of the current REST base announces; returns
+        the address dialled before (process-wide, like ``Route.BASE``: restore it when done).
 
-        discord.py asks REST for the gateway only when it picks the shard count itself; with a
-        fixed count it dials Discord's built-in address, which bypasses a proxy (or a fake)."""
+        discord.py asks REST for the gateway only when it picks the shard count itself, and only
+        for the first connection; with a fixed count, and on every fresh (not resumed) reconnect
+        (after INVALID_SESSION, a dropped connection) whatever the count, it dials Discord's
+        built-in address, which bypasses a proxy (or a fake)."""
         _shards, url, _limits = await self.http.get_bot_gateway()
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+        return set_gateway(url)
 
     async def sync_commands(self, guild: int | None = None) -> int:
         """Register the commands globally (Discord takes up to an hour to show them everywhere),
