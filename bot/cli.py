@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # At DEBUG these print interaction tokens (webhook URLs) and raw Slack payloads: never that.
+    for chatty in ("discord.webhook", "discord.http", "slack_sdk", "slack_bolt"):
+        logging.getLogger(chatty).setLevel(max(logging.INFO, logging.getLogger().level))
     commands: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
         "dev": _dev,
         "bot": _bot,

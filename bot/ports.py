@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.errors import ErrorText
+from bot.errors import ErrorCode, ErrorText, GenbotError
 from bot.models import (
     Actor,
     CommandRequest,
@@ -26,6 +26,21 @@ from bot.models import (
 
 class MessageGone(Exception):
     """The status message was deleted or can no longer be edited; the renderer posts a new one."""
+
+
+class MessageUnreachable(GenbotError):
+    """genbot may not post in the channel at all (no access, archived, ...): no retry fixes it.
+
+    From a command's first post the member reads the sentence; the renderer stops updating that
+    message (and logs why) instead of trying again and again."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(ErrorCode.CHAT_UNAVAILABLE, sentence)
+
+
+#: A :class:`~bot.models.MessageRef` whose ``extra`` holds this key was posted without everything
+#: its view shows (for example the image still to upload): the renderer edits it again at once.
+PARTIAL = "partial"
 
 
 class GenerationStore(Protocol):

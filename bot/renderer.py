@@ -25,13 +25,23 @@ from datetime import UTC, datetime, timedelta
 
 from bot.config import RendererSettings
 from bot.models import Generation, MessageRef, State
-from bot.ports import ChatAdapter, Event, EventFeed, GenerationStore, JobQueue, MessageGone
+from bot.ports import (
+    PARTIAL,
+    ChatAdapter,
+    Event,
+    EventFeed,
+    GenerationStore,
+    JobQueue,
+    MessageGone,
+    MessageUnreachable,
+)
 from bot.views import build_view, eta_seconds, view_hash
 
 log = logging.getLogger(__name__)
 
 EDIT_CONCURRENCY = 8
 RETRY_S = 2.0
+MAX_RETRY_S = 300.0
 RECOVER_FINISHED = timedelta(hours=1)
 
 
@@ -53,6 +63,7 @@ class Renderer:
         self._due: dict[int, float] = {}  # generation id -> monotonic time it may be edited
         self._last_edit: dict[int, float] = {}
         self._shown_position: dict[int, int] = {}
+        self._failures: dict[int, int] = {}  # generation id -> failed renders in a row
         self._positions_dirty = True
         self._edits = asyncio.Semaphore(EDIT_CONCURRENCY)
         self.edits = 0  # count of platform edits, for tests and stats
@@ -156,9 +167,13 @@ class Renderer:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The platform or the database failed this once: try this message again shortly.
-            log.exception("rendering generation %s failed; retrying", gen.id)
-            self._due[gen.id] = time.monotonic() + RETRY_S
+            # The platform or the database failed: try this message again, later each time, so
+            # that a request the platform keeps refusing does not become a storm of them.
+            failures = self._failures.get(gen.id, 0) + 1
+            self._failures[gen.id] = failures
+            delay = min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
+            log.exception("rendering %s failed (%d in a row); next try in %.0f s", gen.id, failures, delay)
+            self._due[gen.id] = time.monotonic() + delay
 
     def _schedule_positions(self, order: list[int]) -> list[int]:
         """After the queue moved: the messages to refresh now (near the head); the ones further
@@ -182,12 +197,16 @@ class Renderer:
 
     def _forget(self, gid: int) -> None:
         self._due.pop(gid, None)
+        self._failures.pop(gid, None)
         self._last_edit.pop(gid, None)
         self._shown_position.pop(gid, None)
 
     async def _render(self, gen: Generation, position: int | None, basis: tuple[float, int]) -> None:
         ref = MessageRef.from_json(gen.message)
         if ref is None:  # the status message is not posted yet; attach_message will nudge us
+            return
+        if gen.meta.get("unreachable"):  # the platform does not let genbot post there at all
+            self._forget(gen.id)
             return
         if gen.state is not State.QUEUED:
             position = None
@@ -212,11 +231,25 @@ class Renderer:
                 new_ref = await self.adapter.edit_status(ref, view)
             except MessageGone:
                 log.info("status message of %s is gone; posting a new one", gen.id)
-                new_ref = await self.adapter.post_status(gen.channel, view)
+                try:
+                    new_ref = await self.adapter.post_status(gen.channel, view)
+                except MessageUnreachable as exc:
+                    log.error("giving up on the status message of %s: %s", gen.id, exc.member_detail)
+                    await self.store.update_meta(gen.id, {"unreachable": True})
+                    self._forget(gen.id)
+                    return
             self.edits += 1
         self._last_edit[gen.id] = time.monotonic()
+        self._failures.pop(gen.id, None)
+        partial = bool(new_ref.extra.get(PARTIAL))
+        if partial:
+            extra = {k: v for k, v in new_ref.extra.items() if k != PARTIAL}
+            new_ref = MessageRef(new_ref.platform, new_ref.channel, new_ref.message_id, extra)
         if new_ref != ref:
             await self.store.update_message(gen.id, new_ref.to_json())
+        if partial:  # posted without everything it shows: edit it again, now
+            self._due[gen.id] = time.monotonic()
+            return
         await self.store.update_meta(gen.id, {"rendered": digest})
         if gen.state.terminal:
             self._forget(gen.id)

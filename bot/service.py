@@ -32,7 +32,7 @@ from bot.models import (
     State,
     StatusView,
 )
-from bot.ports import GenerationStore, JobQueue, Responder
+from bot.ports import PARTIAL, GenerationStore, JobQueue, Responder
 from bot.views import build_view, eta_seconds, view_hash
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,11 @@ class Genbot:
         """Store where the status message lives and what it shows (and, right after
         :meth:`submit`, the ticket and the position at submit), then nudge the renderer: the job
         may have moved on while the message was being posted."""
-        meta: dict[str, object] = {"rendered": view_hash(view)}
+        meta: dict[str, object] = {}
+        if PARTIAL in ref.extra:  # posted without everything: the renderer will finish it
+            ref = replace(ref, extra={k: v for k, v in ref.extra.items() if k != PARTIAL})
+        else:
+            meta["rendered"] = view_hash(view)
         if position is not None:
             meta["position_at_submit"] = position
         await self.store.update(generation_id, message=ref.to_json(), meta=meta, ticket=ticket)

@@ -31,7 +31,7 @@ from adapters.discord.embeds import status_buttons, status_embed
 from adapters.discord.images import DEFAULT_LIMIT, fit_image
 from bot.errors import ErrorText
 from bot.models import MessageRef, StatusView
-from bot.ports import MessageGone
+from bot.ports import MessageGone, MessageUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ TOKEN_MARGIN_S = 60.0
 GONE_CODES = frozenset({10008, 50001, 50013, 50027})
 #: The interaction token is no longer good (expired early, or revoked): use the bot token.
 TOKEN_DEAD_CODES = frozenset({50027, 10015})
+#: Missing Access, Missing Permissions.
+NO_ACCESS_CODES = frozenset({50001, 50013})
+NO_ACCESS_WORDS = (
+    "genbot's bot may not post in this channel: give its role View Channel, Send Messages, "
+    "Embed Links and Attach Files there."
+)
 NO_MENTIONS = discord.AllowedMentions.none()
 POST_RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 
@@ -90,7 +96,7 @@ class DiscordChat:
         image = preview = None
         resized = False
         if view.image_key and (data := await self.blobs(view.image_key)) is not None:
-            upload = fit_image(data, f"genbot-{view.job}", limit)
+            upload = await asyncio.to_thread(fit_image, data, f"genbot-{view.job}", limit)
             files.append(discord.File(io.BytesIO(upload.data), filename=upload.filename))
             image, resized = upload.filename, upload.resized
         elif view.preview_key and (data := await self.blobs(view.preview_key)) is not None:
@@ -118,15 +124,23 @@ class DiscordChat:
 
     async def post_status(self, channel: str, view: StatusView) -> MessageRef:
         """Post a new status message in ``channel`` with the bot token. Its reference carries no
-        interaction token (``None`` values clear an old one when merged into the row)."""
+        interaction token (``None`` values clear an old one when merged into the row).
+
+        Raises :class:`MessageUnreachable` when the bot may not post there (403, 50001, 50013):
+        retrying would only count toward Discord's invalid-request limit."""
         rendered = await self.render(view)
         messageable = self.client.get_partial_messageable(int(channel))
-        message = await messageable.send(
-            embed=rendered.embed,
-            files=rendered.files,
-            view=rendered.view or discord.utils.MISSING,
-            allowed_mentions=NO_MENTIONS,
-        )
+        try:
+            message = await messageable.send(
+                embed=rendered.embed,
+                files=rendered.files,
+                view=rendered.view or discord.utils.MISSING,
+                allowed_mentions=NO_MENTIONS,
+            )
+        except discord.HTTPException as exc:
+            if exc.status == 403 or exc.code in NO_ACCESS_CODES:
+                raise MessageUnreachable(NO_ACCESS_WORDS) from exc
+            raise
         return MessageRef(
             platform=PLATFORM,
             channel=channel,

@@ -8,8 +8,8 @@ Slack's answers become genbot's words here:
   renderer posts a new message);
 - ``not_in_channel``, ``channel_not_found``, ``is_archived``, ``msg_too_long`` are logged in plain
   words. An edit then leaves the message as it is (the renderer carries on; the next change tries
-  again); a post raises :class:`~bot.errors.GenbotError` (``chat_unavailable``) with a sentence the
-  member can act on;
+  again); a post raises :class:`~bot.ports.MessageUnreachable` with a sentence the member can act
+  on (and the renderer stops trying); an image upload refused so says so in the message;
 - 429 is retried by the client itself, honouring ``Retry-After``
   (``AsyncRateLimitErrorRetryHandler``).
 """
@@ -30,9 +30,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.blocks import fallback_text, status_blocks
-from bot.errors import ErrorCode, GenbotError
 from bot.models import MessageRef, StatusView
-from bot.ports import MessageGone
+from bot.ports import PARTIAL, MessageGone, MessageUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,10 @@ UNAVAILABLE = {
 }
 
 BlobReader = Callable[[str], Awaitable[bytes | None]]
+
+
+class UploadRefused(Exception):
+    """Slack refused the image upload for good; the message says so instead of showing it."""
 
 
 def make_client(token: str, base_url: str) -> AsyncWebClient:
@@ -95,8 +98,8 @@ class SlackChat:
         self._uploaded: dict[tuple[str, str, str], str] = {}  # (channel, ts, key) -> file id
 
     async def post_status(self, channel: str, view: StatusView) -> MessageRef:
-        """Post a new status message. Raises :class:`GenbotError` (``chat_unavailable``) when
-        Slack will not let genbot post in ``channel``; other Slack errors propagate."""
+        """Post a new status message. Raises :class:`MessageUnreachable` when Slack will not let
+        genbot post in ``channel``; other Slack errors propagate."""
         first = replace(view, image_key=None) if view.image_key else view
         try:
             resp = await self.client.chat_postMessage(
@@ -111,11 +114,13 @@ class SlackChat:
             if words is None:
                 raise
             log.error("cannot post the status message of job %s in %s: %s", view.job, channel, words)
-            raise GenbotError(ErrorCode.CHAT_UNAVAILABLE, words) from None
-        ref = MessageRef(platform=PLATFORM, channel=str(resp["channel"]), message_id=str(resp["ts"]))
-        if view.image_key:
-            ref = await self.edit_status(ref, view)
-        return ref
+            raise MessageUnreachable(words) from None
+        # With a finished image, the message is posted without it and marked partial: the
+        # renderer stores the reference first, then edits the image in (uploading it once).
+        extra = {PARTIAL: True} if view.image_key else {}
+        return MessageRef(
+            platform=PLATFORM, channel=str(resp["channel"]), message_id=str(resp["ts"]), extra=extra
+        )
 
     async def edit_status(self, ref: MessageRef, view: StatusView) -> MessageRef:
         """Edit the message in place (``chat.update``). With a finished image: upload it first
@@ -126,7 +131,11 @@ class SlackChat:
         if not view.image_key:
             await self._update(ref, view, status_blocks(view))
             return ref
-        file_id = await self._upload_once(ref, view)
+        try:
+            file_id = await self._upload_once(ref, view)
+        except UploadRefused as refused:  # the message can be edited, but no file posted here
+            await self._update(ref, view, status_blocks(view, image_elsewhere=str(refused)))
+            return ref
         if file_id is None:  # the blob is gone: show the rest
             await self._update(ref, view, status_blocks(view))
             return ref
@@ -184,14 +193,23 @@ class SlackChat:
         if data is None:
             log.error("the image %s of job %s is missing from the blob store", view.image_key, view.job)
             return None
-        resp = await self.client.files_upload_v2(
-            channel=ref.channel,
-            thread_ts=ref.message_id if self.thread_images else None,
-            content=data,
-            filename=f"genbot-{view.job}.png",
-            title=f"genbot job {view.job}",
-            alt_txt=view.prompt[:1000],
-        )
+        try:
+            resp = await self.client.files_upload_v2(
+                channel=ref.channel,
+                thread_ts=ref.message_id if self.thread_images else None,
+                content=data,
+                filename=f"genbot-{view.job}.png",
+                title=f"genbot job {view.job}",
+                alt_txt=view.prompt[:1000],
+            )
+        except SlackApiError as exc:
+            # chat:write.public lets genbot post in a public channel it has not joined; files do
+            # not: the upload answers not_in_channel there.
+            words = UNAVAILABLE.get(slack_error(exc))
+            if words is None:
+                raise
+            log.error("cannot upload the image of job %s in %s: %s", view.job, ref.channel, words)
+            raise UploadRefused(f"genbot could not post the image here. {words}") from None
         file_id = str(resp["file"]["id"]) if resp.get("file") else str(resp["files"][0]["id"])
         self._uploaded[key] = file_id
         return file_id

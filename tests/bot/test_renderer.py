@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State, StatusView
-from bot.ports import MessageGone
+from bot.ports import PARTIAL, MessageGone, MessageUnreachable
 from bot.renderer import Renderer
 from bot.views import build_view
 from jobs.constants import RENDER_GROUP
@@ -224,3 +225,77 @@ async def test_events_published_while_the_group_was_lost_are_not_skipped(rt: Run
     await _drain(renderer)  # NOGROUP: the group comes back at the start of the stream
     await _drain(renderer)
     assert chat.views[message_id].headline.startswith("Generating")
+
+
+class RefusingChat(RecordingChat):
+    """Edits fail with ``error``; posts raise ``post_error`` or return partial references."""
+
+    def __init__(self, error: Exception | None = None, post_error: Exception | None = None) -> None:
+        super().__init__()
+        self.error = error
+        self.post_error = post_error
+        self.attempts = 0
+        self.partial_posts = False
+
+    async def edit_status(self, ref: MessageRef, view: StatusView) -> MessageRef:
+        self.attempts += 1
+        if self.error is not None:
+            raise self.error
+        return await super().edit_status(ref, view)
+
+    async def post_status(self, channel: str, view: StatusView) -> MessageRef:
+        if self.post_error is not None and self.posted:
+            raise self.post_error
+        ref = await super().post_status(channel, view)
+        if self.partial_posts and self.posted > 1:
+            return MessageRef(ref.platform, ref.channel, ref.message_id, {PARTIAL: True})
+        return ref
+
+
+async def test_a_channel_genbot_may_not_post_in_stops_the_renderer_trying(rt: Runtime) -> None:
+    chat = RefusingChat(error=MessageGone("m1"), post_error=MessageUnreachable("no access here"))
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gen_id, _message_id)] = await _submit(rt, chat, 1)
+    await rt.store.transition(gen_id, State.RUNNING)
+    await rt.queue.publish(gen_id, "started")
+    await _drain(renderer)
+    gen = await rt.store.get(gen_id)
+    assert gen is not None and gen.meta["unreachable"] is True
+    assert gen_id not in renderer._due
+    await rt.queue.publish(gen_id, "progress")
+    await _drain(renderer)
+    assert chat.attempts == 1, "no more requests the platform will refuse"
+
+
+async def test_repeated_failures_back_off(rt: Runtime) -> None:
+    chat = RefusingChat(error=RuntimeError("HTTP 500"))
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gen_id, _message_id)] = await _submit(rt, chat, 1)
+    await rt.store.transition(gen_id, State.RUNNING)
+    await rt.queue.publish(gen_id, "started")
+    waits = []
+    for _ in range(4):
+        await _drain(renderer)
+        await renderer.flush(force=True)
+        waits.append(renderer._due[gen_id] - time.monotonic())
+    assert waits == sorted(waits) and waits[-1] > 4 * waits[0], waits
+
+
+async def test_a_partial_repost_is_stored_then_finished(rt: Runtime) -> None:
+    chat = RefusingChat()
+    chat.partial_posts = True
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gen_id, message_id)] = await _submit(rt, chat, 1)
+    chat.gone.add(message_id)
+    await rt.store.transition(gen_id, State.RUNNING)
+    await rt.queue.publish(gen_id, "started")
+    await _drain(renderer)
+    gen = await rt.store.get(gen_id)
+    assert gen is not None and gen.message["message_id"] == "m2"
+    assert PARTIAL not in gen.message.get("extra", {})
+    assert renderer._due.get(gen_id) is not None, "edited again at once"
+    await renderer.flush()
+    assert chat.edits["m2"] == 1

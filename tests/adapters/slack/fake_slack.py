@@ -53,6 +53,8 @@ class FakeSlack:
         self.shares: list[dict[str, Any]] = []  # completeUploadExternal calls
         self.responses: list[dict[str, Any]] = []  # what response_url received
         self.not_in_channel: set[str] = set()
+        #: Public channels genbot has not joined: chat:write.public lets it post, but files not.
+        self.files_not_in_channel: set[str] = set()
         self.invalid_blocks_times = 0
         self.delay_s: dict[str, float] = {}  # method -> seconds to wait before answering
         self._storm: dict[str, int] = {}
@@ -229,6 +231,8 @@ class FakeSlack:
         files = list(args.get("files") or [])
         if any(f["id"] not in self.uploads for f in files):
             return {"ok": False, "error": "file_not_found"}
+        if args.get("channel_id") in self.files_not_in_channel:
+            return {"ok": False, "error": "not_in_channel"}
         self.shares.append(args)
         if args.get("channel_id") and not args.get("thread_ts"):  # a file shared in the channel
             ts = self._next_ts()

@@ -10,9 +10,9 @@ import pytest
 from adapters.slack.adapter import SlackChat, make_client
 from bot.app import Runtime, build_slack
 from bot.config import ConfigError, SlackSettings
-from bot.errors import ErrorCode, GenbotError
+from bot.errors import ErrorCode
 from bot.models import MessageRef, State, StatusView
-from bot.ports import MessageGone
+from bot.ports import PARTIAL, MessageGone, MessageUnreachable
 from tests.adapters.slack.fake_slack import TOKEN, FakeSlack
 
 
@@ -48,7 +48,7 @@ async def test_a_deleted_message_is_gone(fake: FakeSlack) -> None:
 
 async def test_posting_where_the_bot_is_not_gives_plain_words(fake: FakeSlack) -> None:
     fake.not_in_channel.add("C9")
-    with pytest.raises(GenbotError) as caught:
+    with pytest.raises(MessageUnreachable) as caught:
         await chat(fake).post_status("C9", view())
     assert caught.value.code is ErrorCode.CHAT_UNAVAILABLE
     assert "invite it with /invite @genbot" in caught.value.text.what
@@ -93,3 +93,22 @@ async def test_a_missing_token_is_named_at_start(slack_rt: Runtime) -> None:
     with pytest.raises(ConfigError, match="GENBOT_SLACK__SIGNING_SECRET"):
         build_slack(with_slack(bot_token=TOKEN))
     assert build_slack(with_slack(bot_token=TOKEN, app_token="xapp-1")).app_token == "xapp-1"
+
+
+async def test_an_upload_slack_refuses_says_so_in_the_message_and_is_not_retried(fake: FakeSlack) -> None:
+    fake.files_not_in_channel.add("C1")
+    adapter = chat(fake, png)
+    ref = await adapter.post_status("C1", view())
+    done = view(state=State.SUCCEEDED, headline="Done", image_key="results/3.png")
+    assert await adapter.edit_status(ref, done) == ref
+    text = fake.messages[ref.message_id].blocks[-1]["elements"][0]["text"]
+    assert text.startswith("genbot could not post the image here.")
+    assert "/invite @genbot" in text
+
+
+async def test_a_repost_with_an_image_is_posted_first_then_finished(fake: FakeSlack) -> None:
+    adapter = chat(fake, png)
+    done = view(state=State.SUCCEEDED, headline="Done", image_key="results/3.png")
+    ref = await adapter.post_status("C1", done)
+    assert ref.extra == {PARTIAL: True}, "the renderer stores it, then edits the image in"
+    assert fake.called("files.getUploadURLExternal") == []
