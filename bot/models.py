@@ -110,6 +110,18 @@ class Generation:
     def job_id(self) -> str:
         return job_id_for(self.id)
 
+    def imagine_options(self, *, seed: int | None = None) -> ImagineOptions:
+        """The validated options this generation was made with (another ``seed`` for a reroll)."""
+        opts = self.options
+        return ImagineOptions(
+            prompt=self.prompt,
+            negative=self.negative,
+            width=int(opts["width"]),
+            height=int(opts["height"]),
+            steps=int(opts["steps"]),
+            seed=int(opts["seed"]) if seed is None else seed,
+        )
+
 
 def job_id_for(generation_id: int) -> str:
     """The arq job id of a generation: one id, so enqueueing twice is a no-op."""

@@ -106,15 +106,7 @@ class Genbot:
         gen = await self._visible(actor, generation_id)
         if gen.user_id != actor.user_id and not actor.is_admin:
             raise GenbotError(ErrorCode.NOT_ALLOWED)
-        opts = gen.options
-        options = ImagineOptions(
-            prompt=gen.prompt,
-            negative=gen.negative,
-            width=int(opts["width"]),
-            height=int(opts["height"]),
-            steps=int(opts["steps"]),
-            seed=secrets.randbelow(SEED_MAX + 1),
-        )
+        options = gen.imagine_options(seed=secrets.randbelow(SEED_MAX + 1))
         await self._start(actor, gen.channel, options, responder)
 
     async def _start(self, actor: Actor, channel: str, options: ImagineOptions, responder: Responder) -> None:

@@ -94,15 +94,7 @@ class GenerationRunner:
 
     async def _generate_and_store(self, gen: Generation) -> str:
         generation_id = gen.id
-        opts = gen.options
-        request = ImageRequest(
-            prompt=gen.prompt,
-            negative=gen.negative,
-            width=int(opts["width"]),
-            height=int(opts["height"]),
-            steps=int(opts["steps"]),
-            seed=int(opts["seed"]),
-        )
+        request: ImageRequest = gen.imagine_options()
         last_report = -math.inf  # the first report goes out at once
 
         async def progress(step: int, total: int, preview: bytes | None) -> None:
