@@ -121,6 +121,8 @@ class Renderer:
         for event in events:
             if event.kind == "dequeued":
                 self._positions_dirty = True
+            if event.generation_id in self._failures and event.generation_id in self._due:
+                continue  # backing off: its retry is scheduled and will show the latest row
             self._due[event.generation_id] = min(self._due.get(event.generation_id, now), now)
 
     # -- rendering ----------------------------------------------------------------------------

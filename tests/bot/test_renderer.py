@@ -281,6 +281,9 @@ async def test_repeated_failures_back_off(rt: Runtime) -> None:
         await renderer.flush(force=True)
         waits.append(renderer._due[gen_id] - time.monotonic())
     assert waits == sorted(waits) and waits[-1] > 4 * waits[0], waits
+    await rt.queue.publish(gen_id, "progress")  # new events do not cut the back-off short
+    await _drain(renderer)
+    assert renderer._due[gen_id] - time.monotonic() > waits[0]
 
 
 async def test_a_partial_repost_is_stored_then_finished(rt: Runtime) -> None:
