@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -114,11 +113,6 @@ class EmbeddedRedis:
             await asyncio.sleep(0.05)
         await self.stop()
         raise RuntimeError("redis-server did not start in time")
-
-    def signal(self, sig: signal.Signals) -> None:
-        """Send a signal (for fault injection: SIGSTOP, SIGCONT, SIGKILL)."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(sig)
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:

@@ -106,10 +106,6 @@ class Generation:
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
 
-    @property
-    def job_id(self) -> str:
-        return job_id_for(self.id)
-
     def imagine_options(self, *, seed: int | None = None) -> ImagineOptions:
         """The validated options this generation was made with (another ``seed`` for a reroll)."""
         opts = self.options
