@@ -296,6 +296,20 @@ def snowflake_now() -> str:
 _seq = itertools.count(1)
 
 
+def text_channel(channel_id: str, guild_id: str) -> dict[str, Any]:
+    """A guild text channel as Discord sends it in interactions and GUILD_CREATE."""
+    return {
+        "id": channel_id,
+        "type": 0,
+        "guild_id": guild_id,
+        "name": "gen",
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+    }
+
+
 def interaction_payload(
     *,
     name: str,
@@ -318,16 +332,7 @@ def interaction_payload(
         "version": 1,
         "guild_id": guild_id,
         "channel_id": channel_id,
-        "channel": {
-            "id": channel_id,
-            "type": 0,
-            "guild_id": guild_id,
-            "name": "gen",
-            "position": 0,
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-        },
+        "channel": text_channel(channel_id, guild_id),
         "member": {
             "user": {
                 "id": user_id,

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.adapters.discord.fake import API, APP_ID, BOT_USER, FakeDiscord, reply
+from tests.adapters.discord.fake import API, APP_ID, BOT_USER, FakeDiscord, reply, text_channel
 
 GUILD_ID = "400000000000000001"  # the guild and channel of fake.interaction_payload's defaults
 CHANNEL_ID = "500000000000000001"
@@ -281,14 +281,7 @@ def guild_create(guild_id: str, channel_id: str = CHANNEL_ID) -> dict[str, Any]:
         ],
         "channels": [
             {
-                "id": channel_id,
-                "type": 0,
-                "guild_id": guild_id,
-                "name": "gen",
-                "position": 0,
-                "permission_overwrites": [],
-                "nsfw": False,
-                "parent_id": None,
+                **text_channel(channel_id, guild_id),
                 "topic": None,
                 "last_message_id": None,
                 "rate_limit_per_user": 0,
