@@ -16,7 +16,7 @@ from adapters.discord.client import GenbotClient, set_api_base, set_gateway
 from adapters.local.chat import LocalChat
 from adapters.slack.adapter import SlackChat, make_client
 from adapters.slack.app import SlackBot
-from bot.commands import command_specs
+from bot.commands import all_specs, command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings
 from bot.ports import ChatAdapter
 from bot.renderer import Renderer
@@ -31,6 +31,7 @@ from jobs.worker import build_sweeper, build_worker
 from storage import db
 from storage.blobs import LocalBlobStore
 from storage.chatlog import TortoiseChatLog
+from storage.moderation import TortoiseModerationStore
 from storage.store import TortoiseGenerationStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Runtime:
     redis: ArqRedis
     store: TortoiseGenerationStore
     queue: RedisJobQueue
+    moderation: TortoiseModerationStore
     blobs: LocalBlobStore
     core: Genbot
 
@@ -57,6 +59,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     redis = await open_redis(settings.redis.url)
     try:
         store = TortoiseGenerationStore()
+        moderation = TortoiseModerationStore()
         queue = RedisJobQueue(
             redis,
             Keys(settings.redis.key_prefix),
@@ -69,8 +72,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             redis=redis,
             store=store,
             queue=queue,
+            moderation=moderation,
             blobs=LocalBlobStore(settings.blobs.dir),
-            core=Genbot(settings, store, queue),
+            core=Genbot(settings, store, queue, moderation),
         )
     finally:
         await redis.aclose()
@@ -86,7 +90,7 @@ def build_local_chat(rt: Runtime) -> LocalChat:
         log_store=TortoiseChatLog(),
         handler=rt.core,
         blobs=rt.blobs.get,
-        specs=command_specs(rt.settings.limits),
+        specs=all_specs(rt.settings.limits),
         members=rt.settings.local.members,
         admins=rt.settings.local.admins,
     )

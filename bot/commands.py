@@ -24,7 +24,7 @@ SEED_MAX = 2**32 - 1
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
     name: str
-    type: str  # "string" | "integer"
+    type: str  # "string" | "integer" | "user" (a member: a mention or an id)
     description: str
     required: bool = False
     choices: tuple[str, ...] | None = None
@@ -37,10 +37,24 @@ class CommandSpec:
     name: str
     description: str
     options: tuple[OptionSpec, ...] = ()
-    admin: bool = False
+    #: ``"admin"`` for the admin commands: ``/admin ban ...`` (Discord: subcommands of ``/admin``).
+    group: str | None = None
 
     def option(self, name: str) -> OptionSpec | None:
         return next((o for o in self.options if o.name == name), None)
+
+    @property
+    def key(self) -> str:
+        """The command as typed after the slash: ``imagine``, ``admin ban``."""
+        return f"{self.group} {self.name}" if self.group else self.name
+
+    @property
+    def admin(self) -> bool:
+        return self.group == ADMIN
+
+
+ADMIN = "admin"
+_REASON = OptionSpec("reason", "string", "Why (kept in the audit log)")
 
 
 def command_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
@@ -77,6 +91,69 @@ def command_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
     )
 
 
+def admin_specs() -> tuple[CommandSpec, ...]:
+    """The admin commands: ``/admin <name>`` on every platform. Only admins may run them; the
+    core checks it for every call, whatever the platform's client shows."""
+
+    def admin(name: str, description: str, *options: OptionSpec) -> CommandSpec:
+        return CommandSpec(name, description, options, group=ADMIN)
+
+    member = OptionSpec("member", "user", "The member", required=True)
+    return (
+        admin(
+            "ban",
+            "Stop a member from making images",
+            member,
+            _REASON,
+            OptionSpec("duration", "string", "How long, e.g. 30m, 2h, 7d (empty: until unbanned)"),
+            OptionSpec(
+                "jobs", "string", "Their queued jobs: cancel (default) or keep", choices=("cancel", "keep")
+            ),
+        ),
+        admin("unban", "Let a banned member make images again", member, _REASON),
+        admin("bans", "List the banned members"),
+        admin(
+            "block",
+            "Refuse prompts that contain a term",
+            OptionSpec("term", "string", "The word or phrase", required=True),
+            OptionSpec(
+                "match",
+                "string",
+                "word (default): only as a whole word; substring: anywhere",
+                choices=("word", "substring"),
+            ),
+        ),
+        admin(
+            "unblock", "Allow a blocked term again", OptionSpec("term", "string", "The term", required=True)
+        ),
+        admin("terms", "List the blocked terms"),
+        admin("pause", "Pause the queue: queued jobs wait, new requests are refused", _REASON),
+        admin("resume", "Resume the queue", _REASON),
+        admin(
+            "cancel",
+            "Cancel any member's job",
+            OptionSpec("job", "integer", "The job number", required=True, min=1),
+            _REASON,
+        ),
+        admin(
+            "clear",
+            "Cancel every queued job (asks to confirm)",
+            OptionSpec("confirm", "string", "The code the first /admin clear gave you"),
+        ),
+        admin("queue", "The whole queue: positions, members, ages"),
+        admin("stats", "The last 24 hours: requests, results, errors, wait and run times"),
+        admin(
+            "audit",
+            "The latest admin actions",
+            OptionSpec("limit", "integer", "How many (default 20)", min=1, max=100),
+        ),
+    )
+
+
+def all_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
+    return command_specs(limits) + admin_specs()
+
+
 def invalid(sentence: str) -> GenbotError:
     return GenbotError(ErrorCode.INVALID_OPTION, sentence)
 
@@ -99,9 +176,18 @@ def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, 
     if not stripped.startswith("/"):
         raise invalid("Commands start with /, for example /imagine a red fox in snow.")
     name, _, rest = stripped[1:].partition(" ")
-    spec = next((s for s in specs if s.name == name.lower()), None)
+    name = name.lower()
+    groups = {s.group for s in specs if s.group}
+    if name in groups:
+        sub, _, rest = rest.strip().partition(" ")
+        spec = next((s for s in specs if s.group == name and s.name == sub.lower()), None)
+        if spec is None:
+            known = ", ".join(s.name for s in specs if s.group == name)
+            raise invalid(f"/{name} has no command {_shown(sub)!r}. It has: {known}.")
+    else:
+        spec = next((s for s in specs if s.name == name and not s.group), None)
     if spec is None:
-        known = ", ".join("/" + s.name for s in specs)
+        known = ", ".join("/" + s.name for s in specs if not s.group)
         raise invalid(f"There is no command /{_shown(name)}. Commands: {known}.")
     rest = rest.strip()
     options: dict[str, str] = {}
@@ -117,7 +203,7 @@ def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, 
             spec.options[0] if spec.options else None
         )
         if first is None:
-            raise invalid(f"/{spec.name} takes no options.")
+            raise invalid(f"/{spec.key} takes no options.")
         options[first.name] = head.strip()
     for i, mark in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(rest)
@@ -130,7 +216,7 @@ def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, 
 
 def unknown_option(spec: CommandSpec, name: str) -> GenbotError:
     known = ", ".join(o.name for o in spec.options) or "no options"
-    return invalid(f"/{spec.name} has no option {_shown(name)!r}. It takes: {known}.")
+    return invalid(f"/{spec.key} has no option {_shown(name)!r}. It takes: {known}.")
 
 
 def check_known(spec: CommandSpec, options: dict[str, str]) -> None:

@@ -89,6 +89,27 @@ class LimitsSettings(BaseModel):
         return self
 
 
+class QuotaSettings(BaseModel):
+    """Per-member and global limits, checked atomically in Redis at submission."""
+
+    max_queued: Annotated[int, Field(ge=1)] = 3
+    max_running: Annotated[int, Field(ge=1)] = 1
+    rate_count: Annotated[int, Field(ge=1)] = 10
+    rate_window_s: Annotated[int, Field(ge=1)] = 600
+    global_max: Annotated[int, Field(ge=1)] = 500
+    admins_exempt: bool = True
+
+
+class ModerationSettings(BaseModel):
+    """Blocked prompts: ``strikes`` of them within ``strike_window_min`` minutes give a member a
+    timeout of ``timeout_min`` minutes (an automatic, temporary ban)."""
+
+    strikes: Annotated[int, Field(ge=1)] = 3
+    strike_window_min: Annotated[int, Field(ge=1)] = 10
+    timeout_min: Annotated[int, Field(ge=1)] = 30
+    confirm_s: Annotated[int, Field(ge=10)] = 120
+
+
 class RendererSettings(BaseModel):
     batch: Annotated[int, Field(ge=1, le=1000)] = 100
     min_edit_interval_s: Annotated[float, Field(ge=0)] = 1.0
@@ -171,6 +192,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     renderer: RendererSettings = Field(default_factory=RendererSettings)
     local: LocalChatSettings = Field(default_factory=LocalChatSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)

@@ -73,7 +73,7 @@ _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
     ErrorCode.QUEUE_FULL: (
         "Queue full",
         "Too many requests are waiting right now.",
-        "Wait for one of your requests to finish, then try again.",
+        "Try again when some of the waiting requests have finished.",
     ),
     ErrorCode.RATE_LIMITED: (
         "Slow down",

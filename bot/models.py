@@ -46,6 +46,58 @@ class Actor:
     display_name: str
     is_admin: bool = False
 
+    @property
+    def member(self) -> str:
+        """``platform:workspace:user``: the member, scoped to their workspace."""
+        return f"{self.platform}:{self.workspace}:{self.user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """The limits one submission is checked against, atomically with taking its place."""
+
+    member: str  # Actor.member
+    workspace: tuple[str, str]  # (platform, workspace): a paused one takes no new jobs
+    max_queued: int
+    rate_count: int
+    rate_window_s: int
+    global_max: int
+    exempt: bool = False  # an admin exempt from the per-member limits
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    platform: str
+    workspace: str
+    user_id: str
+    reason: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    actor_id: str
+    actor_name: str
+    action: str
+    target: str | None
+    reason: str | None
+    details: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A workspace's last hours: counts by final state and error code, mean wait and run times."""
+
+    submitted: int
+    succeeded: int
+    by_code: dict[str, int]
+    active: int
+    mean_wait_s: float | None
+    mean_run_s: float | None
+
 
 @dataclass(frozen=True, slots=True)
 class CommandRequest:

@@ -6,7 +6,7 @@ Concrete classes live in ``adapters/`` (chat platforms), ``jobs/`` (queue, event
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -14,14 +14,19 @@ from typing import Any, Protocol
 from bot.errors import ErrorCode, ErrorText, GenbotError
 from bot.models import (
     Actor,
+    AuditEntry,
+    Ban,
     CommandRequest,
     Generation,
     ImagineOptions,
     MessageRef,
     NewGeneration,
+    Quota,
     State,
+    Stats,
     StatusView,
 )
+from bot.moderation import BlockedTerm
 
 
 class MessageGone(Exception):
@@ -109,17 +114,121 @@ class GenerationStore(Protocol):
         self, platform: str, workspace: str, user_id: str, states: Sequence[State]
     ) -> list[Generation]: ...
 
+    async def list_workspace(
+        self, platform: str, workspace: str, states: Sequence[State]
+    ) -> list[Generation]:
+        """A workspace's generations in ``states``, oldest first."""
+        ...
+
+    async def discard(self, generation_id: int) -> None:
+        """Delete a row that never reached the queue (its submission was refused)."""
+        ...
+
+    async def stats(self, platform: str, workspace: str, since: datetime) -> Stats:
+        """What the workspace asked for since ``since`` and how it ended."""
+        ...
+
+
+class ModerationStore(Protocol):
+    """Bans, blocked terms, paused workspaces and the audit log; each scoped to a workspace."""
+
+    async def get_ban(self, platform: str, workspace: str, user_id: str) -> Ban | None:
+        """The member's ban if it is in force (expired bans read as None)."""
+        ...
+
+    async def put_ban(self, ban: Ban) -> None:
+        """Ban, or replace the member's ban."""
+        ...
+
+    async def delete_ban(self, platform: str, workspace: str, user_id: str) -> bool: ...
+
+    async def list_bans(self, platform: str, workspace: str) -> list[Ban]:
+        """Bans in force, oldest first."""
+        ...
+
+    async def add_term(self, platform: str, workspace: str, term: BlockedTerm, created_by: str) -> bool:
+        """False when the workspace already blocks that (normalised) term."""
+        ...
+
+    async def remove_term(self, platform: str, workspace: str, normalized: str) -> bool: ...
+
+    async def list_terms(self, platform: str, workspace: str) -> list[BlockedTerm]: ...
+
+    async def set_paused(self, platform: str, workspace: str, paused: bool, by: str) -> bool:
+        """Returns whether it changed."""
+        ...
+
+    async def paused_workspaces(self) -> list[tuple[str, str]]: ...
+
+    async def audit(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        target: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append a row to the audit log."""
+        ...
+
+    async def list_audit(self, platform: str, workspace: str, limit: int) -> list[AuditEntry]:
+        """The newest entries first."""
+        ...
+
+
+class QuotaRefused(Exception):
+    """:meth:`JobQueue.submit` refused a new job: ``reason`` is ``paused``, ``global``,
+    ``queued`` or ``rate``; ``retry_after_s`` says when the rate limit lets the member in again."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
 
 class JobQueue(Protocol):
     """Positions and the job queue (Redis + arq)."""
 
-    async def submit(self, generation_id: int, *, ticket: int | None = None) -> tuple[int, int]:
+    async def submit(
+        self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
+    ) -> tuple[int, int]:
         """Give the generation a ticket and a position, then enqueue its job, atomically.
 
         Returns ``(ticket, position)``. Idempotent for one generation: a second call returns the
         existing ticket and does not enqueue twice. ``ticket`` re-uses a ticket the row already
-        has (re-enqueueing after Redis lost its data keeps the old order).
+        has (re-enqueueing after Redis lost its data keeps the old order). With ``quota`` (a new
+        member submission) the same atomic step checks the pause and the limits first and raises
+        :class:`QuotaRefused` having changed nothing.
         """
+        ...
+
+    async def is_paused(self, platform: str, workspace: str) -> bool:
+        """Whether the workspace's queue is paused (the Redis mirror of the database)."""
+        ...
+
+    async def set_paused(self, paused: Iterable[tuple[str, str]]) -> None:
+        """Make the Redis mirror of paused workspaces exactly ``paused``."""
+        ...
+
+    async def strike(self, member: str, window_s: int) -> int:
+        """Count one blocked prompt of ``member``; returns their count within the window."""
+        ...
+
+    async def count_refusal(self, platform: str, workspace: str, code: str) -> None:
+        """Count a refused submission (by error code) for the workspace's stats."""
+        ...
+
+    async def refusals(self, platform: str, workspace: str, hours: int) -> dict[str, int]:
+        """Refused submissions by code over the last ``hours`` hours."""
+        ...
+
+    async def set_confirm(self, member: str, action: str, code: str, ttl_s: int) -> None:
+        """Remember a confirmation code an admin must send back within ``ttl_s``."""
+        ...
+
+    async def take_confirm(self, member: str, action: str) -> str | None:
+        """The pending confirmation code (and forget it), or None."""
         ...
 
     async def restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:

@@ -12,11 +12,12 @@ import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from bot.admin import Admin
 from bot.commands import (
     SEED_MAX,
     CommandSpec,
+    all_specs,
     check_known,
-    command_specs,
     parse_int,
     validate_imagine,
 )
@@ -24,26 +25,40 @@ from bot.config import Settings
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.models import (
     Actor,
+    Ban,
     CommandRequest,
     Generation,
     ImagineOptions,
     MessageRef,
     NewGeneration,
+    Quota,
     State,
     StatusView,
 )
-from bot.ports import PARTIAL, GenerationStore, JobQueue, Responder
-from bot.views import build_view, eta_seconds, view_hash
+from bot.moderation import first_match, format_span
+from bot.ports import PARTIAL, GenerationStore, JobQueue, ModerationStore, QuotaRefused, Responder
+from bot.views import build_view, eta_seconds, format_duration, view_hash
 
 log = logging.getLogger(__name__)
 
 
+#: The identity automatic moderation acts as in the audit log and on bans.
+SYSTEM = "genbot"
+#: A queued row this young without a ticket may still be in :meth:`Genbot.submit`: the sweep
+#: leaves it alone (its submission may yet be refused and the row discarded).
+SUBMIT_GRACE = timedelta(seconds=30)
+
+
 class Genbot:
-    def __init__(self, settings: Settings, store: GenerationStore, queue: JobQueue) -> None:
+    def __init__(
+        self, settings: Settings, store: GenerationStore, queue: JobQueue, moderation: ModerationStore
+    ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
-        self.specs: dict[str, CommandSpec] = {s.name: s for s in command_specs(settings.limits)}
+        self.moderation = moderation
+        self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(settings.limits)}
+        self.admin = Admin(self)
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -53,7 +68,9 @@ class Genbot:
             spec = self.specs.get(request.name)
             if spec is None:
                 raise GenbotError(ErrorCode.INVALID_OPTION, f"There is no command /{request.name}.")
-            if spec.name == "imagine":
+            if spec.admin:
+                await responder.reply(await self.admin.run(spec, request))
+            elif spec.name == "imagine":
                 await self.imagine(spec, request, responder)
             elif spec.name == "queue":
                 check_known(spec, request.options)
@@ -110,34 +127,107 @@ class Genbot:
         await self._start(actor, gen.channel, options, responder)
 
     async def _start(self, actor: Actor, channel: str, options: ImagineOptions, responder: Responder) -> None:
-        """Submit a new job and post its status message."""
+        """Check the member may (ban, blocked terms, pause, quotas), submit a new job and post its
+        status message. A refusal raises :class:`GenbotError` having changed nothing."""
+        await self.check_member(actor, options)
         new = NewGeneration(actor=actor, channel=channel, options=options, backend=self.settings.backend.name)
-        gen, position = await self.submit(new)
+        gen, position = await self.submit(new, quota=self.quota_for(actor))
         view = await self.view(gen, position)
         try:
             ref = await responder.post_status(view)
         except Exception:
             # No message, no job: a job nobody can follow would only invite a duplicate.
-            await self._cancel_row(gen, ErrorCode.CANCELLED)
+            await self.cancel_row(gen, ErrorCode.CANCELLED)
             raise
         await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
 
-    async def submit(self, new: NewGeneration) -> tuple[Generation, int]:
+    def quota_for(self, actor: Actor) -> Quota:
+        limits = self.settings.quota
+        return Quota(
+            member=actor.member,
+            workspace=(actor.platform, actor.workspace),
+            max_queued=limits.max_queued,
+            rate_count=limits.rate_count,
+            rate_window_s=limits.rate_window_s,
+            global_max=limits.global_max,
+            exempt=actor.is_admin and limits.admins_exempt,
+        )
+
+    async def check_member(self, actor: Actor, options: ImagineOptions) -> None:
+        """Refuse a banned member and a prompt with a blocked term (counting it: ``strikes`` of
+        them within the window give the member a temporary ban). Writes nothing else."""
+        ban = await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)
+        if ban is not None:
+            await self.queue.count_refusal(actor.platform, actor.workspace, ErrorCode.BANNED.value)
+            until = f" until {ban.expires_at:%Y-%m-%d %H:%M} UTC" if ban.expires_at else ""
+            raise GenbotError(ErrorCode.BANNED, f"An admin has stopped you from making images here{until}.")
+        terms = await self.moderation.list_terms(actor.platform, actor.workspace)
+        if not terms or (
+            first_match(options.prompt, terms) is None and first_match(options.negative, terms) is None
+        ):
+            return
+        rules = self.settings.moderation
+        await self.queue.count_refusal(actor.platform, actor.workspace, ErrorCode.CONTENT_BLOCKED.value)
+        strikes = await self.queue.strike(actor.member, rules.strike_window_min * 60)
+        detail = "Your prompt contains a term this server does not allow."
+        if strikes >= rules.strikes:
+            now = datetime.now(UTC)
+            timeout = timedelta(minutes=rules.timeout_min)
+            reason = f"{strikes} blocked prompts within {rules.strike_window_min} min"
+            await self.moderation.put_ban(
+                Ban(actor.platform, actor.workspace, actor.user_id, reason, SYSTEM, now, now + timeout)
+            )
+            system = Actor(actor.platform, actor.workspace, SYSTEM, SYSTEM, is_admin=True)
+            await self.moderation.audit(
+                system, "timeout", target=actor.user_id, reason=reason, details={"minutes": rules.timeout_min}
+            )
+            detail += f" After {strikes} such prompts, you can't make images for {format_span(timeout)}."
+        elif strikes == rules.strikes - 1:
+            detail += " One more and you will be paused for a while."
+        raise GenbotError(ErrorCode.CONTENT_BLOCKED, detail)
+
+    async def submit(self, new: NewGeneration, *, quota: Quota | None = None) -> tuple[Generation, int]:
         """Insert the row, then take a ticket and a position and enqueue the job (one atomic
         script). Returns the row, with its ticket, and its position.
 
         The ticket reaches the row with the message reference (:meth:`attach_message`), in the
         same statement: one INSERT and one UPDATE per ``/imagine``. Until then the arq job holds
         it (its score). If Redis cannot be reached, the row is failed (so nothing stays
-        half-submitted) and the error propagates.
+        half-submitted) and the error propagates. With ``quota``, a refusal (paused, queue full,
+        rate limited) discards the row and raises :class:`GenbotError`: nothing is left behind.
         """
         gen = await self.store.create(new)
         try:
-            ticket, position = await self.queue.submit(gen.id)
+            ticket, position = await self.queue.submit(gen.id, quota=quota)
+        except QuotaRefused as refused:
+            await self.store.discard(gen.id)
+            error = self._refusal(refused)
+            await self.queue.count_refusal(new.actor.platform, new.actor.workspace, error.code.value)
+            raise error from None
         except Exception:
             await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.INTERNAL.value)
             raise
         return replace(gen, ticket=ticket), position
+
+    def _refusal(self, refused: QuotaRefused) -> GenbotError:
+        limits = self.settings.quota
+        if refused.reason == "paused":
+            return GenbotError(ErrorCode.QUEUE_PAUSED)
+        if refused.reason == "global":
+            return GenbotError(
+                ErrorCode.QUEUE_FULL, f"The queue is full: {limits.global_max} requests are waiting."
+            )
+        if refused.reason == "queued":
+            return GenbotError(
+                ErrorCode.QUEUE_FULL,
+                f"You already have {limits.max_queued} requests waiting, the most one member may have.",
+            )
+        wait = format_duration(refused.retry_after_s or limits.rate_window_s)
+        return GenbotError(
+            ErrorCode.RATE_LIMITED,
+            f"You have sent {limits.rate_count} requests in the last "
+            f"{format_duration(limits.rate_window_s)}; you can send the next one in about {wait}.",
+        )
 
     async def attach_message(
         self,
@@ -162,13 +252,16 @@ class Genbot:
         await self.queue.publish(generation_id, "attached")
 
     async def view(self, gen: Generation, position: int | None = None) -> StatusView:
+        paused = False
         if gen.state is State.QUEUED and position is None:
             position = await self.queue.position(gen.id)
+            if position is None:
+                paused = await self.queue.is_paused(gen.platform, gen.workspace)
         eta = None
         if position is not None:
             mean, capacity = await self.queue.eta_basis(gen.backend)
             eta = eta_seconds(position, mean, capacity) if capacity else None
-        return build_view(gen, position, eta)
+        return build_view(gen, position, eta, paused=paused)
 
     async def describe_queue(self, actor: Actor) -> str:
         gens = await self.store.list_for_user(
@@ -189,8 +282,11 @@ class Genbot:
             raise GenbotError(ErrorCode.NOT_FOUND)
         return gen
 
-    async def cancel(self, actor: Actor, generation_id: int | None) -> Generation:
-        """Cancel a queued or running job of ``actor`` (any job, for an admin).
+    async def cancel(
+        self, actor: Actor, generation_id: int | None, *, reason: str | None = None, audit: bool = True
+    ) -> Generation:
+        """Cancel a queued or running job of ``actor`` (any job, for an admin: audited unless
+        ``audit`` is False because the caller writes its own row).
 
         A queued job leaves the queue at once (the jobs behind it move up); a running job is
         aborted on its worker. Raises :class:`GenbotError` when there is nothing to cancel.
@@ -212,14 +308,41 @@ class Genbot:
                 f"Job {gen.id} has already finished; there is nothing to cancel.",
             )
         code = ErrorCode.CANCELLED_BY_ADMIN if by_admin else ErrorCode.CANCELLED
-        done = await self._cancel_row(gen, code)
+        done = await self.cancel_row(gen, code)
         if done is None:  # finished in the meantime
             raise GenbotError(
                 ErrorCode.NOT_FOUND, f"Job {gen.id} has already finished; there is nothing to cancel."
             )
+        if by_admin and audit:
+            await self.moderation.audit(
+                actor, "cancel", target=f"job {gen.id}", reason=reason, details={"member": gen.user_id}
+            )
         return done
 
-    async def _cancel_row(self, gen: Generation, code: ErrorCode) -> Generation | None:
+    async def pause(self, actor: Actor, *, paused: bool) -> int | None:
+        """Pause or resume ``actor``'s workspace; None when it already was so, else how many
+        queued jobs were held (or released).
+
+        Pausing takes the workspace's queued jobs out of Redis (the rows stay ``queued`` and keep
+        their tickets); the Redis flag makes the submit script refuse new ones and a worker that
+        picked one at that instant set it aside. Resuming puts them back at their own tickets, so
+        they keep their place ahead of anything submitted later.
+        """
+        if not await self.moderation.set_paused(actor.platform, actor.workspace, paused, actor.user_id):
+            return None
+        await self.queue.set_paused(await self.moderation.paused_workspaces())
+        queued = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED])
+        for gen in sorted(queued, key=lambda g: (g.ticket is None, g.ticket or 0, g.id)):
+            if paused:
+                await self.queue.remove_waiting(gen.id)
+            else:
+                ticket, _position, _restored = await self.queue.restore(gen.id, gen.ticket)
+                if ticket != gen.ticket:
+                    await self.store.update(gen.id, ticket=ticket)
+            await self.queue.publish(gen.id, "dequeued")
+        return len(queued)
+
+    async def cancel_row(self, gen: Generation, code: ErrorCode) -> Generation | None:
         """Cancel the row (guarded), then take its job out of the queue, or stop it if it has
         started. Returns None when the row had already finished."""
         done = await self.store.transition(gen.id, State.CANCELLED, error_code=code.value)
@@ -241,7 +364,9 @@ class Genbot:
 
         - A ``queued`` row is submitted again at its own ticket: a no-op when Redis has it, and it
           restores the waiting entry and the arq job when Redis lost one or both. (Skipped while a
-          worker holds the job: it is just starting.)
+          worker holds the job: it is just starting; while its workspace is paused; and for a few
+          seconds after it was created, while its submission may still be refused.) The Redis
+          mirror of paused workspaces is rewritten from the database first.
         - A ``running`` row whose heartbeat is older than ``worker.stuck_after_s`` and that no
           worker holds (its worker died and arq gave up, or Redis lost it) is stuck: it goes back
           to the queue at its ticket as a retry, ``worker.stuck_retries`` times, then fails as
@@ -250,8 +375,16 @@ class Genbot:
         Returns how many rows it changed.
         """
         healed = 0
-        stuck_before = datetime.now(UTC) - timedelta(seconds=self.settings.worker.stuck_after_s)
+        now = datetime.now(UTC)
+        stuck_before = now - timedelta(seconds=self.settings.worker.stuck_after_s)
+        paused = set(await self.moderation.paused_workspaces())
+        await self.queue.set_paused(paused)  # Redis may have forgotten; the database says
         for gen in await self.store.list_active():
+            if gen.state is State.QUEUED and (
+                (gen.platform, gen.workspace) in paused
+                or (gen.ticket is None and gen.created_at > now - SUBMIT_GRACE)
+            ):
+                continue  # held by a pause, or still being submitted
             held = await self.queue.job_state(gen.id)
             if gen.state is State.RUNNING:
                 if held == "running" or (gen.heartbeat_at or gen.created_at) > stuck_before:

@@ -53,3 +53,29 @@ class Keys:
     def runtimes(self, backend: str) -> str:
         """List of the most recent run times (s) of one backend, newest first."""
         return f"{self.prefix}:runtimes:{backend}"
+
+    @property
+    def paused(self) -> str:
+        """Set of ``platform:workspace`` whose queue an admin paused (mirrors the database)."""
+        return f"{self.prefix}:paused"
+
+    def member_queued(self, member: str) -> str:
+        """Sorted set of one member's submitted generation ids (by ticket), pruned to those
+        still waiting whenever a quota is checked."""
+        return f"{self.prefix}:member:{member}:queued"
+
+    def member_recent(self, member: str) -> str:
+        """Sorted set of one member's submissions in the rate window, scored by time (ms)."""
+        return f"{self.prefix}:member:{member}:recent"
+
+    def member_strikes(self, member: str) -> str:
+        """Sorted set of one member's blocked prompts, scored by time (ms)."""
+        return f"{self.prefix}:member:{member}:strikes"
+
+    def confirm(self, member: str, action: str) -> str:
+        """A pending confirmation code of one admin for one action (expires)."""
+        return f"{self.prefix}:confirm:{action}:{member}"
+
+    def refusals(self, workspace: str, hour: int) -> str:
+        """Hash: refusal code -> count, for one workspace and one hour (epoch hours)."""
+        return f"{self.prefix}:refusals:{workspace}:{hour}"

@@ -8,13 +8,15 @@ job with its **ticket** (an ``INCR`` counter), so arq's order is the ticket orde
 of the bot hosts say. Ticket, waiting-set entry and arq job must appear in Redis at one instant: were
 the arq job enqueued in a second round trip, a later submission could reach arq first and start ahead
 of position 1. So :data:`SUBMIT` does what ``ArqRedis.enqueue_job`` does (the same dedupe on
-``arq:job:<id>`` and ``arq:result:<id>``, the same payload from ``arq.jobs.serialize_job``) inside the
+``arq:job:<id>``, the same payload from ``arq.jobs.serialize_job``) inside the
 same atomic script that takes the ticket.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -22,11 +24,11 @@ from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
-    result_key_prefix,
 )
 from arq.jobs import serialize_job
 
-from bot.models import job_id_for
+from bot.models import Quota, job_id_for
+from bot.ports import QuotaRefused
 from jobs.constants import (
     EVENTS_MAXLEN,
     GENERATE_FUNCTION,
@@ -37,14 +39,40 @@ from jobs.constants import (
 
 __all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 
-# KEYS: ticket, waiting, arq job key, arq result key, arq queue
-# ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id
-# Returns {ticket, position, added (1 if the waiting entry or the arq job had to be written)}.
+# KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set, member's recent submissions
+# ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id,
+#       quota check ("" for none, else now in ms), workspace, global max, exempt ("1"/"0"),
+#       member max queued, rate count, rate window ms
+# Returns {ticket, position, added (1 if the waiting entry or the arq job had to be written)},
+# or {-1, 0, 0} paused, {-2, 0, 0} queue full, {-3, 0, 0} member's queue full,
+# {-4, retry-after ms, 0} rate limited: then nothing was written.
 # Idempotent, and it repairs: a waiting entry whose arq job is gone (Redis evicted it, arq gave up
 # on it) gets its job back, at the same ticket.
 SUBMIT = """
 local ticket
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+local now = tonumber(ARGV[6])
+if now and not score then
+    if redis.call('SISMEMBER', KEYS[5], ARGV[7]) == 1 then return {-1, 0, 0} end
+    if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[8]) then return {-2, 0, 0} end
+    if ARGV[9] == '0' then
+        local queued = 0
+        for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+            if redis.call('ZSCORE', KEYS[2], id) then
+                queued = queued + 1
+            else
+                redis.call('ZREM', KEYS[6], id)
+            end
+        end
+        if queued >= tonumber(ARGV[10]) then return {-3, 0, 0} end
+        local window = tonumber(ARGV[12])
+        redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - window)
+        if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[11]) then
+            local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
+            return {-4, tonumber(oldest[2]) + window - now, 0}
+        end
+    end
+end
 if score then
     ticket = tonumber(score)
 elseif ARGV[4] ~= '' then
@@ -59,10 +87,17 @@ local added = 0
 if not score then
     redis.call('ZADD', KEYS[2], ticket, ARGV[1])
     added = 1
+    if now and ARGV[9] == '0' then
+        local window = tonumber(ARGV[12])
+        redis.call('ZADD', KEYS[6], ticket, ARGV[1])
+        redis.call('ZADD', KEYS[7], now, ARGV[1])
+        redis.call('PEXPIRE', KEYS[6], 7 * 24 * 3600 * 1000)
+        redis.call('PEXPIRE', KEYS[7], window)
+    end
 end
-if redis.call('EXISTS', KEYS[3], KEYS[4]) == 0 then
+if redis.call('EXISTS', KEYS[3]) == 0 then
     redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-    redis.call('ZADD', KEYS[5], ticket, ARGV[5])
+    redis.call('ZADD', KEYS[4], ticket, ARGV[5])
     added = 1
 end
 return {ticket, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, added}
@@ -82,6 +117,13 @@ return removed
 async def open_redis(url: str) -> ArqRedis:
     """A Redis pool that arq's own calls (job status, abort) also accept."""
     return await create_pool(RedisSettings.from_dsn(url))
+
+
+_REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate"}
+
+
+def workspace_key(platform: str, workspace: str) -> str:
+    return f"{platform}:{workspace}"
 
 
 def _ms() -> int:
@@ -109,25 +151,114 @@ class RedisJobQueue:
         self._submit = redis.register_script(SUBMIT)
         self._remove = redis.register_script(REMOVE_WAITING)
 
-    async def submit(self, generation_id: int, *, ticket: int | None = None) -> tuple[int, int]:
+    async def submit(
+        self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
+    ) -> tuple[int, int]:
         """See :meth:`bot.ports.JobQueue.submit`."""
-        taken, position, _added = await self.restore(generation_id, ticket)
+        taken, position, _added = await self._run_submit(generation_id, ticket, quota)
         return taken, position
 
     async def restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
+        return await self._run_submit(generation_id, ticket, None)
+
+    async def _run_submit(
+        self, generation_id: int, ticket: int | None, quota: Quota | None
+    ) -> tuple[int, int, bool]:
         job_id = job_id_for(generation_id)
         payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
+        member = quota.member if quota else "-"
+        checks: list[str | int] = ["", "", 0, "1", 0, 0, 0]
+        if quota is not None:
+            checks = [
+                _ms(),
+                workspace_key(*quota.workspace),
+                quota.global_max,
+                "1" if quota.exempt else "0",
+                quota.max_queued,
+                quota.rate_count,
+                quota.rate_window_s * 1000,
+            ]
         result: list[Any] = await self._submit(
             keys=[
                 self.keys.ticket,
                 self.keys.waiting,
                 job_key_prefix + job_id,
-                result_key_prefix + job_id,
                 self.queue_name,
+                self.keys.paused,
+                self.keys.member_queued(member),
+                self.keys.member_recent(member),
             ],
-            args=[generation_id, payload, JOB_PAYLOAD_TTL_MS, "" if ticket is None else ticket, job_id],
+            args=[
+                generation_id,
+                payload,
+                JOB_PAYLOAD_TTL_MS,
+                "" if ticket is None else ticket,
+                job_id,
+                *checks,
+            ],
         )
-        return int(result[0]), int(result[1]), bool(result[2])
+        first = int(result[0])
+        if first < 0:
+            reason = _REFUSALS[first]
+            raise QuotaRefused(reason, int(result[1]) / 1000 if reason == "rate" else None)
+        return first, int(result[1]), bool(result[2])
+
+    # -- moderation -------------------------------------------------------------------------
+
+    async def is_paused(self, platform: str, workspace: str) -> bool:
+        return bool(await self.redis.sismember(self.keys.paused, workspace_key(platform, workspace)))  # type: ignore[misc]
+
+    async def set_paused(self, paused: Iterable[tuple[str, str]]) -> None:
+        members = [workspace_key(p, w) for p, w in paused]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.paused)
+            if members:
+                pipe.sadd(self.keys.paused, *members)
+            await pipe.execute()
+
+    async def pause(self, platform: str, workspace: str, paused: bool) -> None:
+        key = workspace_key(platform, workspace)
+        if paused:
+            await self.redis.sadd(self.keys.paused, key)  # type: ignore[misc]
+        else:
+            await self.redis.srem(self.keys.paused, key)  # type: ignore[misc]
+
+    async def strike(self, member: str, window_s: int) -> int:
+        key = self.keys.member_strikes(member)
+        now = _ms()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now - window_s * 1000)
+            pipe.zadd(key, {f"{now}:{uuid.uuid4().hex[:8]}": now})
+            pipe.zcard(key)
+            pipe.pexpire(key, window_s * 1000)
+            results = await pipe.execute()
+        return int(results[2])
+
+    async def count_refusal(self, platform: str, workspace: str, code: str) -> None:
+        key = self.keys.refusals(workspace_key(platform, workspace), _ms() // 3_600_000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, code, 1)
+            pipe.expire(key, 26 * 3600)
+            await pipe.execute()
+
+    async def refusals(self, platform: str, workspace: str, hours: int) -> dict[str, int]:
+        now = _ms() // 3_600_000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for hour in range(now - hours + 1, now + 1):
+                pipe.hgetall(self.keys.refusals(workspace_key(platform, workspace), hour))
+            buckets: list[dict[bytes, bytes]] = await pipe.execute()
+        totals: dict[str, int] = {}
+        for bucket in buckets:
+            for code, count in bucket.items():
+                totals[code.decode()] = totals.get(code.decode(), 0) + int(count)
+        return totals
+
+    async def set_confirm(self, member: str, action: str, code: str, ttl_s: int) -> None:
+        await self.redis.set(self.keys.confirm(member, action), code, ex=ttl_s)
+
+    async def take_confirm(self, member: str, action: str) -> str | None:
+        value = await self.redis.getdel(self.keys.confirm(member, action))
+        return value.decode() if value is not None else None
 
     async def job_state(self, generation_id: int) -> str | None:
         job_id = job_id_for(generation_id)

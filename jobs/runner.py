@@ -77,6 +77,15 @@ class GenerationRunner:
             await self.queue.mark_done(generation_id)
             return gen.state.value if gen else "missing"
         if gen.state is State.QUEUED:
+            if await self.queue.is_paused(gen.platform, gen.workspace):
+                # An admin paused the workspace as this job was picked: set it aside. The row stays
+                # queued with its ticket; resuming puts it back in its place (and the sweep would,
+                # were a resume to race with this).
+                await self.queue.mark_done(generation_id)
+                if gen.ticket is None and ticket is not None:
+                    await self.store.update(generation_id, ticket=int(ticket))
+                await self.queue.publish(generation_id, "dequeued")
+                return "paused"
             if await self.queue.mark_running(generation_id):
                 await self.queue.publish(generation_id, "dequeued")
             started = await self.store.transition(generation_id, State.RUNNING)

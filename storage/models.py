@@ -45,6 +45,7 @@ class GenerationRow(Model):
             Index(fields=("platform", "state"), name="generations_platform_state"),
             Index(fields=("platform", "workspace", "user_id", "state"), name="generations_user_state"),
             Index(fields=("platform", "finished_at"), name="generations_platform_finished"),
+            Index(fields=("platform", "workspace", "created_at"), name="generations_workspace_created"),
         )
 
 
@@ -63,3 +64,71 @@ class ChatMessageRow(Model):
 
     class Meta:
         table = "chat_messages"
+
+
+class BanRow(Model):
+    """A member who may not submit in one workspace, until ``expires_at`` (None: until unbanned)."""
+
+    id = fields.BigIntField(primary_key=True)
+    platform = fields.CharField(max_length=16)
+    workspace = fields.CharField(max_length=64)
+    user_id = fields.CharField(max_length=64)
+    reason = fields.TextField()
+    created_by = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "bans"
+        unique_together = (("platform", "workspace", "user_id"),)
+
+
+class BlockedTermRow(Model):
+    """A term prompts of one workspace may not contain (``normalized`` is what matching compares)."""
+
+    id = fields.BigIntField(primary_key=True)
+    platform = fields.CharField(max_length=16)
+    workspace = fields.CharField(max_length=64)
+    term = fields.CharField(max_length=100)
+    normalized = fields.CharField(max_length=100)
+    whole_word = fields.BooleanField(default=True)
+    created_by = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "blocked_terms"
+        unique_together = (("platform", "workspace", "normalized"),)
+
+
+class WorkspaceRow(Model):
+    """Per-workspace switches set by its admins (for now: whether its queue is paused)."""
+
+    id = fields.BigIntField(primary_key=True)
+    platform = fields.CharField(max_length=16)
+    workspace = fields.CharField(max_length=64)
+    paused = fields.BooleanField(default=False)
+    changed_by = fields.CharField(max_length=64, null=True)
+    changed_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "workspaces"
+        unique_together = (("platform", "workspace"),)
+
+
+class AuditRow(Model):
+    """One admin action: who, what, when, on what, and why."""
+
+    id = fields.BigIntField(primary_key=True)
+    platform = fields.CharField(max_length=16)
+    workspace = fields.CharField(max_length=64)
+    actor_id = fields.CharField(max_length=64)
+    actor_name = fields.CharField(max_length=100)
+    action = fields.CharField(max_length=32)
+    target = fields.CharField(max_length=200, null=True)
+    reason = fields.TextField(null=True)
+    details: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "audit_log"
+        indexes = (Index(fields=("platform", "workspace", "created_at"), name="audit_workspace_time"),)

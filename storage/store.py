@@ -9,7 +9,7 @@ from typing import Any
 from tortoise.connection import get_connection
 from tortoise.expressions import F, Q
 
-from bot.models import Generation, NewGeneration, State, sources_of
+from bot.models import Generation, NewGeneration, State, Stats, sources_of
 from storage.merge import Column, encode_patch, is_postgres, update_sql
 from storage.models import GenerationRow
 
@@ -202,3 +202,43 @@ class TortoiseGenerationStore:
             state__in=[s.value for s in states],
         ).order_by("id")
         return [snapshot(row) for row in rows]
+
+    async def list_workspace(
+        self, platform: str, workspace: str, states: Sequence[State]
+    ) -> list[Generation]:
+        rows = await GenerationRow.filter(
+            platform=platform, workspace=workspace, state__in=[s.value for s in states]
+        ).order_by("id")
+        return [snapshot(row) for row in rows]
+
+    async def discard(self, generation_id: int) -> None:
+        await GenerationRow.filter(id=generation_id, state=State.QUEUED.value, ticket=None).delete()
+
+    async def stats(self, platform: str, workspace: str, since: datetime) -> Stats:
+        rows = await GenerationRow.filter(
+            platform=platform, workspace=workspace, created_at__gte=since
+        ).values_list("state", "error_code", "created_at", "started_at", "finished_at")
+        by_code: dict[str, int] = {}
+        waits: list[float] = []
+        runs: list[float] = []
+        succeeded = active = 0
+        for state, code, created, started, finished in rows:
+            if started is not None:
+                waits.append((started - created).total_seconds())
+            if state == State.SUCCEEDED.value:
+                succeeded += 1
+                if started is not None and finished is not None:
+                    runs.append((finished - started).total_seconds())
+            elif state in (State.QUEUED.value, State.RUNNING.value):
+                active += 1
+            else:
+                key = code or state
+                by_code[key] = by_code.get(key, 0) + 1
+        return Stats(
+            submitted=len(rows),
+            succeeded=succeeded,
+            by_code=by_code,
+            active=active,
+            mean_wait_s=sum(waits) / len(waits) if waits else None,
+            mean_run_s=sum(runs) / len(runs) if runs else None,
+        )

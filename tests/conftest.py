@@ -102,7 +102,8 @@ async def sqlite_url(tmp_path: Path) -> str:
 
 
 def make_settings(redis_url: str, db_url: str, tmp_path: Path, **overrides: object) -> Settings:
-    """Fast settings for tests: a quick demo backend, no edit throttling."""
+    """Fast settings for tests: a quick demo backend, no edit throttling, and quotas out of the way
+    (the quota tests set their own)."""
     base: dict[str, object] = {
         "redis": {"url": redis_url, "key_prefix": "gt", "queue_name": "gt:queue"},
         "database": {"url": db_url},
@@ -111,6 +112,7 @@ def make_settings(redis_url: str, db_url: str, tmp_path: Path, **overrides: obje
         "worker": {"progress_interval_s": 0.0},
         "renderer": {"min_edit_interval_s": 0.0, "claim_idle_s": 1.0},
         "local": {"host": "127.0.0.1", "port": 0},
+        "quota": {"max_queued": 1000, "max_running": 1000, "rate_count": 10_000},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

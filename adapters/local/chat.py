@@ -233,7 +233,8 @@ class LocalChat:
                 "members": [{"id": m.id, "name": m.name, "admin": m.admin} for m in self.members.values()],
                 "commands": [
                     {
-                        "name": spec.name,
+                        "name": spec.key,
+                        "admin": spec.admin,
                         "description": spec.description,
                         "options": [
                             {
@@ -296,7 +297,7 @@ class LocalChat:
             except GenbotError as exc:
                 await responder.reply_error(exc.text)
                 return web.json_response({"ok": True})
-            name = spec.name
+            name = spec.key
         await self.handler.handle(
             CommandRequest(actor=self.actor(member), channel=CHANNEL, name=name, options=options),
             responder,

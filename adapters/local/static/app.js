@@ -386,16 +386,24 @@ async function pressButton(messageId, action, btn) {
 
 function updateComposer() {
   const text = input.value;
-  const typingName = /^\/(\S*)$/.exec(text);
-  if (typingName) showPopup(typingName[1]); else hidePopup();
-  const named = /^\/(\S+)\s/.exec(text);
-  const command = named && state.commands.find((c) => c.name === named[1]);
+  // Command names may have two words (/admin ban): the longest name the text starts with wins.
+  const command = state.commands
+    .filter((c) => text.toLowerCase().startsWith(`/${c.name} `))
+    .sort((a, b) => b.name.length - a.name.length)[0];
+  const typingName = /^\/(\S*(?: \S*)?)$/.exec(text);
+  if (typingName && !command) showPopup(typingName[1]); else hidePopup();
   if (command) showHint(command, text); else hintEl.hidden = true;
+}
+
+function visibleCommands() {
+  // Admin commands are offered to admins only (the server checks every call anyway).
+  const me = state.members.find((m) => m.id === state.userId);
+  return state.commands.filter((c) => !c.admin || (me && me.admin));
 }
 
 function showPopup(prefix) {
   const q = prefix.toLowerCase();
-  const matches = state.commands.filter((c) => String(c.name).toLowerCase().startsWith(q));
+  const matches = visibleCommands().filter((c) => String(c.name).toLowerCase().startsWith(q));
   if (!matches.length) { hidePopup(); return; }
   state.popupItems = matches;
   state.popupIndex = 0;

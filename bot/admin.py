@@ -1,0 +1,319 @@
+"""The admin commands (``/admin ...``): bans, blocked terms, pause and resume, cancel and clear, the
+whole queue, stats and the audit log. Every one is for admins only (checked here, on the server,
+for every call) and every change writes an audit row.
+
+Each command acts in the admin's own workspace (Slack workspace, Discord guild, the local chat):
+an admin of one server can neither see nor change another's queue, bans or terms.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from bot.commands import CommandSpec, check_known, parse_int
+from bot.errors import ErrorCode, GenbotError
+from bot.models import Actor, Ban, CommandRequest, Generation, State
+from bot.moderation import blocked_term, format_span, member_of, normalize, parse_duration
+from bot.views import format_duration
+
+if TYPE_CHECKING:
+    from bot.service import Genbot
+
+log = logging.getLogger(__name__)
+
+#: Lines of a listing before "and N more".
+LIST_MAX = 25
+TERM_MAX = 100
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "?"
+    return format_duration(max(0.0, (datetime.now(UTC) - moment).total_seconds())) + " ago"
+
+
+def _short(text: str, limit: int = 50) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _line(where: str, gen: Generation, age: str) -> str:
+    return f"• {where} · job {gen.id} · {gen.user_name} · {age} · {_short(gen.prompt)}"
+
+
+class Admin:
+    def __init__(self, core: Genbot) -> None:
+        self.core = core
+        self.store = core.store
+        self.moderation = core.moderation
+        self.queue = core.queue
+
+    async def run(self, spec: CommandSpec, request: CommandRequest) -> str:
+        """Run ``/admin <spec.name>``; returns the reply for the admin. Raises
+        :class:`GenbotError` (not_allowed for members, invalid_option for bad input)."""
+        actor = request.actor
+        if not actor.is_admin:
+            raise GenbotError(
+                ErrorCode.NOT_ALLOWED, f"Only admins can use /{spec.key}; you are not an admin here."
+            )
+        check_known(spec, request.options)
+        options = {k: v.strip() for k, v in request.options.items()}
+        reason = options.get("reason") or None
+        handler = getattr(self, f"_{spec.name}")
+        reply: str = await handler(actor, spec, options, reason)
+        return reply
+
+    # -- members --------------------------------------------------------------------------------
+
+    def _target(self, actor: Actor, options: dict[str, str]) -> str:
+        target = member_of(options.get("member", ""))
+        if target is None:
+            raise GenbotError(ErrorCode.INVALID_OPTION, "Say which member, for example @ana.")
+        return target
+
+    async def _ban(
+        self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        target = self._target(actor, options)
+        if target == actor.user_id:
+            raise GenbotError(ErrorCode.INVALID_OPTION, "You can't ban yourself.")
+        duration = None
+        if options.get("duration"):
+            duration = parse_duration(options["duration"])
+            if duration is None:
+                raise GenbotError(
+                    ErrorCode.INVALID_OPTION, "Duration must look like 30m, 2h, 7d or 1w (or be left out)."
+                )
+        jobs = (options.get("jobs") or "cancel").lower()
+        if jobs not in ("cancel", "keep"):
+            raise GenbotError(ErrorCode.INVALID_OPTION, "Jobs must be cancel or keep.")
+        now = datetime.now(UTC)
+        expires = now + duration if duration else None
+        await self.moderation.put_ban(
+            Ban(actor.platform, actor.workspace, target, reason or "", actor.user_id, now, expires)
+        )
+        cancelled: list[int] = []
+        if jobs == "cancel":
+            for gen in await self.store.list_for_user(
+                actor.platform, actor.workspace, target, [State.QUEUED]
+            ):
+                if await self.core.cancel_row(gen, ErrorCode.CANCELLED_BY_ADMIN):
+                    cancelled.append(gen.id)
+        await self.moderation.audit(
+            actor,
+            "ban",
+            target=target,
+            reason=reason,
+            details={
+                "duration_s": int(duration.total_seconds()) if duration else None,
+                "jobs": jobs,
+                "cancelled": cancelled,
+            },
+        )
+        until = (
+            f"for {format_span(duration)} (until {_when(expires)})"
+            if duration and expires
+            else "until unbanned"
+        )
+        kept = (
+            f" Cancelled {len(cancelled)} queued job(s)."
+            if jobs == "cancel"
+            else " Their queued jobs stay in the queue."
+        )
+        return f"Banned member {target} {until}.{kept}"
+
+    async def _unban(
+        self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        target = self._target(actor, options)
+        removed = await self.moderation.delete_ban(actor.platform, actor.workspace, target)
+        if not removed:
+            raise GenbotError(ErrorCode.NOT_FOUND, f"Member {target} is not banned here.")
+        await self.moderation.audit(actor, "unban", target=target, reason=reason)
+        return f"Member {target} may make images again."
+
+    async def _bans(self, actor: Actor, *_: object) -> str:
+        bans = await self.moderation.list_bans(actor.platform, actor.workspace)
+        if not bans:
+            return "Nobody is banned here."
+        lines = [f"Banned members ({len(bans)}):"]
+        for ban in bans[:LIST_MAX]:
+            until = f"until {_when(ban.expires_at)}" if ban.expires_at else "until unbanned"
+            why = f" · {_short(ban.reason)}" if ban.reason else ""
+            lines.append(f"• {ban.user_id} · {until} · by {ban.created_by}{why}")
+        if len(bans) > LIST_MAX:
+            lines.append(f"… and {len(bans) - LIST_MAX} more")
+        return "\n".join(lines)
+
+    # -- blocked terms --------------------------------------------------------------------------
+
+    async def _block(
+        self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        raw = " ".join(options.get("term", "").split())
+        match = (options.get("match") or "word").lower()
+        if match not in ("word", "substring"):
+            raise GenbotError(ErrorCode.INVALID_OPTION, "Match must be word or substring.")
+        if len(raw) > TERM_MAX:
+            raise GenbotError(ErrorCode.INVALID_OPTION, f"A term is at most {TERM_MAX} characters long.")
+        term = blocked_term(raw, whole_word=match == "word")
+        if len(term.normalized) < 2:
+            raise GenbotError(ErrorCode.INVALID_OPTION, "Give a term of at least two letters or digits.")
+        if not await self.moderation.add_term(actor.platform, actor.workspace, term, actor.user_id):
+            raise GenbotError(ErrorCode.INVALID_OPTION, f"“{raw}” is already blocked here.")
+        await self.moderation.audit(
+            actor, "block", target=raw, reason=reason, details={"match": match, "normalized": term.normalized}
+        )
+        how = "as a whole word" if term.whole_word else "anywhere in a prompt"
+        return f"Blocked “{raw}” {how} (also in other cases, with accents or look-alike letters)."
+
+    async def _unblock(
+        self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        raw = " ".join(options.get("term", "").split())
+        if not await self.moderation.remove_term(actor.platform, actor.workspace, normalize(raw)):
+            raise GenbotError(
+                ErrorCode.NOT_FOUND, f"“{_short(raw)}” is not blocked here. /admin terms lists them."
+            )
+        await self.moderation.audit(actor, "unblock", target=raw, reason=reason)
+        return f"“{raw}” is allowed again."
+
+    async def _terms(self, actor: Actor, *_: object) -> str:
+        terms = await self.moderation.list_terms(actor.platform, actor.workspace)
+        if not terms:
+            return "No terms are blocked here. Add one with /admin block."
+        lines = [f"Blocked terms ({len(terms)}):"]
+        lines += [f"• {t.term} ({'whole word' if t.whole_word else 'substring'})" for t in terms]
+        return "\n".join(lines)
+
+    # -- the queue ------------------------------------------------------------------------------
+
+    async def _pause(
+        self, actor: Actor, _spec: CommandSpec, _options: dict[str, str], reason: str | None
+    ) -> str:
+        held = await self.core.pause(actor, paused=True)
+        if held is None:
+            raise GenbotError(
+                ErrorCode.INVALID_OPTION, "The queue is already paused. /admin resume restarts it."
+            )
+        await self.moderation.audit(actor, "pause", reason=reason, details={"queued": held})
+        return (
+            f"Paused the queue. {held} queued job(s) keep their place and wait; new requests are "
+            "refused until /admin resume. Jobs already running finish."
+        )
+
+    async def _resume(
+        self, actor: Actor, _spec: CommandSpec, _options: dict[str, str], reason: str | None
+    ) -> str:
+        released = await self.core.pause(actor, paused=False)
+        if released is None:
+            raise GenbotError(ErrorCode.INVALID_OPTION, "The queue is not paused.")
+        await self.moderation.audit(actor, "resume", reason=reason, details={"queued": released})
+        return f"Resumed the queue: {released} queued job(s) go on in their order."
+
+    async def _cancel(
+        self, actor: Actor, spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        job = parse_int(spec, "job", options.get("job"))
+        if job is None:
+            raise GenbotError(ErrorCode.INVALID_OPTION, "Say which job: /admin cancel 12.")
+        gen = await self.core.cancel(actor, job, reason=reason, audit=False)
+        await self.moderation.audit(
+            actor, "cancel", target=f"job {gen.id}", reason=reason, details={"member": gen.user_id}
+        )
+        return f"Cancelled job {gen.id} of {gen.user_name}."
+
+    async def _clear(
+        self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        queued = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED])
+        given = options.get("confirm")
+        ttl = self.core.settings.moderation.confirm_s
+        if not given:
+            if not queued:
+                return "The queue is empty: nothing to clear."
+            code = f"{secrets.randbelow(10_000):04d}"
+            await self.queue.set_confirm(actor.member, "clear", code, ttl)
+            return (
+                f"This cancels all {len(queued)} queued job(s) here (running jobs go on). To go ahead, run "
+                f"/admin clear confirm: {code} within {format_duration(ttl)}."
+            )
+        expected = await self.queue.take_confirm(actor.member, "clear")
+        if expected is None or not secrets.compare_digest(expected, given):
+            raise GenbotError(
+                ErrorCode.INVALID_OPTION,
+                "That confirmation code is wrong or has expired. Run /admin clear again for a new one.",
+            )
+        cancelled = [g.id for g in queued if await self.core.cancel_row(g, ErrorCode.CANCELLED_BY_ADMIN)]
+        await self.moderation.audit(actor, "clear", reason=reason, details={"cancelled": cancelled})
+        return f"Cleared the queue: cancelled {len(cancelled)} job(s)."
+
+    async def _queue(self, actor: Actor, *_: object) -> str:
+        gens = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED, State.RUNNING])
+        if not gens:
+            return "The queue is empty."
+        paused = await self.queue.is_paused(actor.platform, actor.workspace)
+        running = [g for g in gens if g.state is State.RUNNING]
+        placed: list[tuple[int, Generation]] = []
+        waiting_aside: list[Generation] = []
+        for gen in gens:
+            if gen.state is State.QUEUED:
+                position = await self.queue.position(gen.id)
+                if position is None:
+                    waiting_aside.append(gen)
+                else:
+                    placed.append((position, gen))
+        placed.sort(key=lambda pair: pair[0])
+        queued = len(placed) + len(waiting_aside)
+        lines = [f"The queue{' (paused)' if paused else ''}: {len(running)} running, {queued} queued."]
+        for gen in running:
+            progress = gen.meta.get("progress") or {}
+            step, total = progress.get("step"), progress.get("total")
+            shown = f" {round(100 * step / total)}%" if isinstance(step, int) and total else ""
+            lines.append(_line(f"running{shown}", gen, f"started {_ago(gen.started_at)}"))
+        for position, gen in placed:
+            lines.append(_line(f"#{position}", gen, _ago(gen.created_at)))
+        for gen in waiting_aside:
+            lines.append(_line("paused" if paused else "starting", gen, _ago(gen.created_at)))
+        if len(lines) > LIST_MAX + 1:
+            lines = [*lines[: LIST_MAX + 1], f"… and {len(lines) - LIST_MAX - 1} more"]
+        return "\n".join(lines)
+
+    async def _stats(self, actor: Actor, *_: object) -> str:
+        since = datetime.now(UTC) - timedelta(hours=24)
+        stats = await self.store.stats(actor.platform, actor.workspace, since)
+        refused = await self.queue.refusals(actor.platform, actor.workspace, 24)
+        lines = [
+            "The last 24 hours:",
+            f"• requests: {stats.submitted} ({stats.succeeded} succeeded, "
+            f"{stats.active} still queued or running)",
+        ]
+        ended = ", ".join(f"{code} {n}" for code, n in sorted(stats.by_code.items())) or "none"
+        lines.append(f"• failed or cancelled: {ended}")
+        lines.append(
+            f"• refused: {', '.join(f'{code} {n}' for code, n in sorted(refused.items())) or 'none'}"
+        )
+        wait = format_duration(stats.mean_wait_s) if stats.mean_wait_s is not None else "n/a"
+        run = format_duration(stats.mean_run_s) if stats.mean_run_s is not None else "n/a"
+        lines.append(f"• mean wait: {wait} · mean run: {run}")
+        return "\n".join(lines)
+
+    async def _audit(
+        self, actor: Actor, spec: CommandSpec, options: dict[str, str], _reason: str | None
+    ) -> str:
+        limit = parse_int(spec, "limit", options.get("limit")) or 20
+        entries = await self.moderation.list_audit(actor.platform, actor.workspace, limit)
+        if not entries:
+            return "The audit log is empty."
+        lines = [f"The latest {len(entries)} admin action(s):"]
+        for entry in entries:
+            target = f" {entry.target}" if entry.target else ""
+            why = f" · {_short(entry.reason)}" if entry.reason else ""
+            lines.append(f"• {_when(entry.created_at)} · {entry.actor_name}: {entry.action}{target}{why}")
+        return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""The :class:`~bot.ports.ModerationStore` on Tortoise: bans, blocked terms, paused workspaces and
+the audit log, each scoped to one workspace (a Slack workspace, a Discord guild, the local chat)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+
+from bot.models import Actor, AuditEntry, Ban
+from bot.moderation import BlockedTerm
+from storage.models import AuditRow, BanRow, BlockedTermRow, WorkspaceRow
+
+
+def _ban(row: BanRow) -> Ban:
+    return Ban(
+        platform=row.platform,
+        workspace=row.workspace,
+        user_id=row.user_id,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )
+
+
+def _in_force() -> Q:
+    return Q(expires_at=None) | Q(expires_at__gt=datetime.now(UTC))
+
+
+class TortoiseModerationStore:
+    async def get_ban(self, platform: str, workspace: str, user_id: str) -> Ban | None:
+        row = await BanRow.filter(
+            _in_force(), platform=platform, workspace=workspace, user_id=user_id
+        ).first()
+        return _ban(row) if row else None
+
+    async def put_ban(self, ban: Ban) -> None:
+        await BanRow.update_or_create(
+            platform=ban.platform,
+            workspace=ban.workspace,
+            user_id=ban.user_id,
+            defaults={
+                "reason": ban.reason,
+                "created_by": ban.created_by,
+                "created_at": ban.created_at,
+                "expires_at": ban.expires_at,
+            },
+        )
+
+    async def delete_ban(self, platform: str, workspace: str, user_id: str) -> bool:
+        # An expired ban is no ban: unbanning a member whose ban ran out says "was not banned".
+        in_force = await BanRow.filter(
+            _in_force(), platform=platform, workspace=workspace, user_id=user_id
+        ).exists()
+        await BanRow.filter(platform=platform, workspace=workspace, user_id=user_id).delete()
+        return in_force
+
+    async def list_bans(self, platform: str, workspace: str) -> list[Ban]:
+        rows = await BanRow.filter(_in_force(), platform=platform, workspace=workspace).order_by("id")
+        return [_ban(row) for row in rows]
+
+    async def add_term(self, platform: str, workspace: str, term: BlockedTerm, created_by: str) -> bool:
+        try:
+            await BlockedTermRow.create(
+                platform=platform,
+                workspace=workspace,
+                term=term.term,
+                normalized=term.normalized,
+                whole_word=term.whole_word,
+                created_by=created_by,
+            )
+        except IntegrityError:
+            return False
+        return True
+
+    async def remove_term(self, platform: str, workspace: str, normalized: str) -> bool:
+        deleted = await BlockedTermRow.filter(
+            platform=platform, workspace=workspace, normalized=normalized
+        ).delete()
+        return deleted > 0
+
+    async def list_terms(self, platform: str, workspace: str) -> list[BlockedTerm]:
+        rows = await BlockedTermRow.filter(platform=platform, workspace=workspace).order_by("id")
+        return [BlockedTerm(r.term, r.normalized, r.whole_word) for r in rows]
+
+    async def set_paused(self, platform: str, workspace: str, paused: bool, by: str) -> bool:
+        now = datetime.now(UTC)
+        changed = await WorkspaceRow.filter(platform=platform, workspace=workspace, paused=not paused).update(
+            paused=paused, changed_by=by, changed_at=now
+        )
+        if changed:
+            return True
+        if await WorkspaceRow.filter(platform=platform, workspace=workspace).exists():
+            return False
+        try:
+            await WorkspaceRow.create(
+                platform=platform, workspace=workspace, paused=paused, changed_by=by, changed_at=now
+            )
+        except IntegrityError:  # created concurrently: try the update once more
+            return await self.set_paused(platform, workspace, paused, by)
+        return paused  # a new row that is not paused changed nothing
+
+    async def paused_workspaces(self) -> list[tuple[str, str]]:
+        rows = await WorkspaceRow.filter(paused=True).values_list("platform", "workspace")
+        return [(str(p), str(w)) for p, w in rows]
+
+    async def audit(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        target: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        await AuditRow.create(
+            platform=actor.platform,
+            workspace=actor.workspace,
+            actor_id=actor.user_id,
+            actor_name=actor.display_name,
+            action=action,
+            target=target,
+            reason=reason,
+            details=details or {},
+        )
+
+    async def list_audit(self, platform: str, workspace: str, limit: int) -> list[AuditEntry]:
+        rows = await AuditRow.filter(platform=platform, workspace=workspace).order_by("-id").limit(limit)
+        return [
+            AuditEntry(
+                r.actor_id, r.actor_name, r.action, r.target, r.reason, dict(r.details or {}), r.created_at
+            )
+            for r in rows
+        ]
