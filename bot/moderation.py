@@ -94,7 +94,7 @@ def first_match(text: str, terms: Iterable[BlockedTerm]) -> BlockedTerm | None:
 # -- option values --------------------------------------------------------------------------------
 
 _MENTION = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$")
-_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|min|mins|minutes?|hours?|days?|weeks?)", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+)\s*(weeks?|w|days?|d|hours?|h|minutes?|mins?|m)", re.IGNORECASE)
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60}
 
 

@@ -87,7 +87,7 @@ local added = 0
 if not score then
     redis.call('ZADD', KEYS[2], ticket, ARGV[1])
     added = 1
-    if now and ARGV[9] == '0' then
+    if now then
         local window = tonumber(ARGV[12])
         redis.call('ZADD', KEYS[6], ticket, ARGV[1])
         redis.call('ZADD', KEYS[7], now, ARGV[1])

@@ -75,7 +75,9 @@ async def postgres_url() -> AsyncIterator[str]:
 async def _truncate_pg(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE generations, chat_messages RESTART IDENTITY")
+        await conn.execute(
+            "TRUNCATE generations, chat_messages, bans, blocked_terms, workspaces, audit_log RESTART IDENTITY"
+        )
     finally:
         await conn.close()
 
