@@ -172,7 +172,7 @@ async def test_blocked_terms_refuse_prompts_only_to_the_member(mrt: Runtime) -> 
     assert (await admin(mrt, "block", term="kill", match="substring")).errors == []
     for who, prompt in (
         (ALICE, "SPAM fritters"),
-        (ALICE, "ｓｐàm"),
+        (ALICE, "\uff53\uff50\u00e0m"),
         (BOB, "5p4m!"),
         (BOB, "a skilled baker"),
     ):

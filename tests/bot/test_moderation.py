@@ -41,7 +41,7 @@ RED_FOX = blocked_term("red fox")
         "spam",
         "SPAM please",
         "lots of Spam!",
-        "ｓｐａｍ",
+        "\uff53\uff50\uff41\uff4d",
         "\u0455\u0440\u0430m",  # Cyrillic dze, er, a
         "5p4m",
         "spàm",
