@@ -218,6 +218,7 @@ def build_runner(rt: Runtime) -> GenerationRunner:
         breaker=Breaker(w.breaker_fail_max, w.breaker_reset_s),
         backend_timeout_s=w.backend_timeout_s,
         progress_interval_s=w.progress_interval_s,
+        max_running=rt.settings.quota.max_running,
     )
 
 

@@ -158,6 +158,11 @@ class Generation:
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
 
+    @property
+    def member(self) -> str:
+        """The member who asked, as :attr:`Actor.member`."""
+        return f"{self.platform}:{self.workspace}:{self.user_id}"
+
     def imagine_options(self, *, seed: int | None = None) -> ImagineOptions:
         """The validated options this generation was made with (another ``seed`` for a reroll)."""
         opts = self.options
@@ -171,9 +176,12 @@ class Generation:
         )
 
 
+JOB_ID_PREFIX = "gen:"
+
+
 def job_id_for(generation_id: int) -> str:
     """The arq job id of a generation: one id, so enqueueing twice is a no-op."""
-    return f"gen:{generation_id}"
+    return f"{JOB_ID_PREFIX}{generation_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,6 +203,10 @@ class JobQueue(Protocol):
         """
         ...
 
+    async def held_behind_running(self, member: str, generation_id: int) -> bool:
+        """Whether the queued job waits aside because its member runs as many jobs as they may."""
+        ...
+
     async def is_paused(self, platform: str, workspace: str) -> bool:
         """Whether the workspace's queue is paused (the Redis mirror of the database)."""
         ...

@@ -365,8 +365,9 @@ class Genbot:
         - A ``queued`` row is submitted again at its own ticket: a no-op when Redis has it, and it
           restores the waiting entry and the arq job when Redis lost one or both. (Skipped while a
           worker holds the job: it is just starting; while its workspace is paused; and for a few
-          seconds after it was created, while its submission may still be refused.) The Redis
-          mirror of paused workspaces is rewritten from the database first.
+          seconds after it was created, while its submission may still be refused; and while it is
+          held aside because its member runs ``quota.max_running`` jobs.) The Redis mirror of
+          paused workspaces is rewritten from the database first.
         - A ``running`` row whose heartbeat is older than ``worker.stuck_after_s`` and that no
           worker holds (its worker died and arq gave up, or Redis lost it) is stuck: it goes back
           to the queue at its ticket as a retry, ``worker.stuck_retries`` times, then fails as
@@ -400,7 +401,7 @@ class Genbot:
                     await self.queue.remove_waiting(gen.id)  # it finished meanwhile
                     continue
             else:
-                if held == "running":
+                if held == "running" or await self.queue.held_behind_running(gen.member, gen.id):
                     continue
                 ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
                 if not restored:

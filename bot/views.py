@@ -33,6 +33,8 @@ def _headline(gen: Generation, position: int | None, eta: float | None, paused: 
     if gen.state is State.QUEUED:
         if paused:
             return "Queued · paused by an admin"
+        if position is None and gen.meta.get("held"):
+            return "Queued · waits for your other job"
         if position is None:
             return "Queued · starting"
         if eta is None:
@@ -87,6 +89,8 @@ def build_view(
     note = None
     if gen.state is State.QUEUED and paused:
         note = "An admin paused the queue. Your request keeps its place and starts when it resumes."
+    elif gen.state is State.QUEUED and position is None and gen.meta.get("held"):
+        note = "You can have only so many jobs running at once; this one starts when yours ends."
     elif gen.state is State.QUEUED and gen.attempts:
         note = "The worker making this image stopped; it will start again before newer requests."
     return StatusView(

@@ -68,6 +68,14 @@ class Keys:
         """Sorted set of one member's submissions in the rate window, scored by time (ms)."""
         return f"{self.prefix}:member:{member}:recent"
 
+    def member_running(self, member: str) -> str:
+        """Set of one member's generation ids a worker runs now (pruned of dead workers' jobs)."""
+        return f"{self.prefix}:member:{member}:running"
+
+    def member_held(self, member: str) -> str:
+        """Sorted set (by ticket) of one member's jobs set aside until one of theirs finishes."""
+        return f"{self.prefix}:member:{member}:held"
+
     def member_strikes(self, member: str) -> str:
         """Sorted set of one member's blocked prompts, scored by time (ms)."""
         return f"{self.prefix}:member:{member}:strikes"

@@ -27,7 +27,7 @@ from arq.constants import (
 )
 from arq.jobs import serialize_job
 
-from bot.models import Quota, job_id_for
+from bot.models import JOB_ID_PREFIX, Quota, job_id_for
 from bot.ports import QuotaRefused
 from jobs.constants import (
     EVENTS_MAXLEN,
@@ -114,11 +114,58 @@ return removed
 """
 
 
+# The per-member running cap. A member's running set is pruned first of jobs whose arq in-progress
+# key is gone (their worker died), so a crash never blocks a member for good.
+_PRUNE_RUNNING = """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if id ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. id) == 0 then
+        redis.call('SREM', KEYS[2], id)
+    end
+end
+"""
+
+# KEYS: waiting, member's running set, member's held set
+# ARGV: generation id, max running, arq in-progress key prefix of genbot jobs, ticket
+# Returns 1 (started; it was waiting), 0 (started; it was not waiting) or -1 (held: the member
+# already runs max running jobs, so it waits aside, keeping its ticket).
+START = (
+    _PRUNE_RUNNING
+    + """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 or redis.call('SCARD', KEYS[2]) < tonumber(ARGV[2]) then
+    redis.call('SADD', KEYS[2], ARGV[1])
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+return -1
+"""
+)
+
+# KEYS: (unused), member's running set, member's held set
+# ARGV: generation id that ended (or "" for none), max running, in-progress key prefix
+# Returns {id, ticket} of the member's oldest held job when a place is free, else nil.
+RELEASE = (
+    """
+redis.call('SREM', KEYS[2], ARGV[1])
+"""
+    + _PRUNE_RUNNING
+    + """
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return nil end
+local popped = redis.call('ZPOPMIN', KEYS[3])
+if #popped == 0 then return nil end
+return popped
+"""
+)
+
+
 async def open_redis(url: str) -> ArqRedis:
     """A Redis pool that arq's own calls (job status, abort) also accept."""
     return await create_pool(RedisSettings.from_dsn(url))
 
 
+#: arq's in-progress key of a genbot job, but for the generation id.
+_IN_PROGRESS = in_progress_key_prefix + JOB_ID_PREFIX
 _REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate"}
 
 
@@ -150,6 +197,8 @@ class RedisJobQueue:
         self.default_run_s = default_run_s
         self._submit = redis.register_script(SUBMIT)
         self._remove = redis.register_script(REMOVE_WAITING)
+        self._start = redis.register_script(START)
+        self._release = redis.register_script(RELEASE)
 
     async def submit(
         self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
@@ -279,6 +328,47 @@ class RedisJobQueue:
     async def mark_running(self, generation_id: int) -> bool:
         """Take a starting job out of the waiting set. True if it was waiting."""
         return bool(await self.redis.zrem(self.keys.waiting, str(generation_id)))
+
+    async def start(self, generation_id: int, member: str, max_running: int, ticket: int) -> bool | None:
+        """Take a starting job out of the waiting set and count it as running for its member:
+        True if it was waiting, False if not; None when the member already runs ``max_running``
+        jobs: then the job is held aside (out of the waiting set, its ticket kept) until
+        :meth:`release` hands it back."""
+        started = await self._start(
+            keys=[self.keys.waiting, self.keys.member_running(member), self.keys.member_held(member)],
+            args=[generation_id, max_running, _IN_PROGRESS, ticket],
+        )
+        return None if int(started) < 0 else bool(started)
+
+    async def claim_running(self, member: str, generation_id: int) -> None:
+        """Count a job that is running again (after its worker died) as running for its member."""
+        await self.redis.sadd(self.keys.member_running(member), str(generation_id))  # type: ignore[misc]
+
+    async def release(
+        self, member: str, generation_id: int | None, max_running: int
+    ) -> tuple[int, int] | None:
+        """The job stopped running: free its member's place. Returns ``(id, ticket)`` of the
+        member's oldest held job when it may start now (the caller puts it back in the queue)."""
+        popped: list[bytes] | None = await self._release(
+            keys=[self.keys.waiting, self.keys.member_running(member), self.keys.member_held(member)],
+            args=["" if generation_id is None else generation_id, max_running, _IN_PROGRESS],
+        )
+        if not popped:
+            return None
+        return int(popped[0]), int(float(popped[1]))
+
+    async def held_behind_running(self, member: str, generation_id: int) -> bool:
+        """Whether the job is held aside while its member has a job running (the sweep leaves it
+        alone). A held job whose member runs nothing any more reads False: put it back."""
+        held = await self.redis.zscore(self.keys.member_held(member), str(generation_id))
+        if held is None:
+            return False
+        running: list[bytes] = await self.redis.smembers(self.keys.member_running(member))  # type: ignore[misc]
+        for job in running:
+            if await self.redis.exists(in_progress_key_prefix + job_id_for(int(job))):
+                return True
+        await self.redis.zrem(self.keys.member_held(member), str(generation_id))
+        return False
 
     async def mark_done(self, generation_id: int) -> None:
         """Make sure a finished (or cancelled) job holds no place in the waiting set."""

@@ -56,6 +56,7 @@ class GenerationRunner:
         breaker: Breaker,
         backend_timeout_s: float,
         progress_interval_s: float,
+        max_running: int = 1,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -64,6 +65,7 @@ class GenerationRunner:
         self.breaker = breaker
         self.backend_timeout_s = backend_timeout_s
         self.progress_interval_s = progress_interval_s
+        self.max_running = max_running
 
     async def run(self, generation_id: int, *, last_try: bool = False, ticket: int | None = None) -> str:
         """Run the generation; returns its final state (or why nothing ran).
@@ -86,20 +88,56 @@ class GenerationRunner:
                     await self.store.update(generation_id, ticket=int(ticket))
                 await self.queue.publish(generation_id, "dequeued")
                 return "paused"
-            if await self.queue.mark_running(generation_id):
+            place = gen.ticket or ticket or 0
+            was_waiting = await self.queue.start(generation_id, gen.member, self.max_running, int(place))
+            if was_waiting is None:
+                # The member already runs as many jobs as they may: this one waits aside, keeping
+                # its ticket, until one of theirs ends (see _release).
+                await self.store.update(
+                    generation_id, meta={"held": True}, ticket=None if gen.ticket else int(place)
+                )
+                await self.queue.publish(generation_id, "dequeued")
+                return "held"
+            if was_waiting:
                 await self.queue.publish(generation_id, "dequeued")
             started = await self.store.transition(generation_id, State.RUNNING)
             if started is None:
                 # Moved on between the worker's pick and now: cancelled, or started by a
                 # concurrent run (whose Redis entries are already right).
+                current = await self.store.get(generation_id)
+                if current is None or current.state is not State.RUNNING:
+                    await self._release(gen)
                 return "skipped"
             gen = started
+        else:  # running again: its worker died
+            await self.queue.claim_running(gen.member, generation_id)
         await self.queue.publish(generation_id, "started")
         try:
             return await self._generate_and_store(gen)
         except asyncio.CancelledError:
             await self._interrupted(generation_id, last_try=last_try, ticket=ticket)
             raise
+        finally:
+            await self._release(gen)
+
+    async def _release(self, gen: Generation) -> None:
+        """``gen`` no longer runs: free its member's place, and put the member's oldest held job
+        (one still queued) back in the queue at its own ticket. Best effort: the sweep puts back
+        a held job whose member runs nothing."""
+        ended: int | None = gen.id
+        try:
+            while (held := await self.queue.release(gen.member, ended, self.max_running)) is not None:
+                ended = None
+                held_id, ticket = held
+                row = await self.store.get(held_id)
+                if row is None or row.state is not State.QUEUED:
+                    continue  # cancelled while held: take the next one
+                await self.store.update_meta(held_id, {"held": None})
+                await self.queue.restore(held_id, ticket)
+                await self.queue.publish(held_id, "dequeued")
+                return
+        except Exception:
+            log.warning("releasing the place of generation %s failed", gen.id, exc_info=True)
 
     async def _generate_and_store(self, gen: Generation) -> str:
         generation_id = gen.id

@@ -1,0 +1,104 @@
+"""The per-member running cap with a real worker: a member's jobs run one at a time, the other
+members' jobs are not held up behind them, and held jobs keep their place."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from bot.app import Runtime, runtime
+from bot.embedded_redis import EmbeddedRedis
+from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
+from tests.conftest import make_settings
+from tests.stack import worker_running
+
+ALICE = Actor("local", "local", "alice", "Alice")
+BOB = Actor("local", "local", "bob", "Bob")
+
+
+@pytest_asyncio.fixture
+async def capped(
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+) -> AsyncIterator[Runtime]:
+    settings = make_settings(
+        redis_server.url,
+        sqlite_url,
+        tmp_path,
+        worker={"concurrency": 3},
+        quota={"max_running": 1},
+        backend={"demo_step_delay_s": 0.05},
+    )
+    async with runtime(settings) as rt:
+        yield rt
+
+
+async def submit(rt: Runtime, actor: Actor, prompt: str) -> int:
+    new = NewGeneration(actor, "general", ImagineOptions(prompt, "", 64, 64, 6, 1), "demo")
+    gen, _ = await rt.core.submit(new, quota=rt.core.quota_for(actor))
+    await rt.store.update(gen.id, ticket=gen.ticket)  # as attach_message does
+    return gen.id
+
+
+async def all_done(rt: Runtime, ids: list[int]) -> list[Generation]:
+    async with asyncio.timeout(60):
+        while True:
+            rows = [await rt.store.get(i) for i in ids]
+            if all(r is not None and r.state.terminal for r in rows):
+                return [r for r in rows if r is not None]
+            await asyncio.sleep(0.05)
+
+
+async def test_a_members_jobs_run_one_at_a_time_without_holding_up_others(capped: Runtime) -> None:
+    rt = capped
+    alice = [await submit(rt, ALICE, f"alice {i}") for i in range(3)]
+    bob = await submit(rt, BOB, "bob")
+    async with worker_running(rt):
+        rows = await all_done(rt, [*alice, bob])
+    assert [r.state for r in rows] == [State.SUCCEEDED] * 4
+    *alices, b = rows
+    # Three worker slots, yet Alice's jobs never overlapped: each started after the previous ended.
+    # (Jobs a worker picks at the same instant may start in either order.)
+    alices.sort(key=lambda r: r.started_at or r.created_at)
+    for earlier, later in itertools.pairwise(alices):
+        assert earlier.finished_at is not None and later.started_at is not None
+        assert later.started_at >= earlier.finished_at
+    # Bob's job, submitted last, did not wait behind Alice's: it started before her first one ended.
+    assert b.started_at is not None and alices[0].finished_at is not None
+    assert b.started_at < alices[0].finished_at
+    # No one is left counted as running or held.
+    assert await rt.redis.scard(rt.queue.keys.member_running(ALICE.member)) == 0  # type: ignore[misc]
+    assert await rt.redis.zcard(rt.queue.keys.member_held(ALICE.member)) == 0
+    assert all("held" not in r.meta for r in rows)
+
+
+async def test_a_held_job_reads_so_and_the_sweep_leaves_it_while_its_member_runs_one(capped: Runtime) -> None:
+    rt = capped
+    first = await submit(rt, ALICE, "first")
+    second = await submit(rt, ALICE, "second")
+    # A worker took the first job and holds its arq in-progress key.
+    in_progress = f"arq:in-progress:gen:{first}"
+    await rt.redis.set(in_progress, b"1", px=60_000)
+    assert await rt.queue.start(first, ALICE.member, 1, 1) is True
+    await rt.store.transition(first, State.RUNNING)
+    assert await rt.queue.start(second, ALICE.member, 1, 2) is None  # held aside
+    assert await rt.queue.position(second) is None
+    await rt.store.update(second, meta={"held": True})
+    gen = await rt.store.get(second)
+    assert gen is not None
+    view = await rt.core.view(gen)
+    assert view.headline == "Queued · waits for your other job"
+
+    await rt.core.reconcile()  # the member runs a job: the held one stays aside
+    assert await rt.queue.position(second) is None
+    # The first job's worker died (its in-progress key expired) and nothing released the place:
+    # the sweep puts the held job back, at its ticket.
+    await rt.redis.delete(in_progress)
+    await rt.core.reconcile()
+    assert await rt.queue.position(second) == 1
+    ticket = await rt.redis.zscore(rt.queue.keys.waiting, str(second))
+    assert ticket == 2
