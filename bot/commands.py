@@ -183,6 +183,8 @@ def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, 
         spec = next((s for s in specs if s.group == name and s.name == sub.lower()), None)
         if spec is None:
             known = ", ".join(s.name for s in specs if s.group == name)
+            if not sub:
+                raise invalid(f"Say which /{name} command: {known}.")
             raise invalid(f"/{name} has no command {_shown(sub)!r}. It has: {known}.")
     else:
         spec = next((s for s in specs if s.name == name and not s.group), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import SEED_MAX, command_specs, parse_text, validate_imagine
+from bot.commands import SEED_MAX, all_specs, command_specs, parse_text, validate_imagine
 from bot.config import LimitsSettings
 from bot.errors import ErrorCode, GenbotError
 
@@ -80,3 +80,20 @@ def test_other_commands_parse_their_options() -> None:
     assert (spec.name, options) == ("status", {"job": "3"})
     spec, options = parse_text("/queue", SPECS)
     assert (spec.name, options) == ("queue", {})
+
+
+def test_admin_commands_parse_as_two_words() -> None:
+    specs = all_specs(LIMITS)
+    spec, options = parse_text("/admin ban <@U1|ana> reason: spam duration: 2h", specs)
+    assert spec.key == "admin ban" and spec.admin
+    assert options == {"member": "<@U1|ana>", "reason": "spam", "duration": "2h"}
+    spec, options = parse_text("/ADMIN Block red fox match: substring", specs)
+    assert (spec.key, options) == ("admin block", {"term": "red fox", "match": "substring"})
+    with pytest.raises(GenbotError, match="Say which /admin command: ban, unban"):
+        parse_text("/admin", specs)
+    with pytest.raises(GenbotError, match="/admin has no command 'frob'"):
+        parse_text("/admin frob", specs)
+    with pytest.raises(GenbotError, match="/admin stats takes no options"):
+        parse_text("/admin stats now", specs)
+    with pytest.raises(GenbotError, match="There is no command /ban"):
+        parse_text("/ban ana", specs)  # admin commands only under /admin
