@@ -4,8 +4,10 @@
                                       [--rounds 3] [--pg-maxsize N] [--profile]
 
 - baseline: ``ArqRedis.enqueue_job("generate", i, _job_id=...)``, ``--concurrency`` asyncio tasks.
-- genbot: ``validate_imagine`` on raw options, then ``Genbot.submit(NewGeneration(...))``: row
-  insert, then ticket, position and arq job in one Lua script. (The ticket reaches the row later,
+- genbot: ``validate_imagine`` on raw options, the moderation checks (ban lookup, matching against
+  ``BLOCKED_TERMS`` blocked terms), then ``Genbot.submit(NewGeneration(...), quota=...)``: row
+  insert, then pause and quota checks, ticket, position and arq job in one Lua script. (Quotas are
+  set high enough never to refuse, so both sides enqueue every job.) (The ticket reaches the row later,
   in the same UPDATE that stores the status message's reference; ``--breakdown`` times it too.)
 
 Both sides share one arq pool on a redis-server of this run's own (``bot.embedded_redis``), flushed
@@ -41,6 +43,7 @@ from bot.commands import validate_imagine
 from bot.config import Settings, load_settings
 from bot.embedded_redis import embedded_redis
 from bot.models import Actor, NewGeneration
+from bot.moderation import blocked_term
 from storage import db
 from storage.models import GenerationRow
 
@@ -48,6 +51,8 @@ TARGET_RATIO = 0.5
 PG_ADMIN_URL = os.environ.get("GENBOT_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RAW_OPTIONS = {"prompt": "a red fox in snow", "steps": "20"}
 WARMUP = 200
+#: Blocked terms of the bench workspace, each matched against every prompt.
+BLOCKED_TERMS = 20
 
 Op = Callable[[int], Awaitable[object]]
 
@@ -223,7 +228,8 @@ def make_ops(rt: Runtime, run_tag: str) -> tuple[Op, Op]:
     async def genbot(i: int) -> None:
         options = validate_imagine(spec, dict(RAW_OPTIONS), limits)
         actor = Actor("local", "bench", f"user{i % 64}", f"Bench {i % 64}")
-        await core.submit(NewGeneration(actor, "bench", options, backend))
+        await core.check_member(actor, options)
+        await core.submit(NewGeneration(actor, "bench", options, backend), quota=core.quota_for(actor))
 
     return baseline, genbot
 
@@ -246,6 +252,7 @@ def settings_for(redis_url: str, db_url: str, tmp: Path) -> Settings:
         database={"url": db_url},
         blobs={"dir": tmp / "blobs"},
         backend={"name": "demo"},
+        quota={"max_queued": 10**9, "rate_count": 10**9, "global_max": 10**9},
     )
 
 
@@ -253,6 +260,8 @@ async def bench(args: argparse.Namespace, db_url: str, redis_url: str, tmp: Path
     settings = settings_for(redis_url, db_url, tmp)
     rss_start = peak_rss_kb()
     async with runtime(settings) as rt:
+        for n in range(BLOCKED_TERMS):
+            await rt.moderation.add_term("local", "bench", blocked_term(f"blocked{n}"), "bench")
         baseline, genbot = make_ops(rt, uuid.uuid4().hex[:6])
         ops = {"baseline": baseline, "genbot": genbot}
         sides = {name: Side(name) for name in ops}

@@ -95,7 +95,7 @@ class Admin:
             raise GenbotError(ErrorCode.INVALID_OPTION, "Jobs must be cancel or keep.")
         now = datetime.now(UTC)
         expires = now + duration if duration else None
-        await self.moderation.put_ban(
+        await self.core.ban(
             Ban(actor.platform, actor.workspace, target, reason or "", actor.user_id, now, expires)
         )
         cancelled: list[int] = []
@@ -132,7 +132,7 @@ class Admin:
         self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
     ) -> str:
         target = self._target(actor, options)
-        removed = await self.moderation.delete_ban(actor.platform, actor.workspace, target)
+        removed = await self.core.unban(actor.platform, actor.workspace, target)
         if not removed:
             raise GenbotError(ErrorCode.NOT_FOUND, f"Member {target} is not banned here.")
         await self.moderation.audit(actor, "unban", target=target, reason=reason)
@@ -167,6 +167,7 @@ class Admin:
             raise GenbotError(ErrorCode.INVALID_OPTION, "Give a term of at least two letters or digits.")
         if not await self.moderation.add_term(actor.platform, actor.workspace, term, actor.user_id):
             raise GenbotError(ErrorCode.INVALID_OPTION, f"“{raw}” is already blocked here.")
+        self.core.forget_terms(actor.platform, actor.workspace)
         await self.moderation.audit(
             actor, "block", target=raw, reason=reason, details={"match": match, "normalized": term.normalized}
         )
@@ -177,7 +178,9 @@ class Admin:
         self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
     ) -> str:
         raw = " ".join(options.get("term", "").split())
-        if not await self.moderation.remove_term(actor.platform, actor.workspace, normalize(raw)):
+        removed = await self.moderation.remove_term(actor.platform, actor.workspace, normalize(raw))
+        self.core.forget_terms(actor.platform, actor.workspace)
+        if not removed:
             raise GenbotError(
                 ErrorCode.NOT_FOUND, f"“{_short(raw)}” is not blocked here. /admin terms lists them."
             )

@@ -75,6 +75,10 @@ class Ban:
     created_at: datetime
     expires_at: datetime | None
 
+    @property
+    def member(self) -> str:
+        return f"{self.platform}:{self.workspace}:{self.user_id}"
+
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:

@@ -142,8 +142,12 @@ class ModerationStore(Protocol):
 
     async def delete_ban(self, platform: str, workspace: str, user_id: str) -> bool: ...
 
-    async def list_bans(self, platform: str, workspace: str) -> list[Ban]:
-        """Bans in force, oldest first."""
+    async def list_bans(self, platform: str, workspace: str | None) -> list[Ban]:
+        """Bans in force (of one workspace, or of all of the platform's with None), oldest first."""
+        ...
+
+    async def all_bans(self) -> list[Ban]:
+        """Every ban in force, on every platform."""
         ...
 
     async def add_term(self, platform: str, workspace: str, term: BlockedTerm, created_by: str) -> bool:
@@ -178,13 +182,17 @@ class ModerationStore(Protocol):
 
 
 class QuotaRefused(Exception):
-    """:meth:`JobQueue.submit` refused a new job: ``reason`` is ``paused``, ``global``,
-    ``queued`` or ``rate``; ``retry_after_s`` says when the rate limit lets the member in again."""
+    """:meth:`JobQueue.submit` refused a new job: ``reason`` is ``banned``, ``paused``,
+    ``global``, ``queued`` or ``rate``; ``retry_after_s`` says when the rate limit lets the member
+    in again, ``until`` when a ban ends (None: until unbanned)."""
 
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after_s: float | None = None, *, until: datetime | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.until = until
 
 
 class JobQueue(Protocol):
@@ -214,6 +222,16 @@ class JobQueue(Protocol):
     async def set_paused(self, paused: Iterable[tuple[str, str]]) -> None:
         """Make the Redis mirror of paused workspaces exactly ``paused``."""
         ...
+
+    async def set_bans(self, bans: Iterable[tuple[str, datetime | None]]) -> None:
+        """Make the Redis mirror of bans exactly ``bans`` (member, end or None)."""
+        ...
+
+    async def ban(self, member: str, until: datetime | None) -> None:
+        """Mirror one ban in Redis, where the submit script checks it."""
+        ...
+
+    async def unban(self, member: str) -> None: ...
 
     async def strike(self, member: str, window_s: int) -> int:
         """Count one blocked prompt of ``member``; returns their count within the window."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +36,7 @@ from bot.models import (
     State,
     StatusView,
 )
-from bot.moderation import first_match, format_span
+from bot.moderation import BlockedTerm, first_match, format_span
 from bot.ports import PARTIAL, GenerationStore, JobQueue, ModerationStore, QuotaRefused, Responder
 from bot.views import build_view, eta_seconds, format_duration, view_hash
 
@@ -47,6 +48,8 @@ SYSTEM = "genbot"
 #: A queued row this young without a ticket may still be in :meth:`Genbot.submit`: the sweep
 #: leaves it alone (its submission may yet be refused and the row discarded).
 SUBMIT_GRACE = timedelta(seconds=30)
+#: How long a process keeps a workspace's blocked terms before reading them again.
+TERMS_TTL_S = 5.0
 
 
 class Genbot:
@@ -59,6 +62,7 @@ class Genbot:
         self.moderation = moderation
         self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(settings.limits)}
         self.admin = Admin(self)
+        self._terms: dict[tuple[str, str], tuple[float, list[BlockedTerm]]] = {}
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -154,14 +158,9 @@ class Genbot:
         )
 
     async def check_member(self, actor: Actor, options: ImagineOptions) -> None:
-        """Refuse a banned member and a prompt with a blocked term (counting it: ``strikes`` of
-        them within the window give the member a temporary ban). Writes nothing else."""
-        ban = await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)
-        if ban is not None:
-            await self.queue.count_refusal(actor.platform, actor.workspace, ErrorCode.BANNED.value)
-            until = f" until {ban.expires_at:%Y-%m-%d %H:%M} UTC" if ban.expires_at else ""
-            raise GenbotError(ErrorCode.BANNED, f"An admin has stopped you from making images here{until}.")
-        terms = await self.moderation.list_terms(actor.platform, actor.workspace)
+        """Refuse a prompt with a blocked term, counting it: ``strikes`` of them within the window
+        give the member a temporary ban. (Bans themselves are checked by the submit script.)"""
+        terms = await self.blocked_terms(actor.platform, actor.workspace)
         if not terms or (
             first_match(options.prompt, terms) is None and first_match(options.negative, terms) is None
         ):
@@ -174,7 +173,7 @@ class Genbot:
             now = datetime.now(UTC)
             timeout = timedelta(minutes=rules.timeout_min)
             reason = f"{strikes} blocked prompts within {rules.strike_window_min} min"
-            await self.moderation.put_ban(
+            await self.ban(
                 Ban(actor.platform, actor.workspace, actor.user_id, reason, SYSTEM, now, now + timeout)
             )
             system = Actor(actor.platform, actor.workspace, SYSTEM, SYSTEM, is_admin=True)
@@ -185,6 +184,31 @@ class Genbot:
         elif strikes == rules.strikes - 1:
             detail += " One more and you will be paused for a while."
         raise GenbotError(ErrorCode.CONTENT_BLOCKED, detail)
+
+    async def blocked_terms(self, platform: str, workspace: str) -> list[BlockedTerm]:
+        """The workspace's blocked terms, cached for ``TERMS_TTL_S`` (this process forgets its copy
+        at once when one of its admins changes them; other processes within the TTL)."""
+        key = (platform, workspace)
+        cached = self._terms.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        terms = await self.moderation.list_terms(platform, workspace)
+        self._terms[key] = (now + TERMS_TTL_S, terms)
+        return terms
+
+    def forget_terms(self, platform: str, workspace: str) -> None:
+        self._terms.pop((platform, workspace), None)
+
+    async def ban(self, ban: Ban) -> None:
+        """Store a ban (the truth) and mirror it in Redis, where every submission checks it."""
+        await self.moderation.put_ban(ban)
+        await self.queue.ban(ban.member, ban.expires_at)
+
+    async def unban(self, platform: str, workspace: str, user_id: str) -> bool:
+        removed = await self.moderation.delete_ban(platform, workspace, user_id)
+        await self.queue.unban(f"{platform}:{workspace}:{user_id}")
+        return removed
 
     async def submit(self, new: NewGeneration, *, quota: Quota | None = None) -> tuple[Generation, int]:
         """Insert the row, then take a ticket and a position and enqueue the job (one atomic
@@ -211,6 +235,9 @@ class Genbot:
 
     def _refusal(self, refused: QuotaRefused) -> GenbotError:
         limits = self.settings.quota
+        if refused.reason == "banned":
+            until = f" until {refused.until:%Y-%m-%d %H:%M} UTC" if refused.until else ""
+            return GenbotError(ErrorCode.BANNED, f"An admin has stopped you from making images here{until}.")
         if refused.reason == "paused":
             return GenbotError(ErrorCode.QUEUE_PAUSED)
         if refused.reason == "global":
@@ -367,7 +394,7 @@ class Genbot:
           worker holds the job: it is just starting; while its workspace is paused; and for a few
           seconds after it was created, while its submission may still be refused; and while it is
           held aside because its member runs ``quota.max_running`` jobs.) The Redis mirror of
-          paused workspaces is rewritten from the database first.
+          paused workspaces and of bans is rewritten from the database first.
         - A ``running`` row whose heartbeat is older than ``worker.stuck_after_s`` and that no
           worker holds (its worker died and arq gave up, or Redis lost it) is stuck: it goes back
           to the queue at its ticket as a retry, ``worker.stuck_retries`` times, then fails as
@@ -380,6 +407,7 @@ class Genbot:
         stuck_before = now - timedelta(seconds=self.settings.worker.stuck_after_s)
         paused = set(await self.moderation.paused_workspaces())
         await self.queue.set_paused(paused)  # Redis may have forgotten; the database says
+        await self.queue.set_bans([(b.member, b.expires_at) for b in await self.moderation.all_bans()])
         for gen in await self.store.list_active():
             if gen.state is State.QUEUED and (
                 (gen.platform, gen.workspace) in paused

@@ -59,6 +59,11 @@ class Keys:
         """Set of ``platform:workspace`` whose queue an admin paused (mirrors the database)."""
         return f"{self.prefix}:paused"
 
+    @property
+    def banned(self) -> str:
+        """Hash: member -> end of their ban in ms (0: until unbanned); mirrors the database."""
+        return f"{self.prefix}:banned"
+
     def member_queued(self, member: str) -> str:
         """Sorted set of one member's submitted generation ids (by ticket), pruned to those
         still waiting whenever a quota is checked."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -39,13 +40,14 @@ from jobs.constants import (
 
 __all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 
-# KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set, member's recent submissions
+# KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set,
+#       member's recent submissions, banned hash
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id,
 #       quota check ("" for none, else now in ms), workspace, global max, exempt ("1"/"0"),
-#       member max queued, rate count, rate window ms
+#       member max queued, rate count, rate window ms, member
 # Returns {ticket, position, added (1 if the waiting entry or the arq job had to be written)},
-# or {-1, 0, 0} paused, {-2, 0, 0} queue full, {-3, 0, 0} member's queue full,
-# {-4, retry-after ms, 0} rate limited: then nothing was written.
+# or {-5, ban end ms or 0, 0} banned, {-1, 0, 0} paused, {-2, 0, 0} queue full,
+# {-3, 0, 0} member's queue full, {-4, retry-after ms, 0} rate limited: then nothing was written.
 # Idempotent, and it repairs: a waiting entry whose arq job is gone (Redis evicted it, arq gave up
 # on it) gets its job back, at the same ticket.
 SUBMIT = """
@@ -53,6 +55,8 @@ local ticket
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 local now = tonumber(ARGV[6])
 if now and not score then
+    local ban = redis.call('HGET', KEYS[8], ARGV[13])
+    if ban and (ban == '0' or tonumber(ban) > now) then return {-5, tonumber(ban), 0} end
     if redis.call('SISMEMBER', KEYS[5], ARGV[7]) == 1 then return {-1, 0, 0} end
     if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[8]) then return {-2, 0, 0} end
     if ARGV[9] == '0' then
@@ -166,11 +170,15 @@ async def open_redis(url: str) -> ArqRedis:
 
 #: arq's in-progress key of a genbot job, but for the generation id.
 _IN_PROGRESS = in_progress_key_prefix + JOB_ID_PREFIX
-_REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate"}
+_REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate", -5: "banned"}
 
 
 def workspace_key(platform: str, workspace: str) -> str:
     return f"{platform}:{workspace}"
+
+
+def _ban_end(until: datetime | None) -> int:
+    return 0 if until is None else int(until.timestamp() * 1000)
 
 
 def _ms() -> int:
@@ -216,7 +224,7 @@ class RedisJobQueue:
         job_id = job_id_for(generation_id)
         payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
         member = quota.member if quota else "-"
-        checks: list[str | int] = ["", "", 0, "1", 0, 0, 0]
+        checks: list[str | int] = ["", "", 0, "1", 0, 0, 0, ""]
         if quota is not None:
             checks = [
                 _ms(),
@@ -226,6 +234,7 @@ class RedisJobQueue:
                 quota.max_queued,
                 quota.rate_count,
                 quota.rate_window_s * 1000,
+                quota.member,
             ]
         result: list[Any] = await self._submit(
             keys=[
@@ -236,6 +245,7 @@ class RedisJobQueue:
                 self.keys.paused,
                 self.keys.member_queued(member),
                 self.keys.member_recent(member),
+                self.keys.banned,
             ],
             args=[
                 generation_id,
@@ -249,6 +259,9 @@ class RedisJobQueue:
         first = int(result[0])
         if first < 0:
             reason = _REFUSALS[first]
+            if reason == "banned":
+                until = int(result[1])
+                raise QuotaRefused(reason, until=datetime.fromtimestamp(until / 1000, UTC) if until else None)
             raise QuotaRefused(reason, int(result[1]) / 1000 if reason == "rate" else None)
         return first, int(result[1]), bool(result[2])
 
@@ -271,6 +284,20 @@ class RedisJobQueue:
             await self.redis.sadd(self.keys.paused, key)  # type: ignore[misc]
         else:
             await self.redis.srem(self.keys.paused, key)  # type: ignore[misc]
+
+    async def set_bans(self, bans: Iterable[tuple[str, datetime | None]]) -> None:
+        mapping = {member: _ban_end(until) for member, until in bans}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.banned)
+            if mapping:
+                pipe.hset(self.keys.banned, mapping=mapping)
+            await pipe.execute()
+
+    async def ban(self, member: str, until: datetime | None) -> None:
+        await self.redis.hset(self.keys.banned, member, str(_ban_end(until)))  # type: ignore[misc]
+
+    async def unban(self, member: str) -> None:
+        await self.redis.hdel(self.keys.banned, member)  # type: ignore[misc]
 
     async def strike(self, member: str, window_s: int) -> int:
         key = self.keys.member_strikes(member)

@@ -58,9 +58,14 @@ class TortoiseModerationStore:
         await BanRow.filter(platform=platform, workspace=workspace, user_id=user_id).delete()
         return in_force
 
-    async def list_bans(self, platform: str, workspace: str) -> list[Ban]:
-        rows = await BanRow.filter(_in_force(), platform=platform, workspace=workspace).order_by("id")
-        return [_ban(row) for row in rows]
+    async def list_bans(self, platform: str, workspace: str | None) -> list[Ban]:
+        query = BanRow.filter(_in_force(), platform=platform)
+        if workspace is not None:
+            query = query.filter(workspace=workspace)
+        return [_ban(row) for row in await query.order_by("id")]
+
+    async def all_bans(self) -> list[Ban]:
+        return [_ban(row) for row in await BanRow.filter(_in_force()).order_by("id")]
 
     async def add_term(self, platform: str, workspace: str, term: BlockedTerm, created_by: str) -> bool:
         try:
