@@ -75,15 +75,26 @@ async def test_admin_moderation_end_to_end(
     public = [m for m in bob.messages.values() if m["ephemeral_to"] is None]
     assert not any("fritters" in str(m) for m in public)  # nothing about it in the channel
 
+    await alice.command("/imagine an owl")
+    owl = (await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["prompt"] == "an owl"))[
+        "status"
+    ]
     await admin.command("/admin pause reason: maintenance")
-    await admin.wait_for(reply_to("admin", "Paused the queue."))
+    await admin.wait_for(reply_to("admin", "Paused the queue. 1 queued job(s) keep their place"))
+    await alice.wait_for(
+        lambda m: status_of(owl["job"])(m) and m["status"]["headline"] == "Queued · paused by an admin"
+    )
     await alice.command("/imagine a fox")
     await alice.wait_for(reply_to("alice", "Queue paused"))
     await admin.command("/admin resume")
     await admin.wait_for(reply_to("admin", "Resumed the queue"))
+    await alice.wait_for(
+        lambda m: status_of(owl["job"])(m) and m["status"]["headline"].startswith("Queued · #1 in line")
+    )
 
     await alice.command("/imagine a fox")
     fox = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["prompt"] == "a fox")
+    assert fox["status"]["headline"].startswith("Queued · #2 in line")  # behind the owl
     await admin.action(fox["id"], "cancel")  # the Cancel button, pressed by an admin
     await alice.wait_for(lambda m: status_of(fox["status"]["job"])(m) and m["status"]["state"] == "cancelled")
 
