@@ -129,13 +129,26 @@ def app_commands_of(specs: tuple[CommandSpec, ...], run: Runner) -> list[AppComm
     return out
 
 
+def role_ids(user: discord.Member | discord.User) -> set[int]:
+    """The ids of the roles the interaction says the member has.
+
+    ``Member.roles`` looks each id up in the guild cache and drops the ones it does not find (a
+    guild the gateway has not sent yet, or one that is unavailable), which would silently demote
+    an admin; the ids discord.py parsed from the payload (``Member._roles``) do not depend on it."""
+    parsed = getattr(user, "_roles", None)
+    ids = {int(role_id) for role_id in parsed} if parsed is not None else set()
+    return ids | {role.id for role in getattr(user, "roles", ())}
+
+
 def actor_of(interaction: discord.Interaction, admin_role_ids: Collection[int]) -> Actor:
-    """The member behind an interaction. Admins: Manage Server (or Administrator) in the channel,
-    or one of ``admin_role_ids``."""
+    """The member behind an interaction, read from the interaction itself on every command and
+    click (never cached). Admins: Manage Server or Administrator in the channel (the permissions
+    Discord computed for this interaction), or one of ``admin_role_ids``."""
     user = interaction.user
     permissions = interaction.permissions
-    roles = {role.id for role in getattr(user, "roles", ())}
-    is_admin = permissions.manage_guild or permissions.administrator or bool(roles & set(admin_role_ids))
+    is_admin = (
+        permissions.manage_guild or permissions.administrator or bool(role_ids(user) & set(admin_role_ids))
+    )
     return Actor(
         platform=PLATFORM,
         workspace=str(interaction.guild_id or f"dm:{user.id}"),
