@@ -163,7 +163,7 @@ def build_discord_client(rt: Runtime, *, clock: Callable[[], float] = time.time)
     d = rt.settings.discord
     return GenbotClient(
         handler=rt.core,
-        specs=command_specs(rt.settings.limits),
+        specs=all_specs(rt.settings.limits),
         blobs=rt.blobs.get,
         admin_role_ids=d.admin_role_ids,
         application_id=d.application_id,

@@ -17,7 +17,7 @@ from discord import app_commands
 
 from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder
 from adapters.discord.buttons import JobButton
-from adapters.discord.commands import PUBLIC, actor_of, make_command, request_of
+from adapters.discord.commands import PUBLIC, actor_of, app_commands_of, request_of
 from bot.commands import CommandSpec
 from bot.ports import CommandHandler
 
@@ -47,7 +47,8 @@ class GenbotClient(discord.AutoShardedClient):
     through :attr:`chat`.
 
     Every command is deferred before anything but parsing: visibly for ``/imagine`` and
-    ``/status`` (their answer is the public status message), to the member alone otherwise.
+    ``/status`` (their answer is the public status message), to the member alone otherwise
+    (``/queue``, ``/cancel``, every ``/admin`` command).
     """
 
     def __init__(
@@ -74,8 +75,8 @@ class GenbotClient(discord.AutoShardedClient):
         self.admin_role_ids = frozenset(admin_role_ids)
         self.chat = DiscordChat(self, blobs=blobs, clock=clock)
         self.tree: app_commands.CommandTree[GenbotClient] = app_commands.CommandTree(self)
-        for spec in specs:
-            self.tree.add_command(make_command(spec, self.run_command))
+        for command in app_commands_of(specs, self.run_command):
+            self.tree.add_command(command)
 
     async def use_announced_gateway(self) -> yarl.URL:
         """Dial the gateway that ``GET /gateway/bot`` of the current REST base announces; returns
@@ -104,9 +105,9 @@ class GenbotClient(discord.AutoShardedClient):
     async def run_command(
         self, interaction: discord.Interaction, spec: CommandSpec, options: dict[str, str]
     ) -> None:
-        public = spec.name in PUBLIC
+        public = spec.key in PUBLIC
         await interaction.response.defer(ephemeral=not public, thinking=True)
-        request = request_of(interaction, spec.name, options, self.admin_role_ids)
+        request = request_of(interaction, spec.key, options, self.admin_role_ids)
         await self.handler.handle(request, DiscordResponder(interaction, self.chat, public=public))
 
     async def on_genbot_button(self, interaction: discord.Interaction, job: int, action: str) -> None:

@@ -1,9 +1,16 @@
-"""Slash commands generated from :func:`bot.commands.command_specs`, and the translation of an
+"""Slash commands generated from :func:`bot.commands.all_specs`, and the translation of an
 interaction into a :class:`~bot.models.CommandRequest`.
 
 Options become typed parameters: choices for ``size``, integer ranges for ``steps``, ``seed`` and
-``job``, every one described, so Discord's client validates most input before it is sent; the
-core still validates everything (a member can call the API directly).
+``job``, a member picker for a ``user`` option, every one described, so Discord's client validates
+most input before it is sent; the core still validates everything (a member can call the API
+directly).
+
+The admin commands (``spec.group == "admin"``) are the subcommands of one ``/admin`` command,
+shown by default only to members with Manage Server (``default_member_permissions``). That only
+hides them: a member can still call them (a server may grant the command to anyone, a client can
+send any interaction), so the core checks :attr:`~bot.models.Actor.is_admin`, which
+:func:`actor_of` takes from the interaction's own permissions, on every call.
 """
 
 from __future__ import annotations
@@ -15,19 +22,26 @@ from typing import Any, Optional
 import discord
 from discord import app_commands
 
-from bot.commands import CommandSpec, OptionSpec
+from bot.commands import ADMIN, CommandSpec, OptionSpec
 from bot.models import Actor, CommandRequest
 
 PLATFORM = "discord"
 #: Commands whose answer is the public status message; the others answer the member alone.
 PUBLIC = frozenset({"imagine", "status"})
 
+#: Who sees a group's commands by default (server settings can change it; the core checks anyway).
+GROUP_PERMISSIONS = {ADMIN: discord.Permissions(manage_guild=True)}
+GROUP_DESCRIPTIONS = {ADMIN: "Run the queue: bans, blocked terms, pause, cancel, stats, audit log"}
+
 Runner = Callable[[discord.Interaction, CommandSpec, dict[str, str]], Awaitable[None]]
+AppCommand = app_commands.Command[Any, ..., None] | app_commands.Group
 
 
 def _annotation(option: OptionSpec) -> Any:
     base: Any = str
-    if option.type == "integer":
+    if option.type == "user":
+        base = discord.User  # a member picker; the value may be a Member, a User or an Object
+    elif option.type == "integer":
         base = (
             int
             if option.min is None and option.max is None
@@ -36,11 +50,22 @@ def _annotation(option: OptionSpec) -> Any:
     return base if option.required else Optional[base]  # noqa: UP045 (discord.py inspects typing.Optional)
 
 
-def make_command(spec: CommandSpec, run: Runner) -> app_commands.Command[Any, ..., None]:
-    """An app command for ``spec`` whose callback hands the options, as strings, to ``run``."""
+def option_text(value: Any) -> str:
+    """An option's value as the core reads it: a picked member as its user id (the core's
+    ``member_of`` takes a bare id), anything else as its text."""
+    if isinstance(value, discord.abc.Snowflake):
+        return str(value.id)
+    return str(value)
+
+
+def make_command(
+    spec: CommandSpec, run: Runner, parent: app_commands.Group | None = None
+) -> app_commands.Command[Any, ..., None]:
+    """An app command for ``spec`` (a subcommand of ``parent`` if given) whose callback hands the
+    options, as strings, to ``run``."""
 
     async def callback(interaction: discord.Interaction, **options: Any) -> None:
-        raw = {name: str(value) for name, value in options.items() if value is not None}
+        raw = {name: option_text(value) for name, value in options.items() if value is not None}
         await run(interaction, spec, raw)
 
     parameters = [
@@ -67,19 +92,63 @@ def make_command(spec: CommandSpec, run: Runner) -> app_commands.Command[Any, ..
     if choices:
         callback.__discord_app_commands_param_choices__ = choices  # type: ignore[attr-defined]
     command: app_commands.Command[Any, ..., None] = app_commands.Command(
-        name=spec.name, description=spec.description, callback=callback
+        name=spec.name, description=spec.description, callback=callback, parent=parent
     )
     command.guild_only = True
     return command
 
 
+def make_group(name: str, specs: list[CommandSpec], run: Runner) -> app_commands.Group:
+    """One command (``/admin``) whose subcommands are ``specs``: guild only, and shown by default
+    to the members with the group's permissions (:data:`GROUP_PERMISSIONS`)."""
+    group = app_commands.Group(
+        name=name,
+        description=GROUP_DESCRIPTIONS.get(name, f"/{name} commands"),
+        guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
+        default_permissions=GROUP_PERMISSIONS.get(name),
+    )
+    for spec in specs:
+        group.add_command(make_command(spec, run, parent=group))
+    return group
+
+
+def app_commands_of(specs: tuple[CommandSpec, ...], run: Runner) -> list[AppCommand]:
+    """The top-level commands to register for ``specs``: one command per member command, one
+    group per ``spec.group`` holding its subcommands, in the order of ``specs``."""
+    out: list[AppCommand] = []
+    groups: dict[str, list[CommandSpec]] = {}
+    for spec in specs:
+        if spec.group is None:
+            out.append(make_command(spec, run))
+        elif spec.group not in groups:
+            groups[spec.group] = [spec]
+        else:
+            groups[spec.group].append(spec)
+    out += [make_group(name, members, run) for name, members in groups.items()]
+    return out
+
+
+def role_ids(user: discord.Member | discord.User) -> set[int]:
+    """The ids of the roles the interaction says the member has.
+
+    ``Member.roles`` looks each id up in the guild cache and drops the ones it does not find (a
+    guild the gateway has not sent yet, or one that is unavailable), which would silently demote
+    an admin; the ids discord.py parsed from the payload (``Member._roles``) do not depend on it."""
+    parsed = getattr(user, "_roles", None)
+    ids = {int(role_id) for role_id in parsed} if parsed is not None else set()
+    return ids | {role.id for role in getattr(user, "roles", ())}
+
+
 def actor_of(interaction: discord.Interaction, admin_role_ids: Collection[int]) -> Actor:
-    """The member behind an interaction. Admins: Manage Server (or Administrator) in the channel,
-    or one of ``admin_role_ids``."""
+    """The member behind an interaction, read from the interaction itself on every command and
+    click (never cached). Admins: Manage Server or Administrator in the channel (the permissions
+    Discord computed for this interaction), or one of ``admin_role_ids``."""
     user = interaction.user
     permissions = interaction.permissions
-    roles = {role.id for role in getattr(user, "roles", ())}
-    is_admin = permissions.manage_guild or permissions.administrator or bool(roles & set(admin_role_ids))
+    is_admin = (
+        permissions.manage_guild or permissions.administrator or bool(role_ids(user) & set(admin_role_ids))
+    )
     return Actor(
         platform=PLATFORM,
         workspace=str(interaction.guild_id or f"dm:{user.id}"),
@@ -92,7 +161,8 @@ def actor_of(interaction: discord.Interaction, admin_role_ids: Collection[int]) 
 def request_of(
     interaction: discord.Interaction, name: str, options: dict[str, str], admin_role_ids: Collection[int]
 ) -> CommandRequest:
-    """An interaction as the core's platform-neutral request. Pure (reads the parsed payload)."""
+    """An interaction as the core's platform-neutral request (``name`` is the spec's ``key``:
+    ``imagine``, ``admin ban``). Pure (reads the parsed payload)."""
     return CommandRequest(
         actor=actor_of(interaction, admin_role_ids),
         channel=str(interaction.channel_id),

@@ -64,19 +64,36 @@ class DiscordStack:
 
 @contextlib.asynccontextmanager
 async def discord_stack(
-    fake: FakeDiscord, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path, **overrides: Any
+    fake: FakeDiscord,
+    redis_server: EmbeddedRedis,
+    sqlite_url: str,
+    tmp_path: Path,
+    *,
+    worker: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[DiscordStack]:
+    """The stack; ``worker=False`` leaves out the worker, so that jobs stay queued for as long as
+    a test needs them there. ``discord={...}`` adds to the Discord settings."""
     settings = make_settings(
         redis_server.url,
         sqlite_url,
         tmp_path,
         platform="discord",
-        discord={"token": "bot-token", "application_id": int(APP_ID), "api_base_url": fake.base_url},
+        discord={
+            "token": "bot-token",
+            "application_id": int(APP_ID),
+            "api_base_url": fake.base_url,
+            **overrides.pop("discord", {}),
+        },
         **overrides,
     )
     clock = Clock()
     old_base = discord.http.Route.BASE
-    async with runtime(settings) as rt, worker_running(rt), discord_session(rt, clock=clock) as client:
+    async with contextlib.AsyncExitStack() as running:
+        rt = await running.enter_async_context(runtime(settings))
+        if worker:
+            await running.enter_async_context(worker_running(rt))
+        client = await running.enter_async_context(discord_session(rt, clock=clock))
         renderer = build_renderer(rt, client.chat)
         await renderer.feed.ensure_group()
         stop = asyncio.Event()

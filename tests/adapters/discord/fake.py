@@ -186,7 +186,8 @@ class FakeDiscord:
                         "id": self.new_id(),
                         "application_id": hit[1],
                         "version": "1",
-                        "default_member_permissions": None,
+                        # Discord answers with the permission bits as a string (or null).
+                        "default_member_permissions": _bits(cmd.get("default_member_permissions")),
                         "type": cmd.get("type", 1),
                     }
                 )
@@ -288,6 +289,10 @@ def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
+def _bits(value: Any) -> str | None:
+    return None if value is None else str(int(value))
+
+
 def snowflake_now() -> str:
     ms = int(datetime.now(UTC).timestamp() * 1000) - 1420070400000
     return str((ms << 22) + next(_seq))
@@ -310,6 +315,43 @@ def text_channel(channel_id: str, guild_id: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Picked:
+    """A member picked in a ``user`` option: sent as its id, the member itself in ``resolved``."""
+
+    user_id: str
+    username: str
+
+
+def _user(user_id: str, username: str) -> dict[str, Any]:
+    return {
+        "id": user_id,
+        "username": username,
+        "discriminator": "0",
+        "avatar": None,
+        "global_name": username.capitalize(),
+    }
+
+
+def _options(options: dict[str, Any], resolved: dict[str, Any]) -> list[dict[str, Any]]:
+    types = {str: 3, int: 4, Picked: 6}
+    out = []
+    for key, value in options.items():
+        if isinstance(value, Picked):
+            resolved.setdefault("users", {})[value.user_id] = _user(value.user_id, value.username)
+            resolved.setdefault("members", {})[value.user_id] = {  # no "user" key in resolved members
+                "roles": [],
+                "joined_at": "2024-01-01T00:00:00+00:00",
+                "nick": None,
+                "flags": 0,
+                "permissions": "2048",
+            }
+            out.append({"name": key, "type": 6, "value": value.user_id})
+        else:
+            out.append({"name": key, "type": types[type(value)], "value": value})
+    return out
+
+
 def interaction_payload(
     *,
     name: str,
@@ -319,11 +361,24 @@ def interaction_payload(
     guild_id: str = "400000000000000001",
     channel_id: str = "500000000000000001",
     permissions: str = "2048",  # Send Messages only
+    roles: tuple[str, ...] = (),
     token: str | None = None,
 ) -> dict[str, Any]:
-    """A real-shaped INTERACTION_CREATE for a slash command (type 2)."""
-    types = {str: 3, int: 4}
+    """A real-shaped INTERACTION_CREATE for a slash command (type 2). ``name`` may name a
+    subcommand (``"admin ban"``): the options then nest in a type 1 option, as Discord sends them.
+    A :class:`Picked` value is a ``user`` option (type 6) with the member in ``data.resolved``."""
     iid = snowflake_now()
+    resolved: dict[str, Any] = {}
+    top, _, sub = name.partition(" ")
+    given = _options(options, resolved)
+    data: dict[str, Any] = {
+        "id": "600000000000000001",
+        "name": top,
+        "type": 1,
+        "options": [{"name": sub, "type": 1, "options": given}] if sub else given,
+    }
+    if resolved:
+        data["resolved"] = resolved
     return {
         "id": iid,
         "application_id": APP_ID,
@@ -334,14 +389,8 @@ def interaction_payload(
         "channel_id": channel_id,
         "channel": text_channel(channel_id, guild_id),
         "member": {
-            "user": {
-                "id": user_id,
-                "username": username,
-                "discriminator": "0",
-                "avatar": None,
-                "global_name": username.capitalize(),
-            },
-            "roles": [],
+            "user": _user(user_id, username),
+            "roles": list(roles),
             "joined_at": "2024-01-01T00:00:00+00:00",
             "deaf": False,
             "mute": False,
@@ -349,12 +398,7 @@ def interaction_payload(
             "permissions": permissions,
             "nick": None,
         },
-        "data": {
-            "id": "600000000000000001",
-            "name": name,
-            "type": 1,
-            "options": [{"name": k, "type": types[type(v)], "value": v} for k, v in options.items()],
-        },
+        "data": data,
         "app_permissions": "442368",
         "locale": "en-US",
         "guild_locale": "en-US",

@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.app import runtime, serve_bot, sync_discord_commands
+from bot.commands import admin_specs
 from bot.config import ConfigError
 from bot.embedded_redis import EmbeddedRedis
 from tests.adapters.discord.fake import APP_ID, FakeDiscord
@@ -25,10 +26,10 @@ async def test_sync_registers_described_options_with_choices_and_ranges(
         discord={"token": "bot-token", "api_base_url": fake.base_url},
     )
     async with runtime(settings) as rt:
-        assert await sync_discord_commands(rt, guild=42) == 4
+        assert await sync_discord_commands(rt, guild=42) == 5
     (put,) = fake.of("PUT", rf"^/applications/{APP_ID}/guilds/42/commands$")
     commands = {c["name"]: c for c in put.json}
-    assert set(commands) == {"imagine", "queue", "cancel", "status"}
+    assert set(commands) == {"imagine", "queue", "cancel", "status", "admin"}
     options = {o["name"]: o for o in commands["imagine"]["options"]}
     assert commands["imagine"]["options"][0]["name"] == "prompt"
     assert options["prompt"]["required"] is True and options["prompt"]["type"] == 3
@@ -40,6 +41,48 @@ async def test_sync_registers_described_options_with_choices_and_ranges(
     assert commands["status"]["options"][0]["required"] is True
     assert commands["imagine"]["contexts"] == [0] or commands["imagine"].get("dm_permission") is False
     assert put.headers["Authorization"] == "Bot bot-token"
+
+
+async def test_sync_registers_admin_as_one_group_for_manage_server_only(
+    fake: FakeDiscord, redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+) -> None:
+    """``genbot discord sync`` (global, as in production): ``/admin`` with one subcommand per admin
+    spec, hidden by default from members without Manage Server (bit 5, 32), guild only."""
+    settings = make_settings(
+        redis_server.url,
+        sqlite_url,
+        tmp_path,
+        discord={"token": "bot-token", "api_base_url": fake.base_url},
+    )
+    async with runtime(settings) as rt:
+        assert await sync_discord_commands(rt) == 5
+    (put,) = fake.of("PUT", rf"^/applications/{APP_ID}/commands$")
+    (admin,) = [c for c in put.json if c["name"] == "admin"]
+    assert admin["type"] == 1
+    # discord.py sends the bits as a JSON number; Discord takes it and stores the string "32".
+    assert str(admin["default_member_permissions"]) == "32"
+    assert admin["dm_permission"] is False and admin["contexts"] == [0]
+    for member_command in (c for c in put.json if c["name"] != "admin"):
+        assert member_command["default_member_permissions"] is None, "member commands stay visible"
+
+    specs = {s.name: s for s in admin_specs()}
+    subcommands = {o["name"]: o for o in admin["options"]}
+    assert list(subcommands) == list(specs)
+    for name, sub in subcommands.items():
+        assert sub["type"] == 1, f"{name} is a subcommand"
+        assert sub["description"] == specs[name].description
+        assert [o["name"] for o in sub.get("options", [])] == [o.name for o in specs[name].options]
+    ban = {o["name"]: o for o in subcommands["ban"]["options"]}
+    assert ban["member"]["type"] == 6 and ban["member"]["required"] is True
+    assert [c["value"] for c in ban["jobs"]["choices"]] == ["cancel", "keep"]
+    assert ban["reason"]["type"] == 3 and ban["reason"]["required"] is False
+    assert subcommands["unban"]["options"][0]["type"] == 6
+    match = subcommands["block"]["options"][1]
+    assert [c["value"] for c in match["choices"]] == ["word", "substring"]
+    job = subcommands["cancel"]["options"][0]
+    assert (job["type"], job["min_value"], job["required"]) == (4, 1, True)
+    limit = subcommands["audit"]["options"][0]
+    assert (limit["min_value"], limit["max_value"]) == (1, 100)
 
 
 async def test_discord_without_a_token_stops_with_one_line_naming_the_setting(
