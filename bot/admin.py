@@ -60,7 +60,9 @@ class Admin:
         actor = request.actor
         if not actor.is_admin:
             raise GenbotError(
-                ErrorCode.NOT_ALLOWED, f"Only admins can use /{spec.key}; you are not an admin here."
+                ErrorCode.NOT_ALLOWED,
+                f"Only admins can use /{spec.key}; you are not an admin here.",
+                todo="Ask one of this server's admins if something needs doing.",
             )
         check_known(spec, request.options)
         options = {k: v.strip() for k, v in request.options.items()}

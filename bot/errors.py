@@ -128,18 +128,19 @@ _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
 }
 
 
-def describe(code: ErrorCode | str | None, detail: str | None = None) -> ErrorText:
+def describe(code: ErrorCode | str | None, detail: str | None = None, todo: str | None = None) -> ErrorText:
     """The member-facing words for a code; an unknown code reads as ``internal``.
 
-    ``detail`` replaces the "what happened" sentence. Only pass text written for members
-    (for example a validation message genbot itself wrote), never exception text.
+    ``detail`` replaces the "what happened" sentence and ``todo`` the "what to do" one. Only pass
+    text written for members (for example a validation message genbot itself wrote), never
+    exception text.
     """
     try:
         known = ErrorCode(code) if code is not None else ErrorCode.INTERNAL
     except ValueError:
         known = ErrorCode.INTERNAL
-    title, what, todo = _CATALOGUE[known]
-    return ErrorText(known, title, detail or what, todo)
+    title, what, to_do = _CATALOGUE[known]
+    return ErrorText(known, title, detail or what, todo or to_do)
 
 
 class GenbotError(Exception):
@@ -148,11 +149,12 @@ class GenbotError(Exception):
     ``member_detail`` is an optional sentence written for the member (never exception text).
     """
 
-    def __init__(self, code: ErrorCode, member_detail: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, member_detail: str | None = None, *, todo: str | None = None) -> None:
         super().__init__(code.value if member_detail is None else f"{code.value}: {member_detail}")
         self.code = code
         self.member_detail = member_detail
+        self.todo = todo
 
     @property
     def text(self) -> ErrorText:
-        return describe(self.code, self.member_detail)
+        return describe(self.code, self.member_detail, self.todo)
