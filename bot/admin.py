@@ -90,7 +90,8 @@ class Admin:
             duration = parse_duration(options["duration"])
             if duration is None:
                 raise GenbotError(
-                    ErrorCode.INVALID_OPTION, "Duration must look like 30m, 2h, 7d or 1w (or be left out)."
+                    ErrorCode.INVALID_OPTION,
+                    "Duration must look like 30m, 2h, 7d or 1w, at most ten years (or be left out).",
                 )
         jobs = (options.get("jobs") or "cancel").lower()
         if jobs not in ("cancel", "keep"):

@@ -19,6 +19,9 @@ from bot.errors import ErrorCode, GenbotError
 from bot.models import ImagineOptions
 
 SEED_MAX = 2**32 - 1
+#: Job numbers are row ids; larger numbers are refused before they reach the database. (Discord's
+#: integer options end at 2**53.)
+JOB_MAX = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +84,12 @@ def command_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
         CommandSpec(
             "cancel",
             "Cancel one of your jobs (your newest if no job is given)",
-            (OptionSpec("job", "integer", "The job number", min=1),),
+            (OptionSpec("job", "integer", "The job number", min=1, max=JOB_MAX),),
         ),
         CommandSpec(
             "status",
             "Post a job's status message again",
-            (OptionSpec("job", "integer", "The job number", required=True, min=1),),
+            (OptionSpec("job", "integer", "The job number", required=True, min=1, max=JOB_MAX),),
         ),
     )
 
@@ -132,7 +135,7 @@ def admin_specs() -> tuple[CommandSpec, ...]:
         admin(
             "cancel",
             "Cancel any member's job",
-            OptionSpec("job", "integer", "The job number", required=True, min=1),
+            OptionSpec("job", "integer", "The job number", required=True, min=1, max=JOB_MAX),
             _REASON,
         ),
         admin(

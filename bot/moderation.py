@@ -96,6 +96,8 @@ def first_match(text: str, terms: Iterable[BlockedTerm]) -> BlockedTerm | None:
 _MENTION = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$")
 _DURATION = re.compile(r"(\d+)\s*(weeks?|w|days?|d|hours?|h|minutes?|mins?|m)", re.IGNORECASE)
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60}
+#: The longest duration a ban may be given (ten years; longer: leave it out, until unbanned).
+MAX_DURATION_S = 3650 * 86400
 
 
 def member_of(raw: str) -> str | None:
@@ -120,7 +122,7 @@ def parse_duration(raw: str) -> timedelta | None:
             return None
         total += int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0]]
         position = match.end()
-    if position == 0 or text[position:].strip() or total <= 0:
+    if position == 0 or text[position:].strip() or not 0 < total <= MAX_DURATION_S:
         return None
     return timedelta(seconds=total)
 

@@ -219,12 +219,16 @@ class JobQueue(Protocol):
         """Whether the workspace's queue is paused (the Redis mirror of the database)."""
         ...
 
-    async def set_paused(self, paused: Iterable[tuple[str, str]]) -> None:
-        """Make the Redis mirror of paused workspaces exactly ``paused``."""
+    async def sync_paused(self, read: Callable[[], Awaitable[Iterable[tuple[str, str]]]]) -> None:
+        """Make the Redis mirror of paused workspaces agree with ``read()`` (the database)."""
         ...
 
-    async def set_bans(self, bans: Iterable[tuple[str, datetime | None]]) -> None:
-        """Make the Redis mirror of bans exactly ``bans`` (member, end or None)."""
+    async def pause(self, platform: str, workspace: str, paused: bool) -> None:
+        """Mirror one workspace's pause in Redis (after the database has it)."""
+        ...
+
+    async def sync_bans(self, read: Callable[[], Awaitable[Iterable[tuple[str, datetime | None]]]]) -> None:
+        """Make the Redis mirror of bans agree with ``read()`` (member, end or None)."""
         ...
 
     async def ban(self, member: str, until: datetime | None) -> None:

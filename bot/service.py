@@ -159,12 +159,16 @@ class Genbot:
 
     async def check_member(self, actor: Actor, options: ImagineOptions) -> None:
         """Refuse a prompt with a blocked term, counting it: ``strikes`` of them within the window
-        give the member a temporary ban. (Bans themselves are checked by the submit script.)"""
+        give the member a temporary ban. (Bans themselves are checked by the submit script; a
+        banned member's blocked prompt reads "banned" and counts nothing.)"""
         terms = await self.blocked_terms(actor.platform, actor.workspace)
         if not terms or (
             first_match(options.prompt, terms) is None and first_match(options.negative, terms) is None
         ):
             return
+        if (ban := await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)) is not None:
+            # Banned anyway: say so, and count no strike (a timeout must never replace a ban).
+            raise self._refusal(QuotaRefused("banned", until=ban.expires_at))
         rules = self.settings.moderation
         await self.queue.count_refusal(actor.platform, actor.workspace, ErrorCode.CONTENT_BLOCKED.value)
         strikes = await self.queue.strike(actor.member, rules.strike_window_min * 60)
@@ -357,7 +361,7 @@ class Genbot:
         """
         if not await self.moderation.set_paused(actor.platform, actor.workspace, paused, actor.user_id):
             return None
-        await self.queue.set_paused(await self.moderation.paused_workspaces())
+        await self.queue.pause(actor.platform, actor.workspace, paused)
         queued = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED])
         for gen in sorted(queued, key=lambda g: (g.ticket is None, g.ticket or 0, g.id)):
             if paused:
@@ -405,9 +409,10 @@ class Genbot:
         healed = 0
         now = datetime.now(UTC)
         stuck_before = now - timedelta(seconds=self.settings.worker.stuck_after_s)
+        # Redis may have forgotten pauses and bans: the database says.
+        await self.queue.sync_paused(self.moderation.paused_workspaces)
+        await self.queue.sync_bans(self._bans_in_force)
         paused = set(await self.moderation.paused_workspaces())
-        await self.queue.set_paused(paused)  # Redis may have forgotten; the database says
-        await self.queue.set_bans([(b.member, b.expires_at) for b in await self.moderation.all_bans()])
         for gen in await self.store.list_active():
             if gen.state is State.QUEUED and (
                 (gen.platform, gen.workspace) in paused
@@ -441,6 +446,9 @@ class Genbot:
         if healed:
             log.info("reconcile: healed %d generations", healed)
         return healed
+
+    async def _bans_in_force(self) -> list[tuple[str, datetime | None]]:
+        return [(b.member, b.expires_at) for b in await self.moderation.all_bans()]
 
     async def repost(self, actor: Actor, generation_id: int, responder: Responder) -> None:
         """Post a job's status message again (its author or an admin); the new message is the one

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +41,7 @@ from jobs.constants import (
 __all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 
 # KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set,
-#       member's recent submissions, banned hash
+#       member's recent submissions, banned hash, member's held set (a held job still counts as queued)
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id,
 #       quota check ("" for none, else now in ms), workspace, global max, exempt ("1"/"0"),
 #       member max queued, rate count, rate window ms, member
@@ -62,7 +62,7 @@ if now and not score then
     if ARGV[9] == '0' then
         local queued = 0
         for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
-            if redis.call('ZSCORE', KEYS[2], id) then
+            if redis.call('ZSCORE', KEYS[2], id) or redis.call('ZSCORE', KEYS[9], id) then
                 queued = queued + 1
             else
                 redis.call('ZREM', KEYS[6], id)
@@ -117,6 +117,16 @@ end
 return removed
 """
 
+
+# KEYS: waiting, arq job key, arq queue; ARGV: generation id, job payload, payload ttl ms, arq job id
+# A waiting job without its arq job gets it back at its ticket; returns 1 if it had to.
+REPAIR = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[3], score, ARGV[4])
+return 1
+"""
 
 # The per-member running cap. A member's running set is pruned first of jobs whose arq in-progress
 # key is gone (their worker died), so a crash never blocks a member for good.
@@ -206,6 +216,7 @@ class RedisJobQueue:
         self._submit = redis.register_script(SUBMIT)
         self._remove = redis.register_script(REMOVE_WAITING)
         self._start = redis.register_script(START)
+        self._repair = redis.register_script(REPAIR)
         self._release = redis.register_script(RELEASE)
 
     async def submit(
@@ -246,6 +257,7 @@ class RedisJobQueue:
                 self.keys.member_queued(member),
                 self.keys.member_recent(member),
                 self.keys.banned,
+                self.keys.member_held(member),
             ],
             args=[
                 generation_id,
@@ -270,12 +282,19 @@ class RedisJobQueue:
     async def is_paused(self, platform: str, workspace: str) -> bool:
         return bool(await self.redis.sismember(self.keys.paused, workspace_key(platform, workspace)))  # type: ignore[misc]
 
-    async def set_paused(self, paused: Iterable[tuple[str, str]]) -> None:
-        members = [workspace_key(p, w) for p, w in paused]
+    async def sync_paused(self, read: Callable[[], Awaitable[Iterable[tuple[str, str]]]]) -> None:
+        """Make the mirror of paused workspaces agree with ``read()`` (the database).
+
+        Redis is read *before* the database: an admin's pause or resume writes the database, then
+        Redis, so a change that lands meanwhile is either already in both reads or in neither of
+        the two that matter, and is never undone here."""
+        have = {m.decode() for m in await self.redis.smembers(self.keys.paused)}  # type: ignore[misc]
+        wanted = {workspace_key(p, w) for p, w in await read()}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.paused)
-            if members:
-                pipe.sadd(self.keys.paused, *members)
+            if wanted - have:
+                pipe.sadd(self.keys.paused, *(wanted - have))
+            if have - wanted:
+                pipe.srem(self.keys.paused, *(have - wanted))
             await pipe.execute()
 
     async def pause(self, platform: str, workspace: str, paused: bool) -> None:
@@ -285,12 +304,17 @@ class RedisJobQueue:
         else:
             await self.redis.srem(self.keys.paused, key)  # type: ignore[misc]
 
-    async def set_bans(self, bans: Iterable[tuple[str, datetime | None]]) -> None:
-        mapping = {member: _ban_end(until) for member, until in bans}
+    async def sync_bans(self, read: Callable[[], Awaitable[Iterable[tuple[str, datetime | None]]]]) -> None:
+        """Make the mirror of bans agree with ``read()`` (member, end or None), reading Redis
+        first, as :meth:`sync_paused` does."""
+        have = {m.decode(): v.decode() for m, v in (await self.redis.hgetall(self.keys.banned)).items()}  # type: ignore[misc]
+        wanted = {member: str(_ban_end(until)) for member, until in await read()}
+        changed = {m: v for m, v in wanted.items() if have.get(m) != v}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.banned)
-            if mapping:
-                pipe.hset(self.keys.banned, mapping=mapping)
+            if changed:
+                pipe.hset(self.keys.banned, mapping=changed)
+            if set(have) - set(wanted):
+                pipe.hdel(self.keys.banned, *(set(have) - set(wanted)))
             await pipe.execute()
 
     async def ban(self, member: str, until: datetime | None) -> None:
@@ -335,6 +359,18 @@ class RedisJobQueue:
     async def take_confirm(self, member: str, action: str) -> str | None:
         value = await self.redis.getdel(self.keys.confirm(member, action))
         return value.decode() if value is not None else None
+
+    async def repair(self, generation_id: int) -> bool:
+        """Give a waiting job its arq job back if it has none. Run after every job ends: a job set
+        aside (held, paused) may have been put back while arq was still finishing its run, and
+        arq's clean-up then deleted the arq job the restore found in place."""
+        job_id = job_id_for(generation_id)
+        payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
+        repaired = await self._repair(
+            keys=[self.keys.waiting, job_key_prefix + job_id, self.queue_name],
+            args=[generation_id, payload, JOB_PAYLOAD_TTL_MS, job_id],
+        )
+        return bool(repaired)
 
     async def job_state(self, generation_id: int) -> str | None:
         job_id = job_id_for(generation_id)

@@ -20,6 +20,7 @@ from arq.cron import cron
 from arq.worker import func
 
 from bot.config import Settings
+from bot.models import JOB_ID_PREFIX
 from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
 from jobs.queue import RedisJobQueue
 from jobs.runner import GenerationRunner
@@ -100,6 +101,13 @@ def build_worker(
         await queue.worker_heartbeat(worker_id, settings.worker.concurrency)
         beat_task = asyncio.create_task(beat(), name="genbot-worker-heartbeat")
 
+    async def after_job_end(ctx: dict[str, Any]) -> None:
+        # After arq's own clean-up of the run: see RedisJobQueue.repair.
+        job_id = str(ctx.get("job_id", ""))
+        if job_id.startswith(JOB_ID_PREFIX):
+            with contextlib.suppress(Exception):
+                await queue.repair(int(job_id.removeprefix(JOB_ID_PREFIX)))
+
     async def on_shutdown(_ctx: dict[str, Any]) -> None:
         if beat_task is not None:
             beat_task.cancel()
@@ -127,5 +135,6 @@ def build_worker(
         burst=burst,
         ctx={"runner": runner},
         on_startup=on_startup,  # type: ignore[arg-type]  # arq's protocol wants Dict, not dict
+        after_job_end=after_job_end,
         on_shutdown=on_shutdown,  # type: ignore[arg-type]
     )

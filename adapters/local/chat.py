@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.commands import CommandSpec, parse_text
-from bot.errors import ErrorText, GenbotError
+from bot.errors import ErrorCode, ErrorText, GenbotError
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
 from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone
 
@@ -102,6 +102,22 @@ def message_json(record: ChatRecord) -> dict[str, Any]:
     }
 
 
+@web.middleware
+async def same_origin(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse what another web site's page could make a browser send here: a request whose
+    ``Origin`` is not this chat's own (WebSocket included), and a POST that is not JSON (a form or
+    ``text/plain`` POST needs no CORS preflight). The chat has no login: the member is whoever the
+    page says, so this is what keeps other pages from acting as an admin."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.host:
+        raise web.HTTPForbidden(text=json.dumps({"ok": False, "error": "Cross-origin request."}))
+    if request.method == "POST" and request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text=json.dumps({"ok": False, "error": "Send JSON."}))
+    return await handler(request)
+
+
 def error_words(error: ErrorText) -> str:
     return f"{error.title}: {error.what} {error.todo}"
 
@@ -176,7 +192,7 @@ class LocalChat:
     # -- the web app --------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
+        app = web.Application(client_max_size=64 * 1024, middlewares=[same_origin])
         app.router.add_get("/", self._index)
         app.router.add_static("/static/", STATIC, show_index=False)
         app.router.add_get("/api/session", self._session)
@@ -219,6 +235,25 @@ class LocalChat:
                 content_type="application/json",
             )
         return member
+
+    def _members_as_ids(self, spec: CommandSpec, options: dict[str, str]) -> dict[str, str]:
+        """A member option (``@Bob``, ``bob``) as the member's id; an unknown name is refused
+        here, so that nobody bans a name that is no one."""
+        resolved = dict(options)
+        for option in spec.options:
+            raw = options.get(option.name)
+            if option.type != "user" or raw is None or not raw.strip():
+                continue
+            wanted = raw.strip().removeprefix("@").strip().lower()
+            match = next((m for m in self.members.values() if wanted in (m.id, m.name.lower())), None)
+            if match is None:
+                names = ", ".join(m.name for m in self.members.values())
+                raise GenbotError(
+                    ErrorCode.INVALID_OPTION,
+                    f"There is no member {raw.strip()[:40]!r} here. Members: {names}.",
+                )
+            resolved[option.name] = match.id
+        return resolved
 
     def actor(self, member: Member) -> Actor:
         return Actor(PLATFORM, WORKSPACE, member.id, member.name, is_admin=member.admin)
@@ -280,6 +315,7 @@ class LocalChat:
             if not isinstance(name, str) or not isinstance(raw, dict):
                 return web.json_response({"ok": False, "error": "Bad command."}, status=400)
             options = {str(k): str(v) for k, v in raw.items()}
+            spec = next((s for s in self.specs if s.key == name), None)
         else:
             text = body.get("text")
             if not isinstance(text, str) or not text.strip():
@@ -298,6 +334,12 @@ class LocalChat:
                 await responder.reply_error(exc.text)
                 return web.json_response({"ok": True})
             name = spec.key
+        if spec is not None and (member.admin or not spec.admin):  # else the core refuses it
+            try:
+                options = self._members_as_ids(spec, options)
+            except GenbotError as exc:
+                await responder.reply_error(exc.text)
+                return web.json_response({"ok": True})
         await self.handler.handle(
             CommandRequest(actor=self.actor(member), channel=CHANNEL, name=name, options=options),
             responder,

@@ -120,3 +120,43 @@ async def test_admin_typos_get_one_sentence(
     reply = await admin.wait_for(reply_to("admin", "Invalid option"))
     assert "Traceback" not in reply["text"]
     assert await AuditRow.all().count() == 0
+
+
+async def test_members_are_named_as_the_chat_knows_them(
+    rt: Runtime, chat: tuple[ChatClient, ChatClient, ChatClient]
+) -> None:
+    _alice, bob, admin = chat
+    await admin.command("/admin ban @Bob jobs: keep")
+    await admin.wait_for(reply_to("admin", "Banned member bob until unbanned."))
+    await bob.command("/imagine a fox")
+    await bob.wait_for(reply_to("bob", "Not allowed to generate"))
+    await admin.command("/admin ban @Nobody")
+    await admin.wait_for(reply_to("admin", "There is no member '@Nobody' here. Members: Alice, Bob, Admin."))
+    assert await BanRow.all().count() == 1
+
+
+async def test_other_web_sites_cannot_drive_the_chat(rt: Runtime) -> None:
+    async with aiohttp.ClientSession() as http, bot_running(rt) as (base, _stop):
+        body = '{"user_id": "admin", "command": "admin pause", "options": {}}'
+        # a cross-site form or text/plain POST: no CORS preflight, so the server must refuse it
+        async with http.post(
+            f"{base}/api/command", data=body, headers={"Content-Type": "text/plain"}
+        ) as resp:
+            assert resp.status == 415
+        async with http.post(
+            f"{base}/api/command",
+            data=body,
+            headers={"Content-Type": "application/json", "Origin": "https://evil.example"},
+        ) as resp:
+            assert resp.status == 403
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await http.ws_connect(f"{base}/ws?user_id=admin", headers={"Origin": "https://evil.example"})
+        # the page's own origin works
+        host = base.removeprefix("http://")
+        async with http.post(
+            f"{base}/api/command",
+            data=body,
+            headers={"Content-Type": "application/json", "Origin": f"http://{host}"},
+        ) as resp:
+            assert resp.status == 200
+        assert await WorkspaceRow.filter(paused=True).count() == 1

@@ -222,8 +222,12 @@ async def test_unknown_members_and_bad_bodies_get_400(rt: Runtime, http: aiohttp
             base + "/api/command", json={"user_id": "mallory", "text": "/imagine x"}
         ) as resp:
             assert resp.status == 400
-        async with http.post(base + "/api/command", data=b"not json") as resp:
+        async with http.post(
+            base + "/api/command", data=b"not json", headers={"Content-Type": "application/json"}
+        ) as resp:
             assert resp.status == 400
+        async with http.post(base + "/api/command", data=b"not json") as resp:
+            assert resp.status == 415  # not sent as JSON
         async with http.get(base + "/blobs/../../etc/passwd") as resp:
             assert resp.status == 404
     assert await GenerationRow.all().count() == 0

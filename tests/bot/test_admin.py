@@ -288,3 +288,49 @@ async def test_admin_cancel_queue_stats_and_audit(mrt: Runtime) -> None:
     assert log[1].endswith(f"Admin: cancel job {a} · off topic")
     [row] = await AuditRow.all()
     assert row.details == {"member": "alice"}
+
+
+async def test_a_banned_members_blocked_prompt_reads_banned_and_never_shortens_the_ban(mrt: Runtime) -> None:
+    await admin(mrt, "block", term="spam")
+    await admin(mrt, "ban", member="bob")  # until unbanned
+    for _ in range(4):
+        out = await imagine(mrt, BOB, "spam")
+        assert out.errors[0].code.value == "banned"
+    ban = await mrt.moderation.get_ban("local", "local", "bob")
+    assert ban is not None and ban.expires_at is None and ban.created_by == "admin"
+    assert await AuditRow.filter(action="timeout").count() == 0
+
+
+async def test_absurd_durations_and_job_numbers_get_a_sentence(mrt: Runtime) -> None:
+    assert "at most ten years" in (await admin(mrt, "ban", member="bob", duration="99999999w")).errors[0].what
+    out = await admin(mrt, "cancel", job=str(2**70))
+    assert out.errors[0].code.value == "invalid_option"
+    assert await BanRow.all().count() == 0
+
+
+async def test_the_sweep_never_undoes_a_pause_that_lands_while_it_reads(mrt: Runtime) -> None:
+    """The mirror sync reads Redis before the database; an admin's pause (database, then Redis)
+    that lands between the two reads survives."""
+
+    async def read_then_pause() -> list[tuple[str, str]]:
+        before = await mrt.moderation.paused_workspaces()
+        await mrt.core.pause(ADMIN, paused=True)  # lands in the middle of the sync
+        return before
+
+    await mrt.queue.sync_paused(read_then_pause)
+    assert await mrt.queue.is_paused("local", "local")
+    await mrt.core.reconcile()
+    assert await mrt.queue.is_paused("local", "local")
+    await mrt.core.pause(ADMIN, paused=False)
+    await mrt.core.reconcile()
+    assert not await mrt.queue.is_paused("local", "local")
+
+
+async def test_the_sweep_restores_lost_pauses_and_bans(mrt: Runtime, redis: Redis) -> None:
+    await admin(mrt, "pause")
+    await admin(mrt, "ban", member="bob")
+    await redis.flushall()  # Redis lost everything
+    await mrt.core.reconcile()
+    assert await mrt.queue.is_paused("local", "local")
+    await admin(mrt, "resume")
+    assert (await imagine(mrt, BOB)).errors[0].code.value == "banned"

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
 from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
+from bot.ports import QuotaRefused
 from tests.conftest import make_settings
 from tests.stack import worker_running
 
@@ -102,3 +105,33 @@ async def test_a_held_job_reads_so_and_the_sweep_leaves_it_while_its_member_runs
     assert await rt.queue.position(second) == 1
     ticket = await rt.redis.zscore(rt.queue.keys.waiting, str(second))
     assert ticket == 2
+
+
+async def test_held_jobs_still_count_against_the_queued_cap(capped: Runtime) -> None:
+    rt = capped
+    tight = replace(rt.core.quota_for(ALICE), max_queued=1)
+    first = await submit(rt, ALICE, "one")
+    second = await submit(rt, ALICE, "two")
+    await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)
+    assert await rt.queue.start(first, ALICE.member, 1, 1) is True
+    assert await rt.queue.start(second, ALICE.member, 1, 2) is None  # held: out of the waiting set
+    third = await rt.store.create(
+        NewGeneration(ALICE, "general", ImagineOptions("three", "", 64, 64, 6, 1), "demo")
+    )
+    with pytest.raises(QuotaRefused) as refused:
+        await rt.queue.submit(third.id, quota=tight)
+    assert refused.value.reason == "queued"  # the held job still counts
+
+
+async def test_repair_gives_a_waiting_job_its_arq_job_back(capped: Runtime) -> None:
+    rt = capped
+    job = await submit(rt, ALICE, "lost")
+    await rt.redis.delete(f"arq:job:gen:{job}")
+    await rt.redis.zrem(rt.settings.redis.queue_name, f"gen:{job}")
+    assert await rt.queue.repair(job) is True
+    assert await rt.redis.exists(f"arq:job:gen:{job}")
+    assert await rt.redis.zscore(rt.settings.redis.queue_name, f"gen:{job}") == 1  # its ticket
+    assert await rt.queue.repair(job) is False  # nothing missing
+    await rt.queue.mark_done(job)
+    await rt.redis.delete(f"arq:job:gen:{job}")
+    assert await rt.queue.repair(job) is False  # not waiting: nothing to give back
