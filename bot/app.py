@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from adapters.discord.client import GenbotClient, set_api_base, set_gateway
 from adapters.local.chat import LocalChat
 from adapters.slack.adapter import SlackChat, make_client
+from adapters.slack.admins import SlackAdmins
 from adapters.slack.app import SlackBot
 from bot.commands import all_specs, command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings
@@ -112,12 +113,12 @@ def build_slack(rt: Runtime) -> SlackBot:
     return SlackBot(
         handler=rt.core,
         chat=chat,
-        specs=command_specs(rt.settings.limits),
+        specs=all_specs(rt.settings.limits),
         bot_token=token,
         signing_secret=s.signing_secret.get_secret_value(),
         api_base_url=s.api_base_url,
         app_token=s.app_token.get_secret_value(),
-        admin_user_ids=s.admin_user_ids,
+        admins=SlackAdmins(chat.client, s.admin_user_ids, ttl_s=s.admin_cache_s),
         http_path=s.http_path,
     )
 

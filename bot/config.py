@@ -140,6 +140,9 @@ class SlackSettings(BaseModel):
     http_path: str = "/slack/events"
     thread_images: bool = True
     admin_user_ids: list[str] = Field(default_factory=list)
+    admin_cache_s: Annotated[float, Field(ge=0)] = Field(
+        300.0, description="seconds users.info's answer (workspace admin or owner) is kept; 0: always ask"
+    )
 
     @property
     def socket_mode(self) -> bool:

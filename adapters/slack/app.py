@@ -5,6 +5,11 @@ core. Bolt's async runner (``process_before_response=False``) answers Slack as s
 called and lets the listener carry on in the background. Authorization makes no call per request:
 ``auth.test`` runs once in :meth:`SlackBot.start` (which so fails fast on a bad token).
 
+Whether the member is an admin is decided after the ack, for every command and button press
+(:class:`~adapters.slack.admins.SlackAdmins`: configured ids, else ``users.info``, cached), and the
+core gets an :class:`~bot.models.Actor` carrying the answer; the core checks it for every admin
+command and for buttons on other members' jobs.
+
 Two modes: Socket Mode when an app-level token is given, else HTTP (an aiohttp server at
 ``http_path``), where Bolt checks every request's signature and refuses timestamps older than
 5 minutes (401).
@@ -13,7 +18,8 @@ Two modes: Socket Mode when an app-level token is given, else HTTP (an aiohttp s
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -25,12 +31,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.adapter import SlackChat, slack_error
+from adapters.slack.admins import SlackAdmins
 from adapters.slack.blocks import ACTION_IDS, error_text, reply_text
 from adapters.slack.payloads import GENBOT, IMAGINE, action_target, command_request, help_text, wants_help
 from bot.commands import CommandSpec
 from bot.config import ConfigError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
-from bot.models import MessageRef, StatusView
+from bot.models import Actor, MessageRef, StatusView
 from bot.ports import CommandHandler
 
 log = logging.getLogger(__name__)
@@ -77,8 +84,8 @@ class SlackBot:
         bot_token: str,
         signing_secret: str,
         api_base_url: str,
+        admins: SlackAdmins,
         app_token: str = "",
-        admin_user_ids: Collection[str] = (),
         http_path: str = "/slack/events",
     ) -> None:
         self.handler = handler
@@ -86,7 +93,7 @@ class SlackBot:
         self.specs = specs
         self.bot_token = bot_token
         self.app_token = app_token
-        self.admins = frozenset(admin_user_ids)
+        self.admins = admins
         self.http_path = http_path
         self._auth: AuthorizeResult | None = None
 
@@ -128,12 +135,17 @@ class SlackBot:
             await ack(text=help_text(self.specs), response_type="ephemeral")
             return
         try:
-            request = command_request(body, self.specs, self.admins)
+            request = command_request(body, self.specs)
         except GenbotError as exc:  # a typo: the answer is the ack itself, no I/O
             await ack(text=error_text(exc.text), response_type="ephemeral")
             return
         await ack()
+        request = replace(request, actor=await self._resolved(request.actor))
         await self.handler.handle(request, SlackResponder(respond, self.chat, request.channel))
+
+    async def _resolved(self, actor: Actor) -> Actor:
+        """``actor`` with ``is_admin`` decided (after the ack: it may call ``users.info``)."""
+        return replace(actor, is_admin=await self.admins.is_admin(actor.workspace, actor.user_id))
 
     def _button(self, action: str) -> Callable[[AsyncAck, dict[str, Any], AsyncRespond], Awaitable[None]]:
         """The listener of one button (``cancel``, ``reroll``): ack, then the core, which checks
@@ -141,12 +153,12 @@ class SlackBot:
 
         async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
             await ack()
-            actor, job, channel = action_target(body, self.admins)
+            actor, job, channel = action_target(body)
             responder = SlackResponder(respond, self.chat, channel)
             if job is None:
                 await responder.reply_error(describe(ErrorCode.NOT_FOUND))
                 return
-            await self.handler.handle_action(actor, job, action, responder)
+            await self.handler.handle_action(await self._resolved(actor), job, action, responder)
 
         return on_button
 

@@ -8,6 +8,7 @@ pings no one; the mrkdwn objects are also ``verbatim`` (no automatic linking of 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from bot.errors import ErrorText
@@ -120,10 +121,23 @@ def status_blocks(
     return blocks
 
 
+#: The core names its commands as the local chat and Discord spell them (``/queue``, ``/admin
+#: clear``); on Slack all but ``/imagine`` are subcommands of ``/genbot``.
+_GENBOT_SUBCOMMAND = re.compile(r"(?<![\w/])/(admin|queue|cancel|status|help)\b")
+
+
+def slack_commands(text: str) -> str:
+    """The core's words with its commands as a Slack member types them: ``/queue`` ->
+    ``/genbot queue``, ``/admin clear`` -> ``/genbot admin clear``; ``/imagine`` stays."""
+    return _GENBOT_SUBCOMMAND.sub(r"/genbot \1", text)
+
+
 def reply_text(text: str) -> str:
-    """An ephemeral reply from the core (it may quote prompts): escaped."""
-    return escape(text)
+    """An ephemeral reply from the core (it may quote prompts): escaped, commands as typed on
+    Slack."""
+    return escape(slack_commands(text))
 
 
 def error_text(error: ErrorText) -> str:
-    return f"*{escape(error.title)}*: {escape(error.what)} {escape(error.todo)}"
+    what, todo = slack_commands(error.what), slack_commands(error.todo)
+    return f"*{escape(error.title)}*: {escape(what)} {escape(todo)}"

@@ -3,6 +3,7 @@ and a client that sends correctly signed requests to the bot's HTTP endpoint as 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,12 +18,25 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
+from storage.models import GenerationRow
 from tests.adapters.slack.fake_slack import TEAM, TOKEN, FakeSlack
 from tests.conftest import make_settings
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0001"
 ADMIN = "UADMIN"
+
+
+async def attached(**filters: Any) -> GenerationRow:
+    """The newest row matching ``filters`` once its status message is stored in it. The core
+    stores the reference after ``chat.postMessage`` answers, so seeing the post in the fake is not
+    enough; this polls the database (bounded: it fails after 10 s, it asserts no timing)."""
+    for _ in range(1000):
+        row = await GenerationRow.filter(**filters).order_by("-id").first()
+        if row is not None and row.message.get("message_id"):
+            return row
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no row with a status message for {filters}")
 
 
 @pytest_asyncio.fixture

@@ -56,6 +56,10 @@ class FakeSlack:
         #: Public channels genbot has not joined: chat:write.public lets it post, but files not.
         self.files_not_in_channel: set[str] = set()
         self.invalid_blocks_times = 0
+        #: users.info: the workspace role flags of some members (``{"is_owner": True}``); every
+        #: other member is a plain member. ``user_errors`` answers a member's lookup with an error.
+        self.roles: dict[str, dict[str, bool]] = {}
+        self.user_errors: dict[str, str] = {}
         self.delay_s: dict[str, float] = {}  # method -> seconds to wait before answering
         self._storm: dict[str, int] = {}
         self._retry_after = 1
@@ -98,6 +102,7 @@ class FakeSlack:
     async def start(self) -> None:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # read methods (users.info) take query params
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/respond/{name}", self._respond)
         app.router.add_get("/socket", self._socket)
@@ -240,8 +245,32 @@ class FakeSlack:
         return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
 
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
-        user = str(args.get("user"))
-        return {"ok": True, "user": {"id": user, "name": user.lower(), "team_id": TEAM, "is_admin": False}}
+        user = str(args.get("user") or "")
+        if not user:
+            return {"ok": False, "error": "invalid_arguments"}
+        if user in self.user_errors:
+            return {"ok": False, "error": self.user_errors[user]}
+        roles = {"is_admin": False, "is_owner": False, "is_primary_owner": False, **self.roles.get(user, {})}
+        return {
+            "ok": True,
+            "user": {
+                "id": user,
+                "team_id": TEAM,
+                "name": user.lower(),
+                "deleted": False,
+                "real_name": user.title(),
+                "tz": "Europe/Berlin",
+                "tz_offset": 3600,
+                "profile": {"real_name": user.title(), "display_name": user.lower(), "team": TEAM},
+                **roles,
+                "is_restricted": False,
+                "is_ultra_restricted": False,
+                "is_bot": False,
+                "is_app_user": False,
+                "updated": 1_700_000_000,
+                "has_2fa": False,
+            },
+        }
 
     async def _upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]

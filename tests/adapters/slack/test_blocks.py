@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.slack.blocks import escape, fallback_text, progress_bar, status_blocks
-from adapters.slack.payloads import action_target, command_request, help_text, wants_help
-from bot.commands import command_specs
+from adapters.slack.blocks import error_text, escape, fallback_text, progress_bar, reply_text, status_blocks
+from adapters.slack.payloads import action_target, command_request, help_text, plain_text, wants_help
+from bot.commands import admin_specs, all_specs
 from bot.config import LimitsSettings
-from bot.errors import GenbotError
+from bot.errors import ErrorCode, GenbotError, describe
 from bot.models import Button, ErrorView, State, StatusView
 
-SPECS = command_specs(LimitsSettings())
+SPECS = all_specs(LimitsSettings())
 
 
 def view(**changes: object) -> StatusView:
@@ -120,25 +120,83 @@ def form(command: str, text: str) -> dict[str, str]:
 
 
 def test_slash_commands_into_requests() -> None:
-    request = command_request(form("/imagine", "a red fox size: 768x768"), SPECS, admins=())
+    request = command_request(form("/imagine", "a red fox size: 768x768"), SPECS)
     assert (request.name, request.options, request.channel) == (
         "imagine",
         {"prompt": "a red fox", "size": "768x768"},
         "C1",
     )
     assert (request.actor.platform, request.actor.workspace, request.actor.user_id) == ("slack", "T1", "U1")
-    assert request.actor.display_name == "alice" and not request.actor.is_admin
-    assert command_request(form("/genbot", "cancel 12"), SPECS, admins=()).options == {"job": "12"}
-    assert command_request(form("/genbot", "cancel"), SPECS, admins=()).name == "cancel"
-    assert command_request(form("/genbot", "status 3"), SPECS, admins=["U1"]).actor.is_admin
-    assert command_request(form("/genbot", "queue"), SPECS, admins=()).name == "queue"
+    assert request.actor.display_name == "alice"
+    assert not request.actor.is_admin, "decided by the app after the ack, never by the payload"
+    assert command_request(form("/genbot", "cancel 12"), SPECS).options == {"job": "12"}
+    assert command_request(form("/genbot", "cancel"), SPECS).name == "cancel"
+    assert command_request(form("/genbot", "queue"), SPECS).name == "queue"
     with pytest.raises(GenbotError):
-        command_request(form("/genbot", "imagine a fox"), SPECS, admins=())
+        command_request(form("/genbot", "imagine a fox"), SPECS)
     with pytest.raises(GenbotError):
-        command_request(form("/genbot", "frobnicate"), SPECS, admins=())
+        command_request(form("/genbot", "frobnicate"), SPECS)
     assert wants_help(form("/genbot", "")) and wants_help(form("/genbot", " Help "))
-    assert not wants_help(form("/imagine", ""))
+    assert wants_help(form("/genbot", "admin")) and wants_help(form("/genbot", "admin help"))
+    assert not wants_help(form("/imagine", "")) and not wants_help(form("/genbot", "admin bans"))
     assert "/genbot status job" in help_text(SPECS)
+
+
+def test_admin_commands_into_requests_named_by_their_key() -> None:
+    """What Slack sends with should_escape: a picked member as <@U..|name>, & < > as entities."""
+    text = "admin ban <@U2|bob> reason: spam &amp; &lt;scam&gt; links <https://x.test|x.test> duration: 2h jobs: keep"
+    request = command_request(form("/genbot", text), SPECS)
+    assert request.name == "admin ban"
+    assert request.options == {
+        "member": "<@U2|bob>",
+        "reason": "spam & <scam> links x.test",
+        "duration": "2h",
+        "jobs": "keep",
+    }
+    block = command_request(form("/genbot", "Admin block rock &amp; roll match: substring"), SPECS)
+    assert (block.name, block.options) == ("admin block", {"term": "rock & roll", "match": "substring"})
+    assert command_request(form("/genbot", "admin cancel 12 reason: stuck"), SPECS).name == "admin cancel"
+    assert command_request(form("/genbot", "cancel 12"), SPECS).name == "cancel"
+    assert command_request(form("/genbot", "admin unban UB0B"), SPECS).options == {"member": "UB0B"}
+    for spec in admin_specs():
+        assert command_request(form("/genbot", f"admin {spec.name}"), SPECS).name == spec.key
+    # a member typed as plain text (not picked, so no id) is refused before anything happens
+    for member in ("@bob", "bob", "<#C1|general>"):
+        with pytest.raises(GenbotError, match="Mention the member"):
+            command_request(form("/genbot", f"admin ban {member}"), SPECS)
+    with pytest.raises(GenbotError, match="has no command"):
+        command_request(form("/genbot", "admin frobnicate"), SPECS)
+
+
+def test_plain_text_undoes_slacks_escaping() -> None:
+    assert plain_text("a &lt;b&gt; &amp;lt; c") == "a <b> &lt; c"
+    assert plain_text("hi <@U1|ana> in <#C1|general>, <!here> <!subteam^S1|@team> <https://x.test>") == (
+        "hi @ana in #general, @here @team https://x.test"
+    )
+
+
+def test_help_lists_the_admin_commands_in_a_block_of_their_own() -> None:
+    text = help_text(SPECS)
+    members, _, admins = text.partition("*Admins:*")
+    assert "/genbot queue" in members and "/genbot admin" not in members
+    for spec in admin_specs():
+        assert f"`/genbot admin {spec.name}" in admins
+    assert "`/genbot admin ban member [reason: ...] [duration: ...] [jobs: cancel|keep]`" in admins
+    assert "`/genbot admin block term [match: word|substring]`" in admins
+
+
+def test_the_cores_commands_are_named_as_typed_on_slack() -> None:
+    assert reply_text("Run /admin clear confirm: 1234. /queue lists yours; /imagine a fox") == (
+        "Run /genbot admin clear confirm: 1234. /genbot queue lists yours; /imagine a fox"
+    )
+    assert "/genbot queue to see your jobs" in error_text(describe(ErrorCode.NOT_FOUND))
+    only = error_text(
+        describe(ErrorCode.NOT_ALLOWED, "Only admins can use /admin ban; you are not an admin here.")
+    )
+    assert only == (
+        "*Not allowed*: Only admins can use /genbot admin ban; you are not an admin here. "
+        "Ask the member or an admin."
+    )
 
 
 def test_a_button_press_into_actor_and_job() -> None:
@@ -148,8 +206,8 @@ def test_a_button_press_into_actor_and_job() -> None:
         "channel": {"id": "C1"},
         "actions": [{"action_id": "genbot_cancel", "value": "41"}],
     }
-    actor, job, channel = action_target(body, admins=["U2"])
-    assert (actor.workspace, actor.user_id, actor.display_name, actor.is_admin) == ("T1", "U2", "bob", True)
+    actor, job, channel = action_target(body)
+    assert (actor.workspace, actor.user_id, actor.display_name, actor.is_admin) == ("T1", "U2", "bob", False)
     assert (job, channel) == (41, "C1")
     body["actions"] = [{"value": "nope"}]
-    assert action_target(body, admins=())[1] is None
+    assert action_target(body)[1] is None

@@ -15,7 +15,7 @@ from PIL import Image
 from bot.app import Runtime
 from bot.models import State
 from storage.models import GenerationRow
-from tests.adapters.slack.conftest import ADMIN, CHANNEL, SlackClient
+from tests.adapters.slack.conftest import ADMIN, CHANNEL, SlackClient, attached
 from tests.adapters.slack.fake_slack import FakeSlack, Message
 from tests.stack import bot_running, worker_running
 
@@ -171,9 +171,7 @@ async def test_the_cancel_and_reroll_buttons_obey_their_author_and_admins_only(
         client = SlackClient(http, f"{base}/slack/events", fake)
         await client.command("/imagine", "alice's fox", user="UALICE", name="alice")
         await client.command("/imagine", "bob's owl", user="UBOB", name="bob")
-        await fake.wait_until(lambda: len(fake.called("chat.postMessage")) == 2)
-        rows = {r.prompt: r for r in await GenerationRow.all()}
-        fox, owl = rows["alice's fox"], rows["bob's owl"]
+        fox, owl = await attached(prompt="alice's fox"), await attached(prompt="bob's owl")
 
         status, _body, took = await client.press_cancel(
             fox.id, fox.message["message_id"], user="UBOB", name="bob"
