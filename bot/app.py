@@ -17,7 +17,7 @@ from adapters.local.chat import LocalChat
 from adapters.slack.adapter import SlackChat, make_client
 from adapters.slack.admins import SlackAdmins
 from adapters.slack.app import SlackBot
-from bot.commands import all_specs, command_specs
+from bot.commands import all_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings
 from bot.ports import ChatAdapter
 from bot.renderer import Renderer
