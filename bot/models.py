@@ -63,6 +63,7 @@ class Quota:
     rate_window_s: int
     global_max: int
     exempt: bool = False  # an admin exempt from the per-member limits
+    max_running: int = 2**31  # the member's jobs beyond this many running wait aside (everyone)
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,6 +211,11 @@ class JobQueue(Protocol):
         """
         ...
 
+    async def aside(self, gen: Generation) -> str | None:
+        """Why a queued job is out of the line: ``"paused"`` (its workspace), ``"held"`` (its
+        member runs as many jobs as they may), or None (it is starting)."""
+        ...
+
     async def held_behind_running(self, member: str, generation_id: int) -> bool:
         """Whether the queued job waits aside because its member runs as many jobs as they may."""
         ...

@@ -215,10 +215,10 @@ class Renderer:
         eta = None
         if position is not None and basis[1]:
             eta = eta_seconds(position, basis[0], basis[1])
-        paused = False
+        aside = None
         if gen.state is State.QUEUED and position is None:
-            paused = await self.queue.is_paused(gen.platform, gen.workspace)
-        view = build_view(gen, position, eta, paused=paused)
+            aside = await self.queue.aside(gen)
+        view = build_view(gen, position, eta, aside=aside)
         digest = view_hash(view)
         if position is not None:
             self._shown_position[gen.id] = position

@@ -155,6 +155,7 @@ class Genbot:
             rate_window_s=limits.rate_window_s,
             global_max=limits.global_max,
             exempt=actor.is_admin and limits.admins_exempt,
+            max_running=limits.max_running,
         )
 
     async def check_member(self, actor: Actor, options: ImagineOptions) -> None:
@@ -216,7 +217,8 @@ class Genbot:
 
     async def submit(self, new: NewGeneration, *, quota: Quota | None = None) -> tuple[Generation, int]:
         """Insert the row, then take a ticket and a position and enqueue the job (one atomic
-        script). Returns the row, with its ticket, and its position.
+        script). Returns the row, with its ticket, and its position (0: held aside, because the
+        member already runs ``quota.max_running`` jobs; it joins the line when one of theirs ends).
 
         The ticket reaches the row with the message reference (:meth:`attach_message`), in the
         same statement: one INSERT and one UPDATE per ``/imagine``. Until then the arq job holds
@@ -283,16 +285,19 @@ class Genbot:
         await self.queue.publish(generation_id, "attached")
 
     async def view(self, gen: Generation, position: int | None = None) -> StatusView:
-        paused = False
-        if gen.state is State.QUEUED and position is None:
+        """``position`` 0: just submitted and held aside (see :meth:`submit`)."""
+        aside = None
+        if position == 0:
+            position, aside = None, "held"
+        elif gen.state is State.QUEUED and position is None:
             position = await self.queue.position(gen.id)
             if position is None:
-                paused = await self.queue.is_paused(gen.platform, gen.workspace)
+                aside = await self.queue.aside(gen)
         eta = None
         if position is not None:
             mean, capacity = await self.queue.eta_basis(gen.backend)
             eta = eta_seconds(position, mean, capacity) if capacity else None
-        return build_view(gen, position, eta, paused=paused)
+        return build_view(gen, position, eta, aside=aside)
 
     async def describe_queue(self, actor: Actor) -> str:
         gens = await self.store.list_for_user(

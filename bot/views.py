@@ -29,11 +29,11 @@ def eta_seconds(position: int, mean_run_s: float, capacity: int) -> float:
     return position * mean_run_s / max(1, capacity)
 
 
-def _headline(gen: Generation, position: int | None, eta: float | None, paused: bool) -> str:
+def _headline(gen: Generation, position: int | None, eta: float | None, aside: str | None) -> str:
     if gen.state is State.QUEUED:
-        if paused:
+        if aside == "paused":
             return "Queued · paused by an admin"
-        if position is None and gen.meta.get("held"):
+        if aside == "held":
             return "Queued · waits for your other job"
         if position is None:
             return "Queued · starting"
@@ -76,27 +76,28 @@ def _details(gen: Generation) -> str:
 
 
 def build_view(
-    gen: Generation, position: int | None, eta: float | None, *, paused: bool = False
+    gen: Generation, position: int | None, eta: float | None, *, aside: str | None = None
 ) -> StatusView:
     """The status message of ``gen``. ``position`` is its live position (None when not waiting),
-    ``eta`` the seconds until it is done (None when no worker is alive) and ``paused`` whether an
-    admin paused its workspace's queue while it waits."""
+    ``eta`` the seconds until it is done (None when no worker is alive) and ``aside`` why a queued
+    job is out of the line: ``"paused"`` (an admin paused its workspace's queue) or ``"held"``
+    (its member runs as many jobs as they may)."""
     error = None
     if gen.state in (State.FAILED, State.TIMED_OUT) or (gen.state is State.CANCELLED and gen.error_code):
         text = describe(gen.error_code or ErrorCode.INTERNAL)
         error = ErrorView(text.code.value, text.title, text.what, text.todo)
     preview = (gen.meta.get("preview") or {}).get("key") if gen.state is State.RUNNING else None
     note = None
-    if gen.state is State.QUEUED and paused:
+    if gen.state is State.QUEUED and aside == "paused":
         note = "An admin paused the queue. Your request keeps its place and starts when it resumes."
-    elif gen.state is State.QUEUED and position is None and gen.meta.get("held"):
-        note = "You can have only so many jobs running at once; this one starts when yours ends."
+    elif gen.state is State.QUEUED and aside == "held":
+        note = "Members run one job at a time here; this one joins the line, in its place, when yours ends."
     elif gen.state is State.QUEUED and gen.attempts:
         note = "The worker making this image stopped; it will start again before newer requests."
     return StatusView(
         job=gen.id,
         state=gen.state,
-        headline=_headline(gen, position, eta, paused),
+        headline=_headline(gen, position, eta, aside),
         prompt=gen.prompt,
         details=_details(gen),
         requested_by=gen.user_name,

@@ -28,7 +28,7 @@ from arq.constants import (
 )
 from arq.jobs import serialize_job
 
-from bot.models import JOB_ID_PREFIX, Quota, job_id_for
+from bot.models import JOB_ID_PREFIX, Generation, Quota, job_id_for
 from bot.ports import QuotaRefused
 from jobs.constants import (
     EVENTS_MAXLEN,
@@ -41,11 +41,14 @@ from jobs.constants import (
 __all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 
 # KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set,
-#       member's recent submissions, banned hash, member's held set (a held job still counts as queued)
+#       member's recent submissions, banned hash, member's held set (a held job still counts as
+#       queued), member's running set
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id,
 #       quota check ("" for none, else now in ms), workspace, global max, exempt ("1"/"0"),
-#       member max queued, rate count, rate window ms, member
-# Returns {ticket, position, added (1 if the waiting entry or the arq job had to be written)},
+#       member max queued, rate count, rate window ms, member, in-progress key prefix, max running
+# Returns {ticket, position, added (1 if the waiting entry or the arq job had to be written)};
+# position 0: the member already runs as many jobs as they may, so the job is held aside (no
+# waiting entry, no arq job) until one of theirs ends (RELEASE).
 # or {-5, ban end ms or 0, 0} banned, {-1, 0, 0} paused, {-2, 0, 0} queue full,
 # {-3, 0, 0} member's queue full, {-4, retry-after ms, 0} rate limited: then nothing was written.
 # Idempotent, and it repairs: a waiting entry whose arq job is gone (Redis evicted it, arq gave up
@@ -88,16 +91,23 @@ else
     ticket = redis.call('INCR', KEYS[1])
 end
 local added = 0
+if now and not score then
+    local window = tonumber(ARGV[12])
+    redis.call('ZADD', KEYS[6], ticket, ARGV[1])
+    redis.call('ZADD', KEYS[7], now, ARGV[1])
+    redis.call('PEXPIRE', KEYS[6], 7 * 24 * 3600 * 1000)
+    redis.call('PEXPIRE', KEYS[7], window)
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[10])) do
+        if redis.call('EXISTS', ARGV[14] .. id) == 0 then redis.call('SREM', KEYS[10], id) end
+    end
+    if redis.call('SCARD', KEYS[10]) >= tonumber(ARGV[15]) then
+        redis.call('ZADD', KEYS[9], ticket, ARGV[1])
+        return {ticket, 0, 1}
+    end
+end
 if not score then
     redis.call('ZADD', KEYS[2], ticket, ARGV[1])
     added = 1
-    if now then
-        local window = tonumber(ARGV[12])
-        redis.call('ZADD', KEYS[6], ticket, ARGV[1])
-        redis.call('ZADD', KEYS[7], now, ARGV[1])
-        redis.call('PEXPIRE', KEYS[6], 7 * 24 * 3600 * 1000)
-        redis.call('PEXPIRE', KEYS[7], window)
-    end
 end
 if redis.call('EXISTS', KEYS[3]) == 0 then
     redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
@@ -138,21 +148,38 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 """
 
-# KEYS: waiting, member's running set, member's held set
-# ARGV: generation id, max running, arq in-progress key prefix of genbot jobs, ticket
-# Returns 1 (started; it was waiting), 0 (started; it was not waiting) or -1 (held: the member
-# already runs max running jobs, so it waits aside, keeping its ticket).
+# KEYS: waiting, member's running set, member's held set, member's queued set, arq queue
+# ARGV: generation id, max running, arq in-progress key prefix of genbot jobs, ticket,
+#       arq job key prefix of genbot jobs, arq job id prefix
+# Returns {1 (started; it was waiting) | 0 (started; it was not waiting) | -1 (held), moved ids...}.
+# Held: the member already runs max running jobs, so it waits aside, keeping its ticket. Started:
+# if that fills the member's places, their other waiting jobs move aside too (waiting entry and
+# arq job gone, ticket kept), so that the waiting set holds only jobs a worker can start: the
+# positions stay exact.
 START = (
     _PRUNE_RUNNING
     + """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 or redis.call('SCARD', KEYS[2]) < tonumber(ARGV[2]) then
-    redis.call('SADD', KEYS[2], ARGV[1])
-    redis.call('ZREM', KEYS[3], ARGV[1])
-    return redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+    return {-1}
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-return -1
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local result = {redis.call('ZREM', KEYS[1], ARGV[1])}
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+        local ticket = redis.call('ZSCORE', KEYS[1], id)
+        if ticket then
+            redis.call('ZREM', KEYS[1], id)
+            redis.call('ZADD', KEYS[3], ticket, id)
+            redis.call('ZREM', KEYS[5], ARGV[6] .. id)
+            redis.call('DEL', ARGV[5] .. id)
+            table.insert(result, tonumber(id))
+        end
+    end
+end
+return result
 """
 )
 
@@ -235,7 +262,7 @@ class RedisJobQueue:
         job_id = job_id_for(generation_id)
         payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
         member = quota.member if quota else "-"
-        checks: list[str | int] = ["", "", 0, "1", 0, 0, 0, ""]
+        checks: list[str | int] = ["", "", 0, "1", 0, 0, 0, "", _IN_PROGRESS, 0]
         if quota is not None:
             checks = [
                 _ms(),
@@ -246,6 +273,8 @@ class RedisJobQueue:
                 quota.rate_count,
                 quota.rate_window_s * 1000,
                 quota.member,
+                _IN_PROGRESS,
+                quota.max_running,
             ]
         result: list[Any] = await self._submit(
             keys=[
@@ -258,6 +287,7 @@ class RedisJobQueue:
                 self.keys.member_recent(member),
                 self.keys.banned,
                 self.keys.member_held(member),
+                self.keys.member_running(member),
             ],
             args=[
                 generation_id,
@@ -392,16 +422,40 @@ class RedisJobQueue:
         """Take a starting job out of the waiting set. True if it was waiting."""
         return bool(await self.redis.zrem(self.keys.waiting, str(generation_id)))
 
-    async def start(self, generation_id: int, member: str, max_running: int, ticket: int) -> bool | None:
-        """Take a starting job out of the waiting set and count it as running for its member:
-        True if it was waiting, False if not; None when the member already runs ``max_running``
-        jobs: then the job is held aside (out of the waiting set, its ticket kept) until
-        :meth:`release` hands it back."""
-        started = await self._start(
-            keys=[self.keys.waiting, self.keys.member_running(member), self.keys.member_held(member)],
-            args=[generation_id, max_running, _IN_PROGRESS, ticket],
+    async def start(
+        self, generation_id: int, member: str, max_running: int, ticket: int
+    ) -> tuple[bool | None, list[int]]:
+        """Take a starting job out of the waiting set and count it as running for its member.
+        Returns whether it was waiting (None: held, because the member already runs
+        ``max_running`` jobs: it is out of the waiting set, its ticket kept, until :meth:`release`
+        hands it back) and the ids of the member's other jobs moved aside because this one
+        filled their places."""
+        result: list[int] = await self._start(
+            keys=[
+                self.keys.waiting,
+                self.keys.member_running(member),
+                self.keys.member_held(member),
+                self.keys.member_queued(member),
+                self.queue_name,
+            ],
+            args=[
+                generation_id,
+                max_running,
+                _IN_PROGRESS,
+                ticket,
+                job_key_prefix + JOB_ID_PREFIX,
+                JOB_ID_PREFIX,
+            ],
         )
-        return None if int(started) < 0 else bool(started)
+        status = int(result[0])
+        return (None if status < 0 else bool(status)), [int(i) for i in result[1:]]
+
+    async def aside(self, gen: Generation) -> str | None:
+        if await self.is_paused(gen.platform, gen.workspace):
+            return "paused"
+        if await self.redis.zscore(self.keys.member_held(gen.member), str(gen.id)) is not None:
+            return "held"
+        return None
 
     async def claim_running(self, member: str, generation_id: int) -> None:
         """Count a job that is running again (after its worker died) as running for its member."""

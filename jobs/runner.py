@@ -89,13 +89,16 @@ class GenerationRunner:
                 await self.queue.publish(generation_id, "dequeued")
                 return "paused"
             place = gen.ticket or ticket or 0
-            was_waiting = await self.queue.start(generation_id, gen.member, self.max_running, int(place))
+            was_waiting, moved = await self.queue.start(
+                generation_id, gen.member, self.max_running, int(place)
+            )
+            for other in moved:  # the member's other jobs left the line, so the ones behind moved up
+                await self.queue.publish(other, "dequeued")
             if was_waiting is None:
                 # The member already runs as many jobs as they may: this one waits aside, keeping
                 # its ticket, until one of theirs ends (see _release).
-                await self.store.update(
-                    generation_id, meta={"held": True}, ticket=None if gen.ticket else int(place)
-                )
+                if gen.ticket is None:
+                    await self.store.update(generation_id, ticket=int(place))
                 await self.queue.publish(generation_id, "dequeued")
                 return "held"
             if was_waiting:
@@ -132,7 +135,6 @@ class GenerationRunner:
                 row = await self.store.get(held_id)
                 if row is None or row.state is not State.QUEUED:
                     continue  # cancelled while held: take the next one
-                await self.store.update_meta(held_id, {"held": None})
                 await self.queue.restore(held_id, ticket)
                 await self.queue.publish(held_id, "dequeued")
                 return

@@ -76,7 +76,31 @@ async def test_a_members_jobs_run_one_at_a_time_without_holding_up_others(capped
     # No one is left counted as running or held.
     assert await rt.redis.scard(rt.queue.keys.member_running(ALICE.member)) == 0  # type: ignore[misc]
     assert await rt.redis.zcard(rt.queue.keys.member_held(ALICE.member)) == 0
-    assert all("held" not in r.meta for r in rows)
+
+
+async def test_a_job_beyond_the_running_cap_waits_aside_and_rejoins_at_its_place(capped: Runtime) -> None:
+    """Positions stay exact: the waiting set holds only jobs a worker can start."""
+    rt = capped
+    first = await submit(rt, ALICE, "first")
+    await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)  # a worker took it
+    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [])
+    await rt.store.transition(first, State.RUNNING)
+
+    new = NewGeneration(ALICE, "general", ImagineOptions("second", "", 64, 64, 6, 1), "demo")
+    second, position = await rt.core.submit(new, quota=rt.core.quota_for(ALICE))
+    assert position == 0  # held at once: Alice runs a job
+    assert (await rt.core.view(second, position)).headline == "Queued · waits for your other job"
+    await rt.store.update(second.id, ticket=second.ticket)
+    bob = await submit(rt, BOB, "bob")
+    assert await rt.queue.position(bob) == 1  # not #2: Alice's second job is not in his way
+    assert not await rt.redis.exists(f"arq:job:gen:{second.id}")
+
+    # Alice's job ends: her held job rejoins the line at its own ticket, ahead of Bob's.
+    await rt.redis.delete(f"arq:in-progress:gen:{first}")
+    assert await rt.queue.release(ALICE.member, first, 1) == (second.id, second.ticket)
+    await rt.queue.restore(second.id, second.ticket)
+    assert await rt.queue.waiting() == [second.id, bob]
+    assert await rt.redis.exists(f"arq:job:gen:{second.id}")
 
 
 async def test_a_held_job_reads_so_and_the_sweep_leaves_it_while_its_member_runs_one(capped: Runtime) -> None:
@@ -86,11 +110,11 @@ async def test_a_held_job_reads_so_and_the_sweep_leaves_it_while_its_member_runs
     # A worker took the first job and holds its arq in-progress key.
     in_progress = f"arq:in-progress:gen:{first}"
     await rt.redis.set(in_progress, b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1) is True
+    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [second])  # moved aside
     await rt.store.transition(first, State.RUNNING)
-    assert await rt.queue.start(second, ALICE.member, 1, 2) is None  # held aside
     assert await rt.queue.position(second) is None
-    await rt.store.update(second, meta={"held": True})
+    assert not await rt.redis.exists(f"arq:job:gen:{second}")
+    assert await rt.queue.start(second, ALICE.member, 1, 2) == (None, [])  # a stale pick: held
     gen = await rt.store.get(second)
     assert gen is not None
     view = await rt.core.view(gen)
@@ -113,8 +137,7 @@ async def test_held_jobs_still_count_against_the_queued_cap(capped: Runtime) -> 
     first = await submit(rt, ALICE, "one")
     second = await submit(rt, ALICE, "two")
     await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1) is True
-    assert await rt.queue.start(second, ALICE.member, 1, 2) is None  # held: out of the waiting set
+    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [second])  # second: held
     third = await rt.store.create(
         NewGeneration(ALICE, "general", ImagineOptions("three", "", 64, 64, 6, 1), "demo")
     )
