@@ -18,11 +18,11 @@ from adapters.slack.adapter import SlackChat, make_client
 from adapters.slack.app import SlackBot
 from bot.commands import command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings
-from bot.ports import ChatAdapter
+from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter
 from bot.renderer import Renderer
 from bot.service import Genbot
 from jobs.backends import load_backend
-from jobs.breaker import Breaker
+from jobs.breaker import Breaker, BreakerKeys
 from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
 from jobs.queue import ArqRedis, RedisJobQueue, open_redis
@@ -204,16 +204,35 @@ def build_renderer(rt: Runtime, adapter: ChatAdapter) -> Renderer:
     return Renderer(store=rt.store, queue=rt.queue, feed=feed, adapter=adapter, settings=rt.settings.renderer)
 
 
+def build_breaker(rt: Runtime, backend: str) -> Breaker:
+    """The circuit breaker of ``backend``, shared through Redis by every worker."""
+    w = rt.settings.worker
+
+    async def announce(_state: str) -> None:
+        await rt.queue.publish(ALL_WAITING, BREAKER_EVENT)
+
+    return Breaker(
+        rt.redis,
+        BreakerKeys.of(Keys(rt.settings.redis.key_prefix), backend),
+        fail_max=w.breaker_fail_max,
+        reset_s=w.breaker_reset_s,
+        probe_ttl_s=w.backend_timeout_s + 30,
+        on_change=announce,
+    )
+
+
 def build_runner(rt: Runtime) -> GenerationRunner:
     w = rt.settings.worker
+    backend = load_backend(rt.settings)
     return GenerationRunner(
         store=rt.store,
         queue=rt.queue,
         blobs=rt.blobs,
-        backend=load_backend(rt.settings),
-        breaker=Breaker(w.breaker_fail_max, w.breaker_reset_s),
+        backend=backend,
+        breaker=build_breaker(rt, backend.name),
         backend_timeout_s=w.backend_timeout_s,
         progress_interval_s=w.progress_interval_s,
+        job_timeout_s=w.job_timeout_s,
     )
 
 

@@ -152,9 +152,21 @@ class JobQueue(Protocol):
         """``(mean run time in s over the recent window, capacity of the live workers)``."""
         ...
 
+    async def backend_down(self, backend: str) -> float | None:
+        """None while ``backend``'s circuit breaker is closed; else the seconds until it lets a
+        probe through (0 when half-open). Waiting jobs say so in their status message."""
+        ...
+
     async def publish(self, generation_id: int, kind: str) -> None:
         """Append an event for the renderer. Safe to call more than once."""
         ...
+
+
+#: The generation id of events that concern every waiting message, not one generation.
+ALL_WAITING = 0
+#: Event kind (with :data:`ALL_WAITING`): a backend's circuit breaker opened or closed, so every
+#: waiting message changes ("waiting for the image service", or back to its ETA).
+BREAKER_EVENT = "breaker"
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,7 +168,8 @@ class Genbot:
         if position is not None:
             mean, capacity = await self.queue.eta_basis(gen.backend)
             eta = eta_seconds(position, mean, capacity) if capacity else None
-        return build_view(gen, position, eta)
+        down = gen.state is State.QUEUED and await self.queue.backend_down(gen.backend) is not None
+        return build_view(gen, position, eta, backend_down=down)
 
     async def describe_queue(self, actor: Actor) -> str:
         gens = await self.store.list_for_user(

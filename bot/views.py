@@ -29,8 +29,11 @@ def eta_seconds(position: int, mean_run_s: float, capacity: int) -> float:
     return position * mean_run_s / max(1, capacity)
 
 
-def _headline(gen: Generation, position: int | None, eta: float | None) -> str:
+def _headline(gen: Generation, position: int | None, eta: float | None, backend_down: bool) -> str:
     if gen.state is State.QUEUED:
+        if backend_down:
+            where = "" if position is None else f" · #{position} in line"
+            return f"Queued{where} · waiting for the image service"
         if position is None:
             return "Queued · starting"
         if eta is None:
@@ -71,21 +74,27 @@ def _details(gen: Generation) -> str:
     return " · ".join(parts)
 
 
-def build_view(gen: Generation, position: int | None, eta: float | None) -> StatusView:
-    """The status message of ``gen``. ``position`` is its live position (None when not waiting) and
-    ``eta`` the seconds until it is done (None when no worker is alive)."""
+def build_view(
+    gen: Generation, position: int | None, eta: float | None, *, backend_down: bool = False
+) -> StatusView:
+    """The status message of ``gen``. ``position`` is its live position (None when not waiting),
+    ``eta`` the seconds until it is done (None when no worker is alive), ``backend_down`` whether
+    the circuit breaker of its backend is open (a queued job then says it waits for the service)."""
     error = None
     if gen.state in (State.FAILED, State.TIMED_OUT) or (gen.state is State.CANCELLED and gen.error_code):
         text = describe(gen.error_code or ErrorCode.INTERNAL)
         error = ErrorView(text.code.value, text.title, text.what, text.todo)
     preview = (gen.meta.get("preview") or {}).get("key") if gen.state is State.RUNNING else None
     note = None
-    if gen.state is State.QUEUED and gen.attempts:
+    if gen.state is State.QUEUED and backend_down:
+        down = describe(ErrorCode.BACKEND_UNAVAILABLE)
+        note = f"{down.what} {down.todo}"
+    elif gen.state is State.QUEUED and gen.attempts:
         note = "The worker making this image stopped; it will start again before newer requests."
     return StatusView(
         job=gen.id,
         state=gen.state,
-        headline=_headline(gen, position, eta),
+        headline=_headline(gen, position, eta, backend_down),
         prompt=gen.prompt,
         details=_details(gen),
         requested_by=gen.user_name,

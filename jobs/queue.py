@@ -27,6 +27,7 @@ from arq.constants import (
 from arq.jobs import serialize_job
 
 from bot.models import job_id_for
+from jobs.breaker import BreakerKeys, breaker_retry_in
 from jobs.constants import (
     EVENTS_MAXLEN,
     GENERATE_FUNCTION,
@@ -214,3 +215,8 @@ class RedisJobQueue:
             maxlen=EVENTS_MAXLEN,
             approximate=True,
         )
+
+    async def backend_down(self, backend: str) -> float | None:
+        """None while the circuit breaker of ``backend`` is closed; else the seconds until it lets
+        a probe through (0: half-open, a probe may be running)."""
+        return await breaker_retry_in(self.redis, BreakerKeys.of(self.keys, backend))

@@ -14,25 +14,42 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arq import Worker
+from arq import Retry, Worker
 from arq.connections import RedisSettings
+from arq.constants import retry_key_prefix
 from arq.cron import cron
 from arq.worker import func
 
 from bot.config import Settings
+from bot.models import job_id_for
 from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
 from jobs.queue import RedisJobQueue
-from jobs.runner import GenerationRunner
+from jobs.runner import DEFER_SLICE_S, Deferred, GenerationRunner
 
 #: arq runs a job again after its worker stopped (SIGTERM: at once; SIGKILL: when its in-progress
 #: key expires), this many times in all.
 MAX_TRIES = 3
+#: arq's limit for one run is the job timeout (which the runner enforces itself, to end the job as
+#: ``timed_out``) plus the longest wait for the breaker plus this margin.
+ARQ_TIMEOUT_MARGIN_S = 30.0
 
 
 async def generate(ctx: dict[str, Any], generation_id: int) -> str:
-    """The arq job. Idempotent: see :class:`jobs.runner.GenerationRunner`."""
+    """The arq job. Idempotent: see :class:`jobs.runner.GenerationRunner`.
+
+    A job that only waited for the circuit breaker (it waited its slice, or the worker stopped
+    while it waited) did not try anything: arq's try is given back, and ``Retry(defer=0)`` leaves
+    its score, its ticket, unchanged, so it keeps its place."""
     runner: GenerationRunner = ctx["runner"]
-    return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
+    try:
+        return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
+    except Deferred:
+        await ctx["redis"].decr(retry_key_prefix + job_id_for(generation_id))
+        raise Retry(defer=0) from None
+    except asyncio.CancelledError:
+        if runner.waiting_for_backend(generation_id):
+            await ctx["redis"].decr(retry_key_prefix + job_id_for(generation_id))
+        raise
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
@@ -113,7 +130,7 @@ def build_worker(
             func(
                 generate,
                 name=GENERATE_FUNCTION,
-                timeout=settings.worker.job_timeout_s,
+                timeout=settings.worker.job_timeout_s + DEFER_SLICE_S + ARQ_TIMEOUT_MARGIN_S,
                 max_tries=MAX_TRIES,
             )
         ],
