@@ -109,6 +109,24 @@ class GenerationStore(Protocol):
         self, platform: str, workspace: str, user_id: str, states: Sequence[State]
     ) -> list[Generation]: ...
 
+    async def list_queued(self) -> list[Generation]:
+        """Every queued generation, oldest first; through an index on the state."""
+        ...
+
+    async def list_stuck(self, heartbeat_before: datetime) -> list[Generation]:
+        """Running generations whose heartbeat is older than ``heartbeat_before``; through an
+        index on the state and the heartbeat."""
+        ...
+
+    async def scrub_expired_secrets(
+        self, now: datetime, *, platforms: Sequence[str], finished_since: datetime
+    ) -> int:
+        """Remove every secret of :data:`~bot.models.EXPIRING_SECRETS` that has expired by ``now``
+        from the message references of the active rows and of the rows of ``platforms`` finished
+        since ``finished_since``, in a few statements that read no other row. Returns how many
+        rows changed. Safe under concurrent writers (a fresh secret is never removed)."""
+        ...
+
 
 class JobQueue(Protocol):
     """Positions and the job queue (Redis + arq)."""
@@ -130,6 +148,10 @@ class JobQueue(Protocol):
     async def job_state(self, generation_id: int) -> str | None:
         """What Redis knows of the job: ``"running"`` (a worker holds it), ``"queued"`` (its
         payload waits for a worker) or None (Redis lost it, or it finished)."""
+        ...
+
+    async def job_states(self, generation_ids: list[int]) -> list[str | None]:
+        """:meth:`job_state` of each of ``generation_ids``, in few round trips."""
         ...
 
     async def position(self, generation_id: int) -> int | None:

@@ -20,9 +20,10 @@ from bot.commands import (
     parse_int,
     validate_imagine,
 )
-from bot.config import Settings
+from bot.config import Platform, Settings
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.models import (
+    SECRET_LIFETIME_S,
     Actor,
     CommandRequest,
     Generation,
@@ -238,48 +239,61 @@ class Genbot:
     async def reconcile(self) -> int:
         """Heal, from the rows, what Redis forgot or what died. The bot runs it at start-up and
         the worker's sweep every ``worker.sweep_every_min`` minutes; safe to run at any time and
-        from several processes.
+        from several processes. It reads no finished row: queued rows and stuck running rows are
+        ranges of the ``(state, heartbeat_at)`` index, and the secrets are scrubbed by statements
+        that use that index and ``(platform, finished_at)``.
 
-        - A ``queued`` row is submitted again at its own ticket: a no-op when Redis has it, and it
-          restores the waiting entry and the arq job when Redis lost one or both. (Skipped while a
-          worker holds the job: it is just starting.)
+        - A ``queued`` row whose arq job or waiting entry Redis lost is submitted again at its own
+          ticket: its job and its place come back, in ticket order (skipped while a worker holds
+          the job: it is starting, or waiting for the circuit breaker).
         - A ``running`` row whose heartbeat is older than ``worker.stuck_after_s`` and that no
           worker holds (its worker died and arq gave up, or Redis lost it) is stuck: it goes back
           to the queue at its ticket as a retry, ``worker.stuck_retries`` times, then fails as
           ``stuck``.
+        - Expired interaction tokens and response URLs are removed from the message references.
 
-        Returns how many rows it changed.
+        Every change of a row is published, so its message is re-rendered. Returns how many rows
+        it healed (the scrubbed secrets do not count: they change no message).
         """
         healed = 0
-        stuck_before = datetime.now(UTC) - timedelta(seconds=self.settings.worker.stuck_after_s)
-        for gen in await self.store.list_active():
-            held = await self.queue.job_state(gen.id)
-            if gen.state is State.RUNNING:
-                if held == "running" or (gen.heartbeat_at or gen.created_at) > stuck_before:
-                    continue
-                if gen.attempts >= self.settings.worker.stuck_retries:
-                    if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
-                        await self.queue.remove_waiting(gen.id)
-                        await self.queue.publish(gen.id, "finished")
-                        healed += 1
-                    continue
-                ticket, _position, _ = await self.queue.restore(gen.id, gen.ticket)
-                if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
-                    await self.queue.remove_waiting(gen.id)  # it finished meanwhile
-                    continue
-            else:
-                if held == "running":
-                    continue
-                ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
-                if not restored:
-                    continue
-            if ticket != gen.ticket:
-                await self.store.update(gen.id, ticket=ticket)
-            await self.queue.publish(gen.id, "dequeued")
-            healed += 1
-        if healed:
-            log.info("reconcile: healed %d generations", healed)
+        now = datetime.now(UTC)
+        stuck_before = now - timedelta(seconds=self.settings.worker.stuck_after_s)
+        queued = await self.store.list_queued()
+        held = await self.queue.job_states([gen.id for gen in queued])
+        for gen, state in zip(queued, held, strict=True):
+            if state == "running":
+                continue
+            ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
+            if restored:
+                healed += await self._restored(gen, ticket)
+        for gen in await self.store.list_stuck(stuck_before):
+            if await self.queue.job_state(gen.id) == "running":
+                continue
+            if gen.attempts >= self.settings.worker.stuck_retries:
+                if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
+                    await self.queue.remove_waiting(gen.id)
+                    await self.queue.publish(gen.id, "finished")
+                    healed += 1
+                continue
+            ticket, _position, _ = await self.queue.restore(gen.id, gen.ticket)
+            if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
+                await self.queue.remove_waiting(gen.id)  # it finished meanwhile
+                continue
+            healed += await self._restored(gen, ticket)
+        # A secret outlives its row's end by at most its lifetime; two sweeps of slack.
+        look_back = timedelta(seconds=SECRET_LIFETIME_S + 2 * 60 * self.settings.worker.sweep_every_min)
+        scrubbed = await self.store.scrub_expired_secrets(
+            now, platforms=[p.value for p in Platform], finished_since=now - look_back
+        )
+        if healed or scrubbed:
+            log.info("reconcile: healed %d generations, scrubbed %d expired secrets", healed, scrubbed)
         return healed
+
+    async def _restored(self, gen: Generation, ticket: int) -> int:
+        if ticket != gen.ticket:
+            await self.store.update(gen.id, ticket=ticket)
+        await self.queue.publish(gen.id, "dequeued")
+        return 1
 
     async def repost(self, actor: Actor, generation_id: int, responder: Responder) -> None:
         """Post a job's status message again (its author or an admin); the new message is the one

@@ -138,6 +138,21 @@ class RedisJobQueue:
             running, queued = await pipe.execute()
         return "running" if running else "queued" if queued else None
 
+    async def job_states(self, generation_ids: list[int]) -> list[str | None]:
+        """:meth:`job_state` of many jobs, in one pipelined round trip per 1,000."""
+        states: list[str | None] = []
+        for start in range(0, len(generation_ids), 1000):
+            chunk = generation_ids[start : start + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for generation_id in chunk:
+                    job_id = job_id_for(generation_id)
+                    pipe.exists(in_progress_key_prefix + job_id)
+                    pipe.exists(job_key_prefix + job_id)
+                replies = await pipe.execute()
+            for running, queued in zip(replies[::2], replies[1::2], strict=True):
+                states.append("running" if running else "queued" if queued else None)
+        return states
+
     async def position(self, generation_id: int) -> int | None:
         rank = await self.redis.zrank(self.keys.waiting, str(generation_id))
         return None if rank is None else int(rank) + 1
