@@ -26,7 +26,7 @@ from jobs.breaker import Breaker, BreakerKeys
 from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
 from jobs.queue import ArqRedis, RedisJobQueue, open_redis
-from jobs.runner import GenerationRunner
+from jobs.runner import GenerationRunner, defer_slice_s
 from jobs.worker import build_sweeper, build_worker
 from storage import db
 from storage.blobs import LocalBlobStore
@@ -229,10 +229,12 @@ def build_runner(rt: Runtime) -> GenerationRunner:
         queue=rt.queue,
         blobs=rt.blobs,
         backend=backend,
-        breaker=build_breaker(rt, backend.name),
+        # Keyed by the setting, as the rows are: the bot reads the breaker of ``gen.backend``.
+        breaker=build_breaker(rt, rt.settings.backend.name),
         backend_timeout_s=w.backend_timeout_s,
         progress_interval_s=w.progress_interval_s,
         job_timeout_s=w.job_timeout_s,
+        defer_slice_s=defer_slice_s(w.breaker_reset_s),
     )
 
 

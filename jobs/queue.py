@@ -25,6 +25,10 @@ from arq.constants import (
     result_key_prefix,
 )
 from arq.jobs import serialize_job
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.models import job_id_for
 from jobs.breaker import BreakerKeys, breaker_retry_in
@@ -80,9 +84,24 @@ return removed
 """
 
 
+#: A command that meets a broken connection (Redis restarted, a network blip) is sent again on a
+#: new one, backing off up to 2 s, for about half a minute; then the error propagates.
+REDIS_RETRIES = 20
+
+
+def redis_settings_for(url: str) -> RedisSettings:
+    """arq's connection settings for ``url``, for genbot's pool and the workers' alike: commands
+    are retried on a lost connection, so that a restarted Redis does not end the worker's loop.
+    (Re-sending is safe: genbot's scripts are idempotent, and a duplicate event costs one render.)"""
+    settings = RedisSettings.from_dsn(url)
+    settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES)
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    return settings
+
+
 async def open_redis(url: str) -> ArqRedis:
     """A Redis pool that arq's own calls (job status, abort) also accept."""
-    return await create_pool(RedisSettings.from_dsn(url))
+    return await create_pool(redis_settings_for(url))
 
 
 def _ms() -> int:

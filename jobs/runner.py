@@ -62,6 +62,13 @@ BREAKER_POLL_S = 1.0
 DEFER_SLICE_S = 60.0
 
 
+def defer_slice_s(breaker_reset_s: float) -> float:
+    """How long a job waits for the breaker in one arq run: one open period, at most
+    :data:`DEFER_SLICE_S` (arq's job timeout, and so how long a killed worker's job stays held,
+    grows with it)."""
+    return min(DEFER_SLICE_S, breaker_reset_s)
+
+
 class JobStopped(NotAFailure):
     """Raised from the progress callback when the row stopped being ``running`` (cancelled)."""
 

@@ -23,15 +23,15 @@ from arq.worker import func
 from bot.config import Settings
 from bot.models import job_id_for
 from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
-from jobs.queue import RedisJobQueue
-from jobs.runner import DEFER_SLICE_S, Deferred, GenerationRunner
+from jobs.queue import RedisJobQueue, redis_settings_for
+from jobs.runner import Deferred, GenerationRunner, defer_slice_s
 
 #: arq runs a job again after its worker stopped (SIGTERM: at once; SIGKILL: when its in-progress
 #: key expires), this many times in all.
 MAX_TRIES = 3
 #: arq's limit for one run is the job timeout (which the runner enforces itself, to end the job as
 #: ``timed_out``) plus the longest wait for the breaker plus this margin.
-ARQ_TIMEOUT_MARGIN_S = 30.0
+ARQ_TIMEOUT_MARGIN_S = 10.0
 
 
 async def generate(ctx: dict[str, Any], generation_id: int) -> str:
@@ -66,14 +66,18 @@ def build_sweeper(
     behind every waiting job (their scores are tickets); ``unique`` cron ids make one worker
     process of many run each sweep."""
     every = settings.worker.sweep_every_min
+    if every < 1:  # every few seconds
+        minute, second = None, set(range(0, 60, max(1, round(every * 60))))
+    else:
+        minute, second = set(range(0, 60, round(every))), {0}
     return Worker(
         functions=[],
         cron_jobs=[
             cron(
                 sweep,
                 name="genbot-sweep",
-                minute=set(range(0, 60, every)),
-                second=0,
+                minute=minute,
+                second=second,
                 run_at_startup=True,
                 unique=True,
                 timeout=max(60, every * 60),
@@ -90,7 +94,7 @@ def build_sweeper(
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis.url)
+    return redis_settings_for(settings.redis.url)
 
 
 def build_worker(
@@ -130,7 +134,9 @@ def build_worker(
             func(
                 generate,
                 name=GENERATE_FUNCTION,
-                timeout=settings.worker.job_timeout_s + DEFER_SLICE_S + ARQ_TIMEOUT_MARGIN_S,
+                timeout=settings.worker.job_timeout_s
+                + defer_slice_s(settings.worker.breaker_reset_s)
+                + ARQ_TIMEOUT_MARGIN_S,
                 max_tries=MAX_TRIES,
             )
         ],

@@ -14,6 +14,7 @@ from tortoise.queryset import QuerySet
 from bot.models import EXPIRING_SECRETS, Generation, NewGeneration, State, sources_of
 from storage.merge import Column, encode_patch, is_postgres, update_sql
 from storage.models import GenerationRow
+from storage.reconnect import reconnecting
 
 TABLE = GenerationRow._meta.db_table
 
@@ -100,6 +101,7 @@ def _db_datetime(value: datetime) -> Any:
     return field.to_db_value(value, GenerationRow)
 
 
+@reconnecting
 class TortoiseGenerationStore:
     """Every write is one atomic statement; see :mod:`storage.merge` for the JSON merges. The two
     writes of the submit path are written by hand for speed; the rest goes through Tortoise."""
