@@ -100,7 +100,11 @@ def redis_settings_for(url: str) -> RedisSettings:
 
 
 async def open_redis(url: str) -> ArqRedis:
-    """A Redis pool that arq's own calls (job status, abort) also accept."""
+    """A Redis pool that arq's own calls (job status, abort) also accept. Raises at once (after
+    arq's few connection attempts) when Redis cannot be reached at start; once connected, lost
+    connections are retried (:func:`redis_settings_for`)."""
+    first = await create_pool(RedisSettings.from_dsn(url))
+    await first.aclose()
     return await create_pool(redis_settings_for(url))
 
 
