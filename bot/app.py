@@ -317,7 +317,14 @@ async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
     finally:
         stopper.cancel()
         for worker in workers:
-            await worker.close()
+            try:
+                await worker.close()
+            except asyncio.CancelledError:
+                # arq's close() re-raises the CancelledError of the jobs it stops (a sweep cut
+                # short): that is the shutdown asked for, unless this task itself is cancelled.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
+from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bot.app import Runtime, runtime
@@ -131,3 +133,27 @@ async def test_the_sweep_restores_lost_queued_jobs_in_ticket_order_and_publishes
     entries = await rt.redis.xrange(Keys(rt.settings.redis.key_prefix).events)
     assert sorted(int(f[b"id"]) for _id, f in entries) == [g.id for g in gens]
     assert await rt.core.reconcile() == 0, "a second sweep finds nothing to heal"
+
+
+async def test_stopping_a_worker_while_arq_finishes_a_sweep_stops_it_cleanly(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """arq's close() cancels the job tasks and re-raises their CancelledError, which a task caught
+    in arq's (shielded) finish_job raises: the worker must still shut down in order (a test run
+    once cascaded from this: the runtime was never closed)."""
+    finishing, release = asyncio.Event(), asyncio.Event()
+    real_finish = Worker.finish_job
+
+    async def slow_finish(self: Worker, job_id: str, *args: object) -> None:
+        if job_id.startswith("genbot-sweep"):
+            finishing.set()
+            await release.wait()
+        await real_finish(self, job_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Worker, "finish_job", slow_finish)
+    try:
+        async with worker_running(rt):
+            await asyncio.wait_for(finishing.wait(), 30)
+        # leaving the block stopped the worker without raising
+    finally:
+        release.set()
