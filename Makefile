@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint bench browser clean
+.PHONY: dev test lint bench reliability browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -42,6 +42,10 @@ lint: $(STAMP)
 ## Submit throughput against raw arq, printed as ratios.
 bench: $(STAMP)
 	$(BIN)/python -m bench.submit_throughput
+
+## The fault-injection scenarios with bigger batches; writes the figures to docs/reliability.md.
+reliability: $(STAMP)
+	$(BIN)/python -m bench.reliability
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -19,15 +19,15 @@ from adapters.slack.admins import SlackAdmins
 from adapters.slack.app import SlackBot
 from bot.commands import all_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings
-from bot.ports import ChatAdapter
+from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter
 from bot.renderer import Renderer
 from bot.service import Genbot
 from jobs.backends import load_backend
-from jobs.breaker import Breaker
+from jobs.breaker import Breaker, BreakerKeys
 from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
 from jobs.queue import ArqRedis, RedisJobQueue, open_redis
-from jobs.runner import GenerationRunner
+from jobs.runner import GenerationRunner, defer_slice_s
 from jobs.worker import build_sweeper, build_worker
 from storage import db
 from storage.blobs import LocalBlobStore
@@ -209,17 +209,38 @@ def build_renderer(rt: Runtime, adapter: ChatAdapter) -> Renderer:
     return Renderer(store=rt.store, queue=rt.queue, feed=feed, adapter=adapter, settings=rt.settings.renderer)
 
 
+def build_breaker(rt: Runtime, backend: str) -> Breaker:
+    """The circuit breaker of ``backend``, shared through Redis by every worker."""
+    w = rt.settings.worker
+
+    async def announce(_state: str) -> None:
+        await rt.queue.publish(ALL_WAITING, BREAKER_EVENT)
+
+    return Breaker(
+        rt.redis,
+        BreakerKeys.of(Keys(rt.settings.redis.key_prefix), backend),
+        fail_max=w.breaker_fail_max,
+        reset_s=w.breaker_reset_s,
+        probe_ttl_s=w.backend_timeout_s + 30,
+        on_change=announce,
+    )
+
+
 def build_runner(rt: Runtime) -> GenerationRunner:
     w = rt.settings.worker
+    backend = load_backend(rt.settings)
     return GenerationRunner(
         store=rt.store,
         queue=rt.queue,
         blobs=rt.blobs,
-        backend=load_backend(rt.settings),
-        breaker=Breaker(w.breaker_fail_max, w.breaker_reset_s),
+        backend=backend,
+        # Keyed by the setting, as the rows are: the bot reads the breaker of ``gen.backend``.
+        breaker=build_breaker(rt, rt.settings.backend.name),
         backend_timeout_s=w.backend_timeout_s,
         progress_interval_s=w.progress_interval_s,
         max_running=rt.settings.quota.max_running,
+        job_timeout_s=w.job_timeout_s,
+        defer_slice_s=defer_slice_s(w.breaker_reset_s),
     )
 
 
@@ -302,7 +323,14 @@ async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
     finally:
         stopper.cancel()
         for worker in workers:
-            await worker.close()
+            try:
+                await worker.close()
+            except asyncio.CancelledError:
+                # arq's close() re-raises the CancelledError of the jobs it stops (a sweep cut
+                # short): that is the shutdown asked for, unless this task itself is cancelled.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

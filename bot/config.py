@@ -45,7 +45,8 @@ class WorkerSettings(BaseModel):
     breaker_reset_s: Annotated[float, Field(gt=0)] = 60.0
     stuck_after_s: Annotated[float, Field(gt=0)] = 300.0
     stuck_retries: Annotated[int, Field(ge=0, le=10)] = 1
-    sweep_every_min: Annotated[int, Field(ge=1, le=60)] = 1
+    #: Minutes between sweeps; below 1, seconds count (0.1: every 6 s, for tests and small setups).
+    sweep_every_min: Annotated[float, Field(ge=1 / 60, le=60)] = 1
     eta_window: Annotated[int, Field(ge=1, le=1000)] = 20
     default_run_s: Annotated[float, Field(gt=0)] = 15.0
 

@@ -42,8 +42,8 @@ class ErrorText:
 _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
     ErrorCode.BACKEND_UNAVAILABLE: (
         "Image service unavailable",
-        "The image service is not answering right now, so this request was not started.",
-        "Try again in a few minutes.",
+        "The image service is not answering right now.",
+        "Nothing to do: your request keeps its place in line and will start when the service recovers.",
     ),
     ErrorCode.BACKEND_ERROR: (
         "Image service error",

@@ -226,6 +226,14 @@ class StatusView:
     buttons: tuple[Button, ...] = field(default_factory=tuple)
 
 
+#: Secrets a :class:`MessageRef`'s ``extra`` may hold only while they are valid, each with the key
+#: of its expiry (epoch seconds): Discord's interaction token (15 minutes) and, for an adapter that
+#: keeps one, a Slack ``response_url`` (30 minutes). The sweep removes expired ones from the rows.
+EXPIRING_SECRETS: dict[str, str] = {"token": "token_expires", "response_url": "response_url_expires"}
+#: The longest any of them lives.
+SECRET_LIFETIME_S = 30 * 60
+
+
 @dataclass(frozen=True, slots=True)
 class MessageRef:
     """Where a status message lives on its platform. Stored in the row's ``message`` JSON."""

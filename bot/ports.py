@@ -128,6 +128,24 @@ class GenerationStore(Protocol):
         """What the workspace asked for since ``since`` and how it ended."""
         ...
 
+    async def list_queued(self) -> list[Generation]:
+        """Every queued generation, oldest first; through an index on the state."""
+        ...
+
+    async def list_stuck(self, heartbeat_before: datetime) -> list[Generation]:
+        """Running generations whose heartbeat is older than ``heartbeat_before``; through an
+        index on the state and the heartbeat."""
+        ...
+
+    async def scrub_expired_secrets(
+        self, now: datetime, *, platforms: Sequence[str], finished_since: datetime
+    ) -> int:
+        """Remove every secret of :data:`~bot.models.EXPIRING_SECRETS` that has expired by ``now``
+        from the message references of the active rows and of the rows of ``platforms`` finished
+        since ``finished_since``, in a few statements that read no other row. Returns how many
+        rows changed. Safe under concurrent writers (a fresh secret is never removed)."""
+        ...
+
 
 class ModerationStore(Protocol):
     """Bans, blocked terms, paused workspaces and the audit log; each scoped to a workspace."""
@@ -272,6 +290,10 @@ class JobQueue(Protocol):
         payload waits for a worker) or None (Redis lost it, or it finished)."""
         ...
 
+    async def job_states(self, generation_ids: list[int]) -> list[str | None]:
+        """:meth:`job_state` of each of ``generation_ids``, in few round trips."""
+        ...
+
     async def position(self, generation_id: int) -> int | None:
         """1-based position among waiting jobs, or None when not waiting. O(log N)."""
         ...
@@ -292,9 +314,21 @@ class JobQueue(Protocol):
         """``(mean run time in s over the recent window, capacity of the live workers)``."""
         ...
 
+    async def backend_down(self, backend: str) -> float | None:
+        """None while ``backend``'s circuit breaker is closed; else the seconds until it lets a
+        probe through (0 when half-open). Waiting jobs say so in their status message."""
+        ...
+
     async def publish(self, generation_id: int, kind: str) -> None:
         """Append an event for the renderer. Safe to call more than once."""
         ...
+
+
+#: The generation id of events that concern every waiting message, not one generation.
+ALL_WAITING = 0
+#: Event kind (with :data:`ALL_WAITING`): a backend's circuit breaker opened or closed, so every
+#: waiting message changes ("waiting for the image service", or back to its ETA).
+BREAKER_EVENT = "breaker"
 
 
 @dataclass(frozen=True, slots=True)

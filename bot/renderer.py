@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from bot.config import RendererSettings
 from bot.models import Generation, MessageRef, State
 from bot.ports import (
+    ALL_WAITING,
+    BREAKER_EVENT,
     PARTIAL,
     ChatAdapter,
     Event,
@@ -43,6 +45,8 @@ EDIT_CONCURRENCY = 8
 RETRY_S = 2.0
 MAX_RETRY_S = 300.0
 RECOVER_FINISHED = timedelta(hours=1)
+#: At shutdown, at most this many batches of events are read before the last flush.
+DRAIN_ROUNDS = 20
 
 
 class Renderer:
@@ -107,8 +111,24 @@ class Renderer:
                 log.exception("render round failed; retrying")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), RETRY_S)
-        with contextlib.suppress(Exception):
+        await self.drain()
+
+    async def drain(self) -> None:
+        """On shutdown: take the events already in the stream (without waiting for more), then
+        make every edit that is due or held back by the edit budget, at once. What still fails
+        stays unacknowledged: the next renderer takes it over."""
+        try:
+            events: list[Event] = []
+            for _round in range(DRAIN_ROUNDS):
+                batch = await self.feed.read(self.settings.batch, 1)
+                if not batch:
+                    break
+                events += batch
+            await self._absorb(events)
             await self.flush(force=True)
+            await self.feed.ack(events)
+        except Exception:
+            log.warning("flushing the renders at shutdown failed", exc_info=True)
 
     def _block_ms(self) -> int:
         if not self._due:
@@ -121,6 +141,12 @@ class Renderer:
         for event in events:
             if event.kind == "dequeued":
                 self._positions_dirty = True
+            if event.kind == BREAKER_EVENT or event.generation_id == ALL_WAITING:
+                # Every waiting message changes: refresh them as after a move of the queue (the
+                # head at once, the ones further back at their pace).
+                self._shown_position.clear()
+                self._positions_dirty = True
+                continue
             if event.generation_id in self._failures and event.generation_id in self._due:
                 continue  # backing off: its retry is scheduled and will show the latest row
             self._due[event.generation_id] = min(self._due.get(event.generation_id, now), now)
@@ -152,7 +178,10 @@ class Renderer:
                     for g in gens
                     if g.state is State.QUEUED and (p := await self.queue.position(g.id))
                 }
-            etas = {backend: await self.queue.eta_basis(backend) for backend in {g.backend for g in gens}}
+            backends = {g.backend for g in gens}
+            etas = {backend: await self.queue.eta_basis(backend) for backend in backends}
+            waiting_backends = {g.backend for g in gens if g.state is State.QUEUED}
+            down = {b for b in waiting_backends if await self.queue.backend_down(b) is not None}
         except Exception:
             retry_at = time.monotonic() + RETRY_S
             for gid in ready:
@@ -161,11 +190,18 @@ class Renderer:
             raise
         for gid in set(ready) - {g.id for g in gens}:  # rows gone, or of another platform
             self._forget(gid)
-        await asyncio.gather(*(self._render_safely(g, positions.get(g.id), etas[g.backend]) for g in gens))
+        await asyncio.gather(
+            *(
+                self._render_safely(g, positions.get(g.id), etas[g.backend], g.backend in down, force)
+                for g in gens
+            )
+        )
 
-    async def _render_safely(self, gen: Generation, position: int | None, basis: tuple[float, int]) -> None:
+    async def _render_safely(
+        self, gen: Generation, position: int | None, basis: tuple[float, int], down: bool, force: bool
+    ) -> None:
         try:
-            await self._render(gen, position, basis)
+            await self._render(gen, position, basis, down=down, force=force)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -203,7 +239,17 @@ class Renderer:
         self._last_edit.pop(gid, None)
         self._shown_position.pop(gid, None)
 
-    async def _render(self, gen: Generation, position: int | None, basis: tuple[float, int]) -> None:
+    async def _render(
+        self,
+        gen: Generation,
+        position: int | None,
+        basis: tuple[float, int],
+        *,
+        down: bool = False,
+        force: bool = False,
+    ) -> None:
+        """Edit ``gen``'s message if its view changed. ``force`` (shutdown): now, whatever the
+        edit budget says."""
         ref = MessageRef.from_json(gen.message)
         if ref is None:  # the status message is not posted yet; attach_message will nudge us
             return
@@ -218,7 +264,7 @@ class Renderer:
         aside = None
         if gen.state is State.QUEUED and position is None:
             aside = await self.queue.aside(gen)
-        view = build_view(gen, position, eta, aside=aside)
+        view = build_view(gen, position, eta, aside=aside, backend_down=down and gen.state is State.QUEUED)
         digest = view_hash(view)
         if position is not None:
             self._shown_position[gen.id] = position
@@ -228,7 +274,7 @@ class Renderer:
             return
         now = time.monotonic()
         earliest = self._last_edit.get(gen.id, 0.0) + self.settings.min_edit_interval_s
-        if now < earliest and not gen.state.terminal:
+        if now < earliest and not gen.state.terminal and not force:
             self._due[gen.id] = min(self._due.get(gen.id, earliest), earliest)
             return
         async with self._edits:

@@ -22,9 +22,10 @@ from bot.commands import (
     parse_int,
     validate_imagine,
 )
-from bot.config import Settings
+from bot.config import Platform, Settings
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.models import (
+    SECRET_LIFETIME_S,
     Actor,
     Ban,
     CommandRequest,
@@ -297,7 +298,8 @@ class Genbot:
         if position is not None:
             mean, capacity = await self.queue.eta_basis(gen.backend)
             eta = eta_seconds(position, mean, capacity) if capacity else None
-        return build_view(gen, position, eta, aside=aside)
+        down = gen.state is State.QUEUED and await self.queue.backend_down(gen.backend) is not None
+        return build_view(gen, position, eta, aside=aside, backend_down=down)
 
     async def describe_queue(self, actor: Actor) -> str:
         gens = await self.store.list_for_user(
@@ -396,20 +398,24 @@ class Genbot:
     async def reconcile(self) -> int:
         """Heal, from the rows, what Redis forgot or what died. The bot runs it at start-up and
         the worker's sweep every ``worker.sweep_every_min`` minutes; safe to run at any time and
-        from several processes.
+        from several processes. It reads no finished row: queued rows and stuck running rows are
+        ranges of the ``(state, heartbeat_at)`` index, and the secrets are scrubbed by statements
+        that use that index and ``(platform, finished_at)``.
 
-        - A ``queued`` row is submitted again at its own ticket: a no-op when Redis has it, and it
-          restores the waiting entry and the arq job when Redis lost one or both. (Skipped while a
-          worker holds the job: it is just starting; while its workspace is paused; and for a few
-          seconds after it was created, while its submission may still be refused; and while it is
-          held aside because its member runs ``quota.max_running`` jobs.) The Redis mirror of
-          paused workspaces and of bans is rewritten from the database first.
+        - A ``queued`` row whose arq job or waiting entry Redis lost is submitted again at its own
+          ticket: its job and its place come back, in ticket order. Skipped while a worker holds
+          the job (it is starting, or waiting for the circuit breaker), while its workspace is
+          paused, while it is held aside because its member runs ``quota.max_running`` jobs, and
+          for a few seconds after it was created (its submission may still be refused). The Redis
+          mirrors of paused workspaces and of bans are brought in line with the database first.
         - A ``running`` row whose heartbeat is older than ``worker.stuck_after_s`` and that no
           worker holds (its worker died and arq gave up, or Redis lost it) is stuck: it goes back
           to the queue at its ticket as a retry, ``worker.stuck_retries`` times, then fails as
           ``stuck``.
+        - Expired interaction tokens and response URLs are removed from the message references.
 
-        Returns how many rows it changed.
+        Every change of a row is published, so its message is re-rendered. Returns how many rows
+        it healed (the scrubbed secrets do not count: they change no message).
         """
         healed = 0
         now = datetime.now(UTC)
@@ -418,42 +424,50 @@ class Genbot:
         await self.queue.sync_paused(self.moderation.paused_workspaces)
         await self.queue.sync_bans(self._bans_in_force)
         paused = set(await self.moderation.paused_workspaces())
-        for gen in await self.store.list_active():
-            if gen.state is State.QUEUED and (
-                (gen.platform, gen.workspace) in paused
+        queued = await self.store.list_queued()
+        held = await self.queue.job_states([gen.id for gen in queued])
+        for gen, state in zip(queued, held, strict=True):
+            if (
+                state == "running"
+                or (gen.platform, gen.workspace) in paused
                 or (gen.ticket is None and gen.created_at > now - SUBMIT_GRACE)
+                or await self.queue.held_behind_running(gen.member, gen.id)
             ):
-                continue  # held by a pause, or still being submitted
-            held = await self.queue.job_state(gen.id)
-            if gen.state is State.RUNNING:
-                if held == "running" or (gen.heartbeat_at or gen.created_at) > stuck_before:
-                    continue
-                if gen.attempts >= self.settings.worker.stuck_retries:
-                    if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
-                        await self.queue.remove_waiting(gen.id)
-                        await self.queue.publish(gen.id, "finished")
-                        healed += 1
-                    continue
-                ticket, _position, _ = await self.queue.restore(gen.id, gen.ticket)
-                if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
-                    await self.queue.remove_waiting(gen.id)  # it finished meanwhile
-                    continue
-            else:
-                if held == "running" or await self.queue.held_behind_running(gen.member, gen.id):
-                    continue
-                ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
-                if not restored:
-                    continue
-            if ticket != gen.ticket:
-                await self.store.update(gen.id, ticket=ticket)
-            await self.queue.publish(gen.id, "dequeued")
-            healed += 1
-        if healed:
-            log.info("reconcile: healed %d generations", healed)
+                continue
+            ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
+            if restored:
+                healed += await self._restored(gen, ticket)
+        for gen in await self.store.list_stuck(stuck_before):
+            if await self.queue.job_state(gen.id) == "running":
+                continue
+            if gen.attempts >= self.settings.worker.stuck_retries:
+                if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
+                    await self.queue.remove_waiting(gen.id)
+                    await self.queue.publish(gen.id, "finished")
+                    healed += 1
+                continue
+            ticket, _position, _ = await self.queue.restore(gen.id, gen.ticket)
+            if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
+                await self.queue.remove_waiting(gen.id)  # it finished meanwhile
+                continue
+            healed += await self._restored(gen, ticket)
+        # A secret outlives its row's end by at most its lifetime; two sweeps of slack.
+        look_back = timedelta(seconds=SECRET_LIFETIME_S + 2 * 60 * self.settings.worker.sweep_every_min)
+        scrubbed = await self.store.scrub_expired_secrets(
+            now, platforms=[p.value for p in Platform], finished_since=now - look_back
+        )
+        if healed or scrubbed:
+            log.info("reconcile: healed %d generations, scrubbed %d expired secrets", healed, scrubbed)
         return healed
 
     async def _bans_in_force(self) -> list[tuple[str, datetime | None]]:
         return [(b.member, b.expires_at) for b in await self.moderation.all_bans()]
+
+    async def _restored(self, gen: Generation, ticket: int) -> int:
+        if ticket != gen.ticket:
+            await self.store.update(gen.id, ticket=ticket)
+        await self.queue.publish(gen.id, "dequeued")
+        return 1
 
     async def repost(self, actor: Actor, generation_id: int, responder: Responder) -> None:
         """Post a job's status message again (its author or an admin); the new message is the one

@@ -29,12 +29,17 @@ def eta_seconds(position: int, mean_run_s: float, capacity: int) -> float:
     return position * mean_run_s / max(1, capacity)
 
 
-def _headline(gen: Generation, position: int | None, eta: float | None, aside: str | None) -> str:
+def _headline(
+    gen: Generation, position: int | None, eta: float | None, aside: str | None, backend_down: bool
+) -> str:
     if gen.state is State.QUEUED:
         if aside == "paused":
             return "Queued · paused by an admin"
         if aside == "held":
             return "Queued · waits for your other job"
+        if backend_down:
+            where = "" if position is None else f" · #{position} in line"
+            return f"Queued{where} · waiting for the image service"
         if position is None:
             return "Queued · starting"
         if eta is None:
@@ -76,12 +81,18 @@ def _details(gen: Generation) -> str:
 
 
 def build_view(
-    gen: Generation, position: int | None, eta: float | None, *, aside: str | None = None
+    gen: Generation,
+    position: int | None,
+    eta: float | None,
+    *,
+    aside: str | None = None,
+    backend_down: bool = False,
 ) -> StatusView:
     """The status message of ``gen``. ``position`` is its live position (None when not waiting),
-    ``eta`` the seconds until it is done (None when no worker is alive) and ``aside`` why a queued
+    ``eta`` the seconds until it is done (None when no worker is alive), ``aside`` why a queued
     job is out of the line: ``"paused"`` (an admin paused its workspace's queue) or ``"held"``
-    (its member runs as many jobs as they may)."""
+    (its member runs as many jobs as they may), and ``backend_down`` whether the circuit breaker
+    of its backend is open (a queued job then says it waits for the service)."""
     error = None
     if gen.state in (State.FAILED, State.TIMED_OUT) or (gen.state is State.CANCELLED and gen.error_code):
         text = describe(gen.error_code or ErrorCode.INTERNAL)
@@ -92,12 +103,15 @@ def build_view(
         note = "An admin paused the queue. Your request keeps its place and starts when it resumes."
     elif gen.state is State.QUEUED and aside == "held":
         note = "Members run one job at a time here; this one joins the line, in its place, when yours ends."
+    elif gen.state is State.QUEUED and backend_down:
+        down = describe(ErrorCode.BACKEND_UNAVAILABLE)
+        note = f"{down.what} {down.todo}"
     elif gen.state is State.QUEUED and gen.attempts:
         note = "The worker making this image stopped; it will start again before newer requests."
     return StatusView(
         job=gen.id,
         state=gen.state,
-        headline=_headline(gen, position, eta, aside),
+        headline=_headline(gen, position, eta, aside, backend_down),
         prompt=gen.prompt,
         details=_details(gen),
         requested_by=gen.user_name,

@@ -1,27 +1,102 @@
-"""The circuit breaker around the image backend: aiobreaker, with two of its gaps closed.
+"""The circuit breaker around the image backend, shared by every worker through Redis.
 
-- aiobreaker 1.2.0's half-open state lets every concurrent call through; :class:`Breaker` lets one
-  probe through and refuses the rest until the probe has answered.
-- Its reopen time is computed from ``utcnow()`` against local time (wrong off UTC), so the "retry in
-  N s" figure is computed here from a monotonic clock instead.
+aiobreaker 1.2.0 stays the breaker of each process (it classifies exceptions, counts this
+process's failures in a row and notifies a listener of its state changes), but its state is per
+process, its half-open state lets every concurrent call through and its reopen time is wrong off
+UTC. So the **shared state lives in Redis** and is the truth; the local aiobreaker is set to it
+before every call, and its listener mirrors the local opening back into Redis:
 
-The state is per process; sharing it between workers is a reliability issue of its own.
+- ``open`` exists while the breaker is open. It is written with ``PX = reset``, so its PTTL *is*
+  the "retry in" figure, the same for every worker and for the bot, whatever their clocks say.
+- ``tripped`` exists from the opening until a probe succeeds: with ``open`` gone, the breaker is
+  half-open.
+- ``failures`` counts consecutive failures of *all* workers: ``fail_max`` of them open the
+  breaker, however the failing calls were spread over the workers. A success resets it.
+- ``probe`` (``SET NX PX``) lets exactly one call through in half-open, across all workers. If the
+  prober dies, the key expires (``probe_ttl_s``, longer than a backend call may take) and another
+  worker probes.
+
+Each step is one Lua script, so two workers can never both probe, or both miss an opening.
+A probe that succeeds closes the breaker; one that fails opens it for another ``reset_s``. The
+call that is the probe is a real job's call: if it fails, that job fails as ``backend_error``, like
+every call that meets a failing backend (a job that waits forever for a backend that chokes on it
+would hold the head of the line; see :class:`jobs.runner.GenerationRunner` for the jobs that meet
+the *open* breaker, which wait instead).
+
+Openings and closings are announced with :data:`~jobs.constants.BREAKER_EVENT` events, so the bot
+re-renders the waiting messages ("waiting for the image service", then back to the ETA).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import logging
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerListener
 from aiobreaker.state import CircuitBreakerState
+from redis.asyncio import Redis
 
 from bot.errors import ErrorCode, GenbotError
+from jobs.constants import Keys
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# KEYS: open, tripped, probe. ARGV: probe token, probe ttl ms.
+# Returns {verdict, ms}: 1 closed (call), 2 probe (this call is the half-open probe),
+# 0 refused (ms: how long until it is worth asking again).
+ADMIT = """
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then return {0, left} end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 0} end
+    return {0, math.max(redis.call('PTTL', KEYS[3]), 0)}
+end
+return {1, 0}
+"""
+
+# KEYS: open, tripped, probe, failures. ARGV: fail_max, reset ms, probe token or '', '1' to open now.
+# Returns 1 if this failure opened the breaker.
+FAILURE = """
+local function trip()
+    redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+    redis.call('SET', KEYS[2], '1')
+    redis.call('DEL', KEYS[4])
+    return 1
+end
+if ARGV[3] ~= '' then
+    if redis.call('GET', KEYS[3]) == ARGV[3] then
+        redis.call('DEL', KEYS[3])
+        return trip()
+    end
+    return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local failures = redis.call('INCR', KEYS[4])
+if failures >= tonumber(ARGV[1]) or ARGV[4] == '1' then return trip() end
+return 0
+"""
+
+# KEYS: open, tripped, probe, failures. ARGV: probe token or ''. Returns 1 if this closed it.
+SUCCESS = """
+redis.call('DEL', KEYS[4])
+if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then
+    redis.call('DEL', KEYS[3], KEYS[2], KEYS[1])
+    return 1
+end
+return 0
+"""
+
+# KEYS: probe. ARGV: probe token. The probe ended without a verdict (cancelled, never called).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class NotAFailure(Exception):
@@ -30,56 +105,172 @@ class NotAFailure(Exception):
 
 
 class BreakerOpen(GenbotError):
-    """The backend is considered down; ``retry_in`` says when a probe will be let through."""
+    """The backend is considered down; ``retry_in`` says when asking again is worth it."""
 
     def __init__(self, retry_in: float) -> None:
         super().__init__(ErrorCode.BACKEND_UNAVAILABLE)
         self.retry_in = retry_in
 
 
-class _OpenedAt(CircuitBreakerListener):  # type: ignore[misc]
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Leave to call the backend once: as a normal call, or as the half-open probe."""
+
+    probe_token: str | None = None
+
+    @property
+    def probe(self) -> bool:
+        return self.probe_token is not None
+
+
+class _Mirror(CircuitBreakerListener):  # type: ignore[misc]
+    """Notes that the local aiobreaker opened during a call, so the call's end opens the shared one."""
+
     def __init__(self) -> None:
-        self.at = 0.0
+        self.opened = False
 
     def state_change(self, breaker: Any, old: Any, new: Any) -> None:
         if new.state == CircuitBreakerState.OPEN:
-            self.at = time.monotonic()
+            self.opened = True
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerKeys:
+    open: str
+    tripped: str
+    probe: str
+    failures: str
+
+    @classmethod
+    def of(cls, keys: Keys, backend: str) -> BreakerKeys:
+        return cls(*(keys.breaker(backend, part) for part in ("open", "tripped", "probe", "failures")))
+
+
+async def breaker_retry_in(redis: Redis, keys: BreakerKeys) -> float | None:
+    """What the bot shows: None when the breaker is closed, else the seconds until a probe may be
+    tried (0 when half-open). Two reads, no scan."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.pttl(keys.open)
+        pipe.exists(keys.tripped)
+        left, tripped = await pipe.execute()
+    if not tripped and int(left) <= 0:
+        return None
+    return max(0, int(left)) / 1000
 
 
 class Breaker:
-    def __init__(self, fail_max: int, reset_s: float) -> None:
+    """The breaker of one backend, shared by every worker of one Redis.
+
+    ``on_change(state)`` is awaited with ``"open"`` or ``"closed"`` after this process opened or
+    closed the shared breaker (to tell the renderers)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: BreakerKeys,
+        *,
+        fail_max: int,
+        reset_s: float,
+        probe_ttl_s: float,
+        on_change: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.fail_max = fail_max
         self.reset_s = reset_s
-        self._opened = _OpenedAt()
-        self._breaker = CircuitBreaker(
+        self.probe_ttl_s = probe_ttl_s
+        self.on_change = on_change
+        self._mirror = _Mirror()
+        self._local = CircuitBreaker(
             fail_max=fail_max,
             timeout_duration=timedelta(seconds=reset_s),
             exclude=[NotAFailure],
-            listeners=[self._opened],
+            listeners=[self._mirror],
         )
-        self._probe = asyncio.Lock()
+        self._admit = redis.register_script(ADMIT)
+        self._failure = redis.register_script(FAILURE)
+        self._success = redis.register_script(SUCCESS)
+        self._release = redis.register_script(RELEASE)
 
-    @property
-    def state(self) -> str:
-        return str(self._breaker.current_state.name).lower()
+    async def state(self) -> str:
+        """``closed``, ``open`` or ``half_open``: the shared state."""
+        retry_in = await breaker_retry_in(self.redis, self.keys)
+        if retry_in is None:
+            return "closed"
+        return "open" if retry_in > 0 else "half_open"
 
-    def retry_in(self) -> float:
-        return max(0.0, self.reset_s - (time.monotonic() - self._opened.at))
+    async def admit(self) -> Admission:
+        """Ask for leave to call the backend once. Raises :class:`BreakerOpen` while the breaker is
+        open, or while it is half-open and another call (of any worker) is the probe. An
+        admission that ends up unused must be given back with :meth:`release`."""
+        token = uuid.uuid4().hex
+        verdict, ms = await self._admit(
+            keys=[self.keys.open, self.keys.tripped, self.keys.probe],
+            args=[token, int(self.probe_ttl_s * 1000)],
+        )
+        if int(verdict) == 0:
+            raise BreakerOpen(int(ms) / 1000)
+        return Admission(token if int(verdict) == 2 else None)
 
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Call ``fn(*args)`` through the breaker. Raises :class:`BreakerOpen` when open (or while
-        another call is the half-open probe); any other exception is the backend's own."""
-        if self._breaker.current_state == CircuitBreakerState.CLOSED:
-            return await self._guarded(fn, *args)
-        if self._probe.locked():
-            raise BreakerOpen(self.retry_in())
-        async with self._probe:
-            return await self._guarded(fn, *args)
+    async def release(self, admission: Admission) -> None:
+        """Give back an admission that reached no verdict (safe after a verdict too)."""
+        if admission.probe_token is not None:
+            await self._release(keys=[self.keys.probe], args=[admission.probe_token])
 
-    async def _guarded(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def call(self, admission: Admission, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Call ``fn(*args)`` under ``admission``. A failure counts toward the shared breaker
+        (and a failed probe opens it again); a success resets the count (and a successful probe
+        closes it). Exceptions of ``fn`` propagate unchanged; :class:`NotAFailure` ones count as
+        neither."""
+        # The local breaker follows the shared one: closed for a normal call, half-open for the probe.
+        wanted = CircuitBreakerState.HALF_OPEN if admission.probe else CircuitBreakerState.CLOSED
+        if self._local.current_state != wanted:
+            if admission.probe:
+                self._local.half_open()
+            else:
+                self._local.close()
+        self._mirror.opened = False
         try:
-            result: T = await self._breaker.call_async(fn, *args)
+            result: T = await self._local.call_async(fn, *args)
         except CircuitBreakerError as exc:
-            if exc.__cause__ is not None:  # this call's failure opened it: report the failure
-                raise exc.__cause__ from None
-            raise BreakerOpen(self.retry_in()) from None
+            cause = exc.__cause__
+            if cause is None:  # cannot happen: the local state was set just above
+                raise BreakerOpen(self.reset_s) from None
+            await self._record_failure(admission)
+            raise cause from None
+        except NotAFailure:
+            await self.release(admission)
+            raise
+        except Exception:
+            await self._record_failure(admission)
+            raise
+        closed = await self._success(
+            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
+            args=[admission.probe_token or ""],
+        )
+        if int(closed):
+            log.warning("the image service answered the probe: circuit breaker closed")
+            await self._announce("closed")
         return result
+
+    async def _record_failure(self, admission: Admission) -> None:
+        opened = await self._failure(
+            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
+            args=[
+                self.fail_max,
+                int(self.reset_s * 1000),
+                admission.probe_token or "",
+                "1" if self._mirror.opened else "0",
+            ],
+        )
+        if int(opened):
+            log.warning("image service failing: circuit breaker open for %.0f s", self.reset_s)
+            await self._announce("open")
+
+    async def _announce(self, state: str) -> None:
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(state)
+        except Exception:  # the renderers also refresh on their own, later
+            log.warning("announcing the breaker's state failed", exc_info=True)

@@ -50,6 +50,13 @@ class Keys:
         """Hash: worker id -> how many jobs it runs at once."""
         return f"{self.prefix}:worker-capacity"
 
+    def breaker(self, backend: str, part: str) -> str:
+        """The circuit breaker of one backend, shared by every worker (``jobs/breaker.py``):
+        ``open`` (exists while open; its PTTL is the time left), ``tripped`` (exists from opening
+        until a probe succeeds: open or half-open), ``failures`` (consecutive failures of all
+        workers) and ``probe`` (the one worker whose call is the half-open probe)."""
+        return f"{self.prefix}:breaker:{backend}:{part}"
+
     def runtimes(self, backend: str) -> str:
         """List of the most recent run times (s) of one backend, newest first."""
         return f"{self.prefix}:runtimes:{backend}"

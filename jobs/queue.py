@@ -27,9 +27,14 @@ from arq.constants import (
     job_key_prefix,
 )
 from arq.jobs import serialize_job
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.models import JOB_ID_PREFIX, Generation, Quota, job_id_for
 from bot.ports import QuotaRefused
+from jobs.breaker import BreakerKeys, breaker_retry_in
 from jobs.constants import (
     EVENTS_MAXLEN,
     GENERATE_FUNCTION,
@@ -198,11 +203,28 @@ if #popped == 0 then return nil end
 return popped
 """
 )
+#: A command that meets a broken connection (Redis restarted, a network blip) is sent again on a
+#: new one, backing off up to 2 s, for about half a minute; then the error propagates.
+REDIS_RETRIES = 20
+
+
+def redis_settings_for(url: str) -> RedisSettings:
+    """arq's connection settings for ``url``, for genbot's pool and the workers' alike: commands
+    are retried on a lost connection, so that a restarted Redis does not end the worker's loop.
+    (Re-sending is safe: genbot's scripts are idempotent, and a duplicate event costs one render.)"""
+    settings = RedisSettings.from_dsn(url)
+    settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES)
+    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    return settings
 
 
 async def open_redis(url: str) -> ArqRedis:
-    """A Redis pool that arq's own calls (job status, abort) also accept."""
-    return await create_pool(RedisSettings.from_dsn(url))
+    """A Redis pool that arq's own calls (job status, abort) also accept. Raises at once (after
+    arq's few connection attempts) when Redis cannot be reached at start; once connected, lost
+    connections are retried (:func:`redis_settings_for`)."""
+    first = await create_pool(RedisSettings.from_dsn(url))
+    await first.aclose()
+    return await create_pool(redis_settings_for(url))
 
 
 #: arq's in-progress key of a genbot job, but for the generation id.
@@ -410,6 +432,21 @@ class RedisJobQueue:
             running, queued = await pipe.execute()
         return "running" if running else "queued" if queued else None
 
+    async def job_states(self, generation_ids: list[int]) -> list[str | None]:
+        """:meth:`job_state` of many jobs, in one pipelined round trip per 1,000."""
+        states: list[str | None] = []
+        for start in range(0, len(generation_ids), 1000):
+            chunk = generation_ids[start : start + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for generation_id in chunk:
+                    job_id = job_id_for(generation_id)
+                    pipe.exists(in_progress_key_prefix + job_id)
+                    pipe.exists(job_key_prefix + job_id)
+                replies = await pipe.execute()
+            for running, queued in zip(replies[::2], replies[1::2], strict=True):
+                states.append("running" if running else "queued" if queued else None)
+        return states
+
     async def position(self, generation_id: int) -> int | None:
         rank = await self.redis.zrank(self.keys.waiting, str(generation_id))
         return None if rank is None else int(rank) + 1
@@ -552,3 +589,8 @@ class RedisJobQueue:
             maxlen=EVENTS_MAXLEN,
             approximate=True,
         )
+
+    async def backend_down(self, backend: str) -> float | None:
+        """None while the circuit breaker of ``backend`` is closed; else the seconds until it lets
+        a probe through (0: half-open, a probe may be running)."""
+        return await breaker_retry_in(self.redis, BreakerKeys.of(self.keys, backend))

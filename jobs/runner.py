@@ -8,6 +8,29 @@ Order of the first steps matters for cancellation: the job leaves the waiting se
 becomes ``running``. A cancel that still finds it waiting removes it before it starts; a cancel that
 does not find it there aborts the running job, and a progress report that finds the row no longer
 ``running`` stops the backend.
+
+A job that meets the open circuit breaker waits, and keeps its place
+-------------------------------------------------------------------
+Before anything else the job asks the shared breaker (:mod:`jobs.breaker`) for leave to call the
+backend. While it is refused, the job **waits inside the worker**: its row stays ``queued``, its
+entry in the waiting set stays where it is (so its position, and the order of the jobs, do not
+change), its status message says the image service is unavailable and that it will start when it
+recovers. It asks again when the breaker's open time runs out (at most every
+:data:`BREAKER_POLL_S`); it stops waiting if it leaves the queue meanwhile (a cancel).
+
+Why not arq's ``Retry(defer=...)``: genbot's arq scores are tickets, not times, and arq does
+``ZINCRBY score defer_ms`` on a retry: the job would not wait at all, it would only move back
+``defer_ms`` tickets, behind jobs submitted after it. The worker slots held by waiting jobs are held
+by the *head* of the queue, in ticket order, so nothing behind them could start anyway.
+
+A wait is bounded by :data:`DEFER_SLICE_S` per arq run, so that arq's own job timeout never fires on
+a waiting job: past it the job raises :class:`Deferred`, and the arq function gives arq's try back
+(``arq:retry:<id>`` is decremented) and raises ``Retry(defer=0)``, which leaves the score, hence the
+ticket, as it was. No attempt is burnt either way: neither the row's ``attempts`` nor arq's tries.
+
+Timeouts: the backend call has ``worker.backend_timeout_s`` (inside the breaker: a backend that
+hangs is a failing backend); the whole run, from the moment the job leaves the queue, has
+``worker.job_timeout_s``. Either ends the job as ``timed_out``.
 """
 
 from __future__ import annotations
@@ -27,14 +50,31 @@ from bot.ports import (
     ImageResult,
     ProgressCallback,
 )
-from jobs.breaker import Breaker, BreakerOpen, NotAFailure
+from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
 
 log = logging.getLogger(__name__)
 
 
+#: A job waiting for the breaker asks it again at least this often.
+BREAKER_POLL_S = 1.0
+#: The longest a job waits for the breaker in one arq run; then it is handed back to arq.
+DEFER_SLICE_S = 60.0
+
+
+def defer_slice_s(breaker_reset_s: float) -> float:
+    """How long a job waits for the breaker in one arq run: one open period, at most
+    :data:`DEFER_SLICE_S` (arq's job timeout, and so how long a killed worker's job stays held,
+    grows with it)."""
+    return min(DEFER_SLICE_S, breaker_reset_s)
+
+
 class JobStopped(NotAFailure):
     """Raised from the progress callback when the row stopped being ``running`` (cancelled)."""
+
+
+class Deferred(Exception):
+    """The job waited :data:`DEFER_SLICE_S` for the breaker: hand it back to arq at its ticket."""
 
 
 def result_key(generation_id: int) -> str:
@@ -57,6 +97,8 @@ class GenerationRunner:
         backend_timeout_s: float,
         progress_interval_s: float,
         max_running: int = 1,
+        job_timeout_s: float | None = None,
+        defer_slice_s: float = DEFER_SLICE_S,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -66,6 +108,10 @@ class GenerationRunner:
         self.backend_timeout_s = backend_timeout_s
         self.progress_interval_s = progress_interval_s
         self.max_running = max_running
+        self.job_timeout_s = job_timeout_s
+        self.defer_slice_s = defer_slice_s
+        #: Generations whose job is waiting for the breaker right now (see :meth:`waiting_for_backend`).
+        self._waiting: set[int] = set()
 
     async def run(self, generation_id: int, *, last_try: bool = False, ticket: int | None = None) -> str:
         """Run the generation; returns its final state (or why nothing ran).
@@ -78,50 +124,63 @@ class GenerationRunner:
         if gen is None or gen.state.terminal:
             await self.queue.mark_done(generation_id)
             return gen.state.value if gen else "missing"
-        if gen.state is State.QUEUED:
-            if await self.queue.is_paused(gen.platform, gen.workspace):
-                # An admin paused the workspace as this job was picked: set it aside. The row stays
-                # queued with its ticket; resuming puts it back in its place (and the sweep would,
-                # were a resume to race with this).
-                await self.queue.mark_done(generation_id)
-                if gen.ticket is None and ticket is not None:
-                    await self.store.update(generation_id, ticket=int(ticket))
-                await self.queue.publish(generation_id, "dequeued")
-                return "paused"
-            place = gen.ticket or ticket or 0
-            was_waiting, moved = await self.queue.start(
-                generation_id, gen.member, self.max_running, int(place)
-            )
-            for other in moved:  # the member's other jobs left the line, so the ones behind moved up
-                await self.queue.publish(other, "dequeued")
-            if was_waiting is None:
-                # The member already runs as many jobs as they may: this one waits aside, keeping
-                # its ticket, until one of theirs ends (see _release).
-                if gen.ticket is None:
-                    await self.store.update(generation_id, ticket=int(place))
-                await self.queue.publish(generation_id, "dequeued")
-                return "held"
-            if was_waiting:
-                await self.queue.publish(generation_id, "dequeued")
-            started = await self.store.transition(generation_id, State.RUNNING)
-            if started is None:
-                # Moved on between the worker's pick and now: cancelled, or started by a
-                # concurrent run (whose Redis entries are already right).
-                current = await self.store.get(generation_id)
-                if current is None or current.state is not State.RUNNING:
-                    await self._release(gen)
-                return "skipped"
-            gen = started
-        else:  # running again: its worker died
-            await self.queue.claim_running(gen.member, generation_id)
-        await self.queue.publish(generation_id, "started")
+        if gen.state is State.QUEUED and await self.queue.is_paused(gen.platform, gen.workspace):
+            # An admin paused the workspace as this job was picked: set it aside. The row stays
+            # queued with its ticket; resuming puts it back in its place (and the sweep would,
+            # were a resume to race with this).
+            await self.queue.mark_done(generation_id)
+            if gen.ticket is None and ticket is not None:
+                await self.store.update(generation_id, ticket=int(ticket))
+            await self.queue.publish(generation_id, "dequeued")
+            return "paused"
+        admission = await self._admission(gen)
+        if admission is None:
+            current = await self.store.get(generation_id)
+            return "skipped" if current is None or not current.state.terminal else current.state.value
         try:
-            return await self._generate_and_store(gen)
-        except asyncio.CancelledError:
-            await self._interrupted(generation_id, last_try=last_try, ticket=ticket)
-            raise
+            if gen.state is State.QUEUED:
+                place = gen.ticket or ticket or 0
+                was_waiting, moved = await self.queue.start(
+                    generation_id, gen.member, self.max_running, int(place)
+                )
+                for other in moved:  # the member's other jobs left the line: the ones behind moved up
+                    await self.queue.publish(other, "dequeued")
+                if was_waiting is None:
+                    # The member already runs as many jobs as they may: this one waits aside,
+                    # keeping its ticket, until one of theirs ends (see _release).
+                    if gen.ticket is None:
+                        await self.store.update(generation_id, ticket=int(place))
+                    await self.queue.publish(generation_id, "dequeued")
+                    return "held"
+                if was_waiting:
+                    await self.queue.publish(generation_id, "dequeued")
+                started = await self.store.transition(generation_id, State.RUNNING)
+                if started is None:
+                    # Moved on between the worker's pick and now: cancelled, or started by a
+                    # concurrent run (whose Redis entries are already right).
+                    current = await self.store.get(generation_id)
+                    if current is None or current.state is not State.RUNNING:
+                        await self._release(gen)
+                    return "skipped"
+                gen = started
+            else:  # running again: its worker died
+                await self.queue.claim_running(gen.member, generation_id)
+            await self.queue.publish(generation_id, "started")
+            try:
+                if self.job_timeout_s is None:
+                    return await self._generate_and_store(gen, admission)
+                async with asyncio.timeout(self.job_timeout_s):
+                    return await self._generate_and_store(gen, admission)
+            except TimeoutError:  # the job timeout (the backend's own is handled inside)
+                log.warning("generation %s exceeded the job timeout", generation_id)
+                return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
+            except asyncio.CancelledError:
+                await self._interrupted(generation_id, last_try=last_try, ticket=ticket)
+                raise
+            finally:
+                await self._release(gen)
         finally:
-            await self._release(gen)
+            await self.breaker.release(admission)
 
     async def _release(self, gen: Generation) -> None:
         """``gen`` no longer runs: free its member's place, and put the member's oldest held job
@@ -141,7 +200,46 @@ class GenerationRunner:
         except Exception:
             log.warning("releasing the place of generation %s failed", gen.id, exc_info=True)
 
-    async def _generate_and_store(self, gen: Generation) -> str:
+    async def _admission(self, gen: Generation) -> Admission | None:
+        """Wait until the breaker lets this job call the backend (see the module docstring).
+
+        Returns None when the job left the queue while it waited (cancelled). Raises
+        :class:`Deferred` after ``defer_slice_s`` of waiting."""
+        self._waiting.add(gen.id)
+        try:
+            return await self._wait_for_admission(gen)
+        finally:
+            self._waiting.discard(gen.id)
+
+    def waiting_for_backend(self, generation_id: int) -> bool:
+        """True while the job of ``generation_id`` waits for the breaker (it has not started: an
+        interruption now must not count as one of arq's tries)."""
+        return generation_id in self._waiting
+
+    async def _wait_for_admission(self, gen: Generation) -> Admission | None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.defer_slice_s
+        told = False
+        while True:
+            try:
+                return await self.breaker.admit()
+            except BreakerOpen as exc:
+                retry_in = exc.retry_in
+            if not told:
+                told = True
+                log.info("generation %s waits for the image service (breaker open)", gen.id)
+                # The status message learns why it waits (the renderer reads the breaker).
+                await self.queue.publish(gen.id, "waiting")
+            if gen.state is State.QUEUED and await self.queue.position(gen.id) is None:
+                current = await self.store.get(gen.id)
+                if current is None or current.state is not State.QUEUED:
+                    return None  # cancelled meanwhile (or Redis lost it: the sweep puts it back)
+            left = give_up_at - loop.time()
+            if left <= 0:
+                raise Deferred
+            await asyncio.sleep(min(max(retry_in, 0.05), BREAKER_POLL_S, left))
+
+    async def _generate_and_store(self, gen: Generation, admission: Admission) -> str:
         generation_id = gen.id
         request: ImageRequest = gen.imagine_options()
         last_report = -math.inf  # the first report goes out at once
@@ -169,13 +267,11 @@ class GenerationRunner:
         started = time.monotonic()
         try:
             # The timeout sits inside the breaker: a backend that hangs is a failing backend.
-            result = await self.breaker.call(self._generate, request, progress)
+            result = await self.breaker.call(admission, self._generate, request, progress)
         except JobStopped:
             return await self._finish(generation_id, None, None)
         except TimeoutError:
             return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
-        except BreakerOpen:
-            return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_UNAVAILABLE)
         except Exception:
             log.exception("backend failed for generation %s", generation_id)
             return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_ERROR)

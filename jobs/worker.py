@@ -14,26 +14,42 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arq import Worker
+from arq import Retry, Worker
 from arq.connections import RedisSettings
+from arq.constants import retry_key_prefix
 from arq.cron import cron
 from arq.worker import func
 
 from bot.config import Settings
-from bot.models import JOB_ID_PREFIX
+from bot.models import JOB_ID_PREFIX, job_id_for
 from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
-from jobs.queue import RedisJobQueue
-from jobs.runner import GenerationRunner
+from jobs.queue import RedisJobQueue, redis_settings_for
+from jobs.runner import Deferred, GenerationRunner, defer_slice_s
 
 #: arq runs a job again after its worker stopped (SIGTERM: at once; SIGKILL: when its in-progress
 #: key expires), this many times in all.
 MAX_TRIES = 3
+#: arq's limit for one run is the job timeout (which the runner enforces itself, to end the job as
+#: ``timed_out``) plus the longest wait for the breaker plus this margin.
+ARQ_TIMEOUT_MARGIN_S = 10.0
 
 
 async def generate(ctx: dict[str, Any], generation_id: int) -> str:
-    """The arq job. Idempotent: see :class:`jobs.runner.GenerationRunner`."""
+    """The arq job. Idempotent: see :class:`jobs.runner.GenerationRunner`.
+
+    A job that only waited for the circuit breaker (it waited its slice, or the worker stopped
+    while it waited) did not try anything: arq's try is given back, and ``Retry(defer=0)`` leaves
+    its score, its ticket, unchanged, so it keeps its place."""
     runner: GenerationRunner = ctx["runner"]
-    return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
+    try:
+        return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
+    except Deferred:
+        await ctx["redis"].decr(retry_key_prefix + job_id_for(generation_id))
+        raise Retry(defer=0) from None
+    except asyncio.CancelledError:
+        if runner.waiting_for_backend(generation_id):
+            await ctx["redis"].decr(retry_key_prefix + job_id_for(generation_id))
+        raise
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
@@ -50,14 +66,18 @@ def build_sweeper(
     behind every waiting job (their scores are tickets); ``unique`` cron ids make one worker
     process of many run each sweep."""
     every = settings.worker.sweep_every_min
+    if every < 1:  # every few seconds
+        minute, second = None, set(range(0, 60, max(1, round(every * 60))))
+    else:
+        minute, second = set(range(0, 60, round(every))), {0}
     return Worker(
         functions=[],
         cron_jobs=[
             cron(
                 sweep,
                 name="genbot-sweep",
-                minute=set(range(0, 60, every)),
-                second=0,
+                minute=minute,
+                second=second,
                 run_at_startup=True,
                 unique=True,
                 timeout=max(60, every * 60),
@@ -74,7 +94,7 @@ def build_sweeper(
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis.url)
+    return redis_settings_for(settings.redis.url)
 
 
 def build_worker(
@@ -121,7 +141,9 @@ def build_worker(
             func(
                 generate,
                 name=GENERATE_FUNCTION,
-                timeout=settings.worker.job_timeout_s,
+                timeout=settings.worker.job_timeout_s
+                + defer_slice_s(settings.worker.breaker_reset_s)
+                + ARQ_TIMEOUT_MARGIN_S,
                 max_tries=MAX_TRIES,
             )
         ],

@@ -9,6 +9,7 @@ from tortoise.expressions import Q
 
 from bot.ports import ChatRecord
 from storage.models import ChatMessageRow
+from storage.reconnect import reconnecting
 
 
 def _record(row: ChatMessageRow) -> ChatRecord:
@@ -25,6 +26,7 @@ def _record(row: ChatMessageRow) -> ChatRecord:
     )
 
 
+@reconnecting
 class TortoiseChatLog:
     async def add(
         self,

@@ -12,6 +12,7 @@ from tortoise.expressions import Q
 from bot.models import Actor, AuditEntry, Ban
 from bot.moderation import BlockedTerm
 from storage.models import AuditRow, BanRow, BlockedTermRow, WorkspaceRow
+from storage.reconnect import reconnecting
 
 
 def _ban(row: BanRow) -> Ban:
@@ -30,6 +31,7 @@ def _in_force() -> Q:
     return Q(expires_at=None) | Q(expires_at__gt=datetime.now(UTC))
 
 
+@reconnecting
 class TortoiseModerationStore:
     async def get_ban(self, platform: str, workspace: str, user_id: str) -> Ban | None:
         row = await BanRow.filter(

@@ -6,12 +6,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 from tortoise.expressions import F, Q
+from tortoise.queryset import QuerySet
 
-from bot.models import Generation, NewGeneration, State, Stats, sources_of
+from bot.models import EXPIRING_SECRETS, Generation, NewGeneration, State, Stats, sources_of
 from storage.merge import Column, encode_patch, is_postgres, update_sql
 from storage.models import GenerationRow
+from storage.reconnect import reconnecting
 
 TABLE = GenerationRow._meta.db_table
 
@@ -51,12 +54,54 @@ INSERT = (
 )
 
 
+def queued_query() -> QuerySet[GenerationRow]:
+    """The sweep's queued rows: read through the ``(state, heartbeat_at)`` index. Unordered: an
+    ``ORDER BY id`` makes SQLite walk the whole table in id order; the caller sorts."""
+    return GenerationRow.filter(state=State.QUEUED.value)
+
+
+def stuck_query(heartbeat_before: datetime) -> QuerySet[GenerationRow]:
+    """Running rows whose heartbeat is older than ``heartbeat_before``: a range of the
+    ``(state, heartbeat_at)`` index."""
+    return GenerationRow.filter(state=State.RUNNING.value, heartbeat_at__lt=heartbeat_before)
+
+
+def scrub_sql(conn: BaseDBAsyncClient, secret: str, expiry: str, platforms: int) -> str:
+    """One ``UPDATE`` that removes ``message.extra.<secret>`` and its expiry from the rows where it
+    has expired, among the active rows (the ``(state, heartbeat_at)`` index) and the rows of the
+    ``platforms`` platforms that finished since a time (the ``(platform, finished_at)`` index):
+    never a scan of the table. Parameters: the patch, the states, the platforms, the finished
+    since time, the current epoch seconds."""
+    pg = is_postgres(conn)
+    counter = iter(range(1, 100))
+
+    def ph() -> str:
+        return f"${next(counter)}" if pg else "?"
+
+    patch = f'genbot_merge_patch("message", {ph()}::jsonb)' if pg else f'json_patch("message", {ph()})'
+    states = ", ".join(ph() for _ in range(2))
+    names = ", ".join(ph() for _ in range(platforms))
+    since = ph()
+    expires = (
+        f"(\"message\" -> 'extra' ->> '{expiry}')::float8"
+        if pg
+        else f"CAST(json_extract(\"message\", '$.extra.{expiry}') AS REAL)"
+    )
+    return (
+        f'UPDATE "{TABLE}" SET "message" = {patch}, "version" = "version" + 1 '  # noqa: S608 - constants
+        f'WHERE "id" IN (SELECT "id" FROM "{TABLE}" WHERE "state" IN ({states}) '
+        f'UNION ALL SELECT "id" FROM "{TABLE}" WHERE "platform" IN ({names}) AND "finished_at" >= {since}) '
+        f"AND {expires} < {ph()}"
+    )
+
+
 def _db_datetime(value: datetime) -> Any:
     """A datetime as Tortoise itself writes it for this column on this database."""
     field = GenerationRow._meta.fields_map["heartbeat_at"]
     return field.to_db_value(value, GenerationRow)
 
 
+@reconnecting
 class TortoiseGenerationStore:
     """Every write is one atomic statement; see :mod:`storage.merge` for the JSON merges. The two
     writes of the submit path are written by hand for speed; the rest goes through Tortoise."""
@@ -191,6 +236,31 @@ class TortoiseGenerationStore:
         if platform is not None:
             query = query.filter(platform=platform)
         return [snapshot(row) for row in await query.order_by("id")]
+
+    async def list_queued(self) -> list[Generation]:
+        return sorted((snapshot(row) for row in await queued_query()), key=lambda g: g.id)
+
+    async def list_stuck(self, heartbeat_before: datetime) -> list[Generation]:
+        return sorted((snapshot(row) for row in await stuck_query(heartbeat_before)), key=lambda g: g.id)
+
+    async def scrub_expired_secrets(
+        self, now: datetime, *, platforms: Sequence[str], finished_since: datetime
+    ) -> int:
+        conn = get_connection("default")
+        changed = 0
+        for secret, expiry in EXPIRING_SECRETS.items():
+            sql = scrub_sql(conn, secret, expiry, len(platforms))
+            values = [
+                encode_patch({"extra": {secret: None, expiry: None}}),
+                State.QUEUED.value,
+                State.RUNNING.value,
+                *platforms,
+                _db_datetime(finished_since),
+                now.timestamp(),
+            ]
+            count, _rows = await conn.execute_query(sql, values)
+            changed += count
+        return changed
 
     async def list_for_user(
         self, platform: str, workspace: str, user_id: str, states: Sequence[State]

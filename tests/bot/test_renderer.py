@@ -302,3 +302,78 @@ async def test_a_partial_repost_is_stored_then_finished(rt: Runtime) -> None:
     assert renderer._due.get(gen_id) is not None, "edited again at once"
     await renderer.flush()
     assert chat.edits["m2"] == 1
+
+
+async def test_the_breaker_opening_and_closing_re_renders_every_waiting_message(rt: Runtime) -> None:
+    from bot.app import build_breaker
+
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group("0")
+    jobs = await _submit(rt, chat, 3)
+    await _drain(renderer)
+    breaker = build_breaker(rt, "demo")
+    breaker.reset_s = 60.0
+    breaker.fail_max = 1
+
+    async def fail() -> None:
+        raise RuntimeError("down")
+
+    with pytest.raises(RuntimeError):
+        await breaker.call(await breaker.admit(), fail)  # opens it, and announces it
+    await _drain(renderer)
+    for position, (_gid, mid) in enumerate(jobs, start=1):
+        view = chat.views[mid]
+        assert view.headline == f"Queued · #{position} in line · waiting for the image service"
+        assert view.note is not None and "will start when the service recovers" in view.note
+
+    await rt.redis.pexpire(breaker.keys.open, 1)  # its open time is over: half-open
+    while await breaker.state() == "open":
+        await asyncio.sleep(0.01)
+
+    async def ok() -> None:
+        return None
+
+    await breaker.call(await breaker.admit(), ok)  # the probe closes it, and announces it
+    await _drain(renderer)
+    for _gid, mid in jobs:
+        assert "waiting for the image service" not in chat.views[mid].headline
+        assert chat.views[mid].note is None
+
+
+async def test_stopping_the_renderer_delivers_the_edits_held_back_by_the_edit_budget(rt: Runtime) -> None:
+    """SIGTERM on ``genbot bot`` sets the stop event: every pending render is made before exit,
+    even one the per-message edit budget would have delayed, and events already in the stream."""
+    chat = RecordingChat()
+    feed = RedisEventFeed(rt.redis, rt.queue.keys.events, RENDER_GROUP.format(platform="local"), "t1")
+    renderer = Renderer(
+        store=rt.store,
+        queue=rt.queue,
+        feed=feed,
+        adapter=chat,
+        settings=RendererSettings(min_edit_interval_s=3600, exact_positions=1000),
+    )
+    await feed.ensure_group("0")
+    [(gid, mid)] = await _submit(rt, chat, 1)
+    await _drain(renderer)
+    # A first edit, then the job runs and finishes while the budget holds every edit back.
+    await rt.queue.mark_running(gid)
+    await rt.store.transition(gid, State.RUNNING)
+    await rt.store.record_progress(gid, {"progress": {"step": 1, "total": 5}})
+    await rt.queue.publish(gid, "progress")
+    await _drain(renderer)
+    renderer._last_edit[gid] = time.monotonic()
+    await rt.store.record_progress(gid, {"progress": {"step": 4, "total": 5}})
+    await rt.queue.publish(gid, "progress")
+    await _drain(renderer)
+    assert chat.views[mid].progress != 0.8, "the budget held this edit back"
+    await rt.store.record_progress(gid, {"progress": {"step": 5, "total": 5}})
+    await rt.queue.publish(gid, "progress")  # still in the stream, unread, at shutdown
+
+    stop = asyncio.Event()
+    stop.set()
+    await renderer.run(stop)
+
+    assert chat.views[mid].progress == 1.0
+    pending = await rt.redis.xpending(rt.queue.keys.events, RENDER_GROUP.format(platform="local"))
+    assert pending["pending"] == 0

@@ -5,12 +5,14 @@ import io
 
 import pytest
 from PIL import Image
+from redis.asyncio import Redis
 
 from bot.config import load_settings
 from bot.ports import ImageRequest
 from jobs.backends import BackendNotFound, load_backend
 from jobs.backends.demo import DemoBackend
-from jobs.breaker import Breaker, BreakerOpen
+from jobs.breaker import Breaker, BreakerKeys, BreakerOpen
+from jobs.constants import Keys
 
 REQUEST = ImageRequest("a red fox in snow", "", 512, 768, 6, 42)
 
@@ -63,8 +65,8 @@ def make_custom(_settings: object) -> _Custom:
     return _Custom()
 
 
-async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open() -> None:
-    breaker = Breaker(fail_max=2, reset_s=0.2)
+async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open(redis: Redis) -> None:
+    breaker = Breaker(redis, BreakerKeys.of(Keys("bt"), "demo"), fail_max=2, reset_s=0.2, probe_ttl_s=30.0)
     calls = 0
 
     async def failing() -> None:
@@ -74,13 +76,14 @@ async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open
 
     for _ in range(2):
         with pytest.raises(RuntimeError):
-            await breaker.call(failing)
+            await breaker.call(await breaker.admit(), failing)
     with pytest.raises(BreakerOpen) as opened:
-        await breaker.call(failing)
+        await breaker.admit()
     assert calls == 2, "open: the backend is not called"
     assert 0 < opened.value.retry_in <= 0.2
 
-    await asyncio.sleep(0.25)
+    while await breaker.state() == "open":
+        await asyncio.sleep(0.01)
     release = asyncio.Event()
     probes = 0
 
@@ -90,12 +93,12 @@ async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open
         await release.wait()
         return "ok"
 
-    first = asyncio.create_task(breaker.call(slow_ok))
-    await asyncio.sleep(0.01)
-    others = await asyncio.gather(*(breaker.call(slow_ok) for _ in range(5)), return_exceptions=True)
+    probe = await breaker.admit()
+    first = asyncio.create_task(breaker.call(probe, slow_ok))
+    others = await asyncio.gather(*(breaker.admit() for _ in range(5)), return_exceptions=True)
     assert all(isinstance(o, BreakerOpen) for o in others), "half-open: one probe at a time"
     release.set()
     assert await first == "ok"
     assert probes == 1
-    assert breaker.state == "closed"
-    assert await breaker.call(slow_ok) == "ok"
+    assert await breaker.state() == "closed"
+    assert await breaker.call(await breaker.admit(), slow_ok) == "ok"

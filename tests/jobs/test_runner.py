@@ -11,9 +11,9 @@ import pytest
 from bot.app import Runtime
 from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
 from bot.ports import ImageRequest, ImageResult, ProgressCallback
-from jobs.breaker import Breaker
+from jobs.breaker import Breaker, BreakerKeys, BreakerOpen
 from jobs.constants import Keys
-from jobs.runner import GenerationRunner, JobStopped, preview_key, result_key
+from jobs.runner import Deferred, GenerationRunner, JobStopped, preview_key, result_key
 
 ACTOR = Actor(platform="local", workspace="local", user_id="alice", display_name="Alice")
 PNG = b"\x89PNG\r\n\x1a\n fake image"
@@ -50,6 +50,17 @@ class FakeBackend:
         return ImageResult(png=PNG)
 
 
+def shared_breaker(rt: Runtime, fail_max: int = 5, reset_s: float = 60.0) -> Breaker:
+    """The breaker of the fake backend, shared through the run's Redis (as every worker's is)."""
+    return Breaker(
+        rt.redis,
+        BreakerKeys.of(Keys(rt.settings.redis.key_prefix), FakeBackend.name),
+        fail_max=fail_max,
+        reset_s=reset_s,
+        probe_ttl_s=30.0,
+    )
+
+
 def runner_for(
     rt: Runtime,
     backend: FakeBackend,
@@ -58,15 +69,19 @@ def runner_for(
     breaker: Breaker | None = None,
     backend_timeout_s: float = 30.0,
     progress_interval_s: float = 0.0,
+    job_timeout_s: float | None = None,
+    defer_slice_s: float = 60.0,
 ) -> GenerationRunner:
     return GenerationRunner(
         store=store or rt.store,
         queue=rt.queue,
         blobs=rt.blobs,
         backend=backend,
-        breaker=breaker or Breaker(5, 60.0),
+        breaker=breaker or shared_breaker(rt),
         backend_timeout_s=backend_timeout_s,
         progress_interval_s=progress_interval_s,
+        job_timeout_s=job_timeout_s,
+        defer_slice_s=defer_slice_s,
     )
 
 
@@ -321,46 +336,137 @@ async def test_a_backend_slower_than_the_timeout_times_out(rt: Runtime) -> None:
     await assert_not_queued_or_running(rt, gen.id)
 
 
-async def test_five_backend_failures_open_the_breaker(rt: Runtime) -> None:
+async def test_five_backend_failures_open_the_breaker_and_the_next_job_waits_in_its_place(
+    rt: Runtime,
+) -> None:
     backend = FakeBackend(fail=True)
-    breaker = Breaker(5, 60.0)
-    runner = runner_for(rt, backend, breaker=breaker)
+    breaker = shared_breaker(rt)
+    runner = runner_for(rt, backend, breaker=breaker, defer_slice_s=0.3)
 
     for attempt in range(5):
         gen = await submitted(rt)
         assert await runner.run(gen.id) == "failed"
         assert (await row(rt, gen.id)).error_code == "backend_error", attempt
     assert backend.calls == 5
-    assert breaker.state == "open"
+    assert await breaker.state() == "open"
 
-    gen = await submitted(rt)
-    assert await runner.run(gen.id) == "failed"
-    after = await row(rt, gen.id)
-    assert after.state is State.FAILED
-    assert after.error_code == "backend_unavailable"
+    # The next job meets the open breaker: it is not failed, it waits (here: for its slice, then
+    # it is handed back to arq), queued, at its place, with no attempt burnt.
+    first = await submitted(rt)
+    second = await submitted(rt)
+    with pytest.raises(Deferred):
+        await runner.run(first.id)
+    for gen, position in ((first, 1), (second, 2)):
+        after = await row(rt, gen.id)
+        assert (after.state, after.attempts, after.error_code) == (State.QUEUED, 0, None)
+        assert await rt.queue.position(gen.id) == position
     assert backend.calls == 5, "the open breaker let a call through"
-    await assert_not_queued_or_running(rt, gen.id)
+    assert "waiting" in await events(rt, first.id)
+    assert await rt.queue.backend_down("fake") is not None
+    view = await rt.core.view(await row(rt, first.id))
+    assert view.headline == "Queued · #1 in line · waiting for the image service"
+    assert view.note is not None and "will start when the service recovers" in view.note
 
-    # a backend that has recovered is not called either while the breaker is open
+
+async def test_a_waiting_job_starts_when_the_breaker_half_opens_and_its_probe_closes_it(rt: Runtime) -> None:
+    breaker = shared_breaker(rt, fail_max=1, reset_s=0.3)
+    failing = FakeBackend(fail=True)
+    assert await runner_for(rt, failing, breaker=breaker).run((await submitted(rt)).id) == "failed"
+    assert await breaker.state() == "open"
+
     healthy = FakeBackend()
-    runner.backend = healthy
     gen = await submitted(rt)
-    assert await runner.run(gen.id) == "failed"
-    assert (await row(rt, gen.id)).error_code == "backend_unavailable"
-    assert healthy.calls == 0
+    # It waits while the breaker is open, then is the probe, succeeds and closes the breaker.
+    assert await runner_for(rt, healthy, breaker=breaker).run(gen.id) == "succeeded"
+    assert healthy.calls == 1
+    assert await breaker.state() == "closed"
+    assert await rt.queue.backend_down("fake") is None
+
+
+async def test_in_half_open_only_one_call_of_all_workers_is_the_probe(rt: Runtime) -> None:
+    """Two workers (two breakers on one Redis): while one probes, the other is refused."""
+    first, second = shared_breaker(rt, fail_max=1, reset_s=0.05), shared_breaker(rt, fail_max=1, reset_s=0.05)
+    admission = await first.admit()
+
+    async def fail() -> None:
+        raise RuntimeError("down")
+
+    with pytest.raises(RuntimeError):
+        await first.call(admission, fail)
+    assert await second.state() == "open", "the other worker sees the opening"
+    while await second.state() == "open":
+        await asyncio.sleep(0.01)
+    probe = await second.admit()
+    assert probe.probe
+    with pytest.raises(BreakerOpen):
+        await first.admit()
+    with pytest.raises(BreakerOpen):
+        await second.admit()
+
+    async def ok() -> str:
+        return "fine"
+
+    assert await second.call(probe, ok) == "fine"
+    assert await first.state() == "closed"
+    assert not (await first.admit()).probe
+
+
+async def test_failures_of_several_workers_add_up(rt: Runtime) -> None:
+    breakers = [shared_breaker(rt, fail_max=4) for _ in range(2)]
+
+    async def fail() -> None:
+        raise RuntimeError("down")
+
+    for n in range(4):
+        breaker = breakers[n % 2]
+        with pytest.raises(RuntimeError):
+            await breaker.call(await breaker.admit(), fail)
+    assert await breakers[0].state() == "open"
+
+
+async def test_a_cancelled_probe_gives_its_turn_back(rt: Runtime) -> None:
+    breaker = shared_breaker(rt, fail_max=1, reset_s=0.05)
+
+    async def fail() -> None:
+        raise RuntimeError("down")
+
+    with pytest.raises(RuntimeError):
+        await breaker.call(await breaker.admit(), fail)
+    while await breaker.state() == "open":
+        await asyncio.sleep(0.01)
+    probe = await breaker.admit()
+    await breaker.release(probe)
+    assert (await breaker.admit()).probe, "the released probe turn went to the next caller"
 
 
 async def test_a_backend_that_hangs_opens_the_breaker_too(rt: Runtime) -> None:
     backend = FakeBackend(hang=True)
-    breaker = Breaker(2, 60.0)
-    runner = runner_for(rt, backend, breaker=breaker, backend_timeout_s=0.05)
+    breaker = shared_breaker(rt, fail_max=2)
+    runner = runner_for(rt, backend, breaker=breaker, backend_timeout_s=0.05, defer_slice_s=0.1)
     for _ in range(2):
         assert await runner.run((await submitted(rt)).id) == "timed_out"
-    assert breaker.state == "open"
+    assert await breaker.state() == "open"
     gen = await submitted(rt)
-    assert await runner.run(gen.id) == "failed"
-    assert (await row(rt, gen.id)).error_code == "backend_unavailable"
+    with pytest.raises(Deferred):
+        await runner.run(gen.id)
+    assert (await row(rt, gen.id)).state is State.QUEUED
     assert backend.calls == 2
+
+
+async def test_a_job_cancelled_while_it_waits_for_the_breaker_stops_waiting(rt: Runtime) -> None:
+    breaker = shared_breaker(rt, fail_max=1)
+    assert (
+        await runner_for(rt, FakeBackend(fail=True), breaker=breaker).run((await submitted(rt)).id)
+        == "failed"
+    )
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    run = asyncio.create_task(runner_for(rt, backend, breaker=breaker).run(gen.id))
+    while "waiting" not in await events(rt, gen.id):
+        await asyncio.sleep(0.01)
+    await rt.core.cancel(ACTOR, gen.id)
+    assert await asyncio.wait_for(run, 10) == "cancelled"
+    assert backend.calls == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,13 +523,13 @@ async def test_a_failing_progress_report_is_not_a_backend_failure(rt: Runtime) -
     (rt.blobs.root / "previews").write_bytes(b"not a directory")
     gen = await submitted(rt)
     backend = FakeBackend()
-    breaker = Breaker(1, 60.0)
+    breaker = shared_breaker(rt, fail_max=1)
 
     result = await runner_for(rt, backend, breaker=breaker).run(gen.id)
 
     after = await row(rt, gen.id)
     assert (result, after.error_code) == ("succeeded", None)
-    assert breaker.state == "closed"
+    assert await breaker.state() == "closed"
     await assert_succeeded_once(rt, gen.id)
 
 
@@ -475,3 +581,55 @@ async def test_an_interruption_before_the_ticket_reached_the_row_keeps_the_arq_t
         await run
     assert (await row(rt, gen.id)).state is State.QUEUED
     assert await rt.redis.zscore(Keys(rt.settings.redis.key_prefix).waiting, str(gen.id)) == ticket
+
+
+# ---------------------------------------------------------------------------------------------
+# Timeouts: both end as timed_out, and the member reads what to do
+
+
+class HangingResultBlobs:
+    """The real blob store, except that storing a result never returns (a stuck disk)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def put(self, key: str, data: bytes) -> None:
+        if key.startswith("results/"):
+            await asyncio.Event().wait()
+        await self.inner.put(key, data)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.inner.get(key)
+
+
+async def assert_member_reads_timed_out(rt: Runtime, generation_id: int) -> None:
+    gen = await row(rt, generation_id)
+    assert (gen.state, gen.error_code) == (State.TIMED_OUT, "timed_out")
+    view = await rt.core.view(gen)
+    assert view.headline == "Took too long"
+    assert view.error is not None
+    assert view.error.what == "The image took longer than this server allows and was stopped."
+    assert view.error.todo == "Try again with fewer steps or a smaller size."
+
+
+async def test_the_backend_timeout_reaches_the_member_as_timed_out(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    assert await runner_for(rt, FakeBackend(hang=True), backend_timeout_s=0.1).run(gen.id) == "timed_out"
+    await assert_member_reads_timed_out(rt, gen.id)
+
+
+async def test_the_job_timeout_reaches_the_member_as_timed_out(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    runner = GenerationRunner(
+        store=rt.store,
+        queue=rt.queue,
+        blobs=HangingResultBlobs(rt.blobs),
+        backend=FakeBackend(),
+        breaker=shared_breaker(rt),
+        backend_timeout_s=30.0,
+        progress_interval_s=0.0,
+        job_timeout_s=0.3,
+    )
+    assert await runner.run(gen.id) == "timed_out"
+    await assert_member_reads_timed_out(rt, gen.id)
+    await assert_not_queued_or_running(rt, gen.id)

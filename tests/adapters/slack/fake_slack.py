@@ -5,7 +5,8 @@ It implements what genbot calls, with Slack's response shapes: ``auth.test``, ``
 ``users.info``, and ``/respond/<id>`` standing in for a command's ``response_url``. It records
 every request and keeps the channel's messages, so tests assert on what a member would see.
 
-Faults: :meth:`FakeSlack.storm` answers the next N calls of some methods with 429 and
+Faults: :meth:`FakeSlack.outage` answers every call of some methods with 500 or 429 until
+:meth:`FakeSlack.heal`; :meth:`FakeSlack.storm` answers the next N calls of some methods with 429 and
 ``Retry-After``; ``not_in_channel`` lists channels the bot is not in; ``invalid_blocks_times``
 makes ``chat.update`` refuse a just-uploaded file that many times (as Slack does while the file is
 not visible yet).
@@ -62,6 +63,7 @@ class FakeSlack:
         self.user_errors: dict[str, str] = {}
         self.delay_s: dict[str, float] = {}  # method -> seconds to wait before answering
         self._storm: dict[str, int] = {}
+        self._outage: dict[str, int] = {}  # method -> HTTP status it answers with until heal()
         self._retry_after = 1
         self._ts = 1_700_000_000
         self._files = 0
@@ -78,6 +80,15 @@ class FakeSlack:
         for method in methods:
             self._storm[method] = count
         self._retry_after = retry_after
+
+    def outage(self, methods: list[str], status: int) -> None:
+        """Every call of ``methods`` gets ``status`` (500: ``internal_error``; 429: ``ratelimited``
+        with ``Retry-After``) until :meth:`heal`."""
+        for method in methods:
+            self._outage[method] = status
+
+    def heal(self) -> None:
+        self._outage.clear()
 
     def called(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -144,6 +155,14 @@ class FakeSlack:
         if request.headers.get("Authorization") != f"Bearer {token}":
             await self._record(method, args, 200)
             return web.json_response({"ok": False, "error": "not_authed"})
+        if method in self._outage:
+            status = self._outage[method]
+            await self._record(method, args, status)
+            return web.json_response(
+                {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"},
+                status=status,
+                headers={"Retry-After": str(self._retry_after)} if status == 429 else None,
+            )
         if self._storm.get(method, 0) > 0:
             self._storm[method] -= 1
             await self._record(method, args, 429)

@@ -1,0 +1,289 @@
+"""The fault-injection harness: genbot as a deployment runs it (``genbot worker`` and ``genbot bot``
+as OS processes) against a redis-server of the scenario's own and the run's PostgreSQL database,
+with short stuck, sweep and breaker settings so that every recovery happens within a test.
+
+A scenario submits a batch of jobs as members do, injects its fault, then :meth:`Cluster.settle`
+waits (polling, with generous deadlines) until every row is terminal and every status message shows
+its row's final state, and counts the outcomes. A job is **lost** if its row never ends, or if its
+member never sees how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bot.embedded_redis import EmbeddedRedis
+from bot.errors import describe
+
+ROOT = Path(__file__).resolve().parents[2]
+GENBOT = [sys.executable, "-m", "bot.cli"]
+URL_LINE = re.compile(r"genbot local chat: (http://\S+)")
+PREFIX = "flt"
+TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+#: How many jobs each scenario submits: small in ``make test``, bigger in ``make reliability``.
+BATCH = int(os.environ.get("GENBOT_FAULT_BATCH", "6"))
+#: Where ``make reliability`` collects the figures (a JSON line per scenario).
+FIGURES_FILE = os.environ.get("GENBOT_FAULT_FIGURES")
+
+
+@dataclass
+class Figures:
+    scenario: str
+    fault: str
+    submitted: int = 0
+    completed: int = 0
+    failed_right: int = 0  # failed, with the expected catalogue message shown to the member
+    failed_wrong: int = 0
+    lost: int = 0
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> None:
+        if FIGURES_FILE:
+            with open(FIGURES_FILE, "a") as out:
+                out.write(json.dumps(asdict(self)) + "\n")
+
+
+def fault_env(redis_url: str, db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "GENBOT_REDIS__URL": redis_url,
+        "GENBOT_REDIS__KEY_PREFIX": PREFIX,
+        "GENBOT_REDIS__QUEUE_NAME": f"{PREFIX}:queue",
+        "GENBOT_DATABASE__URL": db_url,
+        "GENBOT_BLOBS__DIR": str(tmp_path / "blobs"),
+        "GENBOT_LOCAL__PORT": "0",
+        "GENBOT_BACKEND__DEMO_STEP_DELAY_S": "0.15",
+        "GENBOT_WORKER__JOB_TIMEOUT_S": "20",
+        "GENBOT_WORKER__BACKEND_TIMEOUT_S": "15",
+        "GENBOT_WORKER__BREAKER_RESET_S": "3",
+        "GENBOT_WORKER__STUCK_AFTER_S": "4",
+        "GENBOT_WORKER__SWEEP_EVERY_MIN": "0.05",
+        "GENBOT_WORKER__PROGRESS_INTERVAL_S": "0.3",
+        "GENBOT_RENDERER__MIN_EDIT_INTERVAL_S": "0.2",
+        "GENBOT_RENDERER__CLAIM_IDLE_S": "2",
+        "GENBOT_RENDERER__FAR_REFRESH_S": "1",
+    }
+    env.update(extra)
+    return env
+
+
+async def wait_until(
+    predicate: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.1
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)
+
+
+class Cluster:
+    """The processes of one scenario; every one of them is stopped on :meth:`close`."""
+
+    def __init__(self, tmp_path: Path, redis: EmbeddedRedis, db_url: str, **env: str) -> None:
+        self.tmp_path = tmp_path
+        self.redis = redis
+        self.db_url = db_url
+        self.env = fault_env(redis.url, db_url, tmp_path, **env)
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.logs: dict[str, Path] = {}
+        self.base_url = ""
+        self.submitted: list[str] = []  # prompts, one per job
+
+    async def spawn(self, name: str, *args: str, **env: str) -> asyncio.subprocess.Process:
+        log = self.tmp_path / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *GENBOT,
+                *args,
+                cwd=self.tmp_path,
+                env={**os.environ, "PYTHONPATH": str(ROOT), **self.env, **env},
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        self.procs[name] = proc
+        self.logs[name] = log
+        return proc
+
+    async def worker(self, name: str = "worker", **env: str) -> asyncio.subprocess.Process:
+        return await self.spawn(name, "worker", **env)
+
+    async def bot(self, **env: str) -> str:
+        """Start ``genbot bot`` with the local chat; returns its base URL once it listens."""
+        await self.spawn("bot", "bot", **env)
+
+        def listening() -> str | None:
+            match = URL_LINE.search(self.logs["bot"].read_text(errors="replace"))
+            if match is None and self.procs["bot"].returncode is not None:
+                raise AssertionError("the bot exited:\n" + self.logs["bot"].read_text(errors="replace"))
+            return match.group(1) if match else None
+
+        self.base_url = await wait_until(listening, "the bot to listen", 60)
+        return self.base_url
+
+    def alive(self, name: str) -> bool:
+        return self.procs[name].returncode is None
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        self.procs[name].send_signal(sig)
+
+    async def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for name, log in self.logs.items():
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {name} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+    # -- members ------------------------------------------------------------------------------
+
+    async def imagine(self, http: aiohttp.ClientSession, prompt: str, steps: int = 8) -> None:
+        """``/imagine`` as Alice in the local chat; returns once the status message is posted."""
+        async with http.post(
+            f"{self.base_url}/api/command",
+            json={"user_id": "alice", "text": f"/imagine {prompt} steps: {steps}"},
+        ) as resp:
+            body = await resp.json()
+        assert body == {"ok": True}, body
+        self.submitted.append(prompt)
+
+    async def messages(self, http: aiohttp.ClientSession) -> dict[int, dict[str, Any]]:
+        """The status of every job message Alice sees, by job id."""
+        async with http.get(f"{self.base_url}/api/messages", params={"user_id": "alice"}) as resp:
+            messages = (await resp.json())["messages"]
+        return {m["status"]["job"]: m["status"] for m in messages if m.get("status")}
+
+    # -- the truth ----------------------------------------------------------------------------
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """Every generation row (a new connection each time: a scenario may kill connections)."""
+        conn = await asyncpg.connect(self.db_url)
+        try:
+            records = await conn.fetch(
+                "SELECT id, state, error_code, prompt, message::text AS message, attempts "
+                "FROM generations ORDER BY id"
+            )
+        finally:
+            await conn.close()
+        return [dict(r) for r in records]
+
+    async def count(self, state: str) -> int:
+        return sum(1 for r in await self.rows() if r["state"] == state)
+
+    async def settle(
+        self,
+        figures: Figures,
+        seen: Callable[[dict[str, Any]], Any],
+        *,
+        expected_failures: Iterable[str] = (),
+        timeout: float = 180.0,
+    ) -> Figures:
+        """Wait until every row is terminal and ``seen(row)`` (what its member sees) agrees with it,
+        or ``timeout``; then count. ``seen(row)`` returns what the member's message shows:
+        ``(state, error title or None)``, or None when it cannot be read."""
+        expected = set(expected_failures)
+        started = time.monotonic()
+
+        async def everything_ended() -> bool:
+            rows = await self.rows()
+            return len(rows) >= len(self.submitted) and all(r["state"] in TERMINAL for r in rows)
+
+        async def everything_shown() -> bool:
+            rows = await self.rows()
+            return all([await _shows(r) for r in rows])
+
+        async def _shows(row: dict[str, Any]) -> bool:
+            shown = seen(row)
+            if asyncio.iscoroutine(shown):
+                shown = await shown
+            return shown == (row["state"], _title(row))
+
+        with contextlib.suppress(AssertionError):
+            await wait_until(everything_ended, "every job to end", timeout, every=0.25)
+        with contextlib.suppress(AssertionError):
+            await wait_until(everything_shown, "every message to show its job's end", 60, every=0.25)
+        figures.seconds = round(time.monotonic() - started, 1)
+        rows = await self.rows()
+        figures.submitted = len(self.submitted)
+        figures.lost += max(0, len(self.submitted) - len(rows))
+        for row in rows:
+            shown = seen(row)
+            if asyncio.iscoroutine(shown):
+                shown = await shown
+            if row["state"] not in TERMINAL or shown != (row["state"], _title(row)):
+                figures.lost += 1
+            elif row["state"] == "succeeded":
+                figures.completed += 1
+            elif row["error_code"] in expected:
+                figures.failed_right += 1
+            else:
+                figures.failed_wrong += 1
+        codes: dict[str, int] = {}
+        for row in rows:
+            if row["error_code"]:
+                codes[row["error_code"]] = codes.get(row["error_code"], 0) + 1
+        figures.details.setdefault("error codes", codes)
+        return figures
+
+
+def _title(row: dict[str, Any]) -> str | None:
+    if row["state"] in ("failed", "timed_out") or (row["state"] == "cancelled" and row["error_code"]):
+        return describe(row["error_code"]).title
+    return None
+
+
+def local_seen(messages: dict[int, dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
+    """``seen`` for the local chat, from a snapshot of Alice's messages (refresh it with
+    :func:`refreshing_local_seen`)."""
+
+    def seen(row: dict[str, Any]) -> tuple[str, str | None] | None:
+        status = messages.get(row["id"])
+        if status is None:
+            return None
+        return status["state"], (status["error"] or {}).get("title")
+
+    return seen
+
+
+def refreshing_local_seen(cluster: Cluster, http: aiohttp.ClientSession) -> Callable[[dict[str, Any]], Any]:
+    """``seen`` for the local chat that reads Alice's messages again at most every 0.2 s."""
+    cache: dict[str, Any] = {"at": 0.0, "messages": {}}
+
+    async def seen(row: dict[str, Any]) -> tuple[str, str | None] | None:
+        if time.monotonic() - cache["at"] > 0.2:
+            with contextlib.suppress(aiohttp.ClientError):
+                cache["messages"] = await cluster.messages(http)
+            cache["at"] = time.monotonic()
+        return local_seen(cache["messages"])(row)
+
+    return seen

@@ -1,0 +1,371 @@
+"""Fault injection on real processes and servers: whatever dies, every request ends in a state its
+member can read, and none is lost. ``make reliability`` runs these with bigger batches and writes
+the figures to docs/reliability.md.
+
+Each scenario has a redis-server of its own (so that it can pause, flush and restart it) and the
+run's PostgreSQL database (several processes write to it at once); every wait is a poll with a
+generous deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from slack_sdk.signature import SignatureVerifier
+
+from bot.embedded_redis import EmbeddedRedis, embedded_redis, free_port
+from tests.adapters.slack.fake_slack import TEAM, TOKEN, FakeSlack
+from tests.chat_client import ChatClient
+from tests.conftest import PG_ADMIN_URL
+from tests.faults.flaky_backend import CALLS, FAIL_NEXT
+from tests.faults.harness import (
+    BATCH,
+    PREFIX,
+    Cluster,
+    Figures,
+    refreshing_local_seen,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(420)]
+FLAKY = "tests.faults.flaky_backend:make"
+
+
+@pytest_asyncio.fixture
+async def db(postgres_url: str) -> str:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("TRUNCATE generations, chat_messages RESTART IDENTITY")
+    finally:
+        await conn.close()
+    return postgres_url
+
+
+@pytest_asyncio.fixture
+async def own_redis() -> AsyncIterator[EmbeddedRedis]:
+    async with embedded_redis() as server:
+        yield server
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest_asyncio.fixture
+async def cluster(tmp_path: Path, own_redis: EmbeddedRedis, db: str) -> AsyncIterator[Cluster]:
+    cluster = Cluster(tmp_path, own_redis, db)
+    try:
+        yield cluster
+    finally:
+        await cluster.close()
+
+
+def check(figures: Figures, cluster: Cluster, submitted: int = BATCH) -> None:
+    figures.record()
+    assert figures.lost == 0, f"{figures}\n{cluster.log_tail()}"
+    assert figures.failed_wrong == 0, f"{figures}\n{cluster.log_tail()}"
+    assert figures.submitted == submitted
+
+
+async def test_a_worker_killed_mid_job(cluster: Cluster, http: aiohttp.ClientSession) -> None:
+    """SIGKILL one of two workers while it runs a job: arq runs the job again on the other one
+    once the dead worker's in-progress key expires (or the sweep fails it as ``stuck``)."""
+    await cluster.worker("worker-1")
+    await cluster.worker("worker-2")
+    await cluster.bot()
+    for n in range(BATCH):
+        await cluster.imagine(http, f"killed worker {n}", steps=12)
+    await wait_until(lambda: _running_at_least(cluster, 2), "both workers to run a job", 90)
+    cluster.signal("worker-1", signal.SIGKILL)
+
+    figures = await cluster.settle(
+        Figures("worker killed", "SIGKILL of one of two workers while both run a job"),
+        refreshing_local_seen(cluster, http),
+        expected_failures={"stuck", "worker_lost"},
+    )
+    figures.details["jobs the sweep put back in the queue"] = sum(
+        1 for r in await cluster.rows() if r["attempts"]
+    )
+    check(figures, cluster)
+    assert cluster.alive("worker-2") and cluster.alive("bot")
+
+
+async def _running_at_least(cluster: Cluster, n: int) -> bool:
+    return await cluster.count("running") >= n
+
+
+async def test_redis_restarted_with_its_data_gone(
+    cluster: Cluster, own_redis: EmbeddedRedis, http: aiohttp.ClientSession
+) -> None:
+    """FLUSHALL and a restart while jobs run and wait: the sweep puts every queued job back at its
+    ticket, the running one finishes, the processes reconnect by themselves."""
+    await cluster.worker()
+    await cluster.bot()
+    for n in range(BATCH):
+        await cluster.imagine(http, f"redis restart {n}", steps=10)
+    await wait_until(lambda: _running_at_least(cluster, 1), "a job to run", 60)
+    queued_before = await cluster.count("queued")
+    client = Redis.from_url(own_redis.url)
+    await client.flushall()
+    await client.aclose()
+    await own_redis.stop()
+    await own_redis.start()
+
+    async def positions_rebuilt() -> bool:
+        redis = Redis.from_url(own_redis.url)
+        try:
+            waiting = [int(m) for m in await redis.zrange(f"{PREFIX}:waiting", 0, -1)]
+        finally:
+            await redis.aclose()
+        queued = sorted(r["id"] for r in await cluster.rows() if r["state"] == "queued")
+        return not queued or waiting == queued
+
+    if queued_before:
+        await wait_until(positions_rebuilt, "the sweep to rebuild the queue", 60, every=0.2)
+    figures = await cluster.settle(
+        Figures("Redis restarted, data gone", "FLUSHALL and restart with jobs running and queued"),
+        refreshing_local_seen(cluster, http),
+    )
+    figures.details["queued when Redis lost its data"] = queued_before
+    check(figures, cluster)
+    assert cluster.alive("worker") and cluster.alive("bot")
+
+
+async def test_redis_paused_for_ten_seconds(
+    cluster: Cluster, own_redis: EmbeddedRedis, http: aiohttp.ClientSession
+) -> None:
+    """SIGSTOP Redis for 10 s mid-batch: the bot and the worker wait and carry on by themselves."""
+    await cluster.worker()
+    await cluster.bot()
+    for n in range(BATCH):
+        await cluster.imagine(http, f"redis paused {n}", steps=8)
+    await wait_until(lambda: _running_at_least(cluster, 1), "a job to run", 60)
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(10)  # the fault itself: Redis hangs for 10 s
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    assert cluster.alive("worker") and cluster.alive("bot")
+    figures = await cluster.settle(
+        Figures("Redis paused 10 s", "SIGSTOP of redis-server for 10 s mid-batch"),
+        refreshing_local_seen(cluster, http),
+    )
+    check(figures, cluster)
+    assert cluster.alive("worker") and cluster.alive("bot")
+
+
+async def test_postgres_connections_killed(cluster: Cluster, db: str, http: aiohttp.ClientSession) -> None:
+    """pg_terminate_backend on every connection of genbot's database, three times mid-batch: the
+    next statement of each process opens a new connection."""
+    await cluster.worker("worker-1")
+    await cluster.worker("worker-2")
+    await cluster.bot()
+    for n in range(BATCH):
+        await cluster.imagine(http, f"postgres killed {n}", steps=8)
+    await wait_until(lambda: _running_at_least(cluster, 1), "a job to run", 60)
+    name = db.rsplit("/", 1)[1]
+    killed = 0
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        for _round in range(3):
+            killed += len(
+                await admin.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    name,
+                )
+            )
+            await asyncio.sleep(1)  # between two rounds of the fault
+    finally:
+        await admin.close()
+    figures = await cluster.settle(
+        Figures("PostgreSQL connections killed", "pg_terminate_backend on all connections, 3 rounds"),
+        refreshing_local_seen(cluster, http),
+    )
+    figures.details["connections terminated"] = killed
+    check(figures, cluster)
+    assert killed > 0
+    assert all(cluster.alive(n) for n in ("worker-1", "worker-2", "bot"))
+
+
+async def test_the_backend_failing(
+    cluster: Cluster, own_redis: EmbeddedRedis, http: aiohttp.ClientSession
+) -> None:
+    """The image service fails 5 calls in a row: the shared breaker opens after the 5th, the jobs
+    behind wait (their messages say so) instead of failing, and it closes after recovery."""
+    control = Redis.from_url(own_redis.url)
+    await control.set(FAIL_NEXT, 5)
+    env = {"GENBOT_BACKEND__NAME": FLAKY, "GENBOT_WORKER__BREAKER_FAIL_MAX": "5"}
+    await cluster.worker("worker-1", **env)
+    await cluster.worker("worker-2", **env)
+    await cluster.bot(**env)
+    alice = ChatClient(http, cluster.base_url, "alice")
+    await alice.connect()
+    try:
+        for n in range(BATCH + 5):
+            await cluster.imagine(http, f"backend failing {n}", steps=6)
+        figures = await cluster.settle(
+            Figures("image service failing", "5 backend calls in a row fail (HTTP 500), 2 workers"),
+            refreshing_local_seen(cluster, http),
+            expected_failures={"backend_error"},
+        )
+    finally:
+        await alice.close()
+    events = await control.xrange(f"{PREFIX}:events")
+    breaker_events = sum(1 for _id, fields in events if fields[b"kind"] == b"breaker")
+    said_waiting = {
+        u["status"]["job"]
+        for u in alice.updates
+        if u.get("status") and "waiting for the image service" in u["status"]["headline"]
+    }
+    figures.details.update(
+        {
+            "backend calls": int(await control.get(CALLS) or 0),
+            "breaker openings and closings": breaker_events,
+            "messages that said the service was unavailable": len(said_waiting),
+            "breaker at the end": "closed"
+            if not await control.exists(f"{PREFIX}:breaker:{FLAKY}:tripped")
+            else "open",
+        }
+    )
+    await control.aclose()
+    check(figures, cluster, submitted=BATCH + 5)
+    assert figures.failed_right == 5, "exactly the calls that met the failing service failed"
+    assert figures.details["error codes"] == {"backend_error": 5}, (
+        "no job failed because the breaker was open"
+    )
+    assert breaker_events >= 2, "the breaker opened and closed"
+    assert figures.details["breaker at the end"] == "closed"
+    assert said_waiting, "no waiting message said the image service was unavailable"
+
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+async def _signed(http: aiohttp.ClientSession, url: str, body: str) -> int:
+    ts = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body),
+    }
+    async with http.post(url, data=body.encode(), headers=headers) as resp:
+        return resp.status
+
+
+async def test_the_chat_api_answering_500_then_429(cluster: Cluster, http: aiohttp.ClientSession) -> None:
+    """Slack's Web API answers every chat.update with 500, then with 429, for a while: the renderer
+    backs off and retries, and every message shows its job's end once Slack recovers."""
+    fake = FakeSlack()
+    await fake.start()
+    port = free_port()
+    try:
+        env = {
+            "GENBOT_PLATFORM": "slack",
+            "GENBOT_SLACK__BOT_TOKEN": TOKEN,
+            "GENBOT_SLACK__SIGNING_SECRET": SECRET,
+            "GENBOT_SLACK__API_BASE_URL": fake.api_url,
+            "GENBOT_SLACK__HTTP_HOST": "127.0.0.1",
+            "GENBOT_SLACK__HTTP_PORT": str(port),
+        }
+        await cluster.worker()
+        await cluster.spawn("bot", "bot", **env)
+        url = f"http://127.0.0.1:{port}/slack/events"
+
+        async def listening() -> bool:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/") as _resp:
+                    return True
+            except aiohttp.ClientError:
+                assert cluster.alive("bot"), cluster.log_tail()
+                return False
+
+        await wait_until(listening, "the Slack app to listen", 60)
+        for n in range(BATCH):
+            body = urlencode(
+                {
+                    "token": "legacy",
+                    "team_id": TEAM,
+                    "team_domain": "test",
+                    "channel_id": "C0001",
+                    "channel_name": "general",
+                    "user_id": "UALICE",
+                    "user_name": "alice",
+                    "command": "/imagine",
+                    "text": f"chat outage {n} steps: 8",
+                    "api_app_id": "A0001",
+                    "is_enterprise_install": "false",
+                    "response_url": fake.response_url(f"r{n}"),
+                    "trigger_id": f"t{n}",
+                }
+            )
+            assert await _signed(http, url, body) == 200
+            cluster.submitted.append(f"chat outage {n}")
+        await wait_until(lambda: len(fake.called("chat.postMessage")) >= BATCH, "every status message", 60)
+
+        fake.outage(["chat.update"], 500)
+        await wait_until(
+            lambda: sum(1 for c in fake.called("chat.update") if c.status == 500) >= BATCH,
+            "the renderer to meet the 500s",
+            90,
+        )
+        fake.outage(["chat.update"], 429)
+        await wait_until(
+            lambda: sum(1 for c in fake.called("chat.update") if c.status == 429) >= BATCH,
+            "the renderer to meet the 429s",
+            90,
+        )
+        await wait_until(lambda: _all_ended(cluster), "every job to end during the outage", 120)
+        fake.heal()
+
+        async def seen(row: dict[str, Any]) -> tuple[str, str | None] | None:
+            ts = json.loads(row["message"] or "{}").get("message_id")
+            message = fake.messages.get(ts or "")
+            if message is None:
+                return None
+            shown = json.dumps(message.blocks)
+            if row["state"] == "succeeded":
+                return ("succeeded", None) if "Done" in shown else None
+            return None
+
+        figures = await cluster.settle(
+            Figures("chat API failing", "Slack chat.update answers 500, then 429, until every job ended"),
+            seen,
+        )
+        figures.details["chat.update refused (500)"] = sum(
+            1 for c in fake.called("chat.update") if c.status == 500
+        )
+        figures.details["chat.update refused (429)"] = sum(
+            1 for c in fake.called("chat.update") if c.status == 429
+        )
+        check(figures, cluster)
+    finally:
+        await cluster.close()
+        await fake.stop()
+
+
+async def _all_ended(cluster: Cluster) -> bool:
+    rows = await cluster.rows()
+    return len(rows) >= len(cluster.submitted) and all(
+        r["state"] in {"succeeded", "failed", "timed_out", "cancelled"} for r in rows
+    )
+
+
+def test_the_batch_size_is_sane() -> None:
+    assert 1 <= BATCH <= int(os.environ.get("GENBOT_FAULT_BATCH_MAX", "500"))
