@@ -282,7 +282,7 @@ class GenerationRunner:
             log.exception("storing the image of generation %s failed", generation_id)
             return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
         try:
-            await self.queue.record_runtime(self.backend.name, time.monotonic() - started)
+            await self.queue.record_runtime(gen.backend, time.monotonic() - started)
         except Exception:  # only the ETA needs it
             log.warning("recording the run time failed", exc_info=True)
         return await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))

@@ -633,3 +633,15 @@ async def test_the_job_timeout_reaches_the_member_as_timed_out(rt: Runtime) -> N
     assert await runner.run(gen.id) == "timed_out"
     await assert_member_reads_timed_out(rt, gen.id)
     await assert_not_queued_or_running(rt, gen.id)
+
+
+async def test_run_times_count_for_the_backend_setting_the_rows_carry(rt: Runtime) -> None:
+    """The bot reads the ETA's mean run time under the row's backend setting (say
+    ``mypkg.sd:make``), which need not be the backend object's own name."""
+    gen, _ = await rt.core.submit(
+        NewGeneration(ACTOR, "general", ImagineOptions("a fox", "", 64, 64, 2, 1), backend="mypkg.sd:make")
+    )
+    assert await rt.queue.mean_runtime("mypkg.sd:make") == rt.settings.worker.default_run_s
+    assert await runner_for(rt, FakeBackend()).run(gen.id) == "succeeded"
+    assert await rt.queue.mean_runtime("mypkg.sd:make") < rt.settings.worker.default_run_s
+    assert await rt.redis.llen(rt.queue.keys.runtimes(FakeBackend.name)) == 0
