@@ -73,22 +73,41 @@ def blocked_term(term: str, *, whole_word: bool = True) -> BlockedTerm:
     return BlockedTerm(term=term.strip(), normalized=normalize(term), whole_word=whole_word)
 
 
+class TermMatcher:
+    """A workspace's blocked terms, compiled once: the whole-word terms into one regular
+    expression, the substring terms into two lists (as written, and without spaces)."""
+
+    def __init__(self, terms: Iterable[BlockedTerm]) -> None:
+        self.terms = [t for t in terms if t.normalized]
+        words = [t for t in self.terms if t.whole_word]
+        self._by_word = {t.normalized: t for t in reversed(words)}  # the first term wins
+        self._words = (
+            re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t.normalized) for t in words) + r")(?!\w)")
+            if words
+            else None
+        )
+        self._subs = [
+            (t, t.normalized, t.normalized.replace(" ", "")) for t in self.terms if not t.whole_word
+        ]
+
+    def first(self, text: str) -> BlockedTerm | None:
+        """The first of the terms (in their order) that ``text`` contains, or None."""
+        normalized = normalize(text)
+        if not normalized or not self.terms:
+            return None
+        hits: list[BlockedTerm] = []
+        if self._words is not None:
+            hits += [self._by_word[m.group()] for m in self._words.finditer(normalized)]
+        squeezed = normalized.replace(" ", "")
+        # a substring term also matches when spaces or dots are slipped between its letters
+        hits += [t for t, term, tight in self._subs if term in normalized or tight in squeezed]
+        return min(hits, key=self.terms.index) if hits else None
+
+
 def first_match(text: str, terms: Iterable[BlockedTerm]) -> BlockedTerm | None:
-    """The first of ``terms`` that ``text`` contains, or None."""
-    normalized = normalize(text)
-    if not normalized:
-        return None
-    squeezed = normalized.replace(" ", "")
-    for term in terms:
-        if not term.normalized:
-            continue
-        if term.whole_word:
-            if re.search(rf"(?<!\w){re.escape(term.normalized)}(?!\w)", normalized):
-                return term
-        elif term.normalized in normalized or term.normalized.replace(" ", "") in squeezed:
-            # a substring term also matches when spaces or dots are slipped between its letters
-            return term
-    return None
+    """The first of ``terms`` that ``text`` contains, or None. (Compiles them each time: keep a
+    :class:`TermMatcher` for repeated use.)"""
+    return TermMatcher(terms).first(text)
 
 
 # -- option values --------------------------------------------------------------------------------

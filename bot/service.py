@@ -37,7 +37,7 @@ from bot.models import (
     State,
     StatusView,
 )
-from bot.moderation import BlockedTerm, first_match, format_span
+from bot.moderation import TermMatcher, format_span
 from bot.ports import PARTIAL, GenerationStore, JobQueue, ModerationStore, QuotaRefused, Responder
 from bot.views import build_view, eta_seconds, format_duration, view_hash
 
@@ -63,7 +63,7 @@ class Genbot:
         self.moderation = moderation
         self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(settings.limits)}
         self.admin = Admin(self)
-        self._terms: dict[tuple[str, str], tuple[float, list[BlockedTerm]]] = {}
+        self._terms: dict[tuple[str, str], tuple[float, TermMatcher]] = {}
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -164,9 +164,7 @@ class Genbot:
         give the member a temporary ban. (Bans themselves are checked by the submit script; a
         banned member's blocked prompt reads "banned" and counts nothing.)"""
         terms = await self.blocked_terms(actor.platform, actor.workspace)
-        if not terms or (
-            first_match(options.prompt, terms) is None and first_match(options.negative, terms) is None
-        ):
+        if not terms.terms or (terms.first(options.prompt) is None and terms.first(options.negative) is None):
             return
         if (ban := await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)) is not None:
             # Banned anyway: say so, and count no strike (a timeout must never replace a ban).
@@ -191,7 +189,7 @@ class Genbot:
             detail += " One more and you will be paused for a while."
         raise GenbotError(ErrorCode.CONTENT_BLOCKED, detail)
 
-    async def blocked_terms(self, platform: str, workspace: str) -> list[BlockedTerm]:
+    async def blocked_terms(self, platform: str, workspace: str) -> TermMatcher:
         """The workspace's blocked terms, cached for ``TERMS_TTL_S`` (this process forgets its copy
         at once when one of its admins changes them; other processes within the TTL)."""
         key = (platform, workspace)
@@ -199,7 +197,7 @@ class Genbot:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
-        terms = await self.moderation.list_terms(platform, workspace)
+        terms = TermMatcher(await self.moderation.list_terms(platform, workspace))
         self._terms[key] = (now + TERMS_TTL_S, terms)
         return terms
 
