@@ -234,6 +234,10 @@ class JobQueue(Protocol):
         member runs as many jobs as they may), or None (it is starting)."""
         ...
 
+    async def unhold(self, member: str, generation_id: int) -> bool:
+        """Forget a held job (cancelled). True if it was held."""
+        ...
+
     async def held_behind_running(self, member: str, generation_id: int) -> bool:
         """Whether the queued job waits aside because its member runs as many jobs as they may."""
         ...

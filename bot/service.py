@@ -386,6 +386,8 @@ class Genbot:
             return None
         if await self.queue.remove_waiting(gen.id):
             await self.queue.publish(gen.id, "dequeued")
+        elif await self.queue.unhold(gen.member, gen.id):
+            pass  # it was held aside (its member's running cap): it no longer counts as queued
         else:
             # It has started (or is starting): the worker aborts it, and its next progress
             # report finds the row cancelled and stops the backend.

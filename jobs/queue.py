@@ -511,6 +511,9 @@ class RedisJobQueue:
             return None
         return int(popped[0]), int(float(popped[1]))
 
+    async def unhold(self, member: str, generation_id: int) -> bool:
+        return bool(await self.redis.zrem(self.keys.member_held(member), str(generation_id)))
+
     async def held_behind_running(self, member: str, generation_id: int) -> bool:
         """Whether the job is held aside while its member has a job running (the sweep leaves it
         alone). A held job whose member runs nothing any more reads False: put it back."""

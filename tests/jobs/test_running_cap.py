@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
+from bot.errors import GenbotError
 from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
 from bot.ports import QuotaRefused
 from tests.conftest import make_settings
@@ -158,3 +159,24 @@ async def test_repair_gives_a_waiting_job_its_arq_job_back(capped: Runtime) -> N
     await rt.queue.mark_done(job)
     await rt.redis.delete(f"arq:job:gen:{job}")
     assert await rt.queue.repair(job) is False  # not waiting: nothing to give back
+
+
+async def test_cancelling_a_held_job_gives_its_place_in_the_quota_back(capped: Runtime) -> None:
+    rt = capped
+    first = await submit(rt, ALICE, "running")
+    await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)
+    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [])
+    await rt.store.transition(first, State.RUNNING)
+    tight = replace(rt.core.quota_for(ALICE), max_queued=1)
+
+    def new(prompt: str) -> NewGeneration:
+        return NewGeneration(ALICE, "general", ImagineOptions(prompt, "", 64, 64, 6, 1), "demo")
+
+    held, position = await rt.core.submit(new("held"), quota=tight)
+    assert position == 0
+    with pytest.raises(GenbotError):
+        await rt.core.submit(new("one too many"), quota=tight)
+    await rt.core.cancel(ALICE, held.id)
+    assert await rt.core.queue.aside(held) is None  # no longer held
+    _again, position = await rt.core.submit(new("again"), quota=tight)
+    assert position == 0  # accepted (and held: the first job still runs)
