@@ -229,7 +229,9 @@ def make_ops(rt: Runtime, run_tag: str) -> tuple[Op, Op]:
         options = validate_imagine(spec, dict(RAW_OPTIONS), limits)
         actor = Actor("local", "bench", f"user{i % 64}", f"Bench {i % 64}")
         await core.check_member(actor, options)
-        await core.submit(NewGeneration(actor, "bench", options, backend), quota=core.quota_for(actor))
+        await core.submit(
+            NewGeneration(actor, "bench", options, backend), quota=await core.member_quota(actor)
+        )
 
     return baseline, genbot
 

@@ -260,6 +260,40 @@ class Admin:
         await self.moderation.audit(actor, "clear", reason=reason, details={"cancelled": cancelled})
         return f"Cleared the queue: cancelled {len(cancelled)} job(s)."
 
+    async def _limits(
+        self, actor: Actor, spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        """Show the member limits, or set this workspace's own (0: back to the deployment's)."""
+        changes: dict[str, int | None] = {}
+        for option, setting, scale in (
+            ("queued", "max_queued", 1),
+            ("rate", "rate_count", 1),
+            ("window", "rate_window_s", 60),
+        ):
+            value = parse_int(spec, option, options.get(option))
+            if value is not None:
+                changes[setting] = value * scale if value else None
+        own = await self.moderation.get_limits(actor.platform, actor.workspace)
+        if changes:
+            own = await self.moderation.set_limits(actor.platform, actor.workspace, changes, actor.user_id)
+            self.core.forget_limits(actor.platform, actor.workspace)
+            await self.moderation.audit(actor, "limits", reason=reason, details={"set": changes, "now": own})
+        quota = self.core.quota_for(actor, own)
+
+        def mark(setting: str) -> str:
+            return "set here" if setting in own else "default"
+
+        return "\n".join(
+            [
+                "Member limits here:" if not changes else "Member limits here, now:",
+                f"• waiting jobs per member: {quota.max_queued} ({mark('max_queued')})",
+                f"• requests per member: {quota.rate_count} per {format_duration(quota.rate_window_s)} "
+                f"({mark('rate_count')}; window {mark('rate_window_s')})",
+                f"• running jobs per member: {quota.max_running}, waiting jobs in all: {quota.global_max} "
+                "(for every server of this bot)",
+            ]
+        )
+
     async def _queue(self, actor: Actor, *_: object) -> str:
         gens = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED, State.RUNNING])
         if not gens:

@@ -143,6 +143,14 @@ def admin_specs() -> tuple[CommandSpec, ...]:
             "Cancel every queued job (asks to confirm)",
             OptionSpec("confirm", "string", "The code the first /admin clear gave you"),
         ),
+        admin(
+            "limits",
+            "Show or set this server's member limits (0: back to the default)",
+            OptionSpec("queued", "integer", "Jobs one member may have waiting", min=0, max=100),
+            OptionSpec("rate", "integer", "Requests one member may send per window", min=0, max=1000),
+            OptionSpec("window", "integer", "The rate limit's window, in minutes", min=0, max=1440),
+            _REASON,
+        ),
         admin("queue", "The whole queue: positions, members, ages"),
         admin("stats", "The last 24 hours: requests, results, errors, wait and run times"),
         admin(

@@ -182,6 +182,16 @@ class ModerationStore(Protocol):
 
     async def paused_workspaces(self) -> list[tuple[str, str]]: ...
 
+    async def get_limits(self, platform: str, workspace: str) -> dict[str, int]:
+        """The member limits the workspace set for itself (setting name to value)."""
+        ...
+
+    async def set_limits(
+        self, platform: str, workspace: str, changes: dict[str, int | None], by: str
+    ) -> dict[str, int]:
+        """Merge ``changes`` into them (None: back to the deployment's); returns the result."""
+        ...
+
     async def audit(
         self,
         actor: Actor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -49,7 +50,7 @@ SYSTEM = "genbot"
 #: A queued row this young without a ticket may still be in :meth:`Genbot.submit`: the sweep
 #: leaves it alone (its submission may yet be refused and the row discarded).
 SUBMIT_GRACE = timedelta(seconds=30)
-#: How long a process keeps a workspace's blocked terms before reading them again.
+#: How long a process keeps a workspace's blocked terms and limits before reading them again.
 TERMS_TTL_S = 5.0
 
 
@@ -64,6 +65,7 @@ class Genbot:
         self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(settings.limits)}
         self.admin = Admin(self)
         self._terms: dict[tuple[str, str], tuple[float, TermMatcher]] = {}
+        self._limits: dict[tuple[str, str], tuple[float, dict[str, int]]] = {}
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class Genbot:
         status message. A refusal raises :class:`GenbotError` having changed nothing."""
         await self.check_member(actor, options)
         new = NewGeneration(actor=actor, channel=channel, options=options, backend=self.settings.backend.name)
-        gen, position = await self.submit(new, quota=self.quota_for(actor))
+        gen, position = await self.submit(new, quota=await self.member_quota(actor))
         view = await self.view(gen, position)
         try:
             ref = await responder.post_status(view)
@@ -146,18 +148,38 @@ class Genbot:
             raise
         await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
 
-    def quota_for(self, actor: Actor) -> Quota:
+    def quota_for(self, actor: Actor, own: Mapping[str, int] | None = None) -> Quota:
+        """The limits of ``actor``'s next request: the deployment's, with what their workspace
+        set for itself (``own``: see :data:`WORKSPACE_LIMITS`) in their place."""
         limits = self.settings.quota
+        own = own or {}
         return Quota(
             member=actor.member,
             workspace=(actor.platform, actor.workspace),
-            max_queued=limits.max_queued,
-            rate_count=limits.rate_count,
-            rate_window_s=limits.rate_window_s,
+            max_queued=own.get("max_queued", limits.max_queued),
+            rate_count=own.get("rate_count", limits.rate_count),
+            rate_window_s=own.get("rate_window_s", limits.rate_window_s),
             global_max=limits.global_max,
             exempt=actor.is_admin and limits.admins_exempt,
             max_running=limits.max_running,
         )
+
+    async def member_quota(self, actor: Actor) -> Quota:
+        return self.quota_for(actor, await self.workspace_limits(actor.platform, actor.workspace))
+
+    async def workspace_limits(self, platform: str, workspace: str) -> dict[str, int]:
+        """The limits the workspace set for itself, cached like the blocked terms."""
+        key = (platform, workspace)
+        cached = self._limits.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        own = await self.moderation.get_limits(platform, workspace)
+        self._limits[key] = (now + TERMS_TTL_S, own)
+        return own
+
+    def forget_limits(self, platform: str, workspace: str) -> None:
+        self._limits.pop((platform, workspace), None)
 
     async def check_member(self, actor: Actor, options: ImagineOptions) -> None:
         """Refuse a prompt with a blocked term, counting it: ``strikes`` of them within the window
@@ -168,7 +190,7 @@ class Genbot:
             return
         if (ban := await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)) is not None:
             # Banned anyway: say so, and count no strike (a timeout must never replace a ban).
-            raise self._refusal(QuotaRefused("banned", until=ban.expires_at))
+            raise self._refusal(QuotaRefused("banned", until=ban.expires_at), self.quota_for(actor))
         rules = self.settings.moderation
         await self.queue.count_refusal(actor.platform, actor.workspace, ErrorCode.CONTENT_BLOCKED.value)
         strikes = await self.queue.strike(actor.member, rules.strike_window_min * 60)
@@ -230,7 +252,7 @@ class Genbot:
             ticket, position = await self.queue.submit(gen.id, quota=quota)
         except QuotaRefused as refused:
             await self.store.discard(gen.id)
-            error = self._refusal(refused)
+            error = self._refusal(refused, quota or self.quota_for(new.actor))
             await self.queue.count_refusal(new.actor.platform, new.actor.workspace, error.code.value)
             raise error from None
         except Exception:
@@ -238,8 +260,7 @@ class Genbot:
             raise
         return replace(gen, ticket=ticket), position
 
-    def _refusal(self, refused: QuotaRefused) -> GenbotError:
-        limits = self.settings.quota
+    def _refusal(self, refused: QuotaRefused, limits: Quota) -> GenbotError:
         if refused.reason == "banned":
             until = f" until {refused.until:%Y-%m-%d %H:%M} UTC" if refused.until else ""
             return GenbotError(ErrorCode.BANNED, f"An admin has stopped you from making images here{until}.")

@@ -101,12 +101,14 @@ class BlockedTermRow(Model):
 
 
 class WorkspaceRow(Model):
-    """Per-workspace switches set by its admins (for now: whether its queue is paused)."""
+    """Per-workspace switches set by its admins: whether its queue is paused, and the member
+    limits it sets for itself (``limits``, setting name to value; null: the deployment's)."""
 
     id = fields.BigIntField(primary_key=True)
     platform = fields.CharField(max_length=16)
     workspace = fields.CharField(max_length=64)
     paused = fields.BooleanField(default=False)
+    limits: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
     changed_by = fields.CharField(max_length=64, null=True)
     changed_at = fields.DatetimeField(null=True)
 

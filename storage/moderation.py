@@ -8,6 +8,7 @@ from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
 
 from bot.models import Actor, AuditEntry, Ban
 from bot.moderation import BlockedTerm
@@ -109,6 +110,23 @@ class TortoiseModerationStore:
         except IntegrityError:  # created concurrently: try the update once more
             return await self.set_paused(platform, workspace, paused, by)
         return paused  # a new row that is not paused changed nothing
+
+    async def get_limits(self, platform: str, workspace: str) -> dict[str, int]:
+        row = await WorkspaceRow.filter(platform=platform, workspace=workspace).first()
+        return dict(row.limits or {}) if row else {}
+
+    async def set_limits(
+        self, platform: str, workspace: str, changes: dict[str, int | None], by: str
+    ) -> dict[str, int]:
+        async with in_transaction():
+            row, _created = await WorkspaceRow.get_or_create(platform=platform, workspace=workspace)
+            row = await WorkspaceRow.select_for_update().get(id=row.id)
+            limits = {k: v for k, v in {**(row.limits or {}), **changes}.items() if v is not None}
+            row.limits = limits
+            row.changed_by = by
+            row.changed_at = datetime.now(UTC)
+            await row.save(update_fields=["limits", "changed_by", "changed_at"])
+        return limits
 
     async def paused_workspaces(self) -> list[tuple[str, str]]:
         rows = await WorkspaceRow.filter(paused=True).values_list("platform", "workspace")

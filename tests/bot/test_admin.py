@@ -334,3 +334,25 @@ async def test_the_sweep_restores_lost_pauses_and_bans(mrt: Runtime, redis: Redi
     assert await mrt.queue.is_paused("local", "local")
     await admin(mrt, "resume")
     assert (await imagine(mrt, BOB)).errors[0].code.value == "banned"
+
+
+async def test_a_workspace_sets_its_own_member_limits(mrt: Runtime) -> None:
+    shown = (await admin(mrt, "limits")).replies[0]
+    assert "waiting jobs per member: 1000 (default)" in shown  # the tests' deployment default
+    out = await admin(mrt, "limits", queued="1", rate="5", window="30", reason="busy weekend")
+    assert "waiting jobs per member: 1 (set here)" in out.replies[0]
+    assert "requests per member: 5 per 30 min (set here; window set here)" in out.replies[0]
+    [row] = await AuditRow.filter(action="limits")
+    assert row.details["now"] == {"max_queued": 1, "rate_count": 5, "rate_window_s": 1800}
+    assert row.reason == "busy weekend"
+
+    assert (await imagine(mrt, ALICE, "one")).posted
+    refused = await imagine(mrt, ALICE, "two")
+    assert refused.errors[0].what == "You already have 1 requests waiting, the most one member may have."
+    elsewhere = Actor("local", "elsewhere", "alice", "Alice")
+    assert all([(await imagine(mrt, elsewhere, f"p{i}")).posted for i in range(3)])  # not there
+
+    back = await admin(mrt, "limits", queued="0")
+    assert "waiting jobs per member: 1000 (default)" in back.replies[0]
+    assert (await imagine(mrt, ALICE, "two")).posted
+    assert (await admin(mrt, "limits", queued="101")).errors[0].code.value == "invalid_option"

@@ -138,6 +138,7 @@ async def test_a_workspace_owner_per_users_info_runs_every_admin_command(
         assert await admin(f"clear confirm: {code.group(1)}") == "Cleared the queue: cancelled 1 job(s)."
         assert "requests: 2" in await admin("stats")
         assert "admin action(s)" in await admin("audit limit: 50")
+        assert "waiting jobs per member: 2 (set here)" in await admin("limits queued: 2")
 
     assert ran == {spec.name for spec in admin_specs()}
     assert users_info_of(fake, OWNER) == 1
@@ -150,6 +151,7 @@ async def test_a_workspace_owner_per_users_info_runs_every_admin_command(
         ("resume", OWNER, None),
         ("cancel", OWNER, f"job {first.id}"),
         ("clear", OWNER, None),
+        ("limits", OWNER, None),
     ]
     assert all(r.platform == "slack" and r.workspace == TEAM for r in await AuditRow.all())
     rows = {r.id: r for r in await GenerationRow.all()}
