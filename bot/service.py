@@ -393,8 +393,8 @@ class Genbot:
             if paused:
                 await self.queue.remove_waiting(gen.id)
             else:
-                ticket, _position, _restored = await self.queue.restore(gen.id, gen.ticket)
-                if ticket != gen.ticket:
+                ticket = await self._put_back(gen)
+                if ticket is not None and ticket != gen.ticket:
                     await self.store.update(gen.id, ticket=ticket)
             await self.queue.publish(gen.id, "dequeued")
         return len(queued)
@@ -409,10 +409,12 @@ class Genbot:
             await self.queue.publish(gen.id, "dequeued")
         elif await self.queue.unhold(gen.member, gen.id):
             pass  # it was held aside (its member's running cap): it no longer counts as queued
-        else:
+        elif await self.queue.job_state(gen.id) == "running":
             # It has started (or is starting): the worker aborts it, and its next progress
             # report finds the row cancelled and stops the backend.
             await self.queue.abort_running(gen.id)
+        # Else it was out of the line (paused, or waiting for the breaker in a worker, which
+        # finds the row cancelled); a restore racing with this undoes itself (see _put_back).
         await self.queue.publish(gen.id, "finished")
         return done
 
@@ -456,7 +458,7 @@ class Genbot:
             ):
                 continue
             ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
-            if restored:
+            if restored and await self._still_queued(gen):
                 healed += await self._restored(gen, ticket)
         for gen in await self.store.list_stuck(stuck_before):
             if await self.queue.job_state(gen.id) == "running":
@@ -480,6 +482,21 @@ class Genbot:
         if healed or scrubbed:
             log.info("reconcile: healed %d generations, scrubbed %d expired secrets", healed, scrubbed)
         return healed
+
+    async def _put_back(self, gen: Generation) -> int | None:
+        """Put a queued job back in line at its ticket; None if it turned out to have moved on."""
+        ticket, _position, _restored = await self.queue.restore(gen.id, gen.ticket)
+        return ticket if await self._still_queued(gen) else None
+
+    async def _still_queued(self, gen: Generation) -> bool:
+        """After a restore from a snapshot of the rows: if the row moved on meanwhile (cancelled,
+        or started), take back the waiting entry the restore made, so no job that will never
+        start holds a place."""
+        current = await self.store.get(gen.id)
+        if current is not None and current.state is State.QUEUED:
+            return True
+        await self.queue.remove_waiting(gen.id)
+        return False
 
     async def _bans_in_force(self) -> list[tuple[str, datetime | None]]:
         return [(b.member, b.expires_at) for b in await self.moderation.all_bans()]

@@ -153,10 +153,11 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 """
 
-# KEYS: waiting, member's running set, member's held set, member's queued set, arq queue
+# KEYS: waiting, member's running set, member's held set, member's queued set, arq queue, paused set
 # ARGV: generation id, max running, arq in-progress key prefix of genbot jobs, ticket,
-#       arq job key prefix of genbot jobs, arq job id prefix
-# Returns {1 (started; it was waiting) | 0 (started; it was not waiting) | -1 (held), moved ids...}.
+#       arq job key prefix of genbot jobs, arq job id prefix, workspace
+# Returns {1 (started; it was waiting) | 0 (started; it was not waiting) | -1 (held) | -2 (its
+# workspace is paused: out of the waiting set, not started), moved ids...}.
 # Held: the member already runs max running jobs, so it waits aside, keeping its ticket. Started:
 # if that fills the member's places, their other waiting jobs move aside too (waiting entry and
 # arq job gone, ticket kept), so that the waiting set holds only jobs a worker can start: the
@@ -164,6 +165,10 @@ end
 START = (
     _PRUNE_RUNNING
     + """
+if redis.call('SISMEMBER', KEYS[6], ARGV[7]) == 1 then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    return {-2}
+end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
     redis.call('ZREM', KEYS[1], ARGV[1])
     redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
@@ -460,13 +465,14 @@ class RedisJobQueue:
         return bool(await self.redis.zrem(self.keys.waiting, str(generation_id)))
 
     async def start(
-        self, generation_id: int, member: str, max_running: int, ticket: int
-    ) -> tuple[bool | None, list[int]]:
+        self, generation_id: int, member: str, max_running: int, ticket: int, *, workspace: tuple[str, str]
+    ) -> tuple[bool | str | None, list[int]]:
         """Take a starting job out of the waiting set and count it as running for its member.
-        Returns whether it was waiting (None: held, because the member already runs
-        ``max_running`` jobs: it is out of the waiting set, its ticket kept, until :meth:`release`
-        hands it back) and the ids of the member's other jobs moved aside because this one
-        filled their places."""
+        Returns whether it was waiting (``None``: held, because the member already runs
+        ``max_running`` jobs: it is out of the waiting set, its ticket kept, until
+        :meth:`release` hands it back; ``"paused"``: its workspace is paused, it is out of the
+        waiting set and not started) and the ids of the member's other jobs moved aside because
+        this one filled their places."""
         result: list[int] = await self._start(
             keys=[
                 self.keys.waiting,
@@ -474,6 +480,7 @@ class RedisJobQueue:
                 self.keys.member_held(member),
                 self.keys.member_queued(member),
                 self.queue_name,
+                self.keys.paused,
             ],
             args=[
                 generation_id,
@@ -482,10 +489,14 @@ class RedisJobQueue:
                 ticket,
                 job_key_prefix + JOB_ID_PREFIX,
                 JOB_ID_PREFIX,
+                workspace_key(*workspace),
             ],
         )
         status = int(result[0])
-        return (None if status < 0 else bool(status)), [int(i) for i in result[1:]]
+        moved = [int(i) for i in result[1:]]
+        if status == -2:
+            return "paused", moved
+        return (None if status < 0 else bool(status)), moved
 
     async def aside(self, gen: Generation) -> str | None:
         if await self.is_paused(gen.platform, gen.workspace):

@@ -141,8 +141,18 @@ class GenerationRunner:
             if gen.state is State.QUEUED:
                 place = gen.ticket or ticket or 0
                 was_waiting, moved = await self.queue.start(
-                    generation_id, gen.member, self.max_running, int(place)
+                    generation_id,
+                    gen.member,
+                    self.max_running,
+                    int(place),
+                    workspace=(gen.platform, gen.workspace),
                 )
+                if was_waiting == "paused":
+                    # Paused between the check above and now: set aside, as above.
+                    if gen.ticket is None:
+                        await self.store.update(generation_id, ticket=int(place))
+                    await self.queue.publish(generation_id, "dequeued")
+                    return "paused"
                 for other in moved:  # the member's other jobs left the line: the ones behind moved up
                     await self.queue.publish(other, "dequeued")
                 if was_waiting is None:
@@ -194,7 +204,11 @@ class GenerationRunner:
                 row = await self.store.get(held_id)
                 if row is None or row.state is not State.QUEUED:
                     continue  # cancelled while held: take the next one
+                if await self.queue.is_paused(row.platform, row.workspace):
+                    return  # the resume puts it back in line, with the rest of its workspace
                 await self.queue.restore(held_id, ticket)
+                if (again := await self.store.get(held_id)) is None or again.state is not State.QUEUED:
+                    await self.queue.remove_waiting(held_id)  # cancelled while it was put back
                 await self.queue.publish(held_id, "dequeued")
                 return
         except Exception:
@@ -207,14 +221,23 @@ class GenerationRunner:
         :class:`Deferred` after ``defer_slice_s`` of waiting."""
         self._waiting.add(gen.id)
         try:
-            return await self._wait_for_admission(gen)
-        finally:
+            admission = await self._wait_for_admission(gen)
+        except asyncio.CancelledError:
+            raise  # still marked as waiting: see waiting_for_backend
+        except BaseException:
             self._waiting.discard(gen.id)
+            raise
+        self._waiting.discard(gen.id)
+        return admission
 
     def waiting_for_backend(self, generation_id: int) -> bool:
-        """True while the job of ``generation_id`` waits for the breaker (it has not started: an
-        interruption now must not count as one of arq's tries)."""
-        return generation_id in self._waiting
+        """Whether the job of ``generation_id`` was stopped (cancelled, the worker shutting down)
+        while it waited for the breaker: it had not started, so the interruption must not count
+        as one of arq's tries. Asking forgets it."""
+        if generation_id in self._waiting:
+            self._waiting.discard(generation_id)
+            return True
+        return False
 
     async def _wait_for_admission(self, gen: Generation) -> Admission | None:
         loop = asyncio.get_running_loop()
@@ -234,6 +257,8 @@ class GenerationRunner:
                 current = await self.store.get(gen.id)
                 if current is None or current.state is not State.QUEUED:
                     return None  # cancelled meanwhile (or Redis lost it: the sweep puts it back)
+                if await self.queue.is_paused(gen.platform, gen.workspace):
+                    return None  # paused meanwhile: the resume puts it back in its place
             left = give_up_at - loop.time()
             if left <= 0:
                 raise Deferred

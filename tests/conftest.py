@@ -72,7 +72,8 @@ async def postgres_url() -> AsyncIterator[str]:
         await admin.close()
 
 
-async def _truncate_pg(url: str) -> None:
+async def truncate_pg(url: str) -> None:
+    """Empty every table of the run's PostgreSQL database."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
@@ -85,7 +86,7 @@ async def _truncate_pg(url: str) -> None:
 @pytest_asyncio.fixture
 async def pg_url(postgres_url: str) -> str:
     """The run's PostgreSQL database, migrated and emptied."""
-    await _truncate_pg(postgres_url)
+    await truncate_pg(postgres_url)
     return postgres_url
 
 

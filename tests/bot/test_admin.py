@@ -356,3 +356,14 @@ async def test_a_workspace_sets_its_own_member_limits(mrt: Runtime) -> None:
     assert "waiting jobs per member: 1000 (default)" in back.replies[0]
     assert (await imagine(mrt, ALICE, "two")).posted
     assert (await admin(mrt, "limits", queued="101")).errors[0].code.value == "invalid_option"
+
+
+async def test_a_cancel_racing_with_a_resume_leaves_no_place_behind(mrt: Runtime, redis: Redis) -> None:
+    job = (await imagine(mrt, ALICE, "paused then cancelled")).posted[0].job
+    await admin(mrt, "pause")
+    snapshot = await mrt.store.get(job)  # what the resume listed, just before...
+    assert snapshot is not None
+    await run(mrt, ALICE, "cancel", job=str(job))  # ...the member cancelled
+    assert await mrt.core._put_back(snapshot) is None  # the resume's restore undoes itself
+    assert await mrt.queue.position(job) is None
+    assert await redis.zscore("arq:abort", f"gen:{job}") is None  # nothing to abort: it was not running

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from bot.embedded_redis import EmbeddedRedis
+from tests.conftest import truncate_pg
 
 GENBOT = [sys.executable, "-m", "bot.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,11 +106,7 @@ async def test_genbot_dev_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: 
 async def deployment_env(
     redis_server: EmbeddedRedis, postgres_url: str, tmp_path: Path
 ) -> AsyncIterator[dict[str, str]]:
-    import asyncpg
-
-    conn = await asyncpg.connect(postgres_url)
-    await conn.execute("TRUNCATE generations, chat_messages RESTART IDENTITY")
-    await conn.close()
+    await truncate_pg(postgres_url)  # what earlier tests left (a paused workspace, say) must not leak in
     yield {
         "GENBOT_REDIS__URL": redis_server.url,
         "GENBOT_REDIS__KEY_PREFIX": f"dep{os.getpid()}",

@@ -29,7 +29,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.embedded_redis import EmbeddedRedis, embedded_redis, free_port
 from tests.adapters.slack.fake_slack import TEAM, TOKEN, FakeSlack
 from tests.chat_client import ChatClient
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import PG_ADMIN_URL, truncate_pg
 from tests.faults.flaky_backend import CALLS, FAIL_NEXT
 from tests.faults.harness import (
     BATCH,
@@ -46,11 +46,7 @@ FLAKY = "tests.faults.flaky_backend:make"
 
 @pytest_asyncio.fixture
 async def db(postgres_url: str) -> str:
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute("TRUNCATE generations, chat_messages RESTART IDENTITY")
-    finally:
-        await conn.close()
+    await truncate_pg(postgres_url)  # bans, pauses or limits an earlier test left must not leak in
     return postgres_url
 
 

@@ -469,6 +469,54 @@ async def test_a_job_cancelled_while_it_waits_for_the_breaker_stops_waiting(rt: 
     assert backend.calls == 0
 
 
+async def test_a_job_stopped_while_it_waits_for_the_breaker_used_no_try(rt: Runtime) -> None:
+    """Stopping the worker while a job waits for the breaker must not cost one of arq's tries:
+    the job had not started (``generate`` gives the try back when the runner says so)."""
+    breaker = shared_breaker(rt, fail_max=1)
+    assert (
+        await runner_for(rt, FakeBackend(fail=True), breaker=breaker).run((await submitted(rt)).id)
+        == "failed"
+    )
+    gen = await submitted(rt)
+    runner = runner_for(rt, FakeBackend(), breaker=breaker)
+    run = asyncio.create_task(runner.run(gen.id))
+    while "waiting" not in await events(rt, gen.id):
+        await asyncio.sleep(0.01)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert runner.waiting_for_backend(gen.id) is True
+    assert runner.waiting_for_backend(gen.id) is False  # asked once, forgotten
+
+
+async def test_a_job_waiting_for_the_breaker_is_set_aside_when_its_workspace_is_paused(rt: Runtime) -> None:
+    admin = Actor("local", "local", "root", "Root", is_admin=True)
+    breaker = shared_breaker(rt, fail_max=1, reset_s=0.3)
+    assert (
+        await runner_for(rt, FakeBackend(fail=True), breaker=breaker).run((await submitted(rt)).id)
+        == "failed"
+    )
+    gen = await submitted(rt)
+    backend = FakeBackend()
+    run = asyncio.create_task(runner_for(rt, backend, breaker=breaker).run(gen.id))
+    while "waiting" not in await events(rt, gen.id):
+        await asyncio.sleep(0.01)
+    assert await rt.core.pause(admin, paused=True) == 1
+    assert await asyncio.wait_for(run, 10) in ("skipped", "paused")  # set aside, waiting or once admitted
+    assert backend.calls == 0
+    assert (await row(rt, gen.id)).state is State.QUEUED
+    await rt.core.pause(admin, paused=False)
+    assert await rt.queue.position(gen.id) == 1  # back in its place
+
+
+async def test_start_sets_aside_a_job_of_a_paused_workspace(rt: Runtime) -> None:
+    gen = await submitted(rt)
+    await rt.queue.pause("local", "local", True)
+    assert await rt.queue.start(gen.id, ACTOR.member, 1, 1, workspace=("local", "local")) == ("paused", [])
+    assert await rt.queue.position(gen.id) is None
+    assert await rt.redis.scard(rt.queue.keys.member_running(ACTOR.member)) == 0  # type: ignore[misc]
+
+
 # ---------------------------------------------------------------------------------------------
 # Progress
 

@@ -84,7 +84,7 @@ async def test_a_job_beyond_the_running_cap_waits_aside_and_rejoins_at_its_place
     rt = capped
     first = await submit(rt, ALICE, "first")
     await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)  # a worker took it
-    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [])
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (True, [])
     await rt.store.transition(first, State.RUNNING)
 
     new = NewGeneration(ALICE, "general", ImagineOptions("second", "", 64, 64, 6, 1), "demo")
@@ -111,11 +111,17 @@ async def test_a_held_job_reads_so_and_the_sweep_leaves_it_while_its_member_runs
     # A worker took the first job and holds its arq in-progress key.
     in_progress = f"arq:in-progress:gen:{first}"
     await rt.redis.set(in_progress, b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [second])  # moved aside
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (
+        True,
+        [second],
+    )  # moved aside
     await rt.store.transition(first, State.RUNNING)
     assert await rt.queue.position(second) is None
     assert not await rt.redis.exists(f"arq:job:gen:{second}")
-    assert await rt.queue.start(second, ALICE.member, 1, 2) == (None, [])  # a stale pick: held
+    assert await rt.queue.start(second, ALICE.member, 1, 2, workspace=("local", "local")) == (
+        None,
+        [],
+    )  # a stale pick: held
     gen = await rt.store.get(second)
     assert gen is not None
     view = await rt.core.view(gen)
@@ -138,7 +144,10 @@ async def test_held_jobs_still_count_against_the_queued_cap(capped: Runtime) -> 
     first = await submit(rt, ALICE, "one")
     second = await submit(rt, ALICE, "two")
     await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [second])  # second: held
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (
+        True,
+        [second],
+    )  # second: held
     third = await rt.store.create(
         NewGeneration(ALICE, "general", ImagineOptions("three", "", 64, 64, 6, 1), "demo")
     )
@@ -165,7 +174,7 @@ async def test_cancelling_a_held_job_gives_its_place_in_the_quota_back(capped: R
     rt = capped
     first = await submit(rt, ALICE, "running")
     await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1) == (True, [])
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (True, [])
     await rt.store.transition(first, State.RUNNING)
     tight = replace(rt.core.quota_for(ALICE), max_queued=1)
 
