@@ -70,7 +70,9 @@ def fault_env(redis_url: str, db_url: str, tmp_path: Path, **extra: str) -> dict
         "GENBOT_WORKER__JOB_TIMEOUT_S": "20",
         "GENBOT_WORKER__BACKEND_TIMEOUT_S": "15",
         "GENBOT_WORKER__BREAKER_RESET_S": "3",
-        "GENBOT_WORKER__STUCK_AFTER_S": "4",
+        # Short, but long enough that a running job whose heartbeat stalls on a loaded machine while
+        # Redis restarts (its in-progress key flushed) is not taken for stuck and run twice.
+        "GENBOT_WORKER__STUCK_AFTER_S": "15",
         "GENBOT_WORKER__SWEEP_EVERY_MIN": "0.05",
         "GENBOT_WORKER__PROGRESS_INTERVAL_S": "0.3",
         "GENBOT_RENDERER__MIN_EDIT_INTERVAL_S": "0.2",
