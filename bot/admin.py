@@ -300,16 +300,10 @@ class Admin:
             return "The queue is empty."
         paused = await self.queue.is_paused(actor.platform, actor.workspace)
         running = [g for g in gens if g.state is State.RUNNING]
-        placed: list[tuple[int, Generation]] = []
-        waiting_aside: list[Generation] = []
-        for gen in gens:
-            if gen.state is State.QUEUED:
-                position = await self.queue.position(gen.id)
-                if position is None:
-                    waiting_aside.append(gen)
-                else:
-                    placed.append((position, gen))
-        placed.sort(key=lambda pair: pair[0])
+        positions = {gid: i + 1 for i, gid in enumerate(await self.queue.waiting())}  # one read
+        in_line = [g for g in gens if g.state is State.QUEUED]
+        placed = sorted(((positions[g.id], g) for g in in_line if g.id in positions), key=lambda p: p[0])
+        waiting_aside = [g for g in in_line if g.id not in positions]
         queued = len(placed) + len(waiting_aside)
         lines = [f"The queue{' (paused)' if paused else ''}: {len(running)} running, {queued} queued."]
         for gen in running:
@@ -320,7 +314,7 @@ class Admin:
         for position, gen in placed:
             lines.append(_line(f"#{position}", gen, _ago(gen.created_at)))
         for gen in waiting_aside:
-            lines.append(_line("paused" if paused else "starting", gen, _ago(gen.created_at)))
+            lines.append(_line(await self.queue.aside(gen) or "starting", gen, _ago(gen.created_at)))
         if len(lines) > LIST_MAX + 1:
             lines = [*lines[: LIST_MAX + 1], f"… and {len(lines) - LIST_MAX - 1} more"]
         return "\n".join(lines)

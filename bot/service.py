@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from bot.admin import Admin
 from bot.commands import (
@@ -45,6 +46,8 @@ from bot.views import build_view, eta_seconds, format_duration, view_hash
 log = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+
 #: The identity automatic moderation acts as in the audit log and on bans.
 SYSTEM = "genbot"
 #: A queued row this young without a ticket may still be in :meth:`Genbot.submit`: the sweep
@@ -52,6 +55,27 @@ SYSTEM = "genbot"
 SUBMIT_GRACE = timedelta(seconds=30)
 #: How long a process keeps a workspace's blocked terms and limits before reading them again.
 TERMS_TTL_S = 5.0
+
+
+class _Recent(Generic[T]):
+    """Per-workspace values read from the database at most every ``ttl_s`` seconds. This
+    process forgets one at once when its admins change it; other processes within the TTL."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._values: dict[tuple[str, str], tuple[float, T]] = {}
+
+    async def get(self, key: tuple[str, str], load: Callable[[], Awaitable[T]]) -> T:
+        now = time.monotonic()
+        cached = self._values.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        value = await load()
+        self._values[key] = (now + self.ttl_s, value)
+        return value
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._values.pop(key, None)
 
 
 class Genbot:
@@ -64,8 +88,8 @@ class Genbot:
         self.moderation = moderation
         self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(settings.limits)}
         self.admin = Admin(self)
-        self._terms: dict[tuple[str, str], tuple[float, TermMatcher]] = {}
-        self._limits: dict[tuple[str, str], tuple[float, dict[str, int]]] = {}
+        self._terms: _Recent[TermMatcher] = _Recent(TERMS_TTL_S)
+        self._limits: _Recent[dict[str, int]] = _Recent(TERMS_TTL_S)
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -169,17 +193,12 @@ class Genbot:
 
     async def workspace_limits(self, platform: str, workspace: str) -> dict[str, int]:
         """The limits the workspace set for itself, cached like the blocked terms."""
-        key = (platform, workspace)
-        cached = self._limits.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        own = await self.moderation.get_limits(platform, workspace)
-        self._limits[key] = (now + TERMS_TTL_S, own)
-        return own
+        return await self._limits.get(
+            (platform, workspace), lambda: self.moderation.get_limits(platform, workspace)
+        )
 
     def forget_limits(self, platform: str, workspace: str) -> None:
-        self._limits.pop((platform, workspace), None)
+        self._limits.forget((platform, workspace))
 
     async def check_member(self, actor: Actor, options: ImagineOptions) -> None:
         """Refuse a prompt with a blocked term, counting it: ``strikes`` of them within the window
@@ -212,19 +231,15 @@ class Genbot:
         raise GenbotError(ErrorCode.CONTENT_BLOCKED, detail)
 
     async def blocked_terms(self, platform: str, workspace: str) -> TermMatcher:
-        """The workspace's blocked terms, cached for ``TERMS_TTL_S`` (this process forgets its copy
-        at once when one of its admins changes them; other processes within the TTL)."""
-        key = (platform, workspace)
-        cached = self._terms.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        terms = TermMatcher(await self.moderation.list_terms(platform, workspace))
-        self._terms[key] = (now + TERMS_TTL_S, terms)
-        return terms
+        """The workspace's blocked terms, compiled and cached (see :class:`_Recent`)."""
+
+        async def load() -> TermMatcher:
+            return TermMatcher(await self.moderation.list_terms(platform, workspace))
+
+        return await self._terms.get((platform, workspace), load)
 
     def forget_terms(self, platform: str, workspace: str) -> None:
-        self._terms.pop((platform, workspace), None)
+        self._terms.forget((platform, workspace))
 
     async def ban(self, ban: Ban) -> None:
         """Store a ban (the truth) and mirror it in Redis, where every submission checks it."""

@@ -125,14 +125,9 @@ class GenerationRunner:
             await self.queue.mark_done(generation_id)
             return gen.state.value if gen else "missing"
         if gen.state is State.QUEUED and await self.queue.is_paused(gen.platform, gen.workspace):
-            # An admin paused the workspace as this job was picked: set it aside. The row stays
-            # queued with its ticket; resuming puts it back in its place (and the sweep would,
-            # were a resume to race with this).
-            await self.queue.mark_done(generation_id)
-            if gen.ticket is None and ticket is not None:
-                await self.store.update(generation_id, ticket=int(ticket))
-            await self.queue.publish(generation_id, "dequeued")
-            return "paused"
+            # An admin paused the workspace as this job was picked: set it aside. Resuming puts
+            # it back in its place (and the sweep would, were a resume to race with this).
+            return await self._set_aside(gen, ticket, "paused")
         admission = await self._admission(gen)
         if admission is None:
             current = await self.store.get(generation_id)
@@ -147,21 +142,14 @@ class GenerationRunner:
                     int(place),
                     workspace=(gen.platform, gen.workspace),
                 )
-                if was_waiting == "paused":
-                    # Paused between the check above and now: set aside, as above.
-                    if gen.ticket is None:
-                        await self.store.update(generation_id, ticket=int(place))
-                    await self.queue.publish(generation_id, "dequeued")
-                    return "paused"
+                if was_waiting == "paused":  # paused between the check above and now
+                    return await self._set_aside(gen, place, "paused")
                 for other in moved:  # the member's other jobs left the line: the ones behind moved up
                     await self.queue.publish(other, "dequeued")
                 if was_waiting is None:
-                    # The member already runs as many jobs as they may: this one waits aside,
-                    # keeping its ticket, until one of theirs ends (see _release).
-                    if gen.ticket is None:
-                        await self.store.update(generation_id, ticket=int(place))
-                    await self.queue.publish(generation_id, "dequeued")
-                    return "held"
+                    # The member already runs as many jobs as they may: this one waits aside
+                    # until one of theirs ends (see _release).
+                    return await self._set_aside(gen, place, "held")
                 if was_waiting:
                     await self.queue.publish(generation_id, "dequeued")
                 started = await self.store.transition(generation_id, State.RUNNING)
@@ -191,6 +179,15 @@ class GenerationRunner:
                 await self._release(gen)
         finally:
             await self.breaker.release(admission)
+
+    async def _set_aside(self, gen: Generation, ticket: int | None, why: str) -> str:
+        """The job does not start now and is out of the line; its row stays ``queued`` and keeps
+        its ticket (the arq score, if the row does not have it yet), so it comes back in its place."""
+        await self.queue.mark_done(gen.id)
+        if gen.ticket is None and ticket:
+            await self.store.update(gen.id, ticket=int(ticket))
+        await self.queue.publish(gen.id, "dequeued")
+        return why
 
     async def _release(self, gen: Generation) -> None:
         """``gen`` no longer runs: free its member's place, and put the member's oldest held job
