@@ -24,11 +24,12 @@ from bot.renderer import Renderer
 from bot.service import Genbot
 from jobs.backends import load_backend
 from jobs.breaker import Breaker, BreakerKeys
+from jobs.connections import open_redis
 from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
-from jobs.queue import ArqRedis, RedisJobQueue, open_redis
+from jobs.queue import ArqRedis, RedisJobQueue
 from jobs.runner import GenerationRunner, defer_slice_s
-from jobs.worker import build_sweeper, build_worker
+from jobs.worker import build_sweeper, build_worker, close_worker
 from storage import db
 from storage.blobs import LocalBlobStore
 from storage.chatlog import TortoiseChatLog
@@ -323,14 +324,7 @@ async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
     finally:
         stopper.cancel()
         for worker in workers:
-            try:
-                await worker.close()
-            except asyncio.CancelledError:
-                # arq's close() re-raises the CancelledError of the jobs it stops (a sweep cut
-                # short): that is the shutdown asked for, unless this task itself is cancelled.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            await close_worker(worker)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

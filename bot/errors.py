@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "queue_full"
     RATE_LIMITED = "rate_limited"
     QUEUE_PAUSED = "queue_paused"
+    QUEUE_UNAVAILABLE = "queue_unavailable"
     INVALID_OPTION = "invalid_option"
     NOT_FOUND = "not_found"
     NOT_ALLOWED = "not_allowed"
@@ -84,6 +85,11 @@ _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
         "Queue paused",
         "An admin has paused the queue.",
         "Try again later; requests already queued will run when it resumes.",
+    ),
+    ErrorCode.QUEUE_UNAVAILABLE: (
+        "Queue unavailable",
+        "genbot can't reach its job queue right now; it may be restarting.",
+        "Try again in a minute.",
     ),
     ErrorCode.INVALID_OPTION: (
         "Invalid option",

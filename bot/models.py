@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -134,6 +135,8 @@ class NewGeneration:
     channel: str
     options: ImagineOptions
     backend: str
+    #: Idempotency key: inserting the same request twice (a retry) makes one row.
+    request_key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True, slots=True)

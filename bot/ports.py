@@ -66,8 +66,9 @@ class GenerationStore(Protocol):
         ticket: int | None = None,
     ) -> None:
         """In one atomic statement: deep-merge ``message`` and ``meta`` into the row's JSON
-        documents (RFC 7396: ``None`` deletes a key) and set its ``ticket``. Safe under concurrent
-        writers: no writer's keys are lost."""
+        documents (RFC 7396: ``None`` deletes a key) and set its ``ticket`` if it has none (a
+        row's ticket never changes once set). Safe under concurrent writers: no writer's keys are
+        lost."""
         ...
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
@@ -118,6 +119,10 @@ class GenerationStore(Protocol):
         self, platform: str, workspace: str, states: Sequence[State]
     ) -> list[Generation]:
         """A workspace's generations in ``states``, oldest first."""
+        ...
+
+    async def max_ticket(self) -> int:
+        """The highest ticket any row holds (0 when none has one)."""
         ...
 
     async def discard(self, generation_id: int) -> None:
@@ -223,6 +228,22 @@ class QuotaRefused(Exception):
         self.until = until
 
 
+class QueueUnavailable(GenbotError):
+    """The job queue (Redis) cannot be reached: it is down or restarting, and did not come back
+    within the few seconds a command waits for it. Every :class:`JobQueue` and
+    :class:`EventFeed` method raises it instead of the transport's own exception. Whatever the
+    call was doing may or may not have happened; the sweep heals either way."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.QUEUE_UNAVAILABLE)
+
+
+class TicketsLost(Exception):
+    """:meth:`JobQueue.submit` needed a new ticket, but Redis has lost its ticket counter (it was
+    flushed or restarted empty): nothing was written. Seed the counter from the database
+    (:meth:`JobQueue.seed_tickets`), then submit again."""
+
+
 class JobQueue(Protocol):
     """Positions and the job queue (Redis + arq)."""
 
@@ -235,9 +256,26 @@ class JobQueue(Protocol):
         existing ticket and does not enqueue twice. ``ticket`` re-uses a ticket the row already
         has (re-enqueueing after Redis lost its data keeps the old order). With ``quota`` (a new
         member submission) the same atomic step checks the pause and the limits first and raises
-        :class:`QuotaRefused` having changed nothing.
+        :class:`QuotaRefused` having changed nothing. Raises :class:`TicketsLost` (having
+        changed nothing) when it needs a new ticket and Redis has lost the counter.
         """
         ...
+
+    async def ticket_counter(self) -> int | None:
+        """The last ticket given, or None when Redis has lost the counter."""
+        ...
+
+    async def seed_tickets(self, at_least: int) -> None:
+        """Make the next ticket greater than ``at_least`` (the highest ticket the database
+        knows): creates the counter if Redis lost it, raises it if it is lower, never lowers it."""
+        ...
+
+    async def lock(self, name: str, ttl_s: float) -> str | None:
+        """Take a short lock shared by every process (a token to give back), or None if another
+        process holds it."""
+        ...
+
+    async def unlock(self, name: str, token: str) -> None: ...
 
     async def aside(self, gen: Generation) -> str | None:
         """Why a queued job is out of the line: ``"paused"`` (its workspace), ``"held"`` (its
@@ -352,8 +390,15 @@ class Event:
     kind: str
 
 
+class EventsLost(Exception):
+    """The event stream lost events (Redis lost its data, consumer group included): the feed has
+    started over, and whoever reads it must re-read the truth from the rows."""
+
+
 class EventFeed(Protocol):
-    """The renderer's side of the event stream: at-least-once delivery."""
+    """The renderer's side of the event stream: at-least-once delivery, as long as Redis keeps
+    its data; when it loses them, :meth:`read` and :meth:`claim_stale` raise :class:`EventsLost`
+    once."""
 
     async def ensure_group(self, start: str = "$") -> None: ...
 

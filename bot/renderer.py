@@ -32,10 +32,12 @@ from bot.ports import (
     ChatAdapter,
     Event,
     EventFeed,
+    EventsLost,
     GenerationStore,
     JobQueue,
     MessageGone,
     MessageUnreachable,
+    QueueUnavailable,
 )
 from bot.views import build_view, eta_seconds, view_hash
 
@@ -88,8 +90,13 @@ class Renderer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Render until ``stop`` is set, then flush what is due. Survives Redis and database
-        hiccups, at start-up too: a failed round is logged and tried again."""
+        outages, at start-up too: a failed round is tried again every ``RETRY_S``, for as long as
+        it takes. The first failure of a streak is logged (a Redis outage as one warning line,
+        anything else with its traceback), the rest quietly; the first good round after a streak
+        re-renders every message from its row, since events published meanwhile may be lost.
+        So does a round that finds the event stream gone (Redis lost its data)."""
         recovered = False
+        failures = 0
         last_claim = time.monotonic()
         while not stop.is_set():
             try:
@@ -107,10 +114,27 @@ class Renderer:
                 await self.feed.ack(events)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("render round failed; retrying")
+            except EventsLost:
+                log.warning("the event stream was lost (Redis lost its data); re-rendering from the rows")
+                recovered = False
+                continue
+            except Exception as exc:
+                failures += 1
+                recovered = False
+                if failures == 1 and isinstance(exc, QueueUnavailable):
+                    log.warning(
+                        "render rounds fail: Redis is unreachable; trying again every %.0f s", RETRY_S
+                    )
+                elif failures == 1:
+                    log.exception("render round failed; trying again every %.0f s", RETRY_S)
+                else:
+                    log.debug("render round failed again (%d in a row)", failures, exc_info=True)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), RETRY_S)
+                continue
+            if failures:
+                log.warning("render rounds work again after %d failed ones", failures)
+                failures = 0
         await self.drain()
 
     async def drain(self) -> None:

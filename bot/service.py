@@ -7,6 +7,7 @@ responder; failures become catalogue words, never exception text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -40,7 +41,16 @@ from bot.models import (
     StatusView,
 )
 from bot.moderation import TermMatcher, format_span
-from bot.ports import PARTIAL, GenerationStore, JobQueue, ModerationStore, QuotaRefused, Responder
+from bot.ports import (
+    PARTIAL,
+    GenerationStore,
+    JobQueue,
+    ModerationStore,
+    QueueUnavailable,
+    QuotaRefused,
+    Responder,
+    TicketsLost,
+)
 from bot.views import build_view, eta_seconds, format_duration, view_hash
 
 log = logging.getLogger(__name__)
@@ -55,6 +65,16 @@ SYSTEM = "genbot"
 SUBMIT_GRACE = timedelta(seconds=30)
 #: How long a process keeps a workspace's blocked terms and limits before reading them again.
 TERMS_TTL_S = 5.0
+#: The lock one process holds while it seeds the ticket counter again (see Genbot.seed_tickets).
+SEED_LOCK = "ticket-seed"
+SEED_LOCK_TTL_S = 30.0
+#: How long another process waits for that seed before it gives up on the request.
+SEED_WAIT_S = 10.0
+#: Tickets given after Redis lost its counter start at the next multiple of this above every
+#: ticket the database holds (see Genbot.seed_tickets). Tickets are arq scores, and arq starts
+#: only jobs whose score is below the current time in ms (about 1.8e12): room for over a
+#: thousand such losses, of a billion tickets each.
+TICKET_EPOCH = 1_000_000_000
 
 
 class _Recent(Generic[T]):
@@ -166,7 +186,7 @@ class Genbot:
         view = await self.view(gen, position)
         try:
             ref = await responder.post_status(view)
-        except Exception:
+        except BaseException:
             # No message, no job: a job nobody can follow would only invite a duplicate.
             await self.cancel_row(gen, ErrorCode.CANCELLED)
             raise
@@ -258,22 +278,97 @@ class Genbot:
 
         The ticket reaches the row with the message reference (:meth:`attach_message`), in the
         same statement: one INSERT and one UPDATE per ``/imagine``. Until then the arq job holds
-        it (its score). If Redis cannot be reached, the row is failed (so nothing stays
-        half-submitted) and the error propagates. With ``quota``, a refusal (paused, queue full,
-        rate limited) discards the row and raises :class:`GenbotError`: nothing is left behind.
+        it (its score). With ``quota``, a refusal (paused, queue full, rate limited) discards the
+        row and raises :class:`GenbotError`: nothing is left behind. So does a Redis that cannot
+        be reached (``queue_unavailable``: try again); if its script ran and only the answer was
+        lost, the worker finds no row and drops the job. Any other failure fails the row.
         """
         gen = await self.store.create(new)
         try:
-            ticket, position = await self.queue.submit(gen.id, quota=quota)
+            ticket, position = await self._enqueue(gen.id, quota=quota)
         except QuotaRefused as refused:
             await self.store.discard(gen.id)
             error = self._refusal(refused, quota or self.quota_for(new.actor))
             await self.queue.count_refusal(new.actor.platform, new.actor.workspace, error.code.value)
             raise error from None
+        except QueueUnavailable:
+            await self.store.discard(gen.id)
+            log.warning("request %s refused: the queue (Redis) is unreachable", gen.id)
+            raise GenbotError(
+                ErrorCode.QUEUE_UNAVAILABLE, todo="Try again in a minute: this request was not queued."
+            ) from None
         except Exception:
             await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.INTERNAL.value)
             raise
         return replace(gen, ticket=ticket), position
+
+    async def _enqueue(
+        self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
+    ) -> tuple[int, int]:
+        """:meth:`JobQueue.submit`, seeding the tickets first if Redis lost them."""
+        try:
+            return await self.queue.submit(generation_id, ticket=ticket, quota=quota)
+        except TicketsLost:
+            await self.seed_tickets()
+        return await self.queue.submit(generation_id, ticket=ticket, quota=quota)
+
+    async def _restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
+        """:meth:`JobQueue.restore`, seeding the tickets first if Redis lost them."""
+        try:
+            return await self.queue.restore(generation_id, ticket)
+        except TicketsLost:
+            await self.seed_tickets()
+        return await self.queue.restore(generation_id, ticket)
+
+    async def seed_tickets(self) -> int:
+        """Start Redis's ticket counter again after Redis lost it (flushed, restarted empty) or
+        went back in time (restarted from an older snapshot), so that no ticket is given twice.
+
+        The database holds every ticket given, except those of requests caught between their
+        submit and the statement that stores their ticket (the status post lies between). So the
+        counter does not start at the highest ticket the rows hold, but at the next **epoch**, the
+        next multiple of :data:`TICKET_EPOCH` above it: every ticket given before the loss is
+        lower than every ticket given after it, those caught in flight included. (A database with
+        no ticket at all starts at 0.)
+
+        Before the counter is back, the queued rows go back in line at their own tickets
+        (:meth:`_heal_queued`), so a request that arrives meanwhile waits and then lines up
+        behind them, rather than being told a place it would lose to them a moment later. One
+        process seeds at a time (a lock in Redis); the others wait for the counter to appear, and
+        give up with :class:`QueueUnavailable` after :data:`SEED_WAIT_S` (the seeding process
+        died: its lock expires). Returns how many queued rows it put back in line."""
+        token = await self.queue.lock(SEED_LOCK, SEED_LOCK_TTL_S)
+        if token is None:
+            deadline = time.monotonic() + SEED_WAIT_S
+            while await self.queue.ticket_counter() is None:
+                if time.monotonic() > deadline:
+                    raise QueueUnavailable
+                await asyncio.sleep(0.05)
+            return 0
+        try:
+            high = await self.store.max_ticket()
+            start = 0 if high == 0 else (high // TICKET_EPOCH + 1) * TICKET_EPOCH
+            healed = await self._heal_queued(datetime.now(UTC), new_tickets=False)
+            await self.queue.seed_tickets(start)
+            log.warning(
+                "Redis had lost its ticket counter (the highest ticket given: %d); new ones start after %d",
+                high,
+                start,
+            )
+        finally:
+            await self.queue.unlock(SEED_LOCK, token)
+        return healed
+
+    async def check_tickets(self) -> int:
+        """Seed the ticket counter (:meth:`seed_tickets`) if Redis lost it, or if it is behind a
+        ticket the database holds (Redis restarted from an older snapshot). The database is read
+        first: every ticket it holds was given before, so a counter read after it that is lower
+        went back in time. Returns how many queued rows the seed put back in line."""
+        high = await self.store.max_ticket()
+        counter = await self.queue.ticket_counter()
+        if counter is None or counter < high:
+            return await self.seed_tickets()
+        return 0
 
     def _refusal(self, refused: QuotaRefused, limits: Quota) -> GenbotError:
         if refused.reason == "banned":
@@ -317,7 +412,10 @@ class Genbot:
         if position is not None:
             meta["position_at_submit"] = position
         await self.store.update(generation_id, message=ref.to_json(), meta=meta, ticket=ticket)
-        await self.queue.publish(generation_id, "attached")
+        try:
+            await self.queue.publish(generation_id, "attached")
+        except QueueUnavailable:  # the renderer re-renders every message once Redis is back
+            log.warning("could not tell the renderer that %s was posted: Redis is unreachable", generation_id)
 
     async def view(self, gen: Generation, position: int | None = None) -> StatusView:
         """``position`` 0: just submitted and held aside (see :meth:`submit`)."""
@@ -329,10 +427,14 @@ class Genbot:
             if position is None:
                 aside = await self.queue.aside(gen)
         eta = None
-        if position is not None:
-            mean, capacity = await self.queue.eta_basis(gen.backend)
-            eta = eta_seconds(position, mean, capacity) if capacity else None
-        down = gen.state is State.QUEUED and await self.queue.backend_down(gen.backend) is not None
+        down = False
+        try:
+            if position is not None:
+                mean, capacity = await self.queue.eta_basis(gen.backend)
+                eta = eta_seconds(position, mean, capacity) if capacity else None
+            down = gen.state is State.QUEUED and await self.queue.backend_down(gen.backend) is not None
+        except QueueUnavailable:  # shown without an ETA; the renderer fills it in later
+            pass
         return build_view(gen, position, eta, aside=aside, backend_down=down)
 
     async def describe_queue(self, actor: Actor) -> str:
@@ -420,6 +522,15 @@ class Genbot:
         done = await self.store.transition(gen.id, State.CANCELLED, error_code=code.value)
         if done is None:
             return None
+        try:
+            await self._dequeue_cancelled(gen)
+        except QueueUnavailable:
+            # The row is cancelled, which is what counts: a worker that picks the job finds it
+            # so and drops it, and the renderer shows it once Redis is back.
+            log.warning("cancelled %s while Redis is unreachable; its job is dropped later", gen.id)
+        return done
+
+    async def _dequeue_cancelled(self, gen: Generation) -> None:
         if await self.queue.remove_waiting(gen.id):
             await self.queue.publish(gen.id, "dequeued")
         elif await self.queue.unhold(gen.member, gen.id):
@@ -431,7 +542,6 @@ class Genbot:
         # Else it was out of the line (paused, or waiting for the breaker in a worker, which
         # finds the row cancelled); a restore racing with this undoes itself (see _put_back).
         await self.queue.publish(gen.id, "finished")
-        return done
 
     async def reconcile(self) -> int:
         """Heal, from the rows, what Redis forgot or what died. The bot runs it at start-up and
@@ -455,26 +565,11 @@ class Genbot:
         Every change of a row is published, so its message is re-rendered. Returns how many rows
         it healed (the scrubbed secrets do not count: they change no message).
         """
-        healed = 0
         now = datetime.now(UTC)
         stuck_before = now - timedelta(seconds=self.settings.worker.stuck_after_s)
-        # Redis may have forgotten pauses and bans: the database says.
-        await self.queue.sync_paused(self.moderation.paused_workspaces)
-        await self.queue.sync_bans(self._bans_in_force)
-        paused = set(await self.moderation.paused_workspaces())
-        queued = await self.store.list_queued()
-        held = await self.queue.job_states([gen.id for gen in queued])
-        for gen, state in zip(queued, held, strict=True):
-            if (
-                state == "running"
-                or (gen.platform, gen.workspace) in paused
-                or (gen.ticket is None and gen.created_at > now - SUBMIT_GRACE)
-                or await self.queue.held_behind_running(gen.member, gen.id)
-            ):
-                continue
-            ticket, _position, restored = await self.queue.restore(gen.id, gen.ticket)
-            if restored and await self._still_queued(gen):
-                healed += await self._restored(gen, ticket)
+        # Redis may have forgotten which tickets it gave, pauses and bans: the database says.
+        healed = await self.check_tickets()
+        healed += await self._heal_queued(now)
         for gen in await self.store.list_stuck(stuck_before):
             if await self.queue.job_state(gen.id) == "running":
                 continue
@@ -484,7 +579,7 @@ class Genbot:
                     await self.queue.publish(gen.id, "finished")
                     healed += 1
                 continue
-            ticket, _position, _ = await self.queue.restore(gen.id, gen.ticket)
+            ticket, _position, _ = await self._restore(gen.id, gen.ticket)
             if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
                 await self.queue.remove_waiting(gen.id)  # it finished meanwhile
                 continue
@@ -498,9 +593,33 @@ class Genbot:
             log.info("reconcile: healed %d generations, scrubbed %d expired secrets", healed, scrubbed)
         return healed
 
+    async def _heal_queued(self, now: datetime, *, new_tickets: bool = True) -> int:
+        """Bring the Redis mirrors of paused workspaces and bans in line with the database, then
+        put back in line every queued row whose job or waiting entry Redis lost (see
+        :meth:`reconcile`); with ``new_tickets`` False only those that have a ticket (while the
+        ticket counter is being seeded). Returns how many it put back."""
+        healed = 0
+        await self.queue.sync_paused(self.moderation.paused_workspaces)
+        await self.queue.sync_bans(self._bans_in_force)
+        paused = set(await self.moderation.paused_workspaces())
+        queued = await self.store.list_queued()
+        held = await self.queue.job_states([gen.id for gen in queued])
+        for gen, state in zip(queued, held, strict=True):
+            if (
+                state == "running"
+                or (gen.platform, gen.workspace) in paused
+                or (gen.ticket is None and (not new_tickets or gen.created_at > now - SUBMIT_GRACE))
+                or await self.queue.held_behind_running(gen.member, gen.id)
+            ):
+                continue
+            ticket, _position, restored = await self._restore(gen.id, gen.ticket)
+            if restored and await self._still_queued(gen):
+                healed += await self._restored(gen, ticket)
+        return healed
+
     async def _put_back(self, gen: Generation) -> int | None:
         """Put a queued job back in line at its ticket; None if it turned out to have moved on."""
-        ticket, _position, _restored = await self.queue.restore(gen.id, gen.ticket)
+        ticket, _position, _restored = await self._restore(gen.id, gen.ticket)
         return ticket if await self._still_queued(gen) else None
 
     async def _still_queued(self, gen: Generation) -> bool:

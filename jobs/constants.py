@@ -27,8 +27,13 @@ class Keys:
 
     @property
     def ticket(self) -> str:
-        """INCR counter: the next ticket; tickets order the queue."""
+        """INCR counter: the last ticket given; tickets order the queue. Its absence means Redis
+        lost its data: it is seeded again from the database before the next ticket."""
         return f"{self.prefix}:ticket"
+
+    def lock(self, name: str) -> str:
+        """A short lock shared by every process (``SET NX PX``), e.g. while tickets are seeded."""
+        return f"{self.prefix}:lock:{name}"
 
     @property
     def waiting(self) -> str:

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bot.ports import Event
+from bot.ports import Event, EventsLost
+from jobs.connections import unavailable_on_outage
 
 
+@unavailable_on_outage
 class RedisEventFeed:
     def __init__(self, redis: Redis, stream: str, group: str, consumer: str) -> None:
         self.redis = redis
@@ -53,11 +55,16 @@ class RedisEventFeed:
                 self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_group(start="0")
-            return []
+            await self._lost(exc)
         return [ev for _stream, entries in reply or [] for ev in self._events(entries)]
+
+    async def _lost(self, exc: ResponseError) -> NoReturn:
+        """The group is gone: Redis lost its data. Start over from what the stream holds now,
+        and say that events were lost."""
+        if "NOGROUP" not in str(exc):
+            raise exc
+        await self.ensure_group(start="0")
+        raise EventsLost from None
 
     async def ack(self, events: Sequence[Event]) -> None:
         if events:
@@ -69,8 +76,5 @@ class RedisEventFeed:
                 self.stream, self.group, self.consumer, min_idle_time=min_idle_ms, count=count
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_group(start="0")
-            return []
+            await self._lost(exc)
         return self._events(reply[1])

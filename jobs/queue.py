@@ -20,21 +20,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
 )
 from arq.jobs import serialize_job
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.models import JOB_ID_PREFIX, Generation, Quota, job_id_for
-from bot.ports import QuotaRefused
+from bot.ports import QuotaRefused, TicketsLost
 from jobs.breaker import BreakerKeys, breaker_retry_in
+from jobs.connections import unavailable_on_outage
 from jobs.constants import (
     EVENTS_MAXLEN,
     GENERATE_FUNCTION,
@@ -43,7 +40,7 @@ from jobs.constants import (
     Keys,
 )
 
-__all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
+__all__ = ["ArqRedis", "RedisJobQueue"]
 
 # KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set,
 #       member's recent submissions, banned hash, member's held set (a held job still counts as
@@ -55,7 +52,10 @@ __all__ = ["ArqRedis", "RedisJobQueue", "open_redis"]
 # position 0: the member already runs as many jobs as they may, so the job is held aside (no
 # waiting entry, no arq job) until one of theirs ends (RELEASE).
 # or {-5, ban end ms or 0, 0} banned, {-1, 0, 0} paused, {-2, 0, 0} queue full,
-# {-3, 0, 0} member's queue full, {-4, retry-after ms, 0} rate limited: then nothing was written.
+# {-3, 0, 0} member's queue full, {-4, retry-after ms, 0} rate limited, {-6, 0, 0} the ticket
+# counter is gone (Redis lost its data: seed it from the database first): then nothing was written.
+# A reused ticket raises the counter if it is behind, but never creates it: only a seed from the
+# database may (its absence is what tells that Redis forgot which tickets were given).
 # Idempotent, and it repairs: a waiting entry whose arq job is gone (Redis evicted it, arq gave up
 # on it) gets its job back, at the same ticket.
 SUBMIT = """
@@ -89,10 +89,12 @@ if score then
     ticket = tonumber(score)
 elseif ARGV[4] ~= '' then
     ticket = tonumber(ARGV[4])
-    if tonumber(redis.call('GET', KEYS[1]) or '0') < ticket then
+    local last = redis.call('GET', KEYS[1])
+    if last and tonumber(last) < ticket then
         redis.call('SET', KEYS[1], ticket)
     end
 else
+    if redis.call('EXISTS', KEYS[1]) == 0 then return {-6, 0, 0} end
     ticket = redis.call('INCR', KEYS[1])
 end
 local added = 0
@@ -208,33 +210,23 @@ if #popped == 0 then return nil end
 return popped
 """
 )
-#: A command that meets a broken connection (Redis restarted, a network blip) is sent again on a
-#: new one, backing off up to 2 s, for about half a minute; then the error propagates.
-REDIS_RETRIES = 20
-
-
-def redis_settings_for(url: str) -> RedisSettings:
-    """arq's connection settings for ``url``, for genbot's pool and the workers' alike: commands
-    are retried on a lost connection, so that a restarted Redis does not end the worker's loop.
-    (Re-sending is safe: genbot's scripts are idempotent, and a duplicate event costs one render.)"""
-    settings = RedisSettings.from_dsn(url)
-    settings.retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES)
-    settings.retry_on_error = [RedisConnectionError, RedisTimeoutError]
-    return settings
-
-
-async def open_redis(url: str) -> ArqRedis:
-    """A Redis pool that arq's own calls (job status, abort) also accept. Raises at once (after
-    arq's few connection attempts) when Redis cannot be reached at start; once connected, lost
-    connections are retried (:func:`redis_settings_for`)."""
-    first = await create_pool(RedisSettings.from_dsn(url))
-    await first.aclose()
-    return await create_pool(redis_settings_for(url))
-
-
 #: arq's in-progress key of a genbot job, but for the generation id.
 _IN_PROGRESS = in_progress_key_prefix + JOB_ID_PREFIX
 _REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate", -5: "banned"}
+_TICKETS_LOST = -6
+
+# KEYS: ticket counter. ARGV: the highest ticket the database knows.
+SEED = """
+local last = redis.call('GET', KEYS[1])
+if not last or tonumber(last) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# KEYS: lock. ARGV: token. Deletes the lock only if the token still holds it.
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def workspace_key(platform: str, workspace: str) -> str:
@@ -249,6 +241,7 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
+@unavailable_on_outage
 class RedisJobQueue:
     """Submit, position, cancel and ETA over one Redis. Every method is one round trip or one
     atomic script, so any number of bot and worker processes can share it."""
@@ -272,6 +265,8 @@ class RedisJobQueue:
         self._start = redis.register_script(START)
         self._repair = redis.register_script(REPAIR)
         self._release = redis.register_script(RELEASE)
+        self._seed = redis.register_script(SEED)
+        self._unlock = redis.register_script(UNLOCK)
 
     async def submit(
         self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
@@ -326,6 +321,8 @@ class RedisJobQueue:
             ],
         )
         first = int(result[0])
+        if first == _TICKETS_LOST:
+            raise TicketsLost
         if first < 0:
             reason = _REFUSALS[first]
             if reason == "banned":
@@ -333,6 +330,21 @@ class RedisJobQueue:
                 raise QuotaRefused(reason, until=datetime.fromtimestamp(until / 1000, UTC) if until else None)
             raise QuotaRefused(reason, int(result[1]) / 1000 if reason == "rate" else None)
         return first, int(result[1]), bool(result[2])
+
+    async def ticket_counter(self) -> int | None:
+        last = await self.redis.get(self.keys.ticket)
+        return None if last is None else int(last)
+
+    async def seed_tickets(self, at_least: int) -> None:
+        await self._seed(keys=[self.keys.ticket], args=[at_least])
+
+    async def lock(self, name: str, ttl_s: float) -> str | None:
+        token = uuid.uuid4().hex
+        taken = await self.redis.set(self.keys.lock(name), token, nx=True, px=int(ttl_s * 1000))
+        return token if taken else None
+
+    async def unlock(self, name: str, token: str) -> None:
+        await self._unlock(keys=[self.keys.lock(name)], args=[token])
 
     # -- moderation -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import uuid
@@ -15,16 +16,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import Retry, Worker
-from arq.connections import RedisSettings
 from arq.constants import retry_key_prefix
 from arq.cron import cron
 from arq.worker import func
 
 from bot.config import Settings
 from bot.models import JOB_ID_PREFIX, job_id_for
+from bot.ports import QueueUnavailable
+from jobs.connections import REDIS_DOWN, Outage, redis_pool
 from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
-from jobs.queue import RedisJobQueue, redis_settings_for
+from jobs.queue import RedisJobQueue
 from jobs.runner import Deferred, GenerationRunner, defer_slice_s
+
+log = logging.getLogger(__name__)
 
 #: arq runs a job again after its worker stopped (SIGTERM: at once; SIGKILL: when its in-progress
 #: key expires), this many times in all.
@@ -53,9 +57,61 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
-    """The arq cron job: heal stuck and lost generations (``Genbot.reconcile``)."""
+    """The arq cron job: heal stuck and lost generations (``Genbot.reconcile``). While Redis is
+    away the sweep says so once and skips its runs (arq would log a traceback for each)."""
     reconcile: Callable[[], Awaitable[int]] = ctx["reconcile"]
-    return await reconcile()
+    outage: Outage = ctx["outage"]
+    try:
+        healed = await reconcile()
+    except QueueUnavailable as exc:
+        outage.note(exc)  # arq's cron paces the next try
+        return 0
+    outage.ok()
+    return healed
+
+
+class PatientWorker(Worker):
+    """An arq worker that rides out Redis outages instead of ending.
+
+    arq's poll loop ends the worker on the first Redis error it meets (a restart refuses
+    connections for a few seconds), and a claim cut short by one leaves its slot taken for good.
+    Here a poll that meets an outage is logged once (:class:`~jobs.connections.Outage`), waited out
+    with backoff and tried again, for as long as Redis is away; the slot of a claim cut short is
+    given back. Jobs running meanwhile go on (their own Redis calls wait, then fail as jobs do).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outage = Outage(f"worker of {self.queue_name}", log)
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            await self.outage.failed(exc)
+        else:
+            self.outage.ok()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except REDIS_DOWN:
+            # arq counted the job whose claim failed, and holds its slot: give both back.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
+
+
+async def close_worker(worker: Worker) -> None:
+    """Stop ``worker`` and close its pool: its running jobs are cancelled (arq puts them back in
+    the queue). arq's ``close()`` re-raises the ``CancelledError`` of the jobs it stops: that is
+    the stop asked for, and is swallowed, unless the task calling this is itself cancelled."""
+    try:
+        await worker.close()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 def build_sweeper(
@@ -70,7 +126,7 @@ def build_sweeper(
         minute, second = None, set(range(0, 60, max(1, round(every * 60))))
     else:
         minute, second = set(range(0, 60, round(every))), {0}
-    return Worker(
+    return PatientWorker(
         functions=[],
         cron_jobs=[
             cron(
@@ -84,17 +140,13 @@ def build_sweeper(
             )
         ],
         queue_name=settings.redis.queue_name + SWEEP_QUEUE_SUFFIX,
-        redis_settings=redis_settings(settings),
+        redis_pool=redis_pool(settings.redis.url),
         max_jobs=1,
         keep_result=0,
         poll_delay=1.0,
         handle_signals=handle_signals,
-        ctx={"reconcile": reconcile},
+        ctx={"reconcile": reconcile, "outage": Outage("sweep (skipped while Redis is away)", log)},
     )
-
-
-def redis_settings(settings: Settings) -> RedisSettings:
-    return redis_settings_for(settings.redis.url)
 
 
 def build_worker(
@@ -136,7 +188,7 @@ def build_worker(
         with contextlib.suppress(Exception):
             await queue.worker_gone(worker_id)
 
-    return Worker(
+    return PatientWorker(
         functions=[
             func(
                 generate,
@@ -148,7 +200,7 @@ def build_worker(
             )
         ],
         queue_name=settings.redis.queue_name,
-        redis_settings=redis_settings(settings),
+        redis_pool=redis_pool(settings.redis.url),
         max_jobs=settings.worker.concurrency,
         allow_abort_jobs=True,
         keep_result=60,
@@ -156,7 +208,7 @@ def build_worker(
         handle_signals=handle_signals,
         burst=burst,
         ctx={"runner": runner},
-        on_startup=on_startup,  # type: ignore[arg-type]  # arq's protocol wants Dict, not dict
+        on_startup=on_startup,
         after_job_end=after_job_end,
-        on_shutdown=on_shutdown,  # type: ignore[arg-type]
+        on_shutdown=on_shutdown,
     )

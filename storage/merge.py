@@ -60,12 +60,15 @@ def update_sql(
     *,
     merges: tuple[Column, ...] = (),
     sets: tuple[str, ...] = (),
+    set_once: tuple[str, ...] = (),
 ) -> tuple[str, int]:
-    """One ``UPDATE`` of the row ``id`` that merges a JSON patch into each column of ``merges`` and
-    sets each column of ``sets``, and bumps ``version``.
+    """One ``UPDATE`` of the row ``id`` that merges a JSON patch into each column of ``merges``,
+    sets each column of ``sets``, sets each column of ``set_once`` only if it is NULL (a value
+    written once and never changed, such as a ticket), and bumps ``version``.
 
-    Parameters, in order: one patch per merged column, one value per set column, then the id.
-    Returns the SQL and the number of the first free placeholder (to append conditions).
+    Parameters, in order: one patch per merged column, one value per set column, one per
+    set-once column, then the id. Returns the SQL and the number of the first free placeholder
+    (to append conditions).
     """
     pg = is_postgres(conn)
 
@@ -79,8 +82,12 @@ def update_sql(
         )
         assignments.append(f'"{column}" = {merged}')
     assignments += [f'"{name}" = {ph(n)}' for n, name in enumerate(sets, start=len(merges) + 1)]
+    assignments += [
+        f'"{name}" = COALESCE("{name}", {ph(n)})'
+        for n, name in enumerate(set_once, start=len(merges) + len(sets) + 1)
+    ]
     assignments.append('"version" = "version" + 1')
-    id_ph = len(merges) + len(sets) + 1
+    id_ph = len(merges) + len(sets) + len(set_once) + 1
     sql = f'UPDATE "{table}" SET {", ".join(assignments)} WHERE "id" = {ph(id_ph)}'  # noqa: S608 - names are constants, values are parameters
     return sql, id_ph + 1
 

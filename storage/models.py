@@ -33,6 +33,8 @@ class GenerationRow(Model):
     message: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
     meta: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
     version = fields.IntField(default=0)
+    #: The idempotency key of the request that made the row: a retried INSERT cannot make a second.
+    request_key = fields.CharField(max_length=64, null=True, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     started_at = fields.DatetimeField(null=True)
     heartbeat_at = fields.DatetimeField(null=True)
@@ -46,6 +48,8 @@ class GenerationRow(Model):
             Index(fields=("platform", "workspace", "user_id", "state"), name="generations_user_state"),
             Index(fields=("platform", "finished_at"), name="generations_platform_finished"),
             Index(fields=("platform", "workspace", "created_at"), name="generations_workspace_created"),
+            # MAX(ticket): where tickets start again after Redis lost its counter.
+            Index(fields=("ticket",), name="generations_ticket"),
         )
 
 
@@ -59,6 +63,7 @@ class ChatMessageRow(Model):
     text = fields.TextField(null=True)
     status: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
     ephemeral_to = fields.CharField(max_length=64, null=True)
+    request_key = fields.CharField(max_length=64, null=True, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     edited_at = fields.DatetimeField(null=True)
 
@@ -129,6 +134,7 @@ class AuditRow(Model):
     target = fields.CharField(max_length=200, null=True)
     reason = fields.TextField(null=True)
     details: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    request_key = fields.CharField(max_length=64, null=True, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -14,7 +14,7 @@ from tortoise.queryset import QuerySet
 from bot.models import EXPIRING_SECRETS, Generation, NewGeneration, State, Stats, sources_of
 from storage.merge import Column, encode_patch, is_postgres, update_sql
 from storage.models import GenerationRow
-from storage.reconnect import reconnecting
+from storage.reconnect import reconnecting, retries_inside, with_retries
 
 TABLE = GenerationRow._meta.db_table
 
@@ -46,11 +46,14 @@ def snapshot(row: GenerationRow) -> Generation:
     )
 
 
-#: The row of a new generation; the last five columns start at their defaults.
+#: The row of a new generation; the last four columns start at their defaults. A second INSERT
+#: with the same ``request_key`` (a retry whose first attempt committed) inserts nothing.
 INSERT = (
     'INSERT INTO "{table}" ("platform", "workspace", "channel", "user_id", "user_name", "prompt", '
-    '"negative", "options", "backend", "state", "created_at", "attempts", "message", "meta", "version") '
-    "VALUES ({params}, 0, '{{}}', '{{}}', 0)"
+    '"negative", "options", "backend", "state", "created_at", "request_key", '
+    '"attempts", "message", "meta", "version") '
+    "VALUES ({params}, 0, '{{}}', '{{}}', 0) "
+    'ON CONFLICT ("request_key") DO NOTHING RETURNING "id"'
 )
 
 
@@ -107,6 +110,8 @@ class TortoiseGenerationStore:
     writes of the submit path are written by hand for speed; the rest goes through Tortoise."""
 
     async def create(self, new: NewGeneration) -> Generation:
+        """Insert the row of ``new``; safe to retry: a second call with the same
+        ``new.request_key`` returns the row the first made."""
         # One hand-written INSERT: this is the hot path of every /imagine, and building a model
         # instance costs more than the statement itself (see bench/).
         conn = get_connection("default")
@@ -125,12 +130,15 @@ class TortoiseGenerationStore:
             new.backend,
             State.QUEUED.value,
             _db_datetime(now),
+            new.request_key,
         ]
         pg = is_postgres(conn)
         params = ", ".join(f"${i}" for i in range(1, len(values) + 1)) if pg else ", ".join("?" * len(values))
-        sql = INSERT.format(table=TABLE, params=params) + (' RETURNING "id"' if pg else "")
-        inserted = await conn.execute_insert(sql, values)
-        new_id = int(inserted["id"] if pg else inserted)
+        _count, rows = await conn.execute_query(INSERT.format(table=TABLE, params=params), values)
+        if not rows:  # an earlier attempt of this insert committed: that row is the one
+            row = await GenerationRow.get(request_key=new.request_key)
+            return snapshot(row)
+        new_id = int(rows[0]["id"])
         return Generation(
             id=new_id,
             platform=new.actor.platform,
@@ -154,6 +162,9 @@ class TortoiseGenerationStore:
         )
 
     async def get(self, generation_id: int) -> Generation | None:
+        return await self._get(generation_id)
+
+    async def _get(self, generation_id: int) -> Generation | None:
         row = await GenerationRow.get_or_none(id=generation_id)
         return snapshot(row) if row else None
 
@@ -177,10 +188,10 @@ class TortoiseGenerationStore:
             if patch is not None:
                 merges.append(column)  # type: ignore[arg-type]
                 values.append(encode_patch(patch))
-        sets = ("ticket",) if ticket is not None else ()
+        set_once = ("ticket",) if ticket is not None else ()
         values += [ticket] if ticket is not None else []
         conn = get_connection("default")
-        sql, _ = update_sql(conn, TABLE, merges=tuple(merges), sets=sets)
+        sql, _ = update_sql(conn, TABLE, merges=tuple(merges), set_once=set_once)
         await conn.execute_query(sql, [*values, generation_id])
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
@@ -199,6 +210,7 @@ class TortoiseGenerationStore:
         )
         return changed > 0
 
+    @retries_inside
     async def transition(
         self,
         generation_id: int,
@@ -208,10 +220,13 @@ class TortoiseGenerationStore:
         result_key: str | None = None,
         retry: bool = False,
     ) -> Generation | None:
+        # Every transition stamps the heartbeat with this instant: when a retry finds the row
+        # already in ``target`` (the first attempt committed, its reply was lost), the stamp
+        # tells whether this call moved it, or another one did.
         now = datetime.now(UTC)
-        values: dict[str, Any] = {"state": target, "version": F("version") + 1}
+        values: dict[str, Any] = {"state": target, "version": F("version") + 1, "heartbeat_at": now}
         if target is State.RUNNING:
-            values.update(started_at=now, heartbeat_at=now, error_code=None)
+            values.update(started_at=now, error_code=None)
         if target.terminal:
             values["finished_at"] = now
         if error_code is not None:
@@ -221,10 +236,22 @@ class TortoiseGenerationStore:
         if retry:
             values["attempts"] = F("attempts") + 1
         sources = [s.value for s in sources_of(target)]
-        changed = await GenerationRow.filter(id=generation_id, state__in=sources).update(**values)
-        if not changed:
+        changed = await with_retries(
+            lambda: GenerationRow.filter(id=generation_id, state__in=sources).update(**values), "transition"
+        )
+        current = await with_retries(lambda: self._get(generation_id), "transition")
+        if current is None or (not changed and (current.state is not target or current.heartbeat_at != now)):
             return None
-        return await self.get(generation_id)
+        return current
+
+    async def max_ticket(self) -> int:
+        """The highest ticket any row holds (0 when none has one); an index lookup."""
+        return await self._max_ticket(get_connection("default"))
+
+    @staticmethod
+    async def _max_ticket(conn: BaseDBAsyncClient) -> int:
+        rows = await conn.execute_query_dict(f'SELECT MAX("ticket") AS "high" FROM "{TABLE}"')  # noqa: S608 - a constant
+        return int(rows[0]["high"] or 0)
 
     async def list_active(
         self, platform: str | None = None, *, finished_since: datetime | None = None

@@ -132,5 +132,8 @@ def settings(redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path) -> Se
 
 @pytest_asyncio.fixture
 async def rt(settings: Settings, redis: Redis) -> AsyncIterator[Runtime]:
+    """The processes' shared runtime, on an empty Redis whose ticket counter is seeded from the
+    database, as every bot and worker does at start-up."""
     async with runtime(settings) as value:
+        await value.core.check_tickets()
         yield value

@@ -11,7 +11,7 @@ import pytest
 from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State, StatusView
-from bot.ports import PARTIAL, MessageGone, MessageUnreachable
+from bot.ports import PARTIAL, EventsLost, MessageGone, MessageUnreachable
 from bot.renderer import Renderer
 from bot.views import build_view
 from jobs.constants import RENDER_GROUP
@@ -222,9 +222,41 @@ async def test_events_published_while_the_group_was_lost_are_not_skipped(rt: Run
     await rt.redis.delete(rt.queue.keys.events)  # Redis lost the stream and the group
     await rt.store.transition(gen_id, State.RUNNING)
     await rt.queue.publish(gen_id, "started")  # before the renderer's next read
-    await _drain(renderer)  # NOGROUP: the group comes back at the start of the stream
+    with pytest.raises(EventsLost):  # NOGROUP: the group comes back at the start of the stream
+        await _drain(renderer)
     await _drain(renderer)
     assert chat.views[message_id].headline.startswith("Generating")
+
+
+async def test_a_lost_stream_makes_the_running_renderer_re_render_from_the_rows(rt: Runtime) -> None:
+    """Events published before Redis lost its data are gone with it: the renderer that finds its
+    group gone re-renders every message from its row."""
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gen_id, message_id)] = await _submit(rt, chat, 1)
+    recoveries: list[int] = []
+    recover = renderer.recover
+
+    async def counted() -> None:
+        await recover()
+        recoveries.append(1)
+
+    renderer.recover = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(renderer.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while not recoveries:  # the start-up recovery is over
+                await asyncio.sleep(0.01)
+            await rt.redis.delete(rt.queue.keys.events)  # Redis lost its data...
+            await rt.store.transition(gen_id, State.RUNNING)  # ...and the event of this change
+            while not chat.views[message_id].headline.startswith("Generating"):
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    assert len(recoveries) == 2
 
 
 class RefusingChat(RecordingChat):

@@ -111,16 +111,16 @@ async def test_reconcile_re_enqueues_what_redis_lost_in_ticket_order(rt: Runtime
     assert arq_order == [f"gen:{j}" for j in [jobs[0], jobs[2], jobs[3], jobs[4], new]]
 
 
-async def test_redis_down_at_submit_fails_the_row_and_tells_the_member(rt: Runtime) -> None:
+async def test_redis_down_at_submit_refuses_the_request_and_leaves_no_row(rt: Runtime) -> None:
     dead = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
     rt.queue._submit = dead.register_script(SUBMIT)
     out = await run(rt, ALICE, "imagine", prompt="fox")
     await dead.aclose()
     assert out.posted == []
-    assert out.errors[0].code.value == "internal"
-    assert "Traceback" not in out.errors[0].what
-    [gen] = await rt.store.list_for_user("local", "local", "alice", list(State))
-    assert gen.state is State.FAILED
+    assert out.errors[0].code.value == "queue_unavailable"
+    assert out.errors[0].todo == "Try again in a minute: this request was not queued."
+    assert "Traceback" not in out.errors[0].what and "111" not in out.errors[0].what
+    assert await rt.store.list_for_user("local", "local", "alice", list(State)) == []
 
 
 async def _age(generation_id: int, minutes: float) -> None:

@@ -24,6 +24,7 @@ async def main(redis_url: str, prefix: str, queue_name: str, ids: list[int]) -> 
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
     try:
         queue = RedisJobQueue(pool, Keys(prefix), queue_name)
+        await queue.seed_tickets(0)  # as the bot's start-up does (a no-op once seeded)
         await pool.script_load(queue._submit.script)  # no EVALSHA miss in the timed part
         await pool.incr(f"{BARRIER}:ready")
         if await pool.blpop([f"{BARRIER}:go"], timeout=30) is None:

@@ -13,7 +13,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -23,6 +22,7 @@ from bot.embedded_redis import EmbeddedRedis
 from bot.models import job_id_for
 from jobs.constants import Keys
 from jobs.queue import RedisJobQueue
+from jobs.worker import close_worker
 from tests.jobs.burst_worker import BARRIER as WORKER_BARRIER
 from tests.jobs.burst_worker import STARTED, recording_worker, started_jobs
 from tests.jobs.submitter import BARRIER
@@ -45,9 +45,13 @@ async def pool(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[ArqRe
     await arq_pool.aclose()
 
 
-@pytest.fixture
-def queue(pool: ArqRedis) -> RedisJobQueue:
-    return RedisJobQueue(pool, KEYS, QUEUE_NAME)
+@pytest_asyncio.fixture
+async def queue(pool: ArqRedis) -> RedisJobQueue:
+    """The queue on an empty Redis, its ticket counter seeded as a new deployment's (no tickets
+    given yet: the bot's start-up does this from the database)."""
+    queue = RedisJobQueue(pool, KEYS, QUEUE_NAME)
+    await queue.seed_tickets(0)
+    return queue
 
 
 async def probe(redis: Redis, into: list[tuple[int, int, int]], stop: asyncio.Event) -> None:
@@ -228,10 +232,11 @@ async def test_a_worker_busy_during_the_submissions_starts_jobs_in_ticket_order(
                 assert not task.done(), task
                 await asyncio.sleep(0.01)
     finally:
-        task.cancel()
+        # The last job may still be running: close_worker stops it (arq's close() re-raises the
+        # CancelledError of a job it stops, which is no failure of this test).
+        await close_worker(worker)
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await worker.close()
 
     assert [gid for _, gid in await started_jobs(redis)] == await queue.waiting()
 

@@ -1,0 +1,171 @@
+"""Redis connections that ride out a restart, and the words for an outage.
+
+Redis restarts (a deploy, a crash, a failover) refuse connections for a few seconds. redis-py
+retries a command whose connection broke, but not the *opening* of a connection: a command that
+needs a new connection while Redis is down fails at once with "Error 111 connecting to ...".
+So genbot's pools:
+
+- open connections patiently (:class:`PatientPool`): refused connections are tried again with
+  backoff for up to :data:`REDIS_WAIT_S`;
+- retry a command whose connection broke for about as long (redis-py's ``Retry``). Re-sending is
+  safe: genbot's scripts are idempotent, and a duplicate event costs one render.
+
+So a command waits out an outage of up to about :data:`REDIS_WAIT_S` and then raises. What runs for
+the life of a process (the worker's poll, the renderer, the sweep) does not end on that error: it
+reports the outage once (:class:`Outage`), backs off and goes on, for as long as Redis is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from arq.connections import ArqRedis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from bot.ports import QueueUnavailable
+
+#: How long one command waits for Redis to come back before it raises (opening a connection and
+#: re-sending on a broken one each back off up to 1 s).
+REDIS_WAIT_S = 10.0
+#: Retries of a command on a broken connection: 0.1 + 0.2 + 0.4 + 0.8 + 1 x 8 s, about 10 s.
+COMMAND_RETRIES = 12
+#: What a Redis that is down, restarting or unreachable raises. ``WatchError`` is what redis-py
+#: raises when the connection of a ``WATCH`` transaction (arq's claim of a job) breaks.
+REDIS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError, WatchError)
+#: The longest pause between two attempts of a long-lived loop while Redis is away.
+MAX_BACKOFF_S = 5.0
+
+
+C = TypeVar("C", bound=type)
+
+
+def unavailable_on_outage(cls: C) -> C:
+    """Class decorator: every public coroutine method of ``cls`` raises
+    :class:`~bot.ports.QueueUnavailable` (the core's word for it) when it meets a Redis outage
+    it could not wait out, instead of redis-py's exception."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _translated(member))
+    return cls
+
+
+def _translated(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            raise QueueUnavailable from exc
+
+    return wrapper
+
+
+class PatientPool(ConnectionPool):
+    """A connection pool whose new connections are tried again, with backoff, for up to
+    :data:`REDIS_WAIT_S` while Redis refuses them (redis-py's pool tries once)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        deadline = time.monotonic() + REDIS_WAIT_S
+        delay = 0.05
+        while True:
+            try:
+                connection: AbstractConnection = await super().get_connection(*args, **kwargs)
+                return connection
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+def redis_pool(url: str, *, max_connections: int | None = None) -> ArqRedis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) that arq's own calls
+    (enqueue, job status, abort, the worker) accept, and that waits out a Redis restart (see the
+    module docstring). No I/O: connections open on first use."""
+    pool = PatientPool.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        socket_connect_timeout=1.0,
+        max_connections=max_connections,
+        encoding="utf8",
+    )
+    return ArqRedis(pool_or_conn=pool)
+
+
+async def open_redis(url: str) -> ArqRedis:
+    """:func:`redis_pool`, checked at once: raises ``redis.exceptions.ConnectionError`` (after one
+    quick try, not a patient one) when Redis cannot be reached at start-up, so that a process that
+    is misconfigured says so instead of waiting."""
+    probe = ArqRedis.from_url(url, socket_connect_timeout=2.0)
+    try:
+        await probe.ping()
+    finally:
+        await probe.aclose()
+    return redis_pool(url)
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+class Outage:
+    """The state of one long-lived loop's view of Redis: it logs the start of an outage once (a
+    warning), stays quiet while it lasts, and logs its end once with how long it lasted.
+
+    ``await outage.failed(exc)`` after a failed attempt: logs if it is the first, then sleeps the
+    next backoff (0.5 s, doubling, up to :data:`MAX_BACKOFF_S`); :meth:`note` when something else
+    paces the attempts. ``outage.ok()`` after a good one.
+    """
+
+    def __init__(self, what: str, logger: logging.Logger) -> None:
+        self.what = what
+        self.log = logger
+        self.since: float | None = None
+        self._delay = 0.5
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def note(self, exc: BaseException) -> None:
+        """A failed attempt: logged if it starts an outage."""
+        if self.since is None:
+            self.since = time.monotonic()
+            cause = exc.__cause__ or exc
+            self.log.warning(
+                "%s: Redis is unreachable (%s: %s); trying again until it is back",
+                self.what,
+                type(cause).__name__,
+                cause,
+            )
+
+    async def failed(self, exc: BaseException) -> None:
+        """A failed attempt: :meth:`note` it, then sleep the next backoff."""
+        self.note(exc)
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, MAX_BACKOFF_S)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            self.log.warning("%s: Redis is back after %.0f s", self.what, time.monotonic() - self.since)
+            self.since = None
+            self._delay = 0.5

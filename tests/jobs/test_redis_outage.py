@@ -1,0 +1,198 @@
+"""Redis restarts and loses its data under running processes: a redis-server of each test's own,
+stopped and started again on the same port while a worker runs and requests arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from bot.app import Runtime, runtime
+from bot.commands import validate_imagine
+from bot.embedded_redis import EmbeddedRedis, embedded_redis
+from bot.models import MessageRef, NewGeneration, State
+from bot.service import Genbot
+from jobs import connections
+from jobs.connections import redis_pool
+from jobs.queue import RedisJobQueue
+from storage.models import GenerationRow
+from tests.bot.test_service import ALICE, BOB, run
+from tests.conftest import make_settings
+from tests.stack import worker_running
+
+
+@pytest_asyncio.fixture
+async def own_redis() -> AsyncIterator[EmbeddedRedis]:
+    async with embedded_redis() as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def deployment(own_redis: EmbeddedRedis, sqlite_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    settings = make_settings(own_redis.url, sqlite_url, tmp_path)
+    async with runtime(settings) as rt:
+        await rt.core.check_tickets()
+        yield rt
+
+
+async def restart(server: EmbeddedRedis, down_s: float) -> None:
+    """Stop redis-server (its data go with it) and start it again on the same port."""
+    await server.stop()
+    await asyncio.sleep(down_s)  # the outage itself
+    await server.start()
+
+
+async def wait_for_state(generation_id: int, state: State, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while (await GenerationRow.get(id=generation_id)).state != state.value:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_worker_rides_out_a_redis_restart_and_runs_what_comes_after(
+    own_redis: EmbeddedRedis,
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis stays away longer than one command waits for it: the worker's poll fails again and
+    again, and the worker neither exits nor logs more than once until Redis is back."""
+    monkeypatch.setattr(connections, "REDIS_WAIT_S", 0.3)
+    monkeypatch.setattr(connections, "COMMAND_RETRIES", 1)
+    async with deployment(own_redis, sqlite_url, tmp_path) as rt, worker_running(rt) as stop:
+        before = (await run(rt, ALICE, "imagine", prompt="before", steps="2")).posted[0].job
+        await wait_for_state(before, State.SUCCEEDED)
+        await restart(own_redis, down_s=3.0)
+        assert not stop.is_set()
+        after = await run(rt, BOB, "imagine", prompt="after", steps="2")
+        assert after.errors == [], after.errors
+        await wait_for_state(after.posted[0].job, State.SUCCEEDED)
+    unreachable = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+    back = [r for r in caplog.records if "Redis is back" in r.getMessage()]
+    assert 1 <= len(unreachable) <= 2, unreachable  # the generation worker's, and the sweep's
+    assert len(back) >= 1
+
+
+async def test_a_request_during_a_short_outage_waits_and_is_queued(
+    own_redis: EmbeddedRedis, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with deployment(own_redis, sqlite_url, tmp_path) as rt:
+        await run(rt, ALICE, "imagine", prompt="warm the pool up")
+        await own_redis.stop()
+        request = asyncio.create_task(run(rt, BOB, "imagine", prompt="during the outage"))
+        await asyncio.sleep(1.5)  # the outage itself, with the request waiting in it
+        assert not request.done()
+        await own_redis.start()
+        out = await request
+        assert out.errors == []
+        [view] = out.posted
+        # Redis came back empty: the first request went back in line (its row says where) before
+        # the counter did, so the second is behind it.
+        assert view.headline.startswith("Queued · #2 in line")
+        states = [row.state for row in await GenerationRow.all().order_by("id")]
+        assert states == ["queued", "queued"]
+
+
+async def test_a_request_during_a_long_outage_is_refused_in_plain_words_and_leaves_nothing(
+    own_redis: EmbeddedRedis, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A command waits about 10 s for Redis; waiting that out here would only slow the suite.
+    monkeypatch.setattr(connections, "REDIS_WAIT_S", 0.5)
+    monkeypatch.setattr(connections, "COMMAND_RETRIES", 2)
+    async with deployment(own_redis, sqlite_url, tmp_path) as rt:
+        await own_redis.stop()
+        out = await run(rt, ALICE, "imagine", prompt="nobody home")
+        assert out.posted == []
+        [error] = out.errors
+        assert (error.code.value, error.title) == ("queue_unavailable", "Queue unavailable")
+        assert "Error" not in error.what and "111" not in error.what
+        assert await GenerationRow.all().count() == 0
+        await own_redis.start()
+        again = await run(rt, ALICE, "imagine", prompt="back again")
+        assert again.errors == []
+
+
+async def test_tickets_after_redis_lost_its_data_come_after_every_ticket_given(
+    rt: Runtime, redis: Redis
+) -> None:
+    """Three jobs wait, one more is between its submit and its status post (its ticket is not in
+    the database yet); Redis is flushed. The queued rows come back first at their own tickets, in
+    order; the next ticket is above every ticket given, the one in flight included."""
+    queued = [(await run(rt, ALICE, "imagine", prompt=f"p{i}")).posted[0].job for i in range(3)]
+    in_flight, _position = await rt.core.submit(await _new(rt, "in flight"))
+    assert in_flight.ticket == 4
+    assert (await rt.store.get(in_flight.id)).ticket is None  # type: ignore[union-attr]
+    await redis.flushall()
+
+    out = await run(rt, BOB, "imagine", prompt="after the loss")
+    [view] = out.posted
+    assert view.headline.startswith("Queued · #4 in line"), "the queued rows are back ahead of it"
+    assert await rt.queue.waiting() == [*queued, view.job]
+    after = await rt.store.get(view.job)
+    assert after is not None and after.ticket is not None and after.ticket > 4
+    # The request that was in flight now stores its old ticket: no other row has it.
+    await rt.core.attach_message(in_flight.id, _ref(), view, ticket=in_flight.ticket, position=4)
+    tickets = [row.ticket for row in await GenerationRow.all()]
+    assert len(tickets) == len(set(tickets)) == 5
+
+
+async def test_a_counter_behind_the_database_is_seeded_again_by_the_sweep(rt: Runtime, redis: Redis) -> None:
+    """Redis restarted from an older snapshot: its counter is behind tickets the rows hold."""
+    for i in range(3):
+        await run(rt, ALICE, "imagine", prompt=f"p{i}")
+    await redis.set(rt.queue.keys.ticket, 1)
+    await rt.core.reconcile()
+    out = await run(rt, ALICE, "imagine", prompt="after the sweep")
+    after = await rt.store.get(out.posted[0].job)
+    assert after is not None and after.ticket is not None and after.ticket > 3
+
+
+async def test_two_processes_submitting_after_a_loss_get_unique_tickets_and_positions(
+    rt: Runtime, redis: Redis
+) -> None:
+    """Two bot processes (two cores with their own Redis pools) meet the lost counter at
+    once, 40 requests each: one seeds, the other waits for it; every ticket and position is
+    unique, and the positions are 1..80."""
+    for i in range(5):
+        await run(rt, ALICE, "imagine", prompt=f"before {i}")
+    await redis.flushall()
+    other_redis = redis_pool(rt.settings.redis.url)
+    other = Genbot(
+        rt.settings,
+        rt.store,
+        RedisJobQueue(other_redis, rt.queue.keys, rt.queue.queue_name),
+        rt.moderation,
+    )
+    try:
+        outs = await asyncio.gather(
+            *(
+                run(side, actor, "imagine", prompt=f"p{i}")
+                for i in range(40)
+                for side, actor in ((rt, ALICE), (replace(rt, core=other), BOB))
+            )
+        )
+    finally:
+        await other_redis.aclose()
+    assert all(out.errors == [] for out in outs)
+    rows = await GenerationRow.filter(state="queued")
+    assert len(rows) == 85
+    tickets = [row.ticket for row in rows]
+    assert None not in tickets and len(set(tickets)) == 85
+    waiting = await rt.queue.waiting()
+    assert sorted(waiting) == sorted(row.id for row in rows)
+    assert waiting == [row.id for row in sorted(rows, key=lambda r: r.ticket)]
+
+
+def _ref() -> MessageRef:
+    return MessageRef("local", "general", "in-flight")
+
+
+async def _new(rt: Runtime, prompt: str) -> NewGeneration:
+    options = validate_imagine(rt.core.specs["imagine"], {"prompt": prompt}, rt.settings.limits)
+    return NewGeneration(actor=ALICE, channel="general", options=options, backend="demo")
