@@ -501,8 +501,13 @@ class Genbot:
         their tickets); the Redis flag makes the submit script refuse new ones and a worker that
         picked one at that instant set it aside. Resuming puts them back at their own tickets, so
         they keep their place ahead of anything submitted later.
+
+        Redis is brought in line with the database even when the database says nothing changed:
+        a write retried after its reply was lost reads "unchanged", and what Redis then needs is
+        the same. (Doing it again is harmless: a job out of the line stays out, one in stays in.)
         """
-        if not await self.moderation.set_paused(actor.platform, actor.workspace, paused, actor.user_id):
+        changed = await self.moderation.set_paused(actor.platform, actor.workspace, paused, actor.user_id)
+        if not changed and await self.queue.is_paused(actor.platform, actor.workspace) == paused:
             return None
         await self.queue.pause(actor.platform, actor.workspace, paused)
         queued = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED])

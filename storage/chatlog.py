@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ from tortoise.expressions import Q
 
 from bot.ports import ChatRecord
 from storage.models import ChatMessageRow
-from storage.reconnect import reconnecting
+from storage.reconnect import insert_once, reconnecting, retries_inside, with_retries
 
 
 def _record(row: ChatMessageRow) -> ChatRecord:
@@ -28,6 +29,7 @@ def _record(row: ChatMessageRow) -> ChatRecord:
 
 @reconnecting
 class TortoiseChatLog:
+    @retries_inside
     async def add(
         self,
         *,
@@ -38,13 +40,19 @@ class TortoiseChatLog:
         status: dict[str, Any] | None = None,
         ephemeral_to: str | None = None,
     ) -> ChatRecord:
-        row = await ChatMessageRow.create(
-            author_id=author_id,
-            author_name=author_name,
-            bot=bot,
-            text=text,
-            status=status,
-            ephemeral_to=ephemeral_to,
+        key = uuid.uuid4().hex  # one per message, across the retries: never posted twice
+        row = await with_retries(
+            lambda: insert_once(
+                ChatMessageRow,
+                key,
+                author_id=author_id,
+                author_name=author_name,
+                bot=bot,
+                text=text,
+                status=status,
+                ephemeral_to=ephemeral_to,
+            ),
+            "add",
         )
         return _record(row)
 

@@ -3,6 +3,7 @@ the audit log, each scoped to one workspace (a Slack workspace, a Discord guild,
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from tortoise.transactions import in_transaction
 from bot.models import Actor, AuditEntry, Ban
 from bot.moderation import BlockedTerm
 from storage.models import AuditRow, BanRow, BlockedTermRow, WorkspaceRow
-from storage.reconnect import reconnecting
+from storage.reconnect import insert_once, reconnecting, retries_inside, with_retries
 
 
 def _ban(row: BanRow) -> Ban:
@@ -132,6 +133,7 @@ class TortoiseModerationStore:
         rows = await WorkspaceRow.filter(paused=True).values_list("platform", "workspace")
         return [(str(p), str(w)) for p, w in rows]
 
+    @retries_inside
     async def audit(
         self,
         actor: Actor,
@@ -141,15 +143,21 @@ class TortoiseModerationStore:
         reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        await AuditRow.create(
-            platform=actor.platform,
-            workspace=actor.workspace,
-            actor_id=actor.user_id,
-            actor_name=actor.display_name,
-            action=action,
-            target=target,
-            reason=reason,
-            details=details or {},
+        key = uuid.uuid4().hex  # one per entry, across the retries: never two rows for one action
+        await with_retries(
+            lambda: insert_once(
+                AuditRow,
+                key,
+                platform=actor.platform,
+                workspace=actor.workspace,
+                actor_id=actor.user_id,
+                actor_name=actor.display_name,
+                action=action,
+                target=target,
+                reason=reason,
+                details=details or {},
+            ),
+            "audit",
         )
 
     async def list_audit(self, platform: str, workspace: str, limit: int) -> list[AuditEntry]:
