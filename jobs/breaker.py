@@ -1,10 +1,13 @@
 """The circuit breaker around the image backend, shared by every worker through Redis.
 
-aiobreaker 1.2.0 stays the breaker of each process (it classifies exceptions, counts this
-process's failures in a row and notifies a listener of its state changes), but its state is per
-process, its half-open state lets every concurrent call through and its reopen time is wrong off
-UTC. So the **shared state lives in Redis** and is the truth; the local aiobreaker is set to it
-before every call, and its listener mirrors the local opening back into Redis:
+aiobreaker 1.2.0 stays the breaker of each process (it runs the call, classifies its exceptions
+and keeps the streak of failures), but its state is per process, its half-open state lets every
+concurrent call through and its reopen time is wrong off UTC. So the **shared state lives in
+Redis** and is the truth. Before every call the local aiobreaker is set to it: its state (closed,
+or half-open for the probe) and its streak, which its storage (:class:`SharedStreak`) takes from
+the shared count of failures in a row of all workers. The local breaker therefore opens exactly
+when the shared count reaches ``fail_max``, never on one worker's streak alone; and the opening
+itself is decided in Redis, by the script that counts the failure:
 
 - ``open`` exists while the breaker is open. It is written with ``PX = reset``, so its PTTL *is*
   the "retry in" figure, the same for every worker and for the bot, whatever their clocks say.
@@ -36,8 +39,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerListener
+from aiobreaker import CircuitBreaker, CircuitBreakerError
 from aiobreaker.state import CircuitBreakerState
+from aiobreaker.storage.memory import CircuitMemoryStorage
 from redis.asyncio import Redis
 
 from bot.errors import ErrorCode, GenbotError
@@ -47,21 +51,23 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# KEYS: open, tripped, probe. ARGV: probe token, probe ttl ms.
-# Returns {verdict, ms}: 1 closed (call), 2 probe (this call is the half-open probe),
-# 0 refused (ms: how long until it is worth asking again).
+# KEYS: open, tripped, probe, failures. ARGV: probe token, probe ttl ms.
+# Returns {verdict, ms, failures}: 1 closed (call), 2 probe (this call is the half-open probe),
+# 0 refused (ms: how long until it is worth asking again); failures: the shared streak now.
 ADMIT = """
+local failures = tonumber(redis.call('GET', KEYS[4]) or '0')
 local left = redis.call('PTTL', KEYS[1])
-if left > 0 then return {0, left} end
+if left > 0 then return {0, left, failures} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-    if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 0} end
-    return {0, math.max(redis.call('PTTL', KEYS[3]), 0)}
+    if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 0, failures} end
+    return {0, math.max(redis.call('PTTL', KEYS[3]), 0), failures}
 end
-return {1, 0}
+return {1, 0, failures}
 """
 
-# KEYS: open, tripped, probe, failures. ARGV: fail_max, reset ms, probe token or '', '1' to open now.
-# Returns 1 if this failure opened the breaker.
+# KEYS: open, tripped, probe, failures. ARGV: fail_max, reset ms, probe token or ''.
+# Returns 1 if this failure opened the breaker: the probe's, or the fail_max-th in a row of all
+# workers (a success of any worker in between resets the count).
 FAILURE = """
 local function trip()
     redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
@@ -78,7 +84,7 @@ if ARGV[3] ~= '' then
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local failures = redis.call('INCR', KEYS[4])
-if failures >= tonumber(ARGV[1]) or ARGV[4] == '1' then return trip() end
+if failures >= tonumber(ARGV[1]) then return trip() end
 return 0
 """
 
@@ -114,24 +120,26 @@ class BreakerOpen(GenbotError):
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Leave to call the backend once: as a normal call, or as the half-open probe."""
+    """Leave to call the backend once: as a normal call, or as the half-open probe.
+    ``failures``: the shared streak of failures when leave was given."""
 
     probe_token: str | None = None
+    failures: int = 0
 
     @property
     def probe(self) -> bool:
         return self.probe_token is not None
 
 
-class _Mirror(CircuitBreakerListener):  # type: ignore[misc]
-    """Notes that the local aiobreaker opened during a call, so the call's end opens the shared one."""
+class SharedStreak(CircuitMemoryStorage):  # type: ignore[misc]
+    """aiobreaker's storage, whose streak of failures is the shared one: :meth:`follow` sets it to
+    the count of all workers before a call, and aiobreaker adds this call's failure to it."""
 
     def __init__(self) -> None:
-        self.opened = False
+        super().__init__(CircuitBreakerState.CLOSED)
 
-    def state_change(self, breaker: Any, old: Any, new: Any) -> None:
-        if new.state == CircuitBreakerState.OPEN:
-            self.opened = True
+    def follow(self, failures: int) -> None:
+        self._fail_counter = failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +188,12 @@ class Breaker:
         self.reset_s = reset_s
         self.probe_ttl_s = probe_ttl_s
         self.on_change = on_change
-        self._mirror = _Mirror()
+        self._streak = SharedStreak()
         self._local = CircuitBreaker(
             fail_max=fail_max,
             timeout_duration=timedelta(seconds=reset_s),
             exclude=[NotAFailure],
-            listeners=[self._mirror],
+            state_storage=self._streak,
         )
         self._admit = redis.register_script(ADMIT)
         self._failure = redis.register_script(FAILURE)
@@ -204,13 +212,13 @@ class Breaker:
         open, or while it is half-open and another call (of any worker) is the probe. An
         admission that ends up unused must be given back with :meth:`release`."""
         token = uuid.uuid4().hex
-        verdict, ms = await self._admit(
-            keys=[self.keys.open, self.keys.tripped, self.keys.probe],
+        verdict, ms, failures = await self._admit(
+            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
             args=[token, int(self.probe_ttl_s * 1000)],
         )
         if int(verdict) == 0:
             raise BreakerOpen(int(ms) / 1000)
-        return Admission(token if int(verdict) == 2 else None)
+        return Admission(token if int(verdict) == 2 else None, int(failures))
 
     async def release(self, admission: Admission) -> None:
         """Give back an admission that reached no verdict (safe after a verdict too)."""
@@ -222,14 +230,15 @@ class Breaker:
         (and a failed probe opens it again); a success resets the count (and a successful probe
         closes it). Exceptions of ``fn`` propagate unchanged; :class:`NotAFailure` ones count as
         neither."""
-        # The local breaker follows the shared one: closed for a normal call, half-open for the probe.
+        # The local breaker follows the shared one: closed for a normal call, half-open for the
+        # probe, with the streak of all workers.
         wanted = CircuitBreakerState.HALF_OPEN if admission.probe else CircuitBreakerState.CLOSED
         if self._local.current_state != wanted:
             if admission.probe:
                 self._local.half_open()
             else:
                 self._local.close()
-        self._mirror.opened = False
+        self._streak.follow(admission.failures)
         try:
             result: T = await self._local.call_async(fn, *args)
         except CircuitBreakerError as exc:
@@ -256,12 +265,7 @@ class Breaker:
     async def _record_failure(self, admission: Admission) -> None:
         opened = await self._failure(
             keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
-            args=[
-                self.fail_max,
-                int(self.reset_s * 1000),
-                admission.probe_token or "",
-                "1" if self._mirror.opened else "0",
-            ],
+            args=[self.fail_max, int(self.reset_s * 1000), admission.probe_token or ""],
         )
         if int(opened):
             log.warning("image service failing: circuit breaker open for %.0f s", self.reset_s)

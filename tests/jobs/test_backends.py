@@ -65,6 +65,38 @@ def make_custom(_settings: object) -> _Custom:
     return _Custom()
 
 
+async def test_the_breaker_counts_failures_in_a_row_over_all_workers(redis: Redis) -> None:
+    """Two workers' breakers share the count: one worker failing again and again while the other
+    succeeds in between never opens it (a worker's own streak does not count); failures in a row
+    spread over both workers do."""
+    keys = BreakerKeys.of(Keys("bt"), "demo")
+    worker_a = Breaker(redis, keys, fail_max=3, reset_s=30.0, probe_ttl_s=30.0)
+    worker_b = Breaker(redis, keys, fail_max=3, reset_s=30.0, probe_ttl_s=30.0)
+
+    async def failing() -> None:
+        raise RuntimeError("this prompt chokes the backend")
+
+    async def fine() -> str:
+        return "ok"
+
+    for _ in range(6):
+        with pytest.raises(RuntimeError):
+            await worker_a.call(await worker_a.admit(), failing)
+        assert await worker_b.call(await worker_b.admit(), fine) == "ok"
+    assert await worker_a.state() == "closed"
+
+    with pytest.raises(RuntimeError):
+        await worker_a.call(await worker_a.admit(), failing)
+    with pytest.raises(RuntimeError):
+        await worker_b.call(await worker_b.admit(), failing)
+    assert await worker_a.state() == "closed", "two failures in a row, of three"
+    with pytest.raises(RuntimeError):
+        await worker_a.call(await worker_a.admit(), failing)
+    assert await worker_b.state() == "open"
+    with pytest.raises(BreakerOpen):
+        await worker_b.admit()
+
+
 async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open(redis: Redis) -> None:
     breaker = Breaker(redis, BreakerKeys.of(Keys("bt"), "demo"), fail_max=2, reset_s=0.2, probe_ttl_s=30.0)
     calls = 0
