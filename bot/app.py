@@ -131,6 +131,8 @@ class Frontend:
 
     adapter: ChatAdapter
     start: Callable[[], Awaitable[int | None]]  # returns the port it listens on, if any
+    #: Stop taking commands and wait for the acknowledged ones; returns how many were cut short.
+    quiesce: Callable[[], Awaitable[int]]
     stop: Callable[[], Awaitable[None]]
 
 
@@ -146,7 +148,7 @@ def build_frontend(rt: Runtime) -> Frontend:
             print(f"genbot local chat: http://{host}:{chat.port}", flush=True)
             return chat.port
 
-        return Frontend(chat, start_local, chat.stop)
+        return Frontend(chat, start_local, chat.quiesce, chat.stop)
     if platform is Platform.SLACK:
         slack = build_slack(rt)
         settings = rt.settings.slack
@@ -155,7 +157,7 @@ def build_frontend(rt: Runtime) -> Frontend:
             await slack.start(settings.http_host, settings.http_port)
             return slack.port
 
-        return Frontend(slack.chat, start_slack, slack.stop)
+        return Frontend(slack.chat, start_slack, slack.quiesce, slack.stop)
     raise ConfigError(f"GENBOT_PLATFORM: no frontend for {platform.value!r}")
 
 
@@ -249,7 +251,11 @@ async def serve_bot(
     rt: Runtime, stop: asyncio.Event, on_listening: Callable[[int], object] | None = None
 ) -> None:
     """Run the chat adapter and the renderer until ``stop`` is set. ``on_listening`` gets the
-    port the adapter listens on (the local chat, Slack's HTTP mode) once it accepts connections."""
+    port the adapter listens on (the local chat, Slack's HTTP mode) once it accepts connections.
+
+    Stopping goes in this order, so that no acknowledged command is stranded: stop taking
+    commands, let the acknowledged ones finish (each posts its status message and links it to its
+    row), then flush the renders, then close."""
     if rt.settings.platform is Platform.DISCORD:
         await serve_discord(rt, stop)
         return
@@ -257,16 +263,20 @@ async def serve_bot(
     await rt.core.reconcile()
     renderer = build_renderer(rt, frontend.adapter)
     await renderer.feed.ensure_group()
+    renders_stop = asyncio.Event()
     try:
         port = await frontend.start()
         if on_listening is not None and port is not None:
             on_listening(port)
-        render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
+        render_task = asyncio.create_task(renderer.run(renders_stop), name="genbot-renderer")
         stopper = asyncio.create_task(stop.wait())
         try:
-            # The renderer only returns once stop is set; if it dies instead, so does the process
+            # The renderer only returns once told to; if it dies instead, so does the process
             # (a supervisor restarts it) rather than chatting on with frozen messages.
             await asyncio.wait({render_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not render_task.done():
+                await frontend.quiesce()
+                renders_stop.set()
             await render_task
         finally:
             stopper.cancel()
@@ -286,16 +296,21 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
     async with discord_session(rt) as client:
         renderer = build_renderer(rt, client.chat)
         await renderer.feed.ensure_group()
+        renders_stop = asyncio.Event()
         gateway = asyncio.create_task(client.connect(reconnect=True), name="genbot-discord-gateway")
-        render_task = asyncio.create_task(renderer.run(stop), name="genbot-renderer")
+        render_task = asyncio.create_task(renderer.run(renders_stop), name="genbot-renderer")
         stopper = asyncio.create_task(stop.wait())
         tasks = {gateway, render_task, stopper}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stopper}:
                 task.result()  # a dead gateway or renderer ends the process (a supervisor restarts it)
+            # Stopping: the gateway stays up while the acknowledged commands finish (new ones are
+            # answered "restarting"), then the renders are flushed, then everything closes.
+            await client.inflight.drain()
         finally:
             stop.set()
+            renders_stop.set()
             for task in tasks:
                 if not task.done() and task is not render_task:
                     task.cancel()

@@ -117,6 +117,10 @@ class RendererSettings(BaseModel):
     exact_positions: Annotated[int, Field(ge=1)] = 10
     far_refresh_s: Annotated[float, Field(ge=0)] = 10.0
     claim_idle_s: Annotated[float, Field(ge=0)] = 30.0
+    #: A request whose status message is still not posted this long after it was made lost its
+    #: bot (killed mid-command): the renderer posts the message. A command gives up posting its
+    #: own after half of it, so that the two never both post.
+    adopt_after_s: Annotated[float, Field(gt=0)] = 120.0
 
 
 class LocalChatSettings(BaseModel):

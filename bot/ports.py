@@ -121,6 +121,12 @@ class GenerationStore(Protocol):
         """A workspace's generations in ``states``, oldest first."""
         ...
 
+    async def claim_unposted(self, generation_id: int, *, stale_before: float) -> bool:
+        """Claim the right to post the status message of a row that has none (its bot died
+        before posting it), in one atomic statement: True for exactly one of concurrent callers.
+        A claim older than ``stale_before`` (epoch seconds) is taken over (its claimer died)."""
+        ...
+
     async def max_ticket(self) -> int:
         """The highest ticket any row holds (0 when none has one)."""
         ...

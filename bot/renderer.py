@@ -24,7 +24,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from bot.config import RendererSettings
-from bot.models import Generation, MessageRef, State
+from bot.errors import ErrorCode
+from bot.models import Generation, MessageRef, State, StatusView
 from bot.ports import (
     ALL_WAITING,
     BREAKER_EVENT,
@@ -49,6 +50,8 @@ MAX_RETRY_S = 300.0
 RECOVER_FINISHED = timedelta(hours=1)
 #: At shutdown, at most this many batches of events are read before the last flush.
 DRAIN_ROUNDS = 20
+#: A renderer's claim to post a lost status message, older than this, is taken over.
+ADOPT_CLAIM_S = 300.0
 
 
 class Renderer:
@@ -237,6 +240,60 @@ class Renderer:
             log.exception("rendering %s failed (%d in a row); next try in %.0f s", gen.id, failures, delay)
             self._due[gen.id] = time.monotonic() + delay
 
+    def _orphaned(self, gen: Generation) -> bool:
+        """Whether ``gen`` has no status message because the bot that took its command died
+        before posting it: it is older than ``adopt_after_s`` (a live command gives up on its
+        post after half of that). If it is younger, look again when it is old enough."""
+        age = (datetime.now(UTC) - gen.created_at).total_seconds()
+        if age >= self.settings.adopt_after_s:
+            return True
+        at = time.monotonic() + self.settings.adopt_after_s - age
+        self._due[gen.id] = min(self._due.get(gen.id, at), at)
+        return False
+
+    async def _adopt(self, gen: Generation, view: StatusView, digest: str) -> None:
+        """Post the status message of a request whose bot died before it could (see
+        :meth:`_orphaned`), in the row's channel, and link it to the row. One renderer of all
+        those running claims it first, so it is posted once."""
+        stale = datetime.now(UTC).timestamp() - ADOPT_CLAIM_S
+        if not await self.store.claim_unposted(gen.id, stale_before=stale):
+            return
+        log.warning("the status message of %s was never posted (its bot stopped); posting it now", gen.id)
+        try:
+            async with self._edits:
+                ref = await self.adapter.post_status(gen.channel, view)
+        except MessageUnreachable as exc:
+            # Nobody could ever see this request: it does not run.
+            log.error("cancelling %s: its status message cannot be posted: %s", gen.id, exc.member_detail)
+            await self.store.update_meta(gen.id, {"unreachable": True, "adopting": None})
+            cancelled = await self.store.transition(
+                gen.id, State.CANCELLED, error_code=ErrorCode.CHAT_UNAVAILABLE.value
+            )
+            if cancelled is not None and not await self.queue.remove_waiting(gen.id):
+                await self.queue.abort_running(gen.id)
+            self._forget(gen.id)
+            return
+        except BaseException:
+            await self.store.update_meta(gen.id, {"adopting": None})  # another round may claim it
+            raise
+        self.edits += 1
+        self._last_edit[gen.id] = time.monotonic()
+        partial = bool(ref.extra.get(PARTIAL))
+        if partial:
+            ref = MessageRef(
+                ref.platform,
+                ref.channel,
+                ref.message_id,
+                {k: v for k, v in ref.extra.items() if k != PARTIAL},
+            )
+        await self.store.update(
+            gen.id, message=ref.to_json(), meta={"adopting": None, "rendered": None if partial else digest}
+        )
+        if partial or not gen.state.terminal:
+            self._due[gen.id] = time.monotonic()  # it may have moved on while it was posted
+        else:
+            self._forget(gen.id)
+
     def _schedule_positions(self, order: list[int]) -> list[int]:
         """After the queue moved: the messages to refresh now (near the head); the ones further
         back are scheduled at most every ``far_refresh_s``."""
@@ -274,12 +331,12 @@ class Renderer:
     ) -> None:
         """Edit ``gen``'s message if its view changed. ``force`` (shutdown): now, whatever the
         edit budget says."""
-        ref = MessageRef.from_json(gen.message)
-        if ref is None:  # the status message is not posted yet; attach_message will nudge us
-            return
         if gen.meta.get("unreachable"):  # the platform does not let genbot post there at all
             self._forget(gen.id)
             return
+        ref = MessageRef.from_json(gen.message)
+        if ref is None and not self._orphaned(gen):
+            return  # the command posting it is still at work; attach_message will nudge us
         if gen.state is not State.QUEUED:
             position = None
         eta = None
@@ -300,6 +357,9 @@ class Renderer:
         earliest = self._last_edit.get(gen.id, 0.0) + self.settings.min_edit_interval_s
         if now < earliest and not gen.state.terminal and not force:
             self._due[gen.id] = min(self._due.get(gen.id, earliest), earliest)
+            return
+        if ref is None:
+            await self._adopt(gen, view, digest)
             return
         async with self._edits:
             try:

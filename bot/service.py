@@ -185,10 +185,20 @@ class Genbot:
         gen, position = await self.submit(new, quota=await self.member_quota(actor))
         view = await self.view(gen, position)
         try:
-            ref = await responder.post_status(view)
-        except BaseException:
+            # A post that takes longer than this is given up: past twice as long, the renderer
+            # takes the request for one whose bot died, and posts its message itself.
+            async with asyncio.timeout(self.settings.renderer.adopt_after_s / 2):
+                ref = await responder.post_status(view)
+        except BaseException as exc:
             # No message, no job: a job nobody can follow would only invite a duplicate.
             await self.cancel_row(gen, ErrorCode.CANCELLED)
+            await self.store.update_meta(gen.id, {"unreachable": True})  # never to be posted
+            if isinstance(exc, TimeoutError):
+                raise GenbotError(
+                    ErrorCode.CHAT_UNAVAILABLE,
+                    "The chat platform did not take the status message in time, so nothing was queued.",
+                    todo="Try again in a minute.",
+                ) from None
             raise
         await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
 
@@ -610,6 +620,13 @@ class Genbot:
         queued = await self.store.list_queued()
         held = await self.queue.job_states([gen.id for gen in queued])
         for gen, state in zip(queued, held, strict=True):
+            if gen.ticket is None and not gen.message.get("message_id"):
+                # Never in line, and never posted: its bot died between the two. Its message is
+                # posted first (by a renderer of its platform, once the command is surely dead);
+                # the row joins the line at the next sweep after that.
+                if gen.created_at <= now - SUBMIT_GRACE and not gen.meta.get("unreachable"):
+                    await self.queue.publish(gen.id, "unposted")
+                continue
             if (
                 state == "running"
                 or (gen.platform, gen.workspace) in paused

@@ -244,6 +244,27 @@ class TortoiseGenerationStore:
             return None
         return current
 
+    async def claim_unposted(self, generation_id: int, *, stale_before: float) -> bool:
+        conn = get_connection("default")
+        pg = is_postgres(conn)
+        if pg:
+            unposted = "(\"message\" ->> 'message_id') IS NULL"
+            claimed = "(\"meta\" ->> 'adopting')::float8"
+            patch, stale, row = 'genbot_merge_patch("meta", $1::jsonb)', "$2", "$3"
+        else:
+            unposted = "json_extract(\"message\", '$.message_id') IS NULL"
+            claimed = "CAST(json_extract(\"meta\", '$.adopting') AS REAL)"
+            patch, stale, row = 'json_patch("meta", ?)', "?", "?"
+        sql = (
+            f'UPDATE "{TABLE}" SET "meta" = {patch}, "version" = "version" + 1 '  # noqa: S608 - constants
+            f'WHERE {unposted} AND ({claimed} IS NULL OR {claimed} < {stale}) AND "id" = {row}'
+        )
+        now = datetime.now(UTC).timestamp()
+        changed, _rows = await conn.execute_query(
+            sql, [encode_patch({"adopting": now}), stale_before, generation_id]
+        )
+        return changed > 0
+
     async def max_ticket(self) -> int:
         """The highest ticket any row holds (0 when none has one); an index lookup."""
         return await self._max_ticket(get_connection("default"))

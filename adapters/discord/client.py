@@ -15,13 +15,18 @@ import discord.gateway
 import yarl
 from discord import app_commands
 
-from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder
+from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder, error_words
 from adapters.discord.buttons import JobButton
 from adapters.discord.commands import PUBLIC, actor_of, app_commands_of, request_of
 from bot.commands import CommandSpec
+from bot.errors import ErrorCode, describe
+from bot.inflight import InFlight
 from bot.ports import CommandHandler
 
 log = logging.getLogger(__name__)
+
+#: The answer to a command that reaches a process that is stopping.
+RESTARTING = describe(ErrorCode.QUEUE_UNAVAILABLE, "genbot is restarting right now.")
 
 
 def set_api_base(url: str) -> str:
@@ -72,6 +77,7 @@ class GenbotClient(discord.AutoShardedClient):
             **options,
         )
         self.handler = handler
+        self.inflight = InFlight()
         self.admin_role_ids = frozenset(admin_role_ids)
         self.chat = DiscordChat(self, blobs=blobs, clock=clock)
         self.tree: app_commands.CommandTree[GenbotClient] = app_commands.CommandTree(self)
@@ -105,16 +111,30 @@ class GenbotClient(discord.AutoShardedClient):
     async def run_command(
         self, interaction: discord.Interaction, spec: CommandSpec, options: dict[str, str]
     ) -> None:
-        public = spec.key in PUBLIC
-        await interaction.response.defer(ephemeral=not public, thinking=True)
-        request = request_of(interaction, spec.key, options, self.admin_role_ids)
-        await self.handler.handle(request, DiscordResponder(interaction, self.chat, public=public))
+        if await self._refused_while_stopping(interaction):
+            return
+        with self.inflight.track():
+            public = spec.key in PUBLIC
+            await interaction.response.defer(ephemeral=not public, thinking=True)
+            request = request_of(interaction, spec.key, options, self.admin_role_ids)
+            await self.handler.handle(request, DiscordResponder(interaction, self.chat, public=public))
 
     async def on_genbot_button(self, interaction: discord.Interaction, job: int, action: str) -> None:
         """A click on a status message's button: acknowledged without changing the message (the
         renderer edits it), answered to the clicker alone."""
-        await interaction.response.defer(ephemeral=True, thinking=False)
-        actor = actor_of(interaction, self.admin_role_ids)
-        await self.handler.handle_action(
-            actor, job, action, DiscordResponder(interaction, self.chat, public=False)
-        )
+        if await self._refused_while_stopping(interaction):
+            return
+        with self.inflight.track():
+            await interaction.response.defer(ephemeral=True, thinking=False)
+            actor = actor_of(interaction, self.admin_role_ids)
+            await self.handler.handle_action(
+                actor, job, action, DiscordResponder(interaction, self.chat, public=False)
+            )
+
+    async def _refused_while_stopping(self, interaction: discord.Interaction) -> bool:
+        """While this process stops (it waits for the commands it took), a new one is answered,
+        to its member alone, that genbot is restarting."""
+        if not self.inflight.closed:
+            return False
+        await interaction.response.send_message(error_words(RESTARTING), ephemeral=True)
+        return True

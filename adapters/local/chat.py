@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 
 from bot.commands import CommandSpec, parse_text
 from bot.errors import ErrorCode, ErrorText, GenbotError
+from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
 from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone
 
@@ -164,6 +165,8 @@ class LocalChat:
         }
         self._sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.inflight = InFlight()
         self.port: int | None = None
 
     # -- ChatAdapter --------------------------------------------------------------------------
@@ -214,9 +217,18 @@ class LocalChat:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
+        self._site = site
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def quiesce(self, grace_s: float = DRAIN_TIMEOUT_S) -> int:
+        """Stop taking commands (the port closes; a request already in flight is answered
+        "restarting") and wait for the ones taken to finish. Returns how many were cut short."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        return await self.inflight.drain(grace_s)
 
     async def stop(self) -> None:
         for sockets in self._sockets.values():
@@ -306,7 +318,18 @@ class LocalChat:
             )
         return body
 
+    def _restarting(self) -> web.Response:
+        return web.json_response(
+            {"ok": False, "error": "genbot is restarting; try again in a moment."}, status=503
+        )
+
     async def _command(self, request: web.Request) -> web.Response:
+        if self.inflight.closed:
+            return self._restarting()
+        with self.inflight.track():
+            return await self._run_command(request)
+
+    async def _run_command(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         member = self._member(body.get("user_id"))
         responder = LocalResponder(self, member)
@@ -347,6 +370,12 @@ class LocalChat:
         return web.json_response({"ok": True})
 
     async def _action(self, request: web.Request) -> web.Response:
+        if self.inflight.closed:
+            return self._restarting()
+        with self.inflight.track():
+            return await self._run_action(request)
+
+    async def _run_action(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         member = self._member(body.get("user_id"))
         try:

@@ -37,10 +37,14 @@ from adapters.slack.payloads import GENBOT, IMAGINE, action_target, command_requ
 from bot.commands import CommandSpec
 from bot.config import ConfigError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
+from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, MessageRef, StatusView
 from bot.ports import CommandHandler
 
 log = logging.getLogger(__name__)
+
+#: The answer to a command that reaches a process that is stopping.
+RESTARTING = describe(ErrorCode.QUEUE_UNAVAILABLE, "genbot is restarting right now.")
 
 
 class SlackResponder:
@@ -115,16 +119,24 @@ class SlackBot:
         for action, action_id in ACTION_IDS.items():
             self.app.action(action_id)(self._listener(self._button(action)))
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        self.inflight = InFlight()
         self.port: int | None = None
 
-    @staticmethod
     def _listener(
+        self,
         method: Callable[[AsyncAck, dict[str, Any], AsyncRespond], Awaitable[None]],
     ) -> Callable[..., Awaitable[None]]:
-        # Bolt passes arguments by parameter name, so give it a plain function with those names.
+        """Bolt passes arguments by parameter name, so give it a plain function with those names.
+        Each runs in Bolt's background task after the ack: tracked, so that a stop waits for it."""
+
         async def listener(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-            await method(ack, body, respond)
+            if self.inflight.closed:
+                await ack(text=error_text(RESTARTING), response_type="ephemeral")
+                return
+            with self.inflight.track():
+                await method(ack, body, respond)
 
         return listener
 
@@ -197,9 +209,23 @@ class SlackBot:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
+        self._site = site
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         log.info("Slack: HTTP mode, listening on %s:%s%s", host, self.port, self.http_path)
+
+    async def quiesce(self, grace_s: float = DRAIN_TIMEOUT_S) -> int:
+        """Stop taking commands (HTTP mode: the port closes, so a load balancer sends Slack's
+        requests to another replica; Socket Mode: the connection closes, so Slack sends them to
+        another one of the app's connections) and wait for the acknowledged ones to finish.
+        Returns how many were cut short."""
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        return await self.inflight.drain(grace_s)
 
     async def stop(self) -> None:
         """Stop taking requests. Safe to call more than once."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,6 +17,7 @@ from bot.renderer import Renderer
 from bot.views import build_view
 from jobs.constants import RENDER_GROUP
 from jobs.events import RedisEventFeed
+from storage.models import GenerationRow
 
 ALICE = Actor("local", "local", "alice", "Alice")
 
@@ -409,3 +411,47 @@ async def test_stopping_the_renderer_delivers_the_edits_held_back_by_the_edit_bu
     assert chat.views[mid].progress == 1.0
     pending = await rt.redis.xpending(rt.queue.keys.events, RENDER_GROUP.format(platform="local"))
     assert pending["pending"] == 0
+
+
+async def _unposted(rt: Runtime, prompt: str, *, age_s: float) -> int:
+    """A request whose bot died after its submit and before its status post: queued, in line, no
+    message; made ``age_s`` ago."""
+    new = NewGeneration(ALICE, "general", ImagineOptions(prompt, "", 512, 512, 5, 1), "demo")
+    gen, _position = await rt.core.submit(new)
+    await GenerationRow.filter(id=gen.id).update(created_at=datetime.now(UTC) - timedelta(seconds=age_s))
+    return gen.id
+
+
+async def test_a_request_whose_bot_died_before_posting_gets_its_message_once(rt: Runtime) -> None:
+    """Two renderers (two bot processes) meet the request without a message: it is young, so both
+    wait (its command may still be posting); once it is older than adopt_after_s, exactly one of
+    them posts it in the row's channel, and the row follows that message."""
+    chat = RecordingChat()
+    first = _renderer(rt, chat, adopt_after_s=60)
+    second = _renderer(rt, chat, adopt_after_s=60)
+    second.feed = RedisEventFeed(rt.redis, rt.queue.keys.events, RENDER_GROUP.format(platform="local"), "t2")
+    await first.feed.ensure_group()
+    young = await _unposted(rt, "young", age_s=5)
+    old = await _unposted(rt, "old", age_s=61)
+    for renderer in (first, second):
+        await renderer.recover()
+    assert chat.posted == 1, "only the old one, only once"
+    row = await rt.store.get(old)
+    assert row is not None and row.message["message_id"] == "m1" and row.message["channel"] == "general"
+    assert chat.views["m1"].headline.startswith("Queued · #2 in line"), "it was in line, behind the young one"
+    assert "adopting" not in row.meta
+    assert young in first._due, "the young one is looked at again once it is old enough"
+    young_row = await rt.store.get(young)
+    assert young_row is not None and young_row.message == {}
+
+
+async def test_a_request_whose_message_cannot_be_posted_is_cancelled_not_run(rt: Runtime) -> None:
+    chat = RefusingChat(post_error=MessageUnreachable("genbot may not post here."))
+    chat.posted = 1  # RefusingChat refuses every post after the first
+    renderer = _renderer(rt, chat, adopt_after_s=60)
+    await renderer.feed.ensure_group()
+    gen_id = await _unposted(rt, "nowhere to go", age_s=120)
+    await renderer.recover()
+    row = await rt.store.get(gen_id)
+    assert row is not None and row.state is State.CANCELLED and row.error_code == "chat_unavailable"
+    assert await rt.queue.position(gen_id) is None

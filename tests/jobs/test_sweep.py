@@ -135,6 +135,29 @@ async def test_the_sweep_restores_lost_queued_jobs_in_ticket_order_and_publishes
     assert await rt.core.reconcile() == 0, "a second sweep finds nothing to heal"
 
 
+async def test_a_request_that_never_reached_the_line_nor_its_message_is_posted_before_it_runs(
+    rt: Runtime,
+) -> None:
+    """Its bot was killed after inserting the row, before the submit: no ticket, no message. The
+    sweep does not put it in line (it would run unseen); it asks the renderer to post its message
+    (an ``unposted`` event), and puts it in line once the message is there."""
+    new = NewGeneration(ALICE, "general", ImagineOptions("orphan", "", 64, 64, 3, 1), "demo")
+    gen = await rt.store.create(new)
+    await GenerationRow.filter(id=gen.id).update(created_at=datetime.now(UTC) - timedelta(minutes=5))
+    events = Keys(rt.settings.redis.key_prefix).events
+
+    assert await rt.core.reconcile() == 0
+    assert await rt.queue.waiting() == []
+    kinds = [(int(f[b"id"]), f[b"kind"]) for _id, f in await rt.redis.xrange(events)]
+    assert kinds == [(gen.id, b"unposted")]
+
+    await rt.store.update_message(gen.id, MessageRef("local", "general", "m9").to_json())  # posted
+    assert await rt.core.reconcile() == 1
+    assert await rt.queue.waiting() == [gen.id]
+    row = await rt.store.get(gen.id)
+    assert row is not None and row.ticket is not None
+
+
 async def test_stopping_a_worker_while_arq_finishes_a_sweep_stops_it_cleanly(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -142,3 +142,19 @@ async def test_a_429_storm_still_ends_with_the_final_image(stack: DiscordStack) 
     token = payload["token"]
     await stack.until(lambda: [r for r in fake.of("PATCH", WEBHOOK + token) if is_final(r)], timeout=60)
     assert sum(1 for r in fake.requests if r.status == 429) == 12
+
+
+async def test_a_command_reaching_a_stopping_bot_is_told_it_restarts_and_queues_nothing(
+    stack: DiscordStack,
+) -> None:
+    """While the bot stops, the gateway stays up for the commands it already took; a new one is
+    answered at once, to its member alone, and nothing is written."""
+    stack.client.inflight.closed = True  # as InFlight.drain() leaves it
+    payload = interaction_payload(name="imagine", options={"prompt": "too late"})
+    stack.deliver(payload)
+    token = payload["token"]
+    [answer] = await stack.until(lambda: [r for r in stack.fake.requests if token in r.path])
+    assert answer.route == f"POST /interactions/{payload['id']}/{token}/callback"
+    assert answer.json["type"] == 4 and answer.json["data"]["flags"] & 64
+    assert "restarting" in answer.json["data"]["content"]
+    assert await stack.rt.store.list_active("discord") == []

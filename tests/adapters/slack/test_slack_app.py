@@ -4,6 +4,7 @@ and SQLite (``genbot bot --platform slack`` as ``bot.app.serve_bot`` runs it).""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -242,3 +243,22 @@ async def test_genbot_subcommands_and_help(
         await fake.wait_until(lambda: len(fake.responses) == 2)
         assert fake.responses[1]["text"].startswith("You have no jobs")
     assert await GenerationRow.all().count() == 0
+
+
+async def test_a_stop_finishes_every_acknowledged_command_before_it_closes(
+    slack_rt: Runtime, fake: FakeSlack, http: aiohttp.ClientSession
+) -> None:
+    """SIGTERM in the middle of a burst: Slack has had its ack for every command, and each is
+    still posting its status message (Slack answers slowly). The bot stops taking commands,
+    waits for those, and only then closes: every request has its message, linked to its row."""
+    fake.delay_s["chat.postMessage"] = 2.0
+    async with bot_running(slack_rt) as (base, stop):
+        client = SlackClient(http, f"{base}/slack/events", fake)
+        acks = await asyncio.gather(*(client.command("/imagine", f"fox {i}") for i in range(8)))
+        assert [status for status, _body, _took in acks] == [200] * 8
+        stop.set()  # as SIGTERM does; leaving the block waits for the bot to end
+    assert len(fake.in_channel(CHANNEL)) == 8, "the bot ended before its commands posted"
+    rows = await GenerationRow.all()
+    assert len(rows) == 8
+    posted = {m.ts for m in fake.in_channel(CHANNEL)}
+    assert {row.message.get("message_id") for row in rows} == posted and len(posted) == 8
