@@ -49,6 +49,7 @@ from bot.ports import (
     ImageRequest,
     ImageResult,
     ProgressCallback,
+    QueueUnavailable,
 )
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
@@ -265,8 +266,16 @@ class GenerationRunner:
         generation_id = gen.id
         request: ImageRequest = gen.imagine_options()
         last_report = -math.inf  # the first report goes out at once
+        telling: asyncio.Task[None] | None = None  # the renderer's nudge of the last report
+
+        async def tell() -> None:
+            try:
+                await self.queue.publish(generation_id, "progress")
+            except QueueUnavailable:  # the renderer re-renders from the row once Redis is back
+                log.debug("progress event of %s not published: Redis is unreachable", generation_id)
 
         async def progress(step: int, total: int, preview: bytes | None) -> None:
+            nonlocal last_report, telling
             nonlocal last_report
             now = time.monotonic()
             if step < total and now - last_report < self.progress_interval_s:
@@ -284,12 +293,20 @@ class GenerationRunner:
                 return
             if not recorded:
                 raise JobStopped
-            await self.queue.publish(generation_id, "progress")
+            # The row has the progress; the event only nudges the renderer. It goes out beside
+            # the generation, never in its way: while Redis is away a publish waits for it, and
+            # the image must not. A nudge still on its way makes the next one needless.
+            if telling is None or telling.done():
+                telling = asyncio.create_task(tell(), name=f"genbot-progress-{generation_id}")
 
         started = time.monotonic()
         try:
-            # The timeout sits inside the breaker: a backend that hangs is a failing backend.
-            result = await self.breaker.call(admission, self._generate, request, progress)
+            try:
+                # The timeout sits inside the breaker: a backend that hangs is a failing backend.
+                result = await self.breaker.call(admission, self._generate, request, progress)
+            finally:
+                if telling is not None and not telling.done():
+                    telling.cancel()
         except JobStopped:
             return await self._finish(generation_id, None, None)
         except TimeoutError:

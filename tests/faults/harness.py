@@ -49,6 +49,10 @@ class Figures:
     failed_right: int = 0  # failed, with the expected catalogue message shown to the member
     failed_wrong: int = 0
     lost: int = 0
+    duplicated_tickets: int = 0  # rows sharing a ticket with another row
+    duplicated_rows: int = 0  # rows beyond the first for one request
+    fifo_violations: int = 0  # see fifo_violations()
+    refused: dict[str, int] = field(default_factory=dict)  # requests answered with a catalogue refusal
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -183,6 +187,25 @@ class Cluster:
         assert body == {"ok": True}, body
         self.submitted.append(prompt)
 
+    async def imagine_or_refusal(
+        self, http: aiohttp.ClientSession, figures: Figures, prompt: str, steps: int = 8
+    ) -> str | None:
+        """``/imagine`` as Alice, one request at a time: None when it was queued, else the title of
+        the refusal she was answered with (counted in ``figures.refused``; the request is then not
+        expected to have a row)."""
+        async with http.get(f"{self.base_url}/api/messages", params={"user_id": "alice"}) as resp:
+            before = max((m["id"] for m in (await resp.json())["messages"]), default=0)
+        await self.imagine(http, prompt, steps)
+        async with http.get(f"{self.base_url}/api/messages", params={"user_id": "alice"}) as resp:
+            newer = [m for m in (await resp.json())["messages"] if m["id"] > before]
+        refusal = next((m["text"] for m in newer if m["ephemeral_to"] == "alice" and m["text"]), None)
+        if refusal is None:
+            return None
+        title = refusal.split(":", 1)[0]
+        figures.refused[title] = figures.refused.get(title, 0) + 1
+        self.submitted.remove(prompt)
+        return title
+
     async def messages(self, http: aiohttp.ClientSession) -> dict[int, dict[str, Any]]:
         """The status of every job message Alice sees, by job id."""
         async with http.get(f"{self.base_url}/api/messages", params={"user_id": "alice"}) as resp:
@@ -196,8 +219,8 @@ class Cluster:
         conn = await asyncpg.connect(self.db_url)
         try:
             records = await conn.fetch(
-                "SELECT id, state, error_code, prompt, message::text AS message, attempts "
-                "FROM generations ORDER BY id"
+                "SELECT id, state, error_code, prompt, message::text AS message, attempts, ticket, "
+                "started_at FROM generations ORDER BY id"
             )
         finally:
             await conn.close()
@@ -241,7 +264,12 @@ class Cluster:
         figures.seconds = round(time.monotonic() - started, 1)
         rows = await self.rows()
         figures.submitted = len(self.submitted)
-        figures.lost += max(0, len(self.submitted) - len(rows))
+        prompts = {r["prompt"] for r in rows}
+        figures.lost += sum(1 for prompt in self.submitted if prompt not in prompts)
+        figures.duplicated_rows = len(rows) - len(prompts)
+        tickets = [r["ticket"] for r in rows if r["ticket"] is not None]
+        figures.duplicated_tickets = len(tickets) - len(set(tickets))
+        figures.fifo_violations = fifo_violations(rows)
         for row in rows:
             shown = seen(row)
             if asyncio.iscoroutine(shown):
@@ -260,6 +288,27 @@ class Cluster:
                 codes[row["error_code"]] = codes.get(row["error_code"], 0) + 1
         figures.details.setdefault("error codes", codes)
         return figures
+
+
+#: Two workers that take adjacent jobs a moment apart may begin them in either order; a start
+#: this much later than a newer job's is no such tie.
+FIFO_TOLERANCE_S = 1.0
+
+
+def fifo_violations(rows: list[dict[str, Any]]) -> int:
+    """Pairs of jobs where the one with the higher ticket started more than
+    :data:`FIFO_TOLERANCE_S` before the one with the lower ticket. Jobs that ran more than once
+    (``attempts``) are left out: the row keeps only the start of their last run."""
+    started = [
+        r for r in rows if r["started_at"] is not None and r["ticket"] is not None and not r["attempts"]
+    ]
+    return sum(
+        1
+        for a in started
+        for b in started
+        if a["ticket"] < b["ticket"]
+        and (a["started_at"] - b["started_at"]).total_seconds() > FIFO_TOLERANCE_S
+    )
 
 
 def _title(row: dict[str, Any]) -> str | None:

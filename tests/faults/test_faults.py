@@ -42,6 +42,9 @@ from tests.faults.harness import (
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(420)]
 FLAKY = "tests.faults.flaky_backend:make"
+#: What a request may be answered during a fault, instead of being queued: the catalogue's words
+#: for "try again", never "Something went wrong".
+REFUSALS = {"Queue unavailable"}
 
 
 @pytest_asyncio.fixture
@@ -75,6 +78,10 @@ def check(figures: Figures, cluster: Cluster, submitted: int = BATCH) -> None:
     figures.record()
     assert figures.lost == 0, f"{figures}\n{cluster.log_tail()}"
     assert figures.failed_wrong == 0, f"{figures}\n{cluster.log_tail()}"
+    assert figures.duplicated_rows == 0, f"{figures}\n{cluster.log_tail()}"
+    assert figures.duplicated_tickets == 0, f"{figures}\n{cluster.log_tail()}"
+    assert figures.fifo_violations == 0, f"{figures}\n{cluster.log_tail()}"
+    assert set(figures.refused) <= REFUSALS, figures.refused
     assert figures.submitted == submitted
 
 
@@ -140,6 +147,40 @@ async def test_redis_restarted_with_its_data_gone(
     figures.details["queued when Redis lost its data"] = queued_before
     check(figures, cluster)
     assert cluster.alive("worker") and cluster.alive("bot")
+
+
+async def test_redis_killed_while_jobs_run_and_restarted_empty(
+    cluster: Cluster, own_redis: EmbeddedRedis, http: aiohttp.ClientSession
+) -> None:
+    """SIGKILL of redis-server with jobs running and waiting, 12 s without Redis (longer than one
+    command waits for it), then a restart with nothing in it. Requests sent meanwhile wait, then are
+    refused in the catalogue's words, leaving nothing behind (or are queued, if Redis is back by
+    then). The workers stay up; the queued jobs come back at their own tickets before any new one;
+    no ticket is given twice; the jobs start in ticket order."""
+    await cluster.worker("worker-1")
+    await cluster.worker("worker-2")
+    await cluster.bot()
+    figures = Figures("Redis killed, restarted empty", "SIGKILL of Redis mid-batch, 12 s down, restart empty")
+    for n in range(BATCH):
+        await cluster.imagine(http, f"redis killed {n}", steps=8)
+    await wait_until(lambda: _running_at_least(cluster, 1), "a job to run", 60)
+    assert own_redis.process is not None
+    own_redis.process.kill()
+    await own_redis.process.wait()
+    down_at = time.monotonic()
+    during = 0
+    while time.monotonic() - down_at < 9:  # requests during the outage, one after the other
+        await cluster.imagine_or_refusal(http, figures, f"during the outage {during}", steps=4)
+        during += 1
+    await asyncio.sleep(max(0.0, 12 - (time.monotonic() - down_at)))  # the rest of the outage
+    await own_redis.start()
+    assert cluster.alive("worker-1") and cluster.alive("worker-2") and cluster.alive("bot")
+    for n in range(3):  # and after it
+        await cluster.imagine(http, f"after the outage {n}", steps=4)
+    figures = await cluster.settle(figures, refreshing_local_seen(cluster, http))
+    figures.details["requests during the outage"] = during
+    check(figures, cluster, submitted=BATCH + during + 3 - sum(figures.refused.values()))
+    assert all(cluster.alive(n) for n in ("worker-1", "worker-2", "bot"))
 
 
 async def test_redis_paused_for_ten_seconds(
