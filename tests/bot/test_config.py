@@ -95,7 +95,9 @@ def test_unknown_names_in_the_env_file_are_refused_too(clean_env: pytest.MonkeyP
     env.write_text("# a comment\nOTHER_TOOL=1\nGENBOT_LOCAL__PROT=8001\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=env)
-    assert str(caught.value) == f"GENBOT_LOCAL__PROT in {env} is not a setting; did you mean GENBOT_LOCAL__PORT?"
+    assert (
+        str(caught.value) == f"GENBOT_LOCAL__PROT in {env} is not a setting; did you mean GENBOT_LOCAL__PORT?"
+    )
 
 
 def test_the_test_prefix_and_other_programs_names_are_left_alone(clean_env: pytest.MonkeyPatch) -> None:
