@@ -38,6 +38,7 @@ ENV_NESTED = "__"
 #: Variables of genbot's tests and benchmarks (``GENBOT_TEST_POSTGRES_URL``, ...): genbot ignores them.
 ENV_RESERVED = "GENBOT_TEST_"
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
 
@@ -314,6 +315,13 @@ class Settings(BaseSettings):
 
     platform: Platform = Platform.LOCAL
     log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _a_logging_level(cls, level: str) -> str:
+        if level.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level.upper()
     redis: RedisSettings = Field(default_factory=RedisSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -33,6 +33,7 @@ def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) 
         ("GENBOT_PLATFORM", "irc"),
         ("GENBOT_LIMITS__SIZES", '["big"]'),
         ("GENBOT_LOCAL__PORT", "70000"),
+        ("GENBOT_LOG_LEVEL", "verbose"),
     ],
 )
 def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -40,6 +41,11 @@ def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variabl
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)
     assert variable in str(caught.value)
+
+
+def test_log_levels_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENBOT_LOG_LEVEL", "debug")
+    assert load_settings(_env_file=None).log_level == "DEBUG"
 
 
 def test_the_cli_exits_2_with_the_variable_name(

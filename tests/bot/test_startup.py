@@ -5,6 +5,7 @@ setting, 1: a server out of reach or something in use). See the README's Setting
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -213,3 +214,17 @@ async def test_a_second_dev_on_the_same_folder_stops_at_once(tmp_path: Path) -> 
         first.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(first.wait(), 30)
     assert code == 0
+
+
+async def test_dev_with_a_redis_server_that_will_not_start_is_one_line(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    broken = bin_dir / "redis-server"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    exited = await run_genbot("dev", cwd=tmp_path, env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert exited.code == 1
+    assert exited.one_line() == (
+        f"genbot: could not start the embedded Redis ({broken} exited or did not answer, three times): "
+        f"check that `{broken} --version` runs, or install Redis"
+    )
