@@ -315,13 +315,6 @@ class Settings(BaseSettings):
 
     platform: Platform = Platform.LOCAL
     log_level: str = "INFO"
-
-    @field_validator("log_level")
-    @classmethod
-    def _a_logging_level(cls, level: str) -> str:
-        if level.upper() not in LOG_LEVELS:
-            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-        return level.upper()
     redis: RedisSettings = Field(default_factory=RedisSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -334,6 +327,13 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _a_logging_level(cls, level: str) -> str:
+        if level.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level.upper()
 
 
 class ConfigError(Exception):
