@@ -50,10 +50,12 @@ async def migrate(db_url: str) -> None:
 
 
 def _database_unreachable(db_url: str, exc: db.DatabaseUnavailable) -> StartupError:
-    return StartupError(
-        f"cannot reach the database at {display_url(db_url)} ({exc}): check GENBOT_DATABASE__URL "
-        "and that the server runs"
+    check = (
+        "check GENBOT_DATABASE__URL; the file and its folder must be writable"
+        if db_url.startswith("sqlite:")
+        else "check GENBOT_DATABASE__URL and that the server runs"
     )
+    return StartupError(f"cannot reach the database at {display_url(db_url)} ({exc}): {check}")
 
 
 async def _connect_database(db_url: str) -> None:

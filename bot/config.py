@@ -456,4 +456,5 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError("\n".join(_error_lines(exc.errors()))) from None
     except SettingsError as exc:  # a value pydantic-settings itself could not decode
         cause = exc.__cause__
-        raise ConfigError(f"{exc} ({type(cause).__name__}: {cause})" if cause else str(exc)) from None
+        text = f"{exc} ({type(cause).__name__}: {cause})" if cause else str(exc)
+        raise ConfigError(" ".join(text.split())) from None

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from tortoise.migrations.api import migrate as run_migrations
 
 from bot.config import display_url
@@ -163,7 +164,7 @@ async def test_a_database_out_of_reach_names_its_url_and_the_setting(tmp_path: P
 
 
 async def test_bot_on_a_busy_port_names_the_port_setting(
-    tmp_path: Path, redis_server: EmbeddedRedis, sqlite_url: str, held_port: int
+    tmp_path: Path, redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, held_port: int
 ) -> None:
     env = {
         "GENBOT_DATABASE__URL": sqlite_url,
@@ -228,3 +229,13 @@ async def test_dev_with_a_redis_server_that_will_not_start_is_one_line(tmp_path:
         f"genbot: could not start the embedded Redis ({broken} exited or did not answer, three times): "
         f"check that `{broken} --version` runs, or install Redis"
     )
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("a file where the database's folder should be")
+    url = f"sqlite://{tmp_path / 'not-a-folder' / 'genbot.sqlite3'}"
+    exited = await run_genbot("migrate", cwd=tmp_path, env={"GENBOT_DATABASE__URL": url})
+    assert exited.code == 1
+    line = exited.one_line()
+    assert line.startswith(f"genbot: cannot reach the database at {url} (")
+    assert line.endswith("check GENBOT_DATABASE__URL; the file and its folder must be writable")
