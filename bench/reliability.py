@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         figures_file = Path(tmp) / "figures.jsonl"
         env = {
             **os.environ,
-            "GENBOT_FAULT_BATCH": str(args.batch),
-            "GENBOT_FAULT_FIGURES": str(figures_file),
+            "GENBOT_TEST_FAULT_BATCH": str(args.batch),
+            "GENBOT_TEST_FAULT_FIGURES": str(figures_file),
         }
         code = subprocess.call(
             [sys.executable, "-m", "pytest", "tests/faults", "-q", "-p", "no:cacheprovider"],

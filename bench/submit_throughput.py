@@ -12,7 +12,7 @@
 
 Both sides share one arq pool on a redis-server of this run's own (``bot.embedded_redis``), flushed
 before every round; rounds alternate (B G, G B, B G, ...). The PostgreSQL database is created,
-migrated and dropped by the run (admin URL: ``GENBOT_BENCH_POSTGRES_URL``, default
+migrated and dropped by the run (admin URL: ``GENBOT_TEST_POSTGRES_URL``, default
 ``postgres://postgres@127.0.0.1:5432/postgres``). Prints medians, the genbot/baseline ratio against
 the target, submit latency p50/p99, CPU per submission (this process, redis-server, PostgreSQL)
 and peak RSS growth. ``--breakdown`` then times each step of the path alone, ``--profile`` runs one
@@ -48,7 +48,7 @@ from storage import db
 from storage.models import GenerationRow
 
 TARGET_RATIO = 0.5
-PG_ADMIN_URL = os.environ.get("GENBOT_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get("GENBOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 RAW_OPTIONS = {"prompt": "a red fox in snow", "steps": "20"}
 WARMUP = 200
 #: Blocked terms of the bench workspace, each matched against every prompt.

@@ -9,8 +9,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+
+from redis.exceptions import RedisError
 
 from adapters.discord.client import GenbotClient, set_api_base, set_gateway
 from adapters.local.chat import LocalChat
@@ -18,7 +20,7 @@ from adapters.slack.adapter import SlackChat, make_client
 from adapters.slack.admins import SlackAdmins
 from adapters.slack.app import SlackBot
 from bot.commands import all_specs
-from bot.config import DISCORD_API, ConfigError, Platform, Settings
+from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
 from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter
 from bot.renderer import Renderer
 from bot.service import Genbot
@@ -38,7 +40,72 @@ from storage.store import TortoiseGenerationStore
 
 log = logging.getLogger(__name__)
 
-migrate = db.migrate
+
+async def migrate(db_url: str) -> None:
+    """Apply the database migrations (:func:`storage.db.migrate`). Raises :class:`StartupError`
+    naming ``GENBOT_DATABASE__URL`` when the database cannot be reached."""
+    try:
+        await db.migrate(db_url)
+    except db.DatabaseUnavailable as exc:
+        raise _database_unreachable(db_url, exc) from None
+
+
+def _database_unreachable(db_url: str, exc: db.DatabaseUnavailable) -> StartupError:
+    check = (
+        "check GENBOT_DATABASE__URL; the file and its folder must be writable"
+        if db_url.startswith("sqlite:")
+        else "check GENBOT_DATABASE__URL and that the server runs"
+    )
+    return StartupError(f"cannot reach the database at {display_url(db_url)} ({exc}): {check}")
+
+
+async def _connect_database(db_url: str) -> None:
+    """Connect, and refuse a database that lacks this release's migrations (:class:`ConfigError`:
+    never migrated, or by an older release)."""
+    try:
+        await db.connect(db_url)
+    except db.DatabaseUnavailable as exc:
+        raise _database_unreachable(db_url, exc) from None
+    try:
+        pending = await db.pending_migrations()
+    except BaseException:
+        await db.close()
+        raise
+    if pending:
+        await db.close()
+        what = (
+            pending[0] if len(pending) == 1 else f"{len(pending)} migrations, {pending[0]} to {pending[-1]}"
+        )
+        raise ConfigError(
+            f"the database at {display_url(db_url)} is not migrated ({what} not applied): "
+            "run `genbot migrate` with the same GENBOT_DATABASE__URL"
+        )
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Hold back ``logger``'s warnings for the block."""
+    log_ = logging.getLogger(logger)
+    level = log_.level
+    log_.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log_.setLevel(level)
+
+
+async def _open_redis(url: str) -> ArqRedis:
+    """:func:`jobs.queue.open_redis`, with its failure as one :class:`StartupError` naming
+    ``GENBOT_REDIS__URL`` (arq's own retry warnings held back: the failure says it all)."""
+    try:
+        with _quiet("arq.connections"):
+            return await open_redis(url)
+    except (RedisError, OSError, TimeoutError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StartupError(
+            f"cannot reach Redis at {display_url(url)} ({reason}): start it, or point "
+            "GENBOT_REDIS__URL at a running one"
+        ) from None
 
 
 @dataclass
@@ -56,9 +123,17 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Connect to the database and Redis for the life of the block."""
-    await db.connect(settings.database.url)
-    redis = await open_redis(settings.redis.url)
+    """Connect to the database and Redis for the life of the block.
+
+    Raises, before the block runs: :class:`StartupError` naming ``GENBOT_DATABASE__URL`` or
+    ``GENBOT_REDIS__URL`` for a server out of reach, :class:`ConfigError` for a database that
+    lacks this release's migrations (run ``genbot migrate``)."""
+    await _connect_database(settings.database.url)
+    try:
+        redis = await _open_redis(settings.redis.url)
+    except BaseException:
+        await db.close()
+        raise
     try:
         store = TortoiseGenerationStore()
         moderation = TortoiseModerationStore()
@@ -144,7 +219,12 @@ def build_frontend(rt: Runtime) -> Frontend:
         host, port = rt.settings.local.host, rt.settings.local.port
 
         async def start_local() -> int | None:
-            await chat.start(host, port)
+            try:
+                await chat.start(host, port)
+            except OSError as exc:
+                raise StartupError.cannot_listen(
+                    exc, host, port, "GENBOT_LOCAL__HOST", "GENBOT_LOCAL__PORT (or genbot dev --port)"
+                ) from None
             print(f"genbot local chat: http://{host}:{chat.port}", flush=True)
             return chat.port
 
@@ -181,7 +261,8 @@ async def discord_session(
     rt: Runtime, *, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[GenbotClient]:
     """A Discord client logged in (REST only, no gateway yet) against ``discord.api_base_url``;
-    closed, and the REST base restored, on exit."""
+    closed, and the REST base restored, on exit. Raises :class:`ConfigError` for a missing or
+    refused ``GENBOT_DISCORD__TOKEN`` (see :meth:`GenbotClient.sign_in`)."""
     d = rt.settings.discord
     token = d.token.get_secret_value()
     if not token:
@@ -190,7 +271,7 @@ async def discord_session(
     old_gateway = None
     client = build_discord_client(rt, clock=clock)
     try:
-        await client.login(token)
+        await client.sign_in(token)
         if d.api_base_url != DISCORD_API:
             # With a fixed shard count, and on any fresh reconnect whatever the count, discord.py
             # dials its built-in gateway; take the one that the configured REST base announces
@@ -292,8 +373,8 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
     """Run the Discord client (all shards, one process) and the renderer, which edits through the
     client's HTTP client, until ``stop`` is set. Commands are not synced here: ``genbot discord
     sync`` does that, once per change."""
-    await rt.core.reconcile()
     async with discord_session(rt) as client:
+        await rt.core.reconcile()
         renderer = build_renderer(rt, client.chat)
         await renderer.feed.ensure_group()
         renders_stop = asyncio.Event()

@@ -5,6 +5,11 @@
 - ``genbot worker``: an arq worker running generation jobs.
 - ``genbot migrate``: apply database migrations.
 - ``genbot discord sync [--guild ID]``: register the slash commands with Discord.
+
+A start-up failure is one line on stderr naming what to fix, never a traceback: exit code 2 for a
+setting (:class:`~bot.config.ConfigError`: a name that is not a setting, a bad value, a token the
+platform refuses, a database not migrated), 1 for the world around (:class:`~bot.config.StartupError`:
+a server out of reach, a port or a data folder in use).
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.config import ConfigError, Platform, Settings, load_settings
+from bot.config import ConfigError, Platform, Settings, StartupError, load_settings
+from bot.devlock import data_folder_lock
 from bot.embedded_redis import RedisNotFound, embedded_redis
 
 log = logging.getLogger("genbot")
@@ -33,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genbot", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="run everything locally: embedded Redis, SQLite, local chat")
-    dev.add_argument("--port", type=int, help="local chat port (default 8000)")
+    dev.add_argument("--port", type=_port, help="local chat port (default 8000; 0: any free one)")
     bot = sub.add_parser("bot", help="run the chat adapter and the renderer")
     bot.add_argument("--platform", choices=[p.value for p in Platform])
     sub.add_parser("worker", help="run a generation worker")
@@ -45,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,10 +65,15 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _dev(settings: Settings) -> None:
-    from bot.app import migrate, runtime, serve_bot, serve_worker
-
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    with data_folder_lock(DEV_DATA):
+        await _dev_locked(settings, stop)
+
+
+async def _dev_locked(settings: Settings, stop: asyncio.Event) -> None:
+    from bot.app import migrate, runtime, serve_bot, serve_worker
+
     async with embedded_redis(DEV_DATA / "redis") as redis:
         settings = settings.model_copy(
             update={
@@ -68,10 +85,39 @@ async def _dev(settings: Settings) -> None:
                 "blobs": settings.blobs.model_copy(update={"dir": DEV_DATA / "blobs"}),
             }
         )
-        log.info("embedded Redis at %s, SQLite at %s", redis.url, settings.database.url)
         await migrate(settings.database.url)
         async with runtime(settings) as rt:
-            await asyncio.gather(serve_bot(rt, stop), serve_worker(rt, stop))
+            listening = asyncio.Event()
+
+            def ready(_port: int) -> None:
+                log.info("embedded Redis at %s, SQLite at %s", redis.url, settings.database.url)
+                listening.set()
+
+            bot = asyncio.create_task(serve_bot(rt, stop, on_listening=ready), name="genbot-dev-bot")
+            # The worker starts once the chat listens: a port in use stops `genbot dev` before
+            # anything else ran, with one line.
+            worker = asyncio.create_task(
+                _once(listening, stop, lambda: serve_worker(rt, stop)), name="genbot-dev-worker"
+            )
+            try:
+                await asyncio.gather(bot, worker)
+            finally:
+                # If one failed, the other stops in order before the runtime closes under it; the
+                # failure is what the command line reports.
+                stop.set()
+                await asyncio.wait({bot, worker})
+
+
+async def _once(ready: asyncio.Event, stop: asyncio.Event, work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work`` once ``ready`` is set, unless ``stop`` is set first."""
+    waits = {asyncio.create_task(ready.wait()), asyncio.create_task(stop.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    if not stop.is_set():
+        await work()
 
 
 async def _bot(settings: Settings) -> None:
@@ -120,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 update={"local": settings.local.model_copy(update={"port": args.port})}
             )
     except ConfigError as exc:
-        print(f"genbot: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, 2)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -129,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     # At DEBUG these print interaction tokens (webhook URLs) and raw Slack payloads: never that.
     for chatty in ("discord.webhook", "discord.http", "slack_sdk", "slack_bolt"):
         logging.getLogger(chatty).setLevel(max(logging.INFO, logging.getLogger().level))
+    # Tortoise's only INFO line is "Tortoise-ORM shutdown", on every close (a start-up failure
+    # too); its DEBUG (the SQL) stays available.
+    root_level = logging.getLogger().level
+    logging.getLogger("tortoise").setLevel(root_level if root_level <= logging.DEBUG else logging.WARNING)
     commands: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
         "dev": _dev,
         "bot": _bot,
@@ -139,14 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(commands[args.command](settings))
     except (ConfigError, RedisNotFound) as exc:
-        print(f"genbot: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, RedisConnectionError) as exc:  # a port in use, a server out of reach
-        print(f"genbot: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 2)
+    except StartupError as exc:
+        return _fail(exc, 1)
+    except (OSError, RedisConnectionError) as exc:  # what start-up did not name more precisely
+        return _fail(exc, 1)
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _fail(exc: Exception, code: int) -> int:
+    """Print ``exc``, one ``genbot:`` line per mistake, and return the exit code."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        print(f"genbot: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

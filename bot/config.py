@@ -1,21 +1,93 @@
 """One typed settings object, read once at start-up and passed down explicitly.
 
 Every setting is an environment variable (or a line in `.env`) named ``GENBOT_<SECTION>__<NAME>``;
-``.env.example`` lists them all with a comment. A bad value stops start-up with a message that names the
-variable (see :func:`load_settings`).
+``.env.example`` lists them all with a comment. :func:`load_settings` refuses what it cannot use, one
+line per mistake, each naming the variable: a ``GENBOT_`` name that is not a setting (with the closest
+one), a value that does not parse or is out of range. Names under ``GENBOT_TEST_`` are left to the
+test suite and the benchmarks.
+
+List settings take JSON (``["Alice","Bob"]``) or comma-separated items (``Alice,Bob``).
 """
 
 from __future__ import annotations
 
+import difflib
+import errno
+import json
+import os
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, NoDecode, SettingsConfigDict, SettingsError
 
 ENV_PREFIX = "GENBOT_"
 ENV_NESTED = "__"
+#: Variables of genbot's tests and benchmarks (``GENBOT_TEST_POSTGRES_URL``, ...): genbot ignores them.
+ENV_RESERVED = "GENBOT_TEST_"
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
+
+
+def _var(section: str, name: str) -> str:
+    return f"{ENV_PREFIX}{section}{ENV_NESTED}{name}".upper()
+
+
+def _list_value(value: object) -> object:
+    """A list setting as the environment gives it: a JSON array, or comma-separated items (blank
+    ones dropped). Anything else (a list passed in code) goes on to pydantic unchanged."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"not a JSON list ({exc.msg} at character {exc.pos + 1}); "
+                'write ["a","b"] or a comma-separated list a,b'
+            ) from None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+#: A list of strings from JSON or ``a,b,c`` (pydantic-settings would only try JSON).
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_list_value)]
+#: A list of integers from JSON or ``1,2,3``.
+IntList = Annotated[list[int], NoDecode, BeforeValidator(_list_value)]
+
+
+def _port_of(netloc: str) -> str:
+    """The port part of a URL's ``[user[:password]@]host[:port]``, or ``""``."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):  # [IPv6]:port
+        return host.partition("]")[2].removeprefix(":")
+    return host.partition(":")[2]
+
+
+def display_url(url: str) -> str:
+    """``url`` as it may be printed: without its password and without its query string."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    netloc = netloc.split("?", 1)[0]
+    userinfo, _, host = netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user + '@' if user else ''}{host}{slash}{tail.split('?', 1)[0]}"
 
 
 class Platform(StrEnum):
@@ -29,11 +101,53 @@ class RedisSettings(BaseModel):
     key_prefix: str = Field("genbot", description="prefix of every genbot key; arq keeps its own")
     queue_name: str = Field("genbot:queue", description="arq queue of generation jobs")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        """What arq's ``RedisSettings.from_dsn`` reads without raising (it parses with urllib too)."""
+        if url.partition("://")[0] not in REDIS_SCHEMES:
+            raise ValueError(
+                "must be a redis://, rediss:// (TLS) or unix:// URL, such as redis://127.0.0.1:6379/0"
+            )
+        try:
+            parts = urlsplit(url)
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has a host or port that cannot be read (redis://HOST:6379/0)") from None
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("unix:// needs the socket's path, such as unix:///run/redis/redis.sock")
+            return url
+        database = parse_qs(parts.query).get("db", [parts.path.lstrip("/")])[0]
+        if database and not database.isdigit():
+            raise ValueError(f"the database after the host must be a number (.../0), not {database!r}")
+        return url
+
 
 class DatabaseSettings(BaseModel):
     url: str = Field(
         "sqlite://data/genbot.sqlite3", description="Tortoise URL: sqlite://... or postgres://..."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        """The two databases genbot runs on, spelt as Tortoise reads them."""
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                "genbot runs on SQLite or PostgreSQL: write sqlite://PATH (such as "
+                "sqlite://data/genbot.sqlite3) or postgres://USER:PASSWORD@HOST:5432/DATABASE "
+                "(postgresql:// works too)"
+            )
+        if scheme == "sqlite":
+            if not rest.split("?", 1)[0]:
+                raise ValueError("sqlite:// needs a file path, such as sqlite://data/genbot.sqlite3")
+            return url
+        port = _port_of(rest.split("/", 1)[0].split("?", 1)[0])
+        if port and not port.isdigit():
+            raise ValueError(f"the port must be a number (postgres://HOST:5432/DATABASE), not {port!r}")
+        return url
 
 
 class WorkerSettings(BaseModel):
@@ -53,7 +167,10 @@ class WorkerSettings(BaseModel):
     @model_validator(mode="after")
     def _job_outlives_backend_call(self) -> WorkerSettings:
         if self.job_timeout_s <= self.backend_timeout_s:
-            raise ValueError("job_timeout_s must be longer than backend_timeout_s")
+            raise ValueError(
+                f"{_var('worker', 'job_timeout_s')} ({self.job_timeout_s:g}) must be longer than "
+                f"{_var('worker', 'backend_timeout_s')} ({self.backend_timeout_s:g})"
+            )
         return self
 
 
@@ -64,7 +181,7 @@ class BackendSettings(BaseModel):
 
 class LimitsSettings(BaseModel):
     prompt_max: Annotated[int, Field(ge=1, le=4000)] = 1000
-    sizes: list[str] = Field(default_factory=lambda: ["512x512", "768x768", "512x768", "768x512"])
+    sizes: StrList = Field(default_factory=lambda: ["512x512", "768x768", "512x768", "768x512"])
     default_size: str = "512x512"
     steps_min: Annotated[int, Field(ge=1)] = 1
     steps_max: Annotated[int, Field(ge=1)] = 50
@@ -84,9 +201,16 @@ class LimitsSettings(BaseModel):
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> LimitsSettings:
         if self.default_size not in self.sizes:
-            raise ValueError(f"default_size {self.default_size!r} is not one of sizes")
+            raise ValueError(
+                f"{_var('limits', 'default_size')} ({self.default_size}) must be one of "
+                f"{_var('limits', 'sizes')} ({','.join(self.sizes)})"
+            )
         if not self.steps_min <= self.default_steps <= self.steps_max:
-            raise ValueError("default_steps must lie between steps_min and steps_max")
+            raise ValueError(
+                f"{_var('limits', 'default_steps')} ({self.default_steps}) must lie between "
+                f"{_var('limits', 'steps_min')} ({self.steps_min}) and "
+                f"{_var('limits', 'steps_max')} ({self.steps_max})"
+            )
         return self
 
 
@@ -126,8 +250,8 @@ class RendererSettings(BaseModel):
 class LocalChatSettings(BaseModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
-    members: list[str] = Field(default_factory=lambda: ["Alice", "Bob", "Admin"])
-    admins: list[str] = Field(default_factory=lambda: ["Admin"])
+    members: StrList = Field(default_factory=lambda: ["Alice", "Bob", "Admin"])
+    admins: StrList = Field(default_factory=lambda: ["Admin"])
 
 
 class SlackSettings(BaseModel):
@@ -144,7 +268,7 @@ class SlackSettings(BaseModel):
     http_port: Annotated[int, Field(ge=0, le=65535)] = 3000
     http_path: str = "/slack/events"
     thread_images: bool = True
-    admin_user_ids: list[str] = Field(default_factory=list)
+    admin_user_ids: StrList = Field(default_factory=list)
     admin_cache_s: Annotated[float, Field(ge=0)] = Field(
         300.0, description="seconds users.info's answer (workspace admin or owner) is kept; 0: always ask"
     )
@@ -165,7 +289,7 @@ class DiscordSettings(BaseModel):
     application_id: int | None = Field(None, description="the application id (General Information tab)")
     api_base_url: str = Field(DISCORD_API, description="REST base URL, API version included")
     shard_count: Annotated[int, Field(ge=1)] | None = Field(None, description="None: as Discord advises")
-    admin_role_ids: list[int] = Field(
+    admin_role_ids: IntList = Field(
         default_factory=list, description="members with one of these roles are genbot admins"
     )
 
@@ -208,9 +332,75 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
 
+    @field_validator("log_level")
+    @classmethod
+    def _a_logging_level(cls, level: str) -> str:
+        if level.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level.upper()
+
 
 class ConfigError(Exception):
-    """A setting has a bad value; the message names the environment variable."""
+    """A setting is wrong, or missing for what was asked. One line per mistake, each naming the
+    variable (or the command) that fixes it. The command line exits with 2."""
+
+
+class StartupError(Exception):
+    """Start-up cannot go on for a reason outside the settings' syntax: a server out of reach, a
+    port or a data folder in use. One line naming what to fix. The command line exits with 1."""
+
+    @classmethod
+    def cannot_listen(
+        cls, exc: OSError, host: str, port: int, host_setting: str, port_setting: str
+    ) -> StartupError:
+        """A server socket that could not be opened, naming the setting that moves it."""
+        if exc.errno == errno.EADDRINUSE:
+            return cls(f"port {port} on {host} is in use: set {port_setting} to a free port")
+        reason = exc.strerror or str(exc)
+        return cls(f"cannot listen on {host}:{port} ({reason}): check {host_setting} and {port_setting}")
+
+
+def setting_names() -> list[str]:
+    """Every variable genbot reads, ``GENBOT_PLATFORM`` and ``GENBOT_<SECTION>__<NAME>``, in the
+    order of :class:`Settings`. A section alone (``GENBOT_REDIS`` as one JSON object, which
+    pydantic-settings would read) is not one of them: :func:`load_settings` refuses it."""
+    names = []
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            names += [_var(name, sub) for sub in section.model_fields]
+        else:
+            names.append(f"{ENV_PREFIX}{name}".upper())
+    return names
+
+
+def _not_a_setting(name: str, where: str, known: list[str]) -> str:
+    # Compared without the shared prefix, which would make every name look alike.
+    tails = {known_name.removeprefix(ENV_PREFIX): known_name for known_name in known}
+    close = difflib.get_close_matches(name.upper()[len(ENV_PREFIX) :], list(tails), n=1, cutoff=0.6)
+    if close:
+        return f"{name}{where} is not a setting; did you mean {tails[close[0]]}?"
+    return (
+        f"{name}{where} is not a setting (.env.example lists them all; "
+        f"{ENV_RESERVED}* names are left to the tests)"
+    )
+
+
+def unknown_variables(
+    environ: Iterable[str], dotenv: Iterable[str] = (), dotenv_name: str = ".env"
+) -> list[str]:
+    """One line for each ``GENBOT_`` name in ``environ`` or in the ``.env`` file that is not a
+    setting (names compare case-insensitively, as pydantic-settings reads them), naming the
+    closest setting. Names under :data:`ENV_RESERVED` are not genbot's and pass."""
+    known = setting_names()
+    known_set = set(known)
+    lines = []
+    for where, names in (("", environ), (f" in {dotenv_name}", dotenv)):
+        for name in sorted(set(names)):
+            upper = name.upper()
+            if upper.startswith(ENV_PREFIX) and not upper.startswith(ENV_RESERVED) and upper not in known_set:
+                lines.append(_not_a_setting(name, where, known))
+    return lines
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:
@@ -219,13 +409,56 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED.join(parts).upper()
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment and `.env` once.
+def _error_lines(errors: list[ErrorDetails]) -> list[str]:
+    """One line per variable (its first error), naming it; an item of a list by its number."""
+    lines: dict[str, str] = {}
+    for error in errors:
+        ctx = error.get("ctx") or {}
+        message = str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else error["msg"]
+        if message.startswith(ENV_PREFIX):  # a rule between settings names them itself
+            lines.setdefault(message, message)
+            continue
+        name = env_name(error["loc"])
+        items = [part for part in error["loc"] if isinstance(part, int)]
+        if items:
+            message = f"item {items[-1] + 1} ({error['input']!r}): {message}"
+        lines.setdefault(name, f"{name}: {message}")
+    return list(lines.values())
 
-    Raises :class:`ConfigError` naming every bad variable and why.
+
+def _dotenv_names(env_file: object) -> tuple[list[str], str]:
+    """The names the ``.env`` file(s) define, read as pydantic-settings reads them, and how to
+    call the file(s) in a message."""
+    if isinstance(env_file, str | os.PathLike):
+        files = [Path(env_file)]
+    elif isinstance(env_file, Iterable):
+        files = [Path(file) for file in env_file]
+    else:
+        return [], ".env"
+    where = " / ".join(str(file) for file in files)
+    try:
+        source = DotEnvSettingsSource(Settings, env_file=files)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror})") from None
+    return [name.upper() for name in source.env_vars], where  # pydantic-settings lowercases them
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment and the ``.env`` file once (``_env_file=`` another file, or None).
+
+    Raises :class:`ConfigError`, one line per mistake, each naming its variable: a ``GENBOT_``
+    name that is not a setting, then (only when every name is right) every value that does not
+    parse or breaks a rule. Keyword ``overrides`` win over both and are validated alike.
     """
+    dotenv, dotenv_name = _dotenv_names(overrides.get("_env_file", Settings.model_config.get("env_file")))
+    unknown = unknown_variables(os.environ, dotenv, dotenv_name)
+    if unknown:
+        raise ConfigError("\n".join(unknown))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError("\n".join(_error_lines(exc.errors()))) from None
+    except SettingsError as exc:  # a value pydantic-settings itself could not decode
+        cause = exc.__cause__
+        text = f"{exc} ({type(cause).__name__}: {cause})" if cause else str(exc)
+        raise ConfigError(" ".join(text.split())) from None

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bot.config import StartupError
+
 START_TIMEOUT_S = 10.0
 
 
@@ -130,6 +132,8 @@ class EmbeddedRedis:
 
 @contextlib.asynccontextmanager
 async def embedded_redis(workdir: Path | None = None) -> AsyncIterator[EmbeddedRedis]:
+    """A redis-server of our own for the block. Raises :class:`RedisNotFound` without a binary,
+    :class:`StartupError` if it will not start (three tries, each on a new free port)."""
     server = EmbeddedRedis(workdir=workdir)
     for _attempt in range(3):  # the free port can be taken between the probe and the bind
         try:
@@ -138,7 +142,11 @@ async def embedded_redis(workdir: Path | None = None) -> AsyncIterator[EmbeddedR
         except RuntimeError:
             server = EmbeddedRedis(workdir=workdir)
     else:
-        raise RuntimeError("could not start an embedded redis-server")
+        binary = find_redis_server()
+        raise StartupError(
+            f"could not start the embedded Redis ({binary} exited or did not answer, three times): "
+            f"check that `{binary} --version` runs, or install Redis"
+        )
     try:
         yield server
     finally:

@@ -360,11 +360,14 @@ class Genbot:
             start = 0 if high == 0 else (high // TICKET_EPOCH + 1) * TICKET_EPOCH
             healed = await self._heal_queued(datetime.now(UTC), new_tickets=False)
             await self.queue.seed_tickets(start)
-            log.warning(
-                "Redis had lost its ticket counter (the highest ticket given: %d); new ones start after %d",
-                high,
-                start,
-            )
+            if high:  # on a new (or emptied) Redis with rows behind it
+                log.info(
+                    "Redis had no ticket counter (the highest ticket given: %d); new ones start after %d",
+                    high,
+                    start,
+                )
+            else:
+                log.debug("ticket counter started")
         finally:
             await self.queue.unlock(SEED_LOCK, token)
         return healed

@@ -9,13 +9,19 @@ from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.migrations.api import migrate as run_migrations
+from tortoise.migrations.executor import MigrationExecutor
 
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"
 
 
 class DatabaseUnavailable(ConnectionError):
-    """The database cannot be reached at start-up."""
+    """The database cannot be reached (or opened) at start-up; ``str()`` is the reason, in one line."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> DatabaseUnavailable:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return cls(reason if type(exc).__name__ in reason else f"{type(exc).__name__}: {reason}")
 
 
 def tortoise_config(db_url: str) -> dict[str, Any]:
@@ -39,26 +45,63 @@ TORTOISE_ORM = tortoise_config("sqlite://data/genbot.sqlite3")
 
 def _ensure_sqlite_dir(db_url: str) -> None:
     if db_url.startswith("sqlite://") and ":memory:" not in db_url:
-        Path(db_url.removeprefix("sqlite://").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(db_url.removeprefix("sqlite://").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailable.of(exc) from exc
+
+
+async def _reachable() -> None:
+    """Raise :class:`DatabaseUnavailable` unless the default connection answers a query."""
+    try:
+        await get_connection("default").execute_query("SELECT 1")
+    except Exception as exc:
+        await close()
+        raise DatabaseUnavailable.of(exc) from exc
 
 
 async def migrate(db_url: str) -> None:
-    """Apply every migration not yet applied. Safe to run again; use before start in production."""
+    """Apply every migration not yet applied. Safe to run again; use before start in production.
+
+    Raises :class:`DatabaseUnavailable` when the database cannot be reached; a migration that
+    fails on a reachable database raises what it raised."""
     _ensure_sqlite_dir(db_url)
-    await run_migrations(config=tortoise_config(db_url))
-    await Tortoise.close_connections()
+    config = tortoise_config(db_url)
+    try:  # reach it first, so that "cannot connect" is not mistaken for a failed migration
+        await Tortoise.init(config=config)
+    except Exception as exc:
+        await close()
+        raise DatabaseUnavailable.of(exc) from exc
+    await _reachable()
+    await close()
+    try:
+        await run_migrations(config=config)
+    finally:
+        await Tortoise.close_connections()
 
 
 async def connect(db_url: str) -> None:
     """Open the connections of this process. Call from inside the running event loop, before any
-    task that touches the database is created (Tortoise's context is a contextvar)."""
+    task that touches the database is created (Tortoise's context is a contextvar).
+
+    Raises :class:`DatabaseUnavailable` when the database cannot be reached, at start-up rather
+    than at the first request."""
     _ensure_sqlite_dir(db_url)
-    await Tortoise.init(config=tortoise_config(db_url), _enable_global_fallback=True)
-    try:  # fail at start-up, not at the first request
-        await get_connection("default").execute_query("SELECT 1")
+    try:
+        await Tortoise.init(config=tortoise_config(db_url), _enable_global_fallback=True)
     except Exception as exc:
         await close()
-        raise DatabaseUnavailable(f"cannot reach the database ({type(exc).__name__}: {exc})") from exc
+        raise DatabaseUnavailable.of(exc) from exc
+    await _reachable()
+
+
+async def pending_migrations() -> list[str]:
+    """The migrations of this release that the connected database has not applied, in the order
+    ``migrate`` would apply them; empty when it is up to date. Tortoise records applied migrations
+    in its ``tortoise_migrations`` table (app, name); a database that has none (never migrated)
+    lacks them all."""
+    executor = MigrationExecutor(get_connection("default"), tortoise_config("")["apps"])
+    return [step.migration.name for step in await executor.plan() if not step.backward]
 
 
 async def close() -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+import aiohttp
 import discord
 import discord.gateway
 import yarl
@@ -19,6 +20,7 @@ from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder, 
 from adapters.discord.buttons import JobButton
 from adapters.discord.commands import PUBLIC, actor_of, app_commands_of, request_of
 from bot.commands import CommandSpec
+from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, describe
 from bot.inflight import InFlight
 from bot.ports import CommandHandler
@@ -67,6 +69,8 @@ class GenbotClient(discord.AutoShardedClient):
         shard_count: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # genbot never joins voice: no start-up warnings about voice libraries it does not need.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True
         options: dict[str, Any] = {"application_id": application_id} if application_id else {}
@@ -83,6 +87,32 @@ class GenbotClient(discord.AutoShardedClient):
         self.tree: app_commands.CommandTree[GenbotClient] = app_commands.CommandTree(self)
         for command in app_commands_of(specs, self.run_command):
             self.tree.add_command(command)
+
+    async def sign_in(self, token: str) -> None:
+        """Log in over REST (``GET /users/@me``), which checks the token.
+
+        Raises :class:`ConfigError` naming ``GENBOT_DISCORD__TOKEN`` when Discord refuses the token
+        (401), and :class:`StartupError` naming ``GENBOT_DISCORD__API_BASE_URL`` when its REST base
+        cannot be reached. The client must be closed either way."""
+        client_log = logging.getLogger("discord.client")
+        level = client_log.level
+        client_log.setLevel(max(logging.WARNING, level))  # "logging in using static token": say more below
+        try:
+            await self.login(token)
+        except discord.LoginFailure:
+            raise ConfigError(
+                "GENBOT_DISCORD__TOKEN: Discord refused the bot token (401 Unauthorized): copy it "
+                "again from the Developer Portal (your application > Bot > Reset Token)"
+            ) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StartupError(
+                f"cannot reach Discord at {discord.http.Route.BASE} ({reason}): "
+                "check GENBOT_DISCORD__API_BASE_URL and the network"
+            ) from None
+        finally:
+            client_log.setLevel(level)
+        log.info("Discord: signed in as %s (application %s)", self.user, self.application_id)
 
     async def use_announced_gateway(self) -> yarl.URL:
         """Dial the gateway that ``GET /gateway/bot`` of the current REST base announces; returns

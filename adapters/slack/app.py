@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -35,7 +36,7 @@ from adapters.slack.admins import SlackAdmins
 from adapters.slack.blocks import ACTION_IDS, error_text, reply_text
 from adapters.slack.payloads import GENBOT, IMAGINE, action_target, command_request, help_text, wants_help
 from bot.commands import CommandSpec
-from bot.config import ConfigError
+from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, MessageRef, StatusView
@@ -188,19 +189,36 @@ class SlackBot:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 3000) -> None:
-        """Check the bot token (``auth.test``), then connect to Slack (Socket Mode) or listen on
-        ``host:port`` (HTTP mode). Raises :class:`ConfigError` for a token Slack refuses."""
+        """Check the bot token (``auth.test``), then connect to Slack (Socket Mode, after checking
+        the app-level token with ``apps.connections.open``) or listen on ``host:port`` (HTTP
+        mode). Raises :class:`ConfigError` for a token Slack refuses,
+        :class:`StartupError` for a Web API out of reach or a port that cannot be opened; each
+        names the setting to fix."""
         try:
             auth = await self.chat.client.auth_test()
         except SlackApiError as exc:
             raise ConfigError(
                 f"GENBOT_SLACK__BOT_TOKEN: Slack refused the bot token ({slack_error(exc)})"
             ) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StartupError(
+                f"cannot reach Slack's Web API at {self.chat.client.base_url} "
+                f"({' '.join(str(exc).split()) or type(exc).__name__}): check GENBOT_SLACK__API_BASE_URL"
+            ) from None
         self._auth = AuthorizeResult.from_auth_test_response(
             bot_token=self.bot_token, auth_test_response=auth
         )
         log.info("Slack: signed in as %s in team %s", auth.get("user"), auth.get("team_id"))
         if self.app_token:
+            # The Socket Mode client retries a refused token for ever, logging a traceback each
+            # time: ask once (the address it hands out expires unused) and stop if Slack says no.
+            try:
+                await self.chat.client.apps_connections_open(app_token=self.app_token)
+            except SlackApiError as exc:
+                raise ConfigError(
+                    f"GENBOT_SLACK__APP_TOKEN: Slack refused the app-level token ({slack_error(exc)}); "
+                    "it needs the connections:write scope (or leave it empty for HTTP mode)"
+                ) from None
             self._socket = AsyncSocketModeHandler(self.app, self.app_token)
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
             log.info("Slack: Socket Mode connected")
@@ -208,7 +226,14 @@ class SlackBot:
         self._runner = web.AppRunner(self.web_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise StartupError.cannot_listen(
+                exc, host, port, "GENBOT_SLACK__HTTP_HOST", "GENBOT_SLACK__HTTP_PORT"
+            ) from None
         self._site = site
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port

@@ -35,9 +35,9 @@ URL_LINE = re.compile(r"genbot local chat: (http://\S+)")
 PREFIX = "flt"
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 #: How many jobs each scenario submits: small in ``make test``, bigger in ``make reliability``.
-BATCH = int(os.environ.get("GENBOT_FAULT_BATCH", "6"))
+BATCH = int(os.environ.get("GENBOT_TEST_FAULT_BATCH", "6"))
 #: Where ``make reliability`` collects the figures (a JSON line per scenario).
-FIGURES_FILE = os.environ.get("GENBOT_FAULT_FIGURES")
+FIGURES_FILE = os.environ.get("GENBOT_TEST_FAULT_FIGURES")
 
 
 @dataclass

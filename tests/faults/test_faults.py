@@ -405,4 +405,4 @@ async def _all_ended(cluster: Cluster) -> bool:
 
 
 def test_the_batch_size_is_sane() -> None:
-    assert 1 <= BATCH <= int(os.environ.get("GENBOT_FAULT_BATCH_MAX", "500"))
+    assert 1 <= BATCH <= int(os.environ.get("GENBOT_TEST_FAULT_BATCH_MAX", "500"))

@@ -4,7 +4,8 @@ discord.py is pointed at it through ``Route.BASE`` (the ``api_base_url`` setting
 request (JSON bodies and multipart ``payload_json`` + ``files[n]``), keeps the messages it created,
 and can be told to fail: 429 with ``retry_after`` (and the headers discord.py needs to treat it as
 Discord's, not a Cloudflare ban), 401/50027 for an expired interaction token, 404/10008 for a deleted
-message.
+message. With :attr:`FakeDiscord.bot_token` set, a request with another bot token gets Discord's
+``401: Unauthorized``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class FakeDiscord:
         self.base_url = ""
         self.changed = asyncio.Event()
         self.token_channels: dict[str, str] = {}  # interaction token -> its channel
+        #: The one bot token accepted, as Discord would; None accepts any.
+        self.bot_token: str | None = None
 
     # -- control ------------------------------------------------------------------------------
 
@@ -143,6 +146,9 @@ class FakeDiscord:
         return response
 
     def _respond(self, rec: Recorded) -> web.Response:
+        auth = rec.headers.get("Authorization", "")
+        if self.bot_token is not None and auth.startswith("Bot ") and auth != f"Bot {self.bot_token}":
+            return reply({"message": "401: Unauthorized", "code": 0}, status=401)
         for failure in self.failures:
             if failure.times > 0 and failure.match(rec):
                 failure.times -= 1

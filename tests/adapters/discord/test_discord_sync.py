@@ -10,9 +10,10 @@ from redis.asyncio import Redis
 
 from bot.app import runtime, serve_bot, sync_discord_commands
 from bot.commands import admin_specs
-from bot.config import ConfigError
-from bot.embedded_redis import EmbeddedRedis
+from bot.config import ConfigError, StartupError
+from bot.embedded_redis import EmbeddedRedis, free_port
 from tests.adapters.discord.fake import APP_ID, FakeDiscord
+from tests.cli import run_genbot
 from tests.conftest import make_settings
 
 
@@ -92,3 +93,70 @@ async def test_discord_without_a_token_stops_with_one_line_naming_the_setting(
     async with runtime(settings) as rt:
         with pytest.raises(ConfigError, match="GENBOT_DISCORD__TOKEN"):
             await serve_bot(rt, asyncio.Event())
+
+
+@pytest.mark.parametrize("command", ["bot", "sync"])
+async def test_a_token_discord_refuses_is_a_config_error_naming_the_setting(
+    fake: FakeDiscord,
+    redis_server: EmbeddedRedis,
+    redis: Redis,
+    sqlite_url: str,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    """discord.py's LoginFailure (Discord's 401 on ``/users/@me``) becomes genbot's ConfigError,
+    for ``genbot bot`` and ``genbot discord sync`` alike; nothing is registered."""
+    fake.bot_token = "the-real-token"
+    settings = make_settings(
+        redis_server.url,
+        sqlite_url,
+        tmp_path,
+        platform="discord",
+        discord={"token": "a-stale-token", "api_base_url": fake.base_url},
+    )
+    async with runtime(settings) as rt:
+        start = serve_bot(rt, asyncio.Event()) if command == "bot" else sync_discord_commands(rt, guild=42)
+        with pytest.raises(ConfigError) as caught:
+            await start
+    assert str(caught.value).startswith("GENBOT_DISCORD__TOKEN: Discord refused the bot token")
+    assert [r.status for r in fake.requests] == [401]
+    assert not fake.of("PUT", "commands")
+
+
+async def test_discord_out_of_reach_names_the_api_base_url(
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/api/v10"
+    settings = make_settings(
+        redis_server.url, sqlite_url, tmp_path, discord={"token": "bot-token", "api_base_url": closed}
+    )
+    async with runtime(settings) as rt:
+        with pytest.raises(StartupError) as caught:
+            await sync_discord_commands(rt)
+    assert str(caught.value).startswith(f"cannot reach Discord at {closed} (")
+    assert str(caught.value).endswith("check GENBOT_DISCORD__API_BASE_URL and the network")
+
+
+@pytest.mark.parametrize("args", [("bot", "--platform", "discord"), ("discord", "sync")])
+async def test_the_command_line_says_one_line_for_a_refused_token(
+    fake: FakeDiscord,
+    redis_server: EmbeddedRedis,
+    redis: Redis,
+    sqlite_url: str,
+    tmp_path: Path,
+    args: tuple[str, ...],
+) -> None:
+    """``genbot bot`` and ``genbot discord sync`` as processes: exit code 2, one line, no traceback."""
+    fake.bot_token = "the-real-token"
+    env = {
+        "GENBOT_DATABASE__URL": sqlite_url,
+        "GENBOT_REDIS__URL": redis_server.url,
+        "GENBOT_DISCORD__TOKEN": "a-stale-token",
+        "GENBOT_DISCORD__API_BASE_URL": fake.base_url,
+    }
+    exited = await run_genbot(*args, cwd=tmp_path, env=env)
+    assert exited.code == 2
+    assert exited.one_line() == (
+        "genbot: GENBOT_DISCORD__TOKEN: Discord refused the bot token (401 Unauthorized): copy it again "
+        "from the Developer Portal (your application > Bot > Reset Token)"
+    )
