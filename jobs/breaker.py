@@ -32,6 +32,7 @@ re-renders the waiting messages ("waiting for the image service", then back to t
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -51,14 +52,31 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# KEYS: open, tripped, probe, failures. ARGV: probe token, probe ttl ms.
+#: Half-open, the probe is the head job's for this long; then any waiting job's.
+PROBE_HEAD_GRACE_S = 3.0
+
+# KEYS: open, tripped, probe, failures, waiting. ARGV: probe token, probe ttl ms, generation id or
+# '', head grace ms.
 # Returns {verdict, ms, failures}: 1 closed (call), 2 probe (this call is the half-open probe),
 # 0 refused (ms: how long until it is worth asking again); failures: the shared streak now.
+# Half-open, the probe goes to the job at the head of the line (position 1 is the next job to
+# start); another waiting job may take it only once the head has not for ARGV[4] ms (its worker
+# may be gone). ``tripped`` holds the time (ms) the open period ends.
 ADMIT = """
 local failures = tonumber(redis.call('GET', KEYS[4]) or '0')
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then return {0, left, failures} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
+    if ARGV[3] ~= '' then
+        local rank = redis.call('ZRANK', KEYS[5], ARGV[3])
+        if rank and rank > 0 then
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            if now - tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[4]) then
+                return {0, 100, failures}
+            end
+        end
+    end
     if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 0, failures} end
     return {0, math.max(redis.call('PTTL', KEYS[3]), 0), failures}
 end
@@ -70,8 +88,10 @@ return {1, 0, failures}
 # workers (a success of any worker in between resets the count).
 FAILURE = """
 local function trip()
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-    redis.call('SET', KEYS[2], '1')
+    redis.call('SET', KEYS[2], now + tonumber(ARGV[2]))
     redis.call('DEL', KEYS[4])
     return 1
 end
@@ -148,10 +168,13 @@ class BreakerKeys:
     tripped: str
     probe: str
     failures: str
+    #: The line of waiting jobs: the half-open probe goes to its head.
+    waiting: str
 
     @classmethod
     def of(cls, keys: Keys, backend: str) -> BreakerKeys:
-        return cls(*(keys.breaker(backend, part) for part in ("open", "tripped", "probe", "failures")))
+        part = functools.partial(keys.breaker, backend)
+        return cls(part("open"), part("tripped"), part("probe"), part("failures"), keys.waiting)
 
 
 async def breaker_retry_in(redis: Redis, keys: BreakerKeys) -> float | None:
@@ -207,14 +230,21 @@ class Breaker:
             return "closed"
         return "open" if retry_in > 0 else "half_open"
 
-    async def admit(self) -> Admission:
-        """Ask for leave to call the backend once. Raises :class:`BreakerOpen` while the breaker is
-        open, or while it is half-open and another call (of any worker) is the probe. An
-        admission that ends up unused must be given back with :meth:`release`."""
+    async def admit(self, generation_id: int | None = None) -> Admission:
+        """Ask for leave to call the backend once, for the job of ``generation_id``. Raises
+        :class:`BreakerOpen` while the breaker is open, or while it is half-open and another call
+        (of any worker) is the probe, or the job is not at the head of the line (for the first
+        :data:`PROBE_HEAD_GRACE_S` of half-open). An admission that ends up unused must be given
+        back with :meth:`release`."""
         token = uuid.uuid4().hex
         verdict, ms, failures = await self._admit(
-            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
-            args=[token, int(self.probe_ttl_s * 1000)],
+            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures, self.keys.waiting],
+            args=[
+                token,
+                int(self.probe_ttl_s * 1000),
+                "" if generation_id is None else generation_id,
+                int(PROBE_HEAD_GRACE_S * 1000),
+            ],
         )
         if int(verdict) == 0:
             raise BreakerOpen(int(ms) / 1000)

@@ -243,7 +243,7 @@ class GenerationRunner:
         told = False
         while True:
             try:
-                return await self.breaker.admit()
+                return await self.breaker.admit(gen.id)
             except BreakerOpen as exc:
                 retry_in = exc.retry_in
             if not told:

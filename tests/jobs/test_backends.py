@@ -97,6 +97,26 @@ async def test_the_breaker_counts_failures_in_a_row_over_all_workers(redis: Redi
         await worker_b.admit()
 
 
+async def test_half_open_the_probe_is_the_head_jobs(redis: Redis) -> None:
+    """Jobs 1 and 2 wait for the open breaker in the line, in that order. Once it half-opens, job
+    2's worker asking first does not make it the probe: position 1 is the next job to start."""
+    keys = Keys("bt")
+    breaker = Breaker(redis, BreakerKeys.of(keys, "demo"), fail_max=1, reset_s=0.2, probe_ttl_s=30.0)
+    await redis.zadd(keys.waiting, {"1": 1, "2": 2})
+
+    async def failing() -> None:
+        raise RuntimeError("backend down")
+
+    with pytest.raises(RuntimeError):
+        await breaker.call(await breaker.admit(), failing)
+    while await breaker.state() == "open":
+        await asyncio.sleep(0.01)
+    with pytest.raises(BreakerOpen):
+        await breaker.admit(2)
+    probe = await breaker.admit(1)
+    assert probe.probe
+
+
 async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open(redis: Redis) -> None:
     breaker = Breaker(redis, BreakerKeys.of(Keys("bt"), "demo"), fail_max=2, reset_s=0.2, probe_ttl_s=30.0)
     calls = 0
