@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from bot.commands import CommandSpec
+from bot.text import clean_line
 
 #: The largest row id the databases keep (a signed 64-bit integer).
 ID_MAX = 2**63 - 1
@@ -56,12 +57,12 @@ def string_field(body: dict[str, Any], name: str, *, required: bool = True) -> s
 
 def command_name(body: dict[str, Any]) -> str:
     """The structured form's ``command``: a JSON string of at most :data:`COMMAND_MAX`
-    characters (the core answers an unknown one)."""
+    characters, read as one clean line like the text form (the core answers an unknown one)."""
     name = string_field(body, "command")
     assert name is not None
     if len(name) > COMMAND_MAX:
         raise BadRequest("There is no such command.")
-    return name
+    return clean_line(name)
 
 
 def command_options(body: dict[str, Any], spec: CommandSpec | None) -> dict[str, str]:

@@ -27,10 +27,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from adapters.slack.blocks import ACTION_IDS
 from bot.commands import ADMIN, CommandSpec, parse_text
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor, CommandRequest
-from bot.text import clean_name
+from bot.text import clean_name, shown
 
 PLATFORM = "slack"
 IMAGINE = "/imagine"
@@ -138,7 +139,7 @@ def command_request(command: Mapping[str, Any], specs: tuple[CommandSpec, ...]) 
         spec, options = parse_text("/" + text, tuple(s for s in specs if s.key != "imagine"))
         options = _genbot_options(spec, options)
     else:
-        raise GenbotError(ErrorCode.INVALID_OPTION, f"genbot does not know the command {name}.")
+        raise GenbotError(ErrorCode.INVALID_OPTION, f"genbot does not know the command {shown(str(name))}.")
     who = actor(command.get("team_id"), command.get("user_id"), command.get("user_name") or "")
     channel = _id(command.get("channel_id"), CHANNEL_ID)
     return CommandRequest(actor=who, channel=channel, name=spec.key, options=options)
@@ -203,16 +204,18 @@ ACTION_FIELDS: dict[str, type | tuple[type, ...]] = {
     "enterprise": (str, dict, type(None)),
     "is_enterprise_install": bool,
 }
-_ONLY_OURS = "genbot takes slash commands and button presses only."
+_ONLY_OURS = "genbot takes its own slash commands and button presses only."
+#: The ``action_id`` of genbot's buttons.
+BUTTON_ACTION_IDS = frozenset(ACTION_IDS.values())
 
 
 def request_body(text: str, content_type: str | None) -> dict[str, Any]:
     """The body of a (correctly signed) request to genbot's Request URL, checked before Bolt reads
-    it, with only the fields Slack sends: a slash command's form fields (:data:`COMMAND_FIELDS`),
-    a button press's ``payload`` (:data:`ACTION_FIELDS`, each of its type), or Slack's
-    ``ssl_check``. Ids must have Slack's shape. Raises :class:`MalformedRequest` for anything else
-    (a JSON body too: genbot subscribes to no events), so that Bolt, which assumes Slack's shapes,
-    never fails on a request.
+    it, with only the fields Slack sends: one of genbot's slash commands (its form fields,
+    :data:`COMMAND_FIELDS`), a press of one of its buttons (the ``payload``'s
+    :data:`ACTION_FIELDS`, each of its type), or Slack's ``ssl_check``. Ids must have Slack's
+    shape. Raises :class:`MalformedRequest` for anything else (a JSON body too: genbot subscribes
+    to no events), so that Bolt, which assumes Slack's shapes, never fails on a request.
 
     The app hands Bolt this body in place of Bolt's own parse, which takes any form whose text
     contains the word "payload" for a button press and reads it as empty (``/imagine a payload of
@@ -230,7 +233,7 @@ def request_body(text: str, content_type: str | None) -> dict[str, Any]:
         return _block_actions(payload)
     if form.get("ssl_check") == "1":
         return {"ssl_check": "1"}
-    if "command" not in form:
+    if form.get("command") not in (IMAGINE, GENBOT):
         raise MalformedRequest(_ONLY_OURS)
     try:
         actor(form.get("team_id"), form.get("user_id"), form.get("user_name") or "")
@@ -251,6 +254,8 @@ def _block_actions(payload: dict[str, Any]) -> dict[str, Any]:
         raise MalformedRequest() from None
     if not all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in kept["actions"]):
         raise MalformedRequest()
+    if kept["actions"][0]["action_id"] not in BUTTON_ACTION_IDS:
+        raise MalformedRequest(_ONLY_OURS)
     return kept
 
 

@@ -129,6 +129,8 @@ def test_a_prompt_with_the_word_payload_is_a_command() -> None:
         form(user_id="U" + "A" * 40),
         form(channel_id="#general"),
         "token=x&text=no+command",
+        form(command="/other"),
+        press(actions=[{"action_id": "someone_elses", "value": "1"}]),
         "",
     ],
 )
