@@ -32,7 +32,7 @@ from bot.commands import CommandSpec, parse_text
 from bot.errors import ErrorCode, ErrorText, GenbotError
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
 from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone
-from bot.text import clean_block, is_visible, shown
+from bot.text import clean_block, clean_line, is_visible, shown
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class LocalChat:
             raw = options.get(option.name)
             if option.type != "user" or raw is None or not raw.strip():
                 continue
-            wanted = raw.strip().removeprefix("@").strip().lower()
+            wanted = clean_line(raw).removeprefix("@").strip().lower()
             match = next((m for m in self.members.values() if wanted in (m.id, m.name.lower())), None)
             if match is None:
                 names = ", ".join(m.name for m in self.members.values())

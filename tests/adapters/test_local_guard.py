@@ -276,3 +276,11 @@ async def test_a_configured_name_in_front_of_the_chat_is_answered(settings: Sett
             assert resp.status == 200
         async with http.get(url + "/api/session", headers={"Host": f"other.lan:{port}"}) as resp:
             assert resp.status == 403
+
+
+async def test_a_member_option_is_read_cleaned_in_the_structured_form(rt: Runtime, base: str) -> None:
+    body = {"user_id": "admin", "command": "admin ban", "options": {"member": "@Bo\x00b\n", "jobs": "keep"}}
+    async with aiohttp.ClientSession() as http:
+        assert (await post(http, base, "/api/command", body))[0] == 200
+    reply = await ChatMessageRow.filter(ephemeral_to="admin").order_by("-id").first()
+    assert reply is not None and reply.text.startswith("Banned member bob until unbanned.")
