@@ -17,6 +17,7 @@ from bot.commands import CommandSpec, check_known, parse_int
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor, Ban, CommandRequest, Generation, State
 from bot.moderation import blocked_term, format_span, member_of, normalize, parse_duration
+from bot.text import is_visible
 from bot.views import format_duration
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 #: Lines of a listing before "and N more".
 LIST_MAX = 25
 TERM_MAX = 100
+#: The longest reason an admin may give (it is stored and shown in the audit log).
+REASON_MAX = 500
+#: The longest member id the database keeps.
+MEMBER_MAX = 64
 
 
 def _when(moment: datetime) -> str:
@@ -67,6 +72,10 @@ class Admin:
         check_known(spec, request.options)
         options = {k: v.strip() for k, v in request.options.items()}
         reason = options.get("reason") or None
+        if reason is not None and not is_visible(reason):
+            reason = None  # nothing but invisible marks: no reason given
+        if reason is not None and len(reason) > REASON_MAX:
+            raise GenbotError(ErrorCode.INVALID_OPTION, f"A reason is at most {REASON_MAX} characters long.")
         handler = getattr(self, f"_{spec.name}")
         reply: str = await handler(actor, spec, options, reason)
         return reply
@@ -75,7 +84,7 @@ class Admin:
 
     def _target(self, actor: Actor, options: dict[str, str]) -> str:
         target = member_of(options.get("member", ""))
-        if target is None:
+        if target is None or len(target) > MEMBER_MAX or not is_visible(target):
             raise GenbotError(ErrorCode.INVALID_OPTION, "Say which member, for example @ana.")
         return target
 
@@ -168,6 +177,8 @@ class Admin:
         term = blocked_term(raw, whole_word=match == "word")
         if len(term.normalized) < 2:
             raise GenbotError(ErrorCode.INVALID_OPTION, "Give a term of at least two letters or digits.")
+        if len(term.normalized) > TERM_MAX:  # compatibility forms can expand: "ﷺ" is 18 letters
+            raise GenbotError(ErrorCode.INVALID_OPTION, f"A term is at most {TERM_MAX} characters long.")
         if not await self.moderation.add_term(actor.platform, actor.workspace, term, actor.user_id):
             raise GenbotError(ErrorCode.INVALID_OPTION, f"“{raw}” is already blocked here.")
         self.core.forget_terms(actor.platform, actor.workspace)
@@ -181,6 +192,8 @@ class Admin:
         self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
     ) -> str:
         raw = " ".join(options.get("term", "").split())
+        if len(raw) > TERM_MAX:
+            raise GenbotError(ErrorCode.INVALID_OPTION, f"A term is at most {TERM_MAX} characters long.")
         removed = await self.moderation.remove_term(actor.platform, actor.workspace, normalize(raw))
         self.core.forget_terms(actor.platform, actor.workspace)
         if not removed:
@@ -195,7 +208,9 @@ class Admin:
         if not terms:
             return "No terms are blocked here. Add one with /admin block."
         lines = [f"Blocked terms ({len(terms)}):"]
-        lines += [f"• {t.term} ({'whole word' if t.whole_word else 'substring'})" for t in terms]
+        lines += [f"• {t.term} ({'whole word' if t.whole_word else 'substring'})" for t in terms[:LIST_MAX]]
+        if len(terms) > LIST_MAX:
+            lines.append(f"… and {len(terms) - LIST_MAX} more")
         return "\n".join(lines)
 
     # -- the queue ------------------------------------------------------------------------------
@@ -251,7 +266,8 @@ class Admin:
                 f"/admin clear confirm: {code} within {format_duration(ttl)}."
             )
         expected = await self.queue.take_confirm(actor.member, "clear")
-        if expected is None or not secrets.compare_digest(expected, given):
+        # compare_digest refuses str with non-ASCII characters: compare the bytes
+        if expected is None or not secrets.compare_digest(expected.encode(), given.encode()):
             raise GenbotError(
                 ErrorCode.INVALID_OPTION,
                 "That confirmation code is wrong or has expired. Run /admin clear again for a new one.",

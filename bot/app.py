@@ -170,6 +170,7 @@ def build_local_chat(rt: Runtime) -> LocalChat:
         specs=all_specs(rt.settings.limits),
         members=rt.settings.local.members,
         admins=rt.settings.local.admins,
+        allowed_hosts=rt.settings.local.allowed_hosts,
     )
 
 

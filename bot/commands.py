@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
@@ -16,7 +16,8 @@ from pydantic_core import PydanticCustomError
 
 from bot.config import LimitsSettings
 from bot.errors import ErrorCode, GenbotError
-from bot.models import ImagineOptions
+from bot.models import CommandRequest, ImagineOptions
+from bot.text import clean_line, clean_name, is_visible, shown
 
 SEED_MAX = 2**32 - 1
 #: Job numbers are row ids; larger numbers are refused before they reach the database. (Discord's
@@ -169,10 +170,6 @@ def invalid(sentence: str) -> GenbotError:
     return GenbotError(ErrorCode.INVALID_OPTION, sentence)
 
 
-def _shown(text: str, limit: int = 32) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 _OPTION = re.compile(r"(?:^|\s)([a-z_]+):(?=\s|$)")
 
 
@@ -181,9 +178,10 @@ def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, 
     its raw options. Without ``name:`` markers, the text is the first required option.
 
     Only the command's own option names act as markers, so ``a photo: sunset`` stays a prompt;
-    an unknown ``name:`` at the very start is refused. Raises :class:`GenbotError` (invalid_option).
+    an unknown ``name:`` at the very start is refused. The text is read as one clean line
+    (:func:`bot.text.clean_line`). Raises :class:`GenbotError` (invalid_option).
     """
-    stripped = text.strip()
+    stripped = clean_line(text)
     if not stripped.startswith("/"):
         raise invalid("Commands start with /, for example /imagine a red fox in snow.")
     name, _, rest = stripped[1:].partition(" ")
@@ -196,12 +194,12 @@ def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, 
             known = ", ".join(s.name for s in specs if s.group == name)
             if not sub:
                 raise invalid(f"Say which /{name} command: {known}.")
-            raise invalid(f"/{name} has no command {_shown(sub)!r}. It has: {known}.")
+            raise invalid(f"/{name} has no command {shown(sub)!r}. It has: {known}.")
     else:
         spec = next((s for s in specs if s.name == name and not s.group), None)
     if spec is None:
         known = ", ".join("/" + s.name for s in specs if not s.group)
-        raise invalid(f"There is no command /{_shown(name)}. Commands: {known}.")
+        raise invalid(f"There is no command /{shown(name)}. Commands: {known}.")
     rest = rest.strip()
     options: dict[str, str] = {}
     if not rest:
@@ -229,7 +227,24 @@ def parse_text(text: str, specs: tuple[CommandSpec, ...]) -> tuple[CommandSpec, 
 
 def unknown_option(spec: CommandSpec, name: str) -> GenbotError:
     known = ", ".join(o.name for o in spec.options) or "no options"
-    return invalid(f"/{spec.key} has no option {_shown(name)!r}. It takes: {known}.")
+    return invalid(f"/{spec.key} has no option {shown(name)!r}. It takes: {known}.")
+
+
+def cleaned(request: CommandRequest) -> CommandRequest:
+    """``request`` as the core reads it: every option value one clean line
+    (:func:`bot.text.clean_line`) and the member's display name a clean, bounded one (their id
+    when nothing visible is left). Raises :class:`GenbotError` (invalid_option) for an option value
+    that is not text, which no adapter should pass on."""
+    options: dict[str, str] = {}
+    for name, value in request.options.items():
+        if not isinstance(value, str):
+            raise invalid(f"The {shown(str(name))} option is not valid: give it as text.")
+        options[name] = clean_line(value)
+    actor = request.actor
+    name = clean_name(actor.display_name, actor.user_id)
+    if name != actor.display_name:
+        actor = replace(actor, display_name=name)
+    return replace(request, actor=actor, options=options)
 
 
 def check_known(spec: CommandSpec, options: dict[str, str]) -> None:
@@ -238,8 +253,22 @@ def check_known(spec: CommandSpec, options: dict[str, str]) -> None:
             raise unknown_option(spec, name)
 
 
+#: A whole number as members type it: ASCII digits only (``int()`` also takes Arabic-Indic and
+#: full-width digits, ``1_000`` and ``+7``), and no more of them than any option needs.
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def parse_digits(raw: str) -> int | None:
+    """``raw`` (trimmed) as a non-negative whole number written in at most 20 ASCII digits, else
+    None. Every integer a member or a payload gives goes through this."""
+    text = raw.strip()
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
 def parse_int(spec: CommandSpec, name: str, raw: str | None) -> int | None:
-    """A whole-number option within its spec's range, or None when absent."""
+    """A whole-number option within its spec's range, or None when absent. Raises
+    :class:`GenbotError` (invalid_option) with the option's one sentence for anything else:
+    signs, fractions, exponents, separators, digits of other scripts."""
     if raw is None or raw.strip() == "":
         return None
     option = spec.option(name)
@@ -247,13 +276,20 @@ def parse_int(spec: CommandSpec, name: str, raw: str | None) -> int | None:
     lo = option.min if option.min is not None else 0
     hi = option.max
     bounds = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise invalid(f"{name.capitalize()} must be a whole number {bounds}.") from None
-    if value < lo or (hi is not None and value > hi):
+    value = parse_digits(raw)
+    if value is None or value < lo or (hi is not None and value > hi):
         raise invalid(f"{name.capitalize()} must be a whole number {bounds}.")
     return value
+
+
+_INVISIBLE = {
+    "prompt": "The prompt has no visible character, only spaces or invisible marks: say what to draw.",
+    "negative": "The negative prompt has no visible character, only spaces or invisible marks: "
+    "write what to keep out, or leave it out.",
+}
+#: The error types of genbot's own validators; their messages are written for members. Any other
+#: (pydantic's own wording) is replaced by :func:`_option_sentence`.
+_OWN_ERRORS = frozenset({"empty", "invisible", "too_long", "size"})
 
 
 class _ImagineInput(BaseModel):
@@ -269,9 +305,11 @@ class _ImagineInput(BaseModel):
     @classmethod
     def _text(cls, value: str, info: ValidationInfo) -> str:
         limits: LimitsSettings = (info.context or {})["limits"]
-        value = " ".join(value.split())  # one line; control characters and runs of spaces go
+        value = clean_line(value)  # one line; control characters and runs of spaces go
         if info.field_name == "prompt" and not value:
             raise PydanticCustomError("empty", "The prompt is empty: say what to draw.")
+        if value and not is_visible(value):
+            raise PydanticCustomError("invisible", _INVISIBLE[info.field_name or "prompt"])
         if len(value) > limits.prompt_max:
             raise PydanticCustomError(
                 "too_long",
@@ -295,14 +333,21 @@ def validate_imagine(spec: CommandSpec, options: dict[str, str], limits: LimitsS
     """Validate raw ``/imagine`` options. Raises :class:`GenbotError` (invalid_option) with one
     sentence for the member; nothing has been written when it raises."""
     check_known(spec, options)
-    data: dict[str, Any] = {k: v for k, v in options.items() if k in ("prompt", "negative", "size")}
+    data: dict[str, Any] = {
+        k: clean_line(v) if isinstance(v, str) else v
+        for k, v in options.items()
+        if k in ("prompt", "negative", "size")
+    }
     data.setdefault("prompt", "")
     data["steps"] = parse_int(spec, "steps", options.get("steps"))
     data["seed"] = parse_int(spec, "seed", options.get("seed"))
     try:
         parsed = _ImagineInput.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
-        raise invalid(str(exc.errors()[0]["msg"])) from None
+        error = exc.errors()[0]
+        if error["type"] in _OWN_ERRORS:
+            raise invalid(str(error["msg"])) from None
+        raise invalid(_option_sentence(error["loc"])) from None
     width, _, height = (parsed.size or limits.default_size).partition("x")
     return ImagineOptions(
         prompt=parsed.prompt,
@@ -312,3 +357,10 @@ def validate_imagine(spec: CommandSpec, options: dict[str, str], limits: LimitsS
         steps=parsed.steps if parsed.steps is not None else limits.default_steps,
         seed=parsed.seed if parsed.seed is not None else secrets.randbelow(SEED_MAX + 1),
     )
+
+
+def _option_sentence(loc: tuple[int | str, ...]) -> str:
+    """The sentence for a validation error genbot did not write itself: it names the option,
+    never quotes the library."""
+    name = str(loc[0]) if loc else "one option"
+    return f"The {name} option is not valid: give it as text."

@@ -252,6 +252,8 @@ class LocalChatSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     members: StrList = Field(default_factory=lambda: ["Alice", "Bob", "Admin"])
     admins: StrList = Field(default_factory=lambda: ["Admin"])
+    #: Host names the chat answers to besides loopback and ``host`` (a name in front of it).
+    allowed_hosts: StrList = Field(default_factory=list)
 
 
 class SlackSettings(BaseModel):

@@ -113,7 +113,8 @@ def first_match(text: str, terms: Iterable[BlockedTerm]) -> BlockedTerm | None:
 # -- option values --------------------------------------------------------------------------------
 
 _MENTION = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$")
-_DURATION = re.compile(r"(\d+)\s*(weeks?|w|days?|d|hours?|h|minutes?|mins?|m)", re.IGNORECASE)
+#: ASCII digits only (``\d`` would take ``٣`` too), and few enough that the number stays small.
+_DURATION = re.compile(r"([0-9]{1,7})\s*(weeks?|w|days?|d|hours?|h|minutes?|mins?|m)", re.IGNORECASE)
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60}
 #: The longest duration a ban may be given (ten years; longer: leave it out, until unbanned).
 MAX_DURATION_S = 3650 * 86400

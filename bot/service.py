@@ -18,15 +18,17 @@ from typing import Generic, TypeVar
 
 from bot.admin import Admin
 from bot.commands import (
+    JOB_MAX,
     SEED_MAX,
     CommandSpec,
     all_specs,
     check_known,
+    cleaned,
     parse_int,
     validate_imagine,
 )
 from bot.config import Platform, Settings
-from bot.errors import ErrorCode, GenbotError, describe
+from bot.errors import ErrorCode, ErrorText, GenbotError, describe
 from bot.models import (
     SECRET_LIFETIME_S,
     Actor,
@@ -51,6 +53,7 @@ from bot.ports import (
     Responder,
     TicketsLost,
 )
+from bot.text import REPLY_MAX, clip, shown
 from bot.views import build_view, eta_seconds, format_duration, view_hash
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,30 @@ class _Recent(Generic[T]):
         self._values.pop(key, None)
 
 
+#: The longest "what happened" and "what to do" sentences of an error reply: with the title, the
+#: whole reply stays within :data:`~bot.text.REPLY_MAX`.
+ERROR_PART_MAX = 800
+
+
+class BoundedResponder:
+    """A responder whose replies never exceed :data:`~bot.text.REPLY_MAX` characters (a long
+    listing is cut at a line, with "…"). The core answers every command and button through one."""
+
+    def __init__(self, inner: Responder) -> None:
+        self.inner = inner
+
+    async def reply(self, text: str) -> None:
+        await self.inner.reply(clip(text, REPLY_MAX))
+
+    async def reply_error(self, error: ErrorText) -> None:
+        await self.inner.reply_error(
+            replace(error, what=clip(error.what, ERROR_PART_MAX), todo=clip(error.todo, ERROR_PART_MAX))
+        )
+
+    async def post_status(self, view: StatusView) -> MessageRef:
+        return await self.inner.post_status(view)
+
+
 class Genbot:
     def __init__(
         self, settings: Settings, store: GenerationStore, queue: JobQueue, moderation: ModerationStore
@@ -114,11 +141,15 @@ class Genbot:
     # -- entry points -------------------------------------------------------------------------
 
     async def handle(self, request: CommandRequest, responder: Responder) -> None:
-        """Run one command. Never raises for the member's sake: every outcome is a reply."""
+        """Run one command. Never raises for the member's sake: every outcome is a reply, of at
+        most :data:`~bot.text.REPLY_MAX` characters. Option values and the member's name are
+        read cleaned (:func:`~bot.commands.cleaned`), whichever adapter sent them."""
+        responder = BoundedResponder(responder)
         try:
+            request = cleaned(request)
             spec = self.specs.get(request.name)
             if spec is None:
-                raise GenbotError(ErrorCode.INVALID_OPTION, f"There is no command /{request.name}.")
+                raise GenbotError(ErrorCode.INVALID_OPTION, f"There is no command /{shown(request.name)}.")
             if spec.admin:
                 await responder.reply(await self.admin.run(spec, request))
             elif spec.name == "imagine":
@@ -140,7 +171,7 @@ class Genbot:
         except GenbotError as exc:
             await responder.reply_error(exc.text)
         except Exception:
-            log.exception("command /%s failed", request.name)
+            log.exception("command /%s failed", shown(request.name))
             await responder.reply_error(describe(ErrorCode.INTERNAL))
 
     async def handle_action(
@@ -148,8 +179,11 @@ class Genbot:
     ) -> None:
         """A button on a status message: ``cancel`` the job, or ``reroll`` it (the same prompt and
         options with a new seed, as a new job of the member who pressed it). Both are for the
-        job's author or an admin."""
+        job's author or an admin. A job number beyond any row (see :data:`JOB_MAX`) is not found."""
+        responder = BoundedResponder(responder)
         try:
+            if not 1 <= generation_id <= JOB_MAX:
+                raise GenbotError(ErrorCode.NOT_FOUND)
             if action == "cancel":
                 gen = await self.cancel(actor, generation_id)
                 await responder.reply(f"Cancelled job {gen.id}.")
@@ -160,7 +194,7 @@ class Genbot:
         except GenbotError as exc:
             await responder.reply_error(exc.text)
         except Exception:
-            log.exception("action %s on %s failed", action, generation_id)
+            log.exception("action %s on %s failed", shown(str(action)), generation_id)
             await responder.reply_error(describe(ErrorCode.INTERNAL))
 
     # -- commands -----------------------------------------------------------------------------

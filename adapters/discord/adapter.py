@@ -49,6 +49,8 @@ NO_ACCESS_WORDS = (
 )
 NO_MENTIONS = discord.AllowedMentions.none()
 POST_RETRY_DELAYS_S = (1.0, 2.0, 4.0)
+#: The most characters a message's content may have.
+CONTENT_MAX = 2000
 
 BlobReader = Callable[[str], Awaitable[bytes | None]]
 
@@ -224,8 +226,11 @@ class DiscordResponder:
                 await self.interaction.delete_original_response()
             except discord.HTTPException:
                 log.debug("could not delete the deferred response", exc_info=True)
+        content = discord.utils.escape_mentions(text)  # escaping lengthens it: cut to Discord's limit
         await self.interaction.followup.send(
-            discord.utils.escape_mentions(text), ephemeral=True, allowed_mentions=NO_MENTIONS
+            content if len(content) <= CONTENT_MAX else content[: CONTENT_MAX - 1] + "…",
+            ephemeral=True,
+            allowed_mentions=NO_MENTIONS,
         )
 
     async def reply_error(self, error: ErrorText) -> None:

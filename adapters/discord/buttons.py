@@ -17,7 +17,8 @@ from adapters.discord.embeds import CUSTOM_ID, ButtonSpec
 
 #: The core's button actions (bot.views); anything else is not a genbot button.
 ACTIONS = ("cancel", "reroll")
-BUTTON_TEMPLATE = rf"genbot:(?P<action>{'|'.join(ACTIONS)}):(?P<job>[0-9]+)"
+#: The job number in ASCII digits, bounded (the core refuses numbers beyond any row).
+BUTTON_TEMPLATE = rf"genbot:(?P<action>{'|'.join(ACTIONS)}):(?P<job>[0-9]{{1,20}})"
 
 
 @runtime_checkable

@@ -21,7 +21,7 @@ from adapters.discord.buttons import JobButton
 from adapters.discord.commands import PUBLIC, actor_of, app_commands_of, request_of
 from bot.commands import CommandSpec
 from bot.config import ConfigError, StartupError
-from bot.errors import ErrorCode, describe
+from bot.errors import ErrorCode, GenbotError, describe
 from bot.inflight import InFlight
 from bot.ports import CommandHandler
 
@@ -146,8 +146,13 @@ class GenbotClient(discord.AutoShardedClient):
         with self.inflight.track():
             public = spec.key in PUBLIC
             await interaction.response.defer(ephemeral=not public, thinking=True)
-            request = request_of(interaction, spec.key, options, self.admin_role_ids)
-            await self.handler.handle(request, DiscordResponder(interaction, self.chat, public=public))
+            responder = DiscordResponder(interaction, self.chat, public=public)
+            try:
+                request = request_of(interaction, spec.key, options, self.admin_role_ids)
+            except GenbotError as exc:  # ids that are not Discord's
+                await responder.reply_error(exc.text)
+                return
+            await self.handler.handle(request, responder)
 
     async def on_genbot_button(self, interaction: discord.Interaction, job: int, action: str) -> None:
         """A click on a status message's button: acknowledged without changing the message (the
@@ -156,10 +161,13 @@ class GenbotClient(discord.AutoShardedClient):
             return
         with self.inflight.track():
             await interaction.response.defer(ephemeral=True, thinking=False)
-            actor = actor_of(interaction, self.admin_role_ids)
-            await self.handler.handle_action(
-                actor, job, action, DiscordResponder(interaction, self.chat, public=False)
-            )
+            responder = DiscordResponder(interaction, self.chat, public=False)
+            try:
+                actor = actor_of(interaction, self.admin_role_ids)
+            except GenbotError as exc:
+                await responder.reply_error(exc.text)
+                return
+            await self.handler.handle_action(actor, job, action, responder)
 
     async def _refused_while_stopping(self, interaction: discord.Interaction) -> bool:
         """While this process stops (it waits for the commands it took), a new one is answered,

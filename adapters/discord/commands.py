@@ -23,7 +23,9 @@ import discord
 from discord import app_commands
 
 from bot.commands import ADMIN, CommandSpec, OptionSpec
+from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor, CommandRequest
+from bot.text import clean_name
 
 PLATFORM = "discord"
 #: Commands whose answer is the public status message; the others answer the member alone.
@@ -32,6 +34,9 @@ PUBLIC = frozenset({"imagine", "status"})
 #: Who sees a group's commands by default (server settings can change it; the core checks anyway).
 GROUP_PERMISSIONS = {ADMIN: discord.Permissions(manage_guild=True)}
 GROUP_DESCRIPTIONS = {ADMIN: "Run the queue: bans, blocked terms, pause, cancel, stats, audit log"}
+#: Discord's ids are snowflakes: positive 64-bit integers.
+SNOWFLAKE_MAX = 2**64 - 1
+MALFORMED = "Discord sent an interaction genbot cannot read."
 
 Runner = Callable[[discord.Interaction, CommandSpec, dict[str, str]], Awaitable[None]]
 AppCommand = app_commands.Command[Any, ..., None] | app_commands.Group
@@ -140,20 +145,33 @@ def role_ids(user: discord.Member | discord.User) -> set[int]:
     return ids | {role.id for role in getattr(user, "roles", ())}
 
 
+def snowflake(value: object) -> str:
+    """A Discord id as the core keeps it (decimal text). Raises :class:`GenbotError` (malformed)
+    for anything that is not a snowflake."""
+    if type(value) is not int or not 0 < value <= SNOWFLAKE_MAX:
+        raise GenbotError(
+            ErrorCode.INVALID_OPTION, MALFORMED, todo="Try again; if it keeps happening, tell an admin."
+        )
+    return str(value)
+
+
 def actor_of(interaction: discord.Interaction, admin_role_ids: Collection[int]) -> Actor:
     """The member behind an interaction, read from the interaction itself on every command and
     click (never cached). Admins: Manage Server or Administrator in the channel (the permissions
-    Discord computed for this interaction), or one of ``admin_role_ids``."""
+    Discord computed for this interaction), or one of ``admin_role_ids``. The display name is
+    cleaned (:func:`bot.text.clean_name`); ids must be snowflakes (else :class:`GenbotError`)."""
     user = interaction.user
+    user_id = snowflake(user.id)
+    guild = snowflake(interaction.guild_id) if interaction.guild_id is not None else f"dm:{user_id}"
     permissions = interaction.permissions
     is_admin = (
         permissions.manage_guild or permissions.administrator or bool(role_ids(user) & set(admin_role_ids))
     )
     return Actor(
         platform=PLATFORM,
-        workspace=str(interaction.guild_id or f"dm:{user.id}"),
-        user_id=str(user.id),
-        display_name=user.display_name,
+        workspace=guild,
+        user_id=user_id,
+        display_name=clean_name(user.display_name, user_id),
         is_admin=is_admin,
     )
 
@@ -162,10 +180,11 @@ def request_of(
     interaction: discord.Interaction, name: str, options: dict[str, str], admin_role_ids: Collection[int]
 ) -> CommandRequest:
     """An interaction as the core's platform-neutral request (``name`` is the spec's ``key``:
-    ``imagine``, ``admin ban``). Pure (reads the parsed payload)."""
+    ``imagine``, ``admin ban``). Pure (reads the parsed payload). Raises :class:`GenbotError`
+    (malformed) for ids that are not snowflakes; the core cleans the option values."""
     return CommandRequest(
         actor=actor_of(interaction, admin_role_ids),
-        channel=str(interaction.channel_id),
+        channel=snowflake(interaction.channel_id),
         name=name,
         options=options,
     )

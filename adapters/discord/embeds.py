@@ -1,8 +1,9 @@
 """A :class:`~bot.models.StatusView` as Discord shows it: one embed and its buttons. Pure.
 
 Member text (prompt, negative prompt, display name) is escaped: markdown is shown as typed and
-``@everyone`` or ``<@id>`` are defused in the text itself, on top of ``AllowedMentions.none()`` on
-every message (embeds never ping, but the text should not even look like a mention).
+``@everyone`` or ``<@id>`` are defused in the text itself (the footer's negative prompt too), on top
+of ``AllowedMentions.none()`` on every message (embeds never ping, but the text should not even look
+like a mention).
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def status_embed(
             value="The image was too large to upload, so it is shown as a smaller JPEG.",
             inline=False,
         )
-    # The footer is plain text on Discord: no escaping needed (or rendered) there.
-    embed.set_footer(text=_cut(view.details, FOOTER_MAX))
+    # The footer is plain text on Discord (markdown is not rendered there), but it quotes the
+    # negative prompt: its mentions are defused all the same.
+    embed.set_footer(text=_cut(discord.utils.escape_mentions(view.details), FOOTER_MAX))
     if image:
         embed.set_image(url=f"attachment://{image}")
     elif preview:

@@ -3,7 +3,9 @@
 A real chat adapter (the same :class:`~bot.ports.ChatAdapter` as Discord and Slack), served by
 aiohttp: the page, a JSON API, a WebSocket that pushes every new or edited message, and the images.
 The API is documented in ``docs/local-chat.md``. There is no login: whoever reaches the port can act
-as any member, so it listens on loopback unless told otherwise.
+as any member, so it listens on loopback unless told otherwise, answers only to its own host names
+and origin (:mod:`adapters.local.guard`) and reads request bodies strictly typed
+(:mod:`adapters.local.api`).
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ import logging
 import mimetypes
 import re
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from adapters.local import api
+from adapters.local.guard import HOSTS_KEY, guard, json_errors, refusal, secure_headers
+from adapters.local.guard import allowed_hosts as hosts_for
 from bot.commands import CommandSpec, parse_text
 from bot.errors import ErrorCode, ErrorText, GenbotError
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
 from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone
+from bot.text import clean_block, clean_line, is_visible, shown
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,8 @@ BOT_NAME = "genbot"
 STATIC = Path(__file__).parent / "static"
 HISTORY_LIMIT = 200
 TEXT_MAX = 4000
+#: Blob keys are short relative paths (``results/12.png``); anything else is not one.
+BLOB_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_.-]{1,128}){0,4}")
 
 BlobReader = Callable[[str], Awaitable[bytes | None]]
 
@@ -103,22 +111,6 @@ def message_json(record: ChatRecord) -> dict[str, Any]:
     }
 
 
-@web.middleware
-async def same_origin(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Refuse what another web site's page could make a browser send here: a request whose
-    ``Origin`` is not this chat's own (WebSocket included), and a POST that is not JSON (a form or
-    ``text/plain`` POST needs no CORS preflight). The chat has no login: the member is whoever the
-    page says, so this is what keeps other pages from acting as an admin."""
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.split("://", 1)[-1] != request.host:
-        raise web.HTTPForbidden(text=json.dumps({"ok": False, "error": "Cross-origin request."}))
-    if request.method == "POST" and request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(text=json.dumps({"ok": False, "error": "Send JSON."}))
-    return await handler(request)
-
-
 def error_words(error: ErrorText) -> str:
     return f"{error.title}: {error.what} {error.todo}"
 
@@ -154,7 +146,10 @@ class LocalChat:
         specs: tuple[CommandSpec, ...],
         members: list[str],
         admins: list[str],
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
+        """``allowed_hosts``: host names the chat answers to besides loopback and the address it
+        listens on (``GENBOT_LOCAL__ALLOWED_HOSTS``: a name in front of it)."""
         self.log = log_store
         self.handler = handler
         self.blobs = blobs
@@ -168,6 +163,8 @@ class LocalChat:
         self._site: web.TCPSite | None = None
         self.inflight = InFlight()
         self.port: int | None = None
+        self.extra_hosts = tuple(allowed_hosts)
+        self.hosts = hosts_for("", self.extra_hosts)
 
     # -- ChatAdapter --------------------------------------------------------------------------
 
@@ -195,7 +192,12 @@ class LocalChat:
     # -- the web app --------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024, middlewares=[same_origin])
+        """The web application. Every request passes :func:`~adapters.local.guard.guard` (its
+        host, its origin, JSON for a POST) first; every answer carries the security headers and
+        every error answer is one JSON sentence."""
+        app = web.Application(client_max_size=64 * 1024, middlewares=[json_errors, guard(self.hosts)])
+        app[HOSTS_KEY] = self.hosts
+        app.on_response_prepare.append(secure_headers)
         app.router.add_get("/", self._index)
         app.router.add_static("/static/", STATIC, show_index=False)
         app.router.add_get("/api/session", self._session)
@@ -213,6 +215,7 @@ class LocalChat:
                 "act as any member or admin",
                 host,
             )
+        self.hosts = hosts_for(host, self.extra_hosts)
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -240,12 +243,9 @@ class LocalChat:
             self._runner = None
 
     def _member(self, user_id: object) -> Member:
-        member = self.members.get(str(user_id)) if isinstance(user_id, str) else None
+        member = self.members.get(user_id) if isinstance(user_id, str) else None
         if member is None:
-            raise web.HTTPBadRequest(
-                text=json.dumps({"ok": False, "error": "Unknown member."}),
-                content_type="application/json",
-            )
+            raise refusal(web.HTTPBadRequest, "Unknown member.")
         return member
 
     def _members_as_ids(self, spec: CommandSpec, options: dict[str, str]) -> dict[str, str]:
@@ -256,13 +256,12 @@ class LocalChat:
             raw = options.get(option.name)
             if option.type != "user" or raw is None or not raw.strip():
                 continue
-            wanted = raw.strip().removeprefix("@").strip().lower()
+            wanted = clean_line(raw).removeprefix("@").strip().lower()
             match = next((m for m in self.members.values() if wanted in (m.id, m.name.lower())), None)
             if match is None:
                 names = ", ".join(m.name for m in self.members.values())
                 raise GenbotError(
-                    ErrorCode.INVALID_OPTION,
-                    f"There is no member {raw.strip()[:40]!r} here. Members: {names}.",
+                    ErrorCode.INVALID_OPTION, f"There is no member {shown(raw, 40)!r} here. Members: {names}."
                 )
             resolved[option.name] = match.id
         return resolved
@@ -307,16 +306,11 @@ class LocalChat:
         return web.json_response({"messages": [message_json(r) for r in records]})
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The request's JSON object (see :mod:`adapters.local.api`); 400 otherwise."""
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"ok": False, "error": "Send a JSON object."}),
-                content_type="application/json",
-            )
-        return body
+            return api.json_object(await request.read())
+        except api.BadRequest as exc:
+            raise refusal(web.HTTPBadRequest, exc.sentence) from None
 
     def _restarting(self) -> web.Response:
         return web.json_response(
@@ -333,30 +327,26 @@ class LocalChat:
         body = await self._body(request)
         member = self._member(body.get("user_id"))
         responder = LocalResponder(self, member)
-        if "command" in body:  # structured form: {"command": "imagine", "options": {...}}
-            name, raw = body.get("command"), body.get("options") or {}
-            if not isinstance(name, str) or not isinstance(raw, dict):
-                return web.json_response({"ok": False, "error": "Bad command."}, status=400)
-            options = {str(k): str(v) for k, v in raw.items()}
-            spec = next((s for s in self.specs if s.key == name), None)
-        else:
-            text = body.get("text")
-            if not isinstance(text, str) or not text.strip():
-                return web.json_response({"ok": False, "error": "Type a message."}, status=400)
-            if len(text) > TEXT_MAX * 2:
-                return web.json_response({"ok": False, "error": "That message is too long."}, status=400)
-            if not text.lstrip().startswith("/"):
-                record = await self.log.add(
-                    author_id=member.id, author_name=member.name, bot=False, text=text[:TEXT_MAX]
-                )
-                await self._broadcast(record)
-                return web.json_response({"ok": True})
-            try:
-                spec, options = parse_text(text, self.specs)
-            except GenbotError as exc:
-                await responder.reply_error(exc.text)
-                return web.json_response({"ok": True})
-            name = spec.key
+        try:
+            if "command" in body:  # structured form: {"command": "imagine", "options": {...}}
+                name = api.command_name(body)
+                spec = next((s for s in self.specs if s.key == name), None)
+                options = api.command_options(body, spec)
+            else:
+                text = api.string_field(body, "text")
+                assert text is not None
+                if len(text) > TEXT_MAX * 2:
+                    raise api.BadRequest("That message is too long.")
+                if not text.lstrip().startswith("/"):
+                    return await self._say(member, text)
+                try:
+                    spec, options = parse_text(text, self.specs)
+                except GenbotError as exc:
+                    await responder.reply_error(exc.text)
+                    return web.json_response({"ok": True})
+                name = spec.key
+        except api.BadRequest as exc:
+            raise refusal(web.HTTPBadRequest, exc.sentence) from None
         if spec is not None and (member.admin or not spec.admin):  # else the core refuses it
             try:
                 options = self._members_as_ids(spec, options)
@@ -369,6 +359,16 @@ class LocalChat:
         )
         return web.json_response({"ok": True})
 
+    async def _say(self, member: Member, text: str) -> web.Response:
+        """A plain chat message: kept with its lines (:func:`~bot.text.clean_block`), at most
+        :data:`TEXT_MAX` characters; one that shows nothing is refused."""
+        cleaned = clean_block(text)[:TEXT_MAX]
+        if not is_visible(cleaned):
+            raise refusal(web.HTTPBadRequest, "Type a message.")
+        record = await self.log.add(author_id=member.id, author_name=member.name, bot=False, text=cleaned)
+        await self._broadcast(record)
+        return web.json_response({"ok": True})
+
     async def _action(self, request: web.Request) -> web.Response:
         if self.inflight.closed:
             return self._restarting()
@@ -379,25 +379,29 @@ class LocalChat:
         body = await self._body(request)
         member = self._member(body.get("user_id"))
         try:
-            message_id = int(body.get("message_id"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return web.json_response({"ok": False, "error": "Bad message id."}, status=400)
+            message_id = api.message_id(body)
+            action = api.string_field(body, "action")
+            assert action is not None
+        except api.BadRequest as exc:
+            raise refusal(web.HTTPBadRequest, exc.sentence) from None
         record = await self.log.get(message_id)
         if record is None or not record.status:
-            return web.json_response({"ok": False, "error": "No such message."}, status=404)
+            raise refusal(web.HTTPNotFound, "No such message.")
         await self.handler.handle_action(
-            self.actor(member),
-            int(record.status["job"]),
-            str(body.get("action")),
-            LocalResponder(self, member),
+            self.actor(member), int(record.status["job"]), action, LocalResponder(self, member)
         )
         return web.json_response({"ok": True})
 
     async def _blob(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
-        data = await self.blobs(key)
+        data = None
+        if BLOB_KEY.fullmatch(key) and ".." not in key:
+            try:
+                data = await self.blobs(key)
+            except OSError:  # a folder, a name the file system refuses: no image by that key
+                log.debug("no blob at %r", key, exc_info=True)
         if data is None:
-            raise web.HTTPNotFound()
+            raise refusal(web.HTTPNotFound, "No such image.")
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         return web.Response(body=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
 

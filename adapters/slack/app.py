@@ -11,30 +11,49 @@ core gets an :class:`~bot.models.Actor` carrying the answer; the core checks it 
 command and for buttons on other members' jobs.
 
 Two modes: Socket Mode when an app-level token is given, else HTTP (an aiohttp server at
-``http_path``), where Bolt checks every request's signature and refuses timestamps older than
-5 minutes (401).
+``http_path``). In HTTP mode genbot checks every request's signature itself, before Bolt sees it
+(a bad one, or a timestamp more than 5 minutes off, gets 401 and one INFO line without the body,
+headers or response_url), then the request's shape (:func:`~adapters.slack.payloads.request_body`:
+400 for what Slack does not send); Bolt checks the signature again.
+
+Bolt logs the whole body of a request it refuses (signature) or drops (a global middleware) at
+INFO and WARNING: :class:`NoRequestBodies` keeps those lines and drops the bodies.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.adapter import SlackChat, slack_error
 from adapters.slack.admins import SlackAdmins
 from adapters.slack.blocks import ACTION_IDS, error_text, reply_text
-from adapters.slack.payloads import GENBOT, IMAGINE, action_target, command_request, help_text, wants_help
+from adapters.slack.payloads import (
+    GENBOT,
+    IMAGINE,
+    MalformedRequest,
+    action_target,
+    command_request,
+    help_text,
+    request_body,
+    wants_help,
+)
 from bot.commands import CommandSpec
 from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
@@ -46,6 +65,46 @@ log = logging.getLogger(__name__)
 
 #: The answer to a command that reaches a process that is stopping.
 RESTARTING = describe(ErrorCode.QUEUE_UNAVAILABLE, "genbot is restarting right now.")
+
+#: Slack's signature headers as Slack sends them: ``v0=`` and 64 hex digits, epoch seconds.
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+def signed(verifier: SignatureVerifier, body: str, timestamp: str | None, signature: str | None) -> bool:
+    """Whether ``body`` carries Slack's signature, made within 5 minutes of now. Headers of the
+    wrong shape are refused before they reach the SDK (which raises on a timestamp that is not a
+    number, and on a signature that is not ASCII)."""
+    if timestamp is None or signature is None:
+        return False
+    if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
+        return False
+    return verifier.is_valid(body, timestamp, signature)
+
+
+#: The start of each Bolt log line that carries a request body, and the line logged instead.
+_WITHHELD = {
+    "Invalid request signature detected": "Invalid request signature detected (request withheld)",
+    "A global middleware": "A global middleware dropped a request without a response (request withheld)",
+}
+
+
+class NoRequestBodies(logging.Filter):
+    """Drops the request bodies from Bolt's log lines: Bolt logs the whole body of a request whose
+    signature is bad (INFO) and of one a global middleware dropped (WARNING), ``response_url``
+    and all a member typed included, for anyone who sends one. The line stays, without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            for prefix, line in _WITHHELD.items():
+                if record.msg.startswith(prefix):
+                    record.msg, record.args = line, ()
+        return True
+
+
+NO_REQUEST_BODIES = NoRequestBodies()
+#: Bolt's loggers that write those lines: the app's own (passed to it) and its verifier's.
+BOLT_LOGGERS = ("slack_bolt", "slack_bolt.AsyncRequestVerification")
 
 
 class SlackResponder:
@@ -101,6 +160,9 @@ class SlackBot:
         self.admins = admins
         self.http_path = http_path
         self._auth: AuthorizeResult | None = None
+        self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
+        for name in BOLT_LOGGERS:
+            logging.getLogger(name).addFilter(NO_REQUEST_BODIES)  # once: addFilter skips a repeat
 
         async def authorize() -> AuthorizeResult:  # Bolt fills parameters by name: none here
             assert self._auth is not None, "SlackBot.start() checks the token first"
@@ -166,7 +228,11 @@ class SlackBot:
 
         async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
             await ack()
-            actor, job, channel = action_target(body)
+            try:
+                actor, job, channel = action_target(body)
+            except GenbotError as exc:  # ids of the wrong shape (HTTP mode refuses them before)
+                await SlackResponder(respond, self.chat, "").reply_error(exc.text)
+                return
             responder = SlackResponder(respond, self.chat, channel)
             if job is None:
                 await responder.reply_error(describe(ErrorCode.NOT_FOUND))
@@ -178,15 +244,33 @@ class SlackBot:
     # -- serving ------------------------------------------------------------------------------
 
     def web_app(self) -> web.Application:
-        """The HTTP mode's aiohttp application: Slack's requests at ``http_path``."""
-
-        async def events(request: web.Request) -> web.Response:
-            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(bolt_response)
-
+        """The HTTP mode's aiohttp application: Slack's requests at ``http_path``, at most 1 MiB
+        (413 beyond). Each is checked in this order: UTF-8 (400), its signature (401), its shape
+        (400, :func:`~adapters.slack.payloads.request_body`); then Bolt handles it."""
         app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_post(self.http_path, events)
+        app.router.add_post(self.http_path, self._events)
         return app
+
+    async def _events(self, request: web.Request) -> web.Response:
+        try:
+            text = (await request.read()).decode("utf-8")  # the SDK's verifier reads text only
+        except UnicodeDecodeError:
+            return _refusal(400, "The request is not UTF-8.")
+        headers = request.headers
+        if self.verifier is None or not signed(
+            self.verifier, text, headers.get("X-Slack-Request-Timestamp"), headers.get("X-Slack-Signature")
+        ):
+            log.info("Slack: refused a request from %s: bad signature or timestamp", request.remote)
+            return _refusal(401, "The request's signature is not valid.")
+        try:
+            body = request_body(text, request.content_type)
+            bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=headers)  # type: ignore[arg-type]
+        except MalformedRequest as exc:
+            return _refusal(400, exc.sentence)
+        # Bolt's parse of the same text may differ (see request_body): genbot's is the one used.
+        bolt_request.body = body
+        bolt_request.context = build_async_context(AsyncBoltContext({}), body)
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
 
     async def start(self, host: str = "127.0.0.1", port: int = 3000) -> None:
         """Check the bot token (``auth.test``), then connect to Slack (Socket Mode, after checking
@@ -260,3 +344,7 @@ class SlackBot:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _refusal(status: int, sentence: str) -> web.Response:
+    return web.json_response({"ok": False, "error": sentence}, status=status)

@@ -12,17 +12,26 @@ it); every other option is turned back into the text as the member typed it (:fu
 
 Who is an admin is not decided here: the actors come out with ``is_admin=False``, and the app
 resolves it (:class:`adapters.slack.admins.SlackAdmins`) after the ack.
+
+Ids must have Slack's shape (a kind letter, then upper-case letters and digits: ``T0123``,
+``U0123``, ``C0123``), or the request is refused as malformed; display names are cleaned
+(:func:`bot.text.clean_name`). In HTTP mode, :func:`request_body` checks a whole request before
+Bolt reads it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
+from adapters.slack.blocks import ACTION_IDS
 from bot.commands import ADMIN, CommandSpec, parse_text
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor, CommandRequest
+from bot.text import clean_name, shown
 
 PLATFORM = "slack"
 IMAGINE = "/imagine"
@@ -32,11 +41,43 @@ HELP = "help"
 _MARKUP = re.compile(r"<([^<>]*)>")
 #: A member option: Slack's escaped mention (``<@U123|ana>``, ``<@W123>``) or a bare user id.
 _MEMBER = re.compile(r"^(?:<@[UW][A-Z0-9]+(?:\|[^<>]*)?>|[UW][A-Z0-9]{2,})$")
+#: Slack's ids: workspaces (``T``; ``E`` for an organisation), members (``U``, ``W``), channels
+#: (``C``, ``G``, ``D``). At most 32 characters (the database keeps 64).
+TEAM_ID = re.compile(r"[TE][A-Z0-9]{1,31}")
+USER_ID = re.compile(r"[UW][A-Z0-9]{1,31}")
+CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{1,31}")
+#: A button's value: a job number, in ASCII digits.
+_JOB = re.compile(r"[0-9]{1,16}")
+#: What genbot answers a request it cannot read (an id of the wrong shape, a field of the wrong type).
+MALFORMED = "Slack sent a request genbot cannot read."
 
 
-def actor(team_id: str, user_id: str, user_name: str) -> Actor:
-    """A Slack member, not yet known to be an admin."""
-    return Actor(PLATFORM, team_id, user_id, user_name or user_id)
+class MalformedRequest(Exception):
+    """A request to the Request URL that genbot does not take; ``sentence`` says so (HTTP 400)."""
+
+    def __init__(self, sentence: str = MALFORMED) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+def malformed() -> GenbotError:
+    return GenbotError(
+        ErrorCode.INVALID_OPTION, MALFORMED, todo="Try again; if it keeps happening, tell an admin."
+    )
+
+
+def _id(value: object, shape: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not shape.fullmatch(value):
+        raise malformed()
+    return value
+
+
+def actor(team_id: object, user_id: object, user_name: object) -> Actor:
+    """A Slack member, not yet known to be an admin. Raises :class:`GenbotError` (malformed) for
+    ids that are not Slack's; the name is cleaned, and is the id when nothing visible is left."""
+    team, user = _id(team_id, TEAM_ID), _id(user_id, USER_ID)
+    name = clean_name(user_name, user) if isinstance(user_name, str) else user
+    return Actor(PLATFORM, team, user, name)
 
 
 def plain_text(text: str) -> str:
@@ -87,8 +128,10 @@ def _genbot_options(spec: CommandSpec, options: dict[str, str]) -> dict[str, str
 def command_request(command: Mapping[str, Any], specs: tuple[CommandSpec, ...]) -> CommandRequest:
     """Translate a slash command's form fields; the request's name is the command's key
     (``imagine``, ``queue``, ``admin ban``). Raises :class:`GenbotError` (invalid_option) when the
-    text does not parse; nothing has happened then."""
-    text = str(command.get("text") or "").strip()
+    text does not parse or an id is not Slack's; nothing has happened then."""
+    text = command.get("text") or ""
+    if not isinstance(text, str):
+        raise malformed()
     name = command.get("command")
     if name == IMAGINE:
         spec, options = parse_text(f"/imagine {text}", specs)
@@ -96,31 +139,124 @@ def command_request(command: Mapping[str, Any], specs: tuple[CommandSpec, ...]) 
         spec, options = parse_text("/" + text, tuple(s for s in specs if s.key != "imagine"))
         options = _genbot_options(spec, options)
     else:
-        raise GenbotError(ErrorCode.INVALID_OPTION, f"genbot does not know the command {name}.")
-    who = actor(
-        str(command.get("team_id") or ""),
-        str(command.get("user_id") or ""),
-        str(command.get("user_name") or ""),
-    )
-    return CommandRequest(
-        actor=who, channel=str(command.get("channel_id") or ""), name=spec.key, options=options
-    )
+        raise GenbotError(ErrorCode.INVALID_OPTION, f"genbot does not know the command {shown(str(name))}.")
+    who = actor(command.get("team_id"), command.get("user_id"), command.get("user_name") or "")
+    channel = _id(command.get("channel_id"), CHANNEL_ID)
+    return CommandRequest(actor=who, channel=channel, name=spec.key, options=options)
+
+
+def _object(value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise malformed()
+    return value
 
 
 def action_target(body: Mapping[str, Any]) -> tuple[Actor, int | None, str]:
-    """From a block-action payload: who pressed, the job number (None if the value is not one),
-    and the channel of the message."""
-    user = body.get("user") or {}
-    team = body.get("team") or {}
-    channel = body.get("channel") or {}
-    actions = body.get("actions") or [{}]
-    value = str(actions[0].get("value") or "")
+    """From a block-action payload: who pressed, the job number (None if the value is not one, in
+    ASCII digits), and the channel of the message. Raises :class:`GenbotError` (malformed) for a
+    payload of the wrong shape or with ids that are not Slack's."""
+    user, team, channel = _object(body.get("user")), _object(body.get("team")), _object(body.get("channel"))
+    actions = body.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+        raise malformed()
+    value = actions[0].get("value")
     who = actor(
-        str(team.get("id") or user.get("team_id") or ""),
-        str(user.get("id") or ""),
-        str(user.get("username") or user.get("name") or ""),
+        team.get("id") or user.get("team_id"), user.get("id"), user.get("username") or user.get("name")
     )
-    return who, int(value) if value.isdigit() else None, str(channel.get("id") or "")
+    job = int(value) if isinstance(value, str) and _JOB.fullmatch(value) else None
+    return who, job, _id(channel.get("id"), CHANNEL_ID)
+
+
+#: A slash command's form fields as Slack documents them: genbot hands Bolt these and no others.
+COMMAND_FIELDS = frozenset(
+    {
+        "token",
+        "team_id",
+        "team_domain",
+        "enterprise_id",
+        "enterprise_name",
+        "channel_id",
+        "channel_name",
+        "user_id",
+        "user_name",
+        "command",
+        "text",
+        "response_url",
+        "trigger_id",
+        "api_app_id",
+        "is_enterprise_install",
+    }
+)
+#: A button press's fields that genbot or Bolt read, with the types Slack sends them in.
+ACTION_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "type": str,
+    "team": (dict, type(None)),
+    "user": dict,
+    "channel": dict,
+    "actions": list,
+    "response_url": str,
+    "api_app_id": str,
+    "token": str,
+    "trigger_id": str,
+    "container": dict,
+    "enterprise": (str, dict, type(None)),
+    "is_enterprise_install": bool,
+}
+_ONLY_OURS = "genbot takes its own slash commands and button presses only."
+#: The ``action_id`` of genbot's buttons.
+BUTTON_ACTION_IDS = frozenset(ACTION_IDS.values())
+
+
+def request_body(text: str, content_type: str | None) -> dict[str, Any]:
+    """The body of a (correctly signed) request to genbot's Request URL, checked before Bolt reads
+    it, with only the fields Slack sends: one of genbot's slash commands (its form fields,
+    :data:`COMMAND_FIELDS`), a press of one of its buttons (the ``payload``'s
+    :data:`ACTION_FIELDS`, each of its type), or Slack's ``ssl_check``. Ids must have Slack's
+    shape. Raises :class:`MalformedRequest` for anything else (a JSON body too: genbot subscribes
+    to no events), so that Bolt, which assumes Slack's shapes, never fails on a request.
+
+    The app hands Bolt this body in place of Bolt's own parse, which takes any form whose text
+    contains the word "payload" for a button press and reads it as empty (``/imagine a payload of
+    apples`` never reached genbot)."""
+    if content_type == "application/json" or text.startswith("{"):
+        raise MalformedRequest(_ONLY_OURS)
+    form = dict(parse_qsl(text, keep_blank_values=True))
+    if "payload" in form:
+        try:
+            payload = json.loads(form["payload"])
+        except (ValueError, RecursionError):
+            raise MalformedRequest() from None
+        if not isinstance(payload, dict) or payload.get("type") != "block_actions":
+            raise MalformedRequest(_ONLY_OURS)
+        return _block_actions(payload)
+    if form.get("ssl_check") == "1":
+        return {"ssl_check": "1"}
+    if form.get("command") not in (IMAGINE, GENBOT):
+        raise MalformedRequest(_ONLY_OURS)
+    try:
+        actor(form.get("team_id"), form.get("user_id"), form.get("user_name") or "")
+        _id(form.get("channel_id"), CHANNEL_ID)
+    except GenbotError:
+        raise MalformedRequest() from None
+    return {name: value for name, value in form.items() if name in COMMAND_FIELDS}
+
+
+def _block_actions(payload: dict[str, Any]) -> dict[str, Any]:
+    kept = {name: payload[name] for name in ACTION_FIELDS if name in payload}
+    for name, value in kept.items():
+        if not isinstance(value, ACTION_FIELDS[name]):
+            raise MalformedRequest()
+    try:
+        action_target(kept)
+    except GenbotError:
+        raise MalformedRequest() from None
+    if not all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in kept["actions"]):
+        raise MalformedRequest()
+    if kept["actions"][0]["action_id"] not in BUTTON_ACTION_IDS:
+        raise MalformedRequest(_ONLY_OURS)
+    return kept
 
 
 def _usage(spec: CommandSpec) -> str:

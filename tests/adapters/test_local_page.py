@@ -54,6 +54,15 @@ new MutationObserver(() => {
 }).observe(document, { childList: true, subtree: true });
 """
 
+# Everything the page's Content-Security-Policy blocks (a script, a style, an image, the
+# WebSocket) is recorded; open_chat fails the test if anything was.
+CSP_LOG_SCRIPT = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+});
+"""
+
 
 def chromium_path() -> str:
     found = shutil.which(CHROMIUM)
@@ -77,20 +86,27 @@ async def browser() -> AsyncIterator[Browser]:
 @contextlib.asynccontextmanager
 async def open_chat(browser: Browser, base_url: str) -> AsyncIterator[Page]:
     """The chat page, connected and acting as the first member (Alice). Fails the test if the
-    page throws a JavaScript error."""
+    page throws a JavaScript error or its Content-Security-Policy blocks anything."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     await context.add_init_script(CARD_LOG_SCRIPT)
+    await context.add_init_script(CSP_LOG_SCRIPT)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    violations: list[str] = []
     try:
-        await page.goto(base_url)
+        response = await page.goto(base_url)
+        assert (
+            response is not None and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        )
         await expect(page.locator("#conn")).to_have_attribute("data-conn", "connected")
         await expect(page.locator("#member")).to_have_value("alice")
         yield page
+        violations = list(await page.evaluate("window.__cspViolations"))
     finally:
         await context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not violations, f"blocked by the Content-Security-Policy: {violations}"
 
 
 @pytest_asyncio.fixture

@@ -15,6 +15,7 @@ from bot.app import Runtime, runtime
 from bot.commands import admin_specs
 from bot.embedded_redis import EmbeddedRedis
 from bot.models import Actor, State
+from bot.text import REPLY_MAX
 from storage.models import AuditRow, BanRow, BlockedTermRow, WorkspaceRow
 from tests.bot.test_service import Recorder, run
 from tests.conftest import make_settings
@@ -367,3 +368,43 @@ async def test_a_cancel_racing_with_a_resume_leaves_no_place_behind(mrt: Runtime
     assert await mrt.core._put_back(snapshot) is None  # the resume's restore undoes itself
     assert await mrt.queue.position(job) is None
     assert await redis.zscore("arq:abort", f"gen:{job}") is None  # nothing to abort: it was not running
+
+
+async def test_hostile_admin_options_get_a_sentence_and_store_nothing_unclean(mrt: Runtime) -> None:
+    """On PostgreSQL too: nothing that the database refuses (NUL, a term whose normal form is
+    longer than its column, a member id longer than its column) gets as far as a statement."""
+    assert "at most ten years" in (await admin(mrt, "ban", member="bob", duration="٣d")).errors[0].what
+    assert (await admin(mrt, "ban", member="b" * 65)).errors[0].what == "Say which member, for example @ana."
+    assert (await admin(mrt, "ban", member="\u200b")).errors[0].what == "Say which member, for example @ana."
+    out = await admin(mrt, "ban", member="bob", reason="r" * 501)
+    assert out.errors[0].what == "A reason is at most 500 characters long."
+    assert (await admin(mrt, "block", term="\ufdfa" * 10)).errors[
+        0
+    ].what == "A term is at most 100 characters long."
+    assert (
+        (await admin(mrt, "unblock", term="spam" + "!" * 200)).errors[0].what.startswith("A term is at most")
+    )
+    assert await BanRow.all().count() == await BlockedTermRow.all().count() == 0
+
+    await admin(mrt, "ban", member="bob\x00", reason="spam\x00 \u200b and\x1b more")
+    ban = await BanRow.get(user_id="bob")
+    assert ban.reason == "spam \u200b and more"
+    await admin(mrt, "block", term="dr\x00agon\x07")
+    assert [t.term for t in await BlockedTermRow.all()] == ["dragon"]
+    await admin(mrt, "unban", member="bob", reason="\u200b\u200b")  # an invisible reason is none
+    assert (await AuditRow.get(action="unban")).reason is None
+
+
+async def test_a_confirmation_code_in_any_script_is_just_wrong(mrt: Runtime) -> None:
+    await imagine(mrt, ALICE)
+    assert "confirm:" in (await admin(mrt, "clear")).replies[0]
+    out = await admin(mrt, "clear", confirm="٣٣٣٣")  # compare_digest refuses non-ASCII str
+    assert out.errors[0].what.startswith("That confirmation code is wrong")
+
+
+async def test_long_listings_are_cut_to_the_reply_limit(mrt: Runtime) -> None:
+    for i in range(40):
+        await admin(mrt, "block", term=f"{'t' * 90}{i:03d}")
+    [terms] = (await admin(mrt, "terms")).replies
+    assert len(terms) <= REPLY_MAX
+    assert terms.endswith(("more", "…"))

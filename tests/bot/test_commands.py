@@ -97,3 +97,58 @@ def test_admin_commands_parse_as_two_words() -> None:
         parse_text("/admin stats now", specs)
     with pytest.raises(GenbotError, match="There is no command /ban"):
         parse_text("/ban ana", specs)  # admin commands only under /admin
+
+
+@pytest.mark.parametrize(
+    "number", ["\u0663", "\uff15", "1_000", "1e3", "0x10", "+5", "-0", "5.0", "²", "9" * 25, "1 000"]
+)
+@pytest.mark.parametrize(("option", "sentence"), [("steps", "Steps must be a whole number from 1 to 50.")])
+def test_numbers_are_ascii_digits_only(number: str, option: str, sentence: str) -> None:
+    assert refusal(f"/imagine x {option}: {number}") == sentence
+
+
+def test_ascii_digits_are_numbers() -> None:
+    assert imagine("/imagine x steps: 007 seed: 4294967295").steps == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("/imagine a\x00 fox\x1b[0m", "a fox[0m"),
+        ("/imagine café\u200b 👩\u200d👩\u200d👧", "café\u200b 👩\u200d👩\u200d👧"),
+        ("/imagine lone \ud800 surrogate", "lone surrogate"),
+        ("/imagine\nmulti\r\nline\tprompt", "multi line prompt"),
+    ],
+)
+def test_prompts_are_cleaned(text: str, prompt: str) -> None:
+    assert imagine(text).prompt == prompt
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("/imagine \u200b\u200b", "The prompt has no visible character"),
+        ("/imagine \U000e0041\U000e0042", "The prompt has no visible character"),
+        ("/imagine \u3164", "The prompt has no visible character"),
+        ("/imagine \x00\x01", "The prompt is empty"),
+        ("/imagine fox negative: \u200d", "The negative prompt has no visible character"),
+    ],
+)
+def test_invisible_prompts_are_refused(text: str, sentence: str) -> None:
+    assert refusal(text).startswith(sentence)
+
+
+def test_an_unknown_command_is_echoed_short_and_clean() -> None:
+    what = refusal("/" + "x\x00" * 50_000)
+    assert what.startswith("There is no command /" + "x" * 31 + "…. Commands:")
+    assert "\x00" not in what and len(what) < 120
+
+
+def test_pydantic_never_speaks_to_members() -> None:
+    spec = SPECS[0]
+    for bad in ({"prompt": 12}, {"prompt": None}, {"prompt": "fox", "size": ["512x512"]}):
+        with pytest.raises(GenbotError) as caught:
+            validate_imagine(spec, bad, LIMITS)  # type: ignore[arg-type]
+        what = caught.value.text.what
+        assert what.startswith("The ") and what.endswith("option is not valid: give it as text.")
+        assert "Input should" not in what and "pydantic" not in what

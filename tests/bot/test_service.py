@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 
 from bot.app import Runtime
-from bot.errors import ErrorText
+from bot.errors import ErrorCode, ErrorText
 from bot.models import Actor, CommandRequest, MessageRef, State, StatusView
+from bot.service import BoundedResponder
+from bot.text import NAME_MAX, REPLY_MAX
 from jobs.queue import SUBMIT
 from storage.models import GenerationRow
 
@@ -208,3 +210,46 @@ async def test_reroll_makes_a_new_job_with_the_same_prompt_and_a_new_seed(rt: Ru
     [admin_view] = by_admin.posted
     admin_job = await rt.store.get(admin_view.job)
     assert admin_job is not None and admin_job.user_id == "admin"
+
+
+async def test_the_core_reads_member_text_cleaned_whatever_the_adapter_sent(rt: Runtime) -> None:
+    who = Actor("local", "local", "carol", "Ca\x00rol\n\u200b" + "l" * 300)
+    out = Recorder()
+    request = CommandRequest(
+        who, "general", "imagine", {"prompt": "a\x00 fox\x1b \ud800", "negative": "\tblur\x7f"}
+    )
+    await rt.core.handle(request, out)
+    [view] = out.posted
+    row = await GenerationRow.get(id=view.job)
+    assert (row.prompt, row.negative) == ("a fox", "blur")
+    assert row.user_name.startswith("Carol \u200bllll") and len(row.user_name) == NAME_MAX
+
+    nameless = Actor("local", "local", "dave", "\u3164")
+    await rt.core.handle(CommandRequest(nameless, "general", "imagine", {"prompt": "owl"}), out)
+    assert (await GenerationRow.get(id=out.posted[-1].job)).user_name == "dave"
+
+
+async def test_an_option_that_is_not_text_gets_a_sentence_naming_it(rt: Runtime) -> None:
+    out = Recorder()
+    request = CommandRequest(ALICE, "general", "imagine", {"prompt": None})  # type: ignore[dict-item]
+    await rt.core.handle(request, out)
+    assert out.errors[0].what == "The prompt option is not valid: give it as text."
+    assert await GenerationRow.all().count() == 0
+
+
+async def test_every_reply_is_bounded(rt: Runtime) -> None:
+    out = await run(rt, ALICE, "x" * 50_000)
+    assert out.errors[0].what == "There is no command /" + "x" * 31 + "…."
+    long = Recorder()
+    await BoundedResponder(long).reply("line\n" * 10_000)
+    await BoundedResponder(long).reply_error(ErrorText(ErrorCode.INVALID_OPTION, "T", "w" * 5000, "t" * 5000))
+    assert len(long.replies[0]) <= REPLY_MAX
+    error = long.errors[0]
+    assert len(error.title) + len(error.what) + len(error.todo) + 3 <= REPLY_MAX
+
+
+async def test_a_button_for_a_job_number_past_any_row_is_not_found(rt: Runtime) -> None:
+    for job in (0, -1, 2**63, 2**200):
+        out = Recorder()
+        await rt.core.handle_action(ALICE, job, "cancel", out)
+        assert out.errors[0].code is ErrorCode.NOT_FOUND

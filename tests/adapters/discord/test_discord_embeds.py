@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from dataclasses import replace
 
 from PIL import Image
 
@@ -88,3 +89,9 @@ def test_an_oversized_image_becomes_a_smaller_jpeg() -> None:
     assert upload.filename == "genbot-1.jpg" and upload.resized
     assert len(upload.data) <= limit
     assert Image.open(io.BytesIO(upload.data)).format == "JPEG"
+
+
+def test_the_negative_prompt_in_the_footer_pings_no_one() -> None:
+    view = replace(QUEUED, details="512x512 · without: @everyone @here <@300000000000000001>")
+    footer = status_embed(view).to_dict()["footer"]["text"]
+    assert footer == "512x512 · without: @\u200beveryone @\u200bhere <@\u200b300000000000000001>"
