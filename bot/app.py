@@ -21,7 +21,7 @@ from adapters.slack.admins import SlackAdmins
 from adapters.slack.app import SlackBot
 from bot.commands import all_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
-from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter
+from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter, InboxEntry
 from bot.renderer import Renderer
 from bot.service import Genbot
 from jobs.backends import load_backend
@@ -35,10 +35,14 @@ from jobs.worker import build_sweeper, build_worker, close_worker
 from storage import db
 from storage.blobs import LocalBlobStore
 from storage.chatlog import TortoiseChatLog
+from storage.inbox import TortoiseCommandInbox
 from storage.moderation import TortoiseModerationStore
 from storage.store import TortoiseGenerationStore
 
 log = logging.getLogger(__name__)
+
+#: A bot looks for commands of stopped bots to run again at least this often.
+REVIVE_EVERY_S = 10.0
 
 
 async def migrate(db_url: str) -> None:
@@ -151,7 +155,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             queue=queue,
             moderation=moderation,
             blobs=LocalBlobStore(settings.blobs.dir),
-            core=Genbot(settings, store, queue, moderation),
+            core=Genbot(settings, store, queue, moderation, TortoiseCommandInbox()),
         )
     finally:
         await redis.aclose()
@@ -210,6 +214,9 @@ class Frontend:
     #: Stop taking commands and wait for the acknowledged ones; returns how many were cut short.
     quiesce: Callable[[], Awaitable[int]]
     stop: Callable[[], Awaitable[None]]
+    #: Run again a command another bot acknowledged and died before finishing (None: the
+    #: platform acknowledges only after the work, as the local chat does).
+    revive: Callable[[InboxEntry], Awaitable[None]] | None = None
 
 
 def build_frontend(rt: Runtime) -> Frontend:
@@ -238,7 +245,7 @@ def build_frontend(rt: Runtime) -> Frontend:
             await slack.start(settings.http_host, settings.http_port)
             return slack.port
 
-        return Frontend(slack.chat, start_slack, slack.quiesce, slack.stop)
+        return Frontend(slack.chat, start_slack, slack.quiesce, slack.stop, slack.revive)
     raise ConfigError(f"GENBOT_PLATFORM: no frontend for {platform.value!r}")
 
 
@@ -351,23 +358,55 @@ async def serve_bot(
         if on_listening is not None and port is not None:
             on_listening(port)
         render_task = asyncio.create_task(renderer.run(renders_stop), name="genbot-renderer")
+        revivals_stop = asyncio.Event()
+        revivals = asyncio.create_task(
+            revive_loop(rt, frontend.adapter.platform, frontend.revive, revivals_stop), name="genbot-revive"
+        )
         stopper = asyncio.create_task(stop.wait())
         try:
             # The renderer only returns once told to; if it dies instead, so does the process
             # (a supervisor restarts it) rather than chatting on with frozen messages.
             await asyncio.wait({render_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if not render_task.done():
+                revivals_stop.set()
+                await revivals
                 await frontend.quiesce()
                 renders_stop.set()
             await render_task
         finally:
             stopper.cancel()
-            if not render_task.done():
-                render_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await render_task
+            for task in (render_task, revivals):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
     finally:
         await frontend.stop()
+
+
+async def revive_loop(
+    rt: Runtime,
+    platform: str,
+    revive: Callable[[InboxEntry], Awaitable[None]] | None,
+    stop: asyncio.Event,
+) -> None:
+    """Until ``stop``: every few seconds, run again the commands another bot of ``platform``
+    acknowledged and died before finishing (:meth:`Genbot.revive_commands`). A failed round (Redis
+    or the database away) is logged once and tried again."""
+    if revive is None:
+        return
+    every = min(rt.settings.renderer.adopt_after_s / 2, REVIVE_EVERY_S)
+    failing = False
+    while not stop.is_set():
+        try:
+            await rt.core.revive_commands(platform, revive)
+            failing = False
+        except Exception:
+            if not failing:
+                log.warning("running again the commands of stopped bots failed; trying again", exc_info=True)
+            failing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
@@ -379,20 +418,27 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
         renderer = build_renderer(rt, client.chat)
         await renderer.feed.ensure_group()
         renders_stop = asyncio.Event()
+        revivals_stop = asyncio.Event()
         gateway = asyncio.create_task(client.connect(reconnect=True), name="genbot-discord-gateway")
         render_task = asyncio.create_task(renderer.run(renders_stop), name="genbot-renderer")
+        revivals = asyncio.create_task(
+            revive_loop(rt, client.chat.platform, client.revive, revivals_stop), name="genbot-revive"
+        )
         stopper = asyncio.create_task(stop.wait())
-        tasks = {gateway, render_task, stopper}
+        tasks = {gateway, render_task, revivals, stopper}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stopper}:
                 task.result()  # a dead gateway or renderer ends the process (a supervisor restarts it)
             # Stopping: the gateway stays up while the acknowledged commands finish (new ones are
             # answered "restarting"), then the renders are flushed, then everything closes.
+            revivals_stop.set()
+            await revivals
             await client.inflight.drain()
         finally:
             stop.set()
             renders_stop.set()
+            revivals_stop.set()
             for task in tasks:
                 if not task.done() and task is not render_task:
                     task.cancel()

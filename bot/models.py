@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -113,6 +113,18 @@ class CommandRequest:
     channel: str
     name: str
     options: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "actor": asdict(self.actor),
+            "channel": self.channel,
+            "name": self.name,
+            "options": self.options,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CommandRequest:
+        return cls(Actor(**data["actor"]), str(data["channel"]), str(data["name"]), dict(data["options"]))
 
 
 @dataclass(frozen=True, slots=True)

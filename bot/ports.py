@@ -511,11 +511,66 @@ class ChatLog(Protocol):
         ...
 
 
-class CommandHandler(Protocol):
-    """The core, as an adapter sees it."""
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An acknowledged command that is not finished (see :class:`CommandInbox`)."""
 
-    async def handle(self, request: CommandRequest, responder: Responder) -> None: ...
+    key: str
+    platform: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class CommandInbox(Protocol):
+    """Commands a bot acknowledged and has not finished: recorded before the ack goes out, so that
+    a bot that dies mid-command leaves a record another bot runs the command again from."""
+
+    async def put(self, key: str, platform: str, payload: dict[str, Any]) -> None:
+        """Record a command (safe to retry: one record per ``key``)."""
+        ...
+
+    async def done(self, key: str) -> None:
+        """Forget a finished command."""
+        ...
+
+    async def stale(self, platform: str, before: datetime, limit: int) -> list[InboxEntry]:
+        """``platform``'s records made before ``before``, oldest first."""
+        ...
+
+    async def claim(self, key: str, now: datetime, stale_before: datetime) -> bool:
+        """Claim a record to run it again: True for exactly one of concurrent callers; a claim made
+        before ``stale_before`` (its claimer died) is taken over."""
+        ...
+
+    async def expire(self, before: datetime) -> int:
+        """Drop records made before ``before`` (their reply handles are dead); returns how many."""
+        ...
+
+
+class CommandHandler(Protocol):
+    """The core, as an adapter sees it.
+
+    Slack and Discord acknowledge a command before the core runs it; so that a bot killed between
+    the two loses nothing, the adapter first records the command with :meth:`receive` (it passes
+    what it needs to run the command again, as plain JSON), then acknowledges it, then hands it to
+    :meth:`handle` with the receipt. A command whose record outlives its bot is run again by
+    another bot of the platform (the adapter rebuilds it from the payload)."""
+
+    async def receive(self, platform: str, payload: dict[str, Any]) -> str:
+        """Record an acknowledged command; returns its receipt. One INSERT: fast enough to come
+        before the ack."""
+        ...
+
+    async def handle(
+        self, request: CommandRequest, responder: Responder, *, receipt: str | None = None
+    ) -> None: ...
 
     async def handle_action(
-        self, actor: Actor, generation_id: int, action: str, responder: Responder
+        self,
+        actor: Actor,
+        generation_id: int,
+        action: str,
+        responder: Responder,
+        *,
+        receipt: str | None = None,
     ) -> None: ...

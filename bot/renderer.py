@@ -50,7 +50,8 @@ MAX_RETRY_S = 300.0
 RECOVER_FINISHED = timedelta(hours=1)
 #: At shutdown, at most this many batches of events are read before the last flush.
 DRAIN_ROUNDS = 20
-#: A renderer's claim to post a lost status message, older than this, is taken over.
+#: A claim to post a lost status message (a renderer's, or a command's run again after its bot
+#: died: Genbot.revive_commands), older than this, is taken over.
 ADOPT_CLAIM_S = 300.0
 
 

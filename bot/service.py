@@ -11,10 +11,11 @@ import asyncio
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bot.admin import Admin
 from bot.commands import (
@@ -45,7 +46,9 @@ from bot.models import (
 from bot.moderation import TermMatcher, format_span
 from bot.ports import (
     PARTIAL,
+    CommandInbox,
     GenerationStore,
+    InboxEntry,
     JobQueue,
     ModerationStore,
     QueueUnavailable,
@@ -53,7 +56,8 @@ from bot.ports import (
     Responder,
     TicketsLost,
 )
-from bot.text import REPLY_MAX, clip, shown
+from bot.renderer import ADOPT_CLAIM_S
+from bot.text import REPLY_MAX, clip, shown, storable
 from bot.views import build_view, eta_seconds, format_duration, view_hash
 
 log = logging.getLogger(__name__)
@@ -73,11 +77,24 @@ SEED_LOCK = "ticket-seed"
 SEED_LOCK_TTL_S = 30.0
 #: How long another process waits for that seed before it gives up on the request.
 SEED_WAIT_S = 10.0
+#: Records of acknowledged commands are run again at most this many per round, and dropped once
+#: this old (a Slack response_url lives 30 minutes, a Discord interaction token 15).
+REVIVE_BATCH = 100
+INBOX_KEEP = timedelta(minutes=30)
+#: A claim to run a record again, older than this, is taken over (its bot died too).
+INBOX_CLAIM = timedelta(minutes=5)
+
 #: Tickets given after Redis lost its counter start at the next multiple of this above every
 #: ticket the database holds (see Genbot.seed_tickets). Tickets are arq scores, and arq starts
 #: only jobs whose score is below the current time in ms (about 1.8e12): room for over a
 #: thousand such losses, of a billion tickets each.
 TICKET_EPOCH = 1_000_000_000
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (its process is stopping)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class _Recent(Generic[T]):
@@ -127,24 +144,63 @@ class BoundedResponder:
 
 class Genbot:
     def __init__(
-        self, settings: Settings, store: GenerationStore, queue: JobQueue, moderation: ModerationStore
+        self,
+        settings: Settings,
+        store: GenerationStore,
+        queue: JobQueue,
+        moderation: ModerationStore,
+        inbox: CommandInbox,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.moderation = moderation
+        self.inbox = inbox
         self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(settings.limits)}
         self.admin = Admin(self)
+        #: Receipts of commands being run again after their bot died (see revive_commands).
+        self._reviving: set[str] = set()
         self._terms: _Recent[TermMatcher] = _Recent(TERMS_TTL_S)
         self._limits: _Recent[dict[str, int]] = _Recent(TERMS_TTL_S)
 
     # -- entry points -------------------------------------------------------------------------
 
-    async def handle(self, request: CommandRequest, responder: Responder) -> None:
+    async def receive(self, platform: str, payload: dict[str, Any]) -> str:
+        """Record a command its adapter is about to acknowledge (see :class:`CommandHandler`)."""
+        receipt = uuid.uuid4().hex
+        await self.inbox.put(receipt, platform, storable(payload))
+        return receipt
+
+    async def _finished(self, receipt: str | None) -> None:
+        """The command of ``receipt`` is done (answered, or its job posted): forget its record.
+        A command cut short (its task cancelled as its process stops) keeps it, to run again."""
+        if receipt is None:
+            return
+        try:
+            await self.inbox.done(receipt)
+        except Exception:  # it runs again later: harmless, as every command is safe to run again
+            log.warning("could not forget the record of a finished command", exc_info=True)
+
+    async def handle(
+        self, request: CommandRequest, responder: Responder, *, receipt: str | None = None
+    ) -> None:
         """Run one command. Never raises for the member's sake: every outcome is a reply, of at
         most :data:`~bot.text.REPLY_MAX` characters. Option values and the member's name are
-        read cleaned (:func:`~bot.commands.cleaned`), whichever adapter sent them."""
+        read cleaned (:func:`~bot.commands.cleaned`), whichever adapter sent them.
+
+        ``receipt`` (from :meth:`receive`): the command's record, forgotten once it is done. It
+        also keys the request's row, so a command run again after its bot died makes no second
+        job (see :meth:`_start`)."""
         responder = BoundedResponder(responder)
+        try:
+            await self._handle(request, responder, receipt)
+        finally:
+            if not _cancelling():
+                await self._finished(receipt)
+
+    async def _handle(
+        self, request: CommandRequest, responder: BoundedResponder, receipt: str | None
+    ) -> None:
         try:
             request = cleaned(request)
             spec = self.specs.get(request.name)
@@ -153,7 +209,7 @@ class Genbot:
             if spec.admin:
                 await responder.reply(await self.admin.run(spec, request))
             elif spec.name == "imagine":
-                await self.imagine(spec, request, responder)
+                await self.imagine(spec, request, responder, receipt=receipt)
             elif spec.name == "queue":
                 check_known(spec, request.options)
                 await responder.reply(await self.describe_queue(request.actor))
@@ -175,12 +231,28 @@ class Genbot:
             await responder.reply_error(describe(ErrorCode.INTERNAL))
 
     async def handle_action(
-        self, actor: Actor, generation_id: int, action: str, responder: Responder
+        self,
+        actor: Actor,
+        generation_id: int,
+        action: str,
+        responder: Responder,
+        *,
+        receipt: str | None = None,
     ) -> None:
         """A button on a status message: ``cancel`` the job, or ``reroll`` it (the same prompt and
         options with a new seed, as a new job of the member who pressed it). Both are for the
-        job's author or an admin. A job number beyond any row (see :data:`JOB_MAX`) is not found."""
+        job's author or an admin. A job number beyond any row (see :data:`JOB_MAX`) is not found.
+        ``receipt``: as for :meth:`handle`."""
         responder = BoundedResponder(responder)
+        try:
+            await self._handle_action(actor, generation_id, action, responder, receipt)
+        finally:
+            if not _cancelling():
+                await self._finished(receipt)
+
+    async def _handle_action(
+        self, actor: Actor, generation_id: int, action: str, responder: BoundedResponder, receipt: str | None
+    ) -> None:
         try:
             if not 1 <= generation_id <= JOB_MAX:
                 raise GenbotError(ErrorCode.NOT_FOUND)
@@ -188,7 +260,7 @@ class Genbot:
                 gen = await self.cancel(actor, generation_id)
                 await responder.reply(f"Cancelled job {gen.id}.")
             elif action == "reroll":
-                await self.reroll(actor, generation_id, responder)
+                await self.reroll(actor, generation_id, responder, receipt=receipt)
             else:
                 raise GenbotError(ErrorCode.INVALID_OPTION, "That button does nothing any more.")
         except GenbotError as exc:
@@ -199,32 +271,62 @@ class Genbot:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def imagine(self, spec: CommandSpec, request: CommandRequest, responder: Responder) -> None:
+    async def imagine(
+        self, spec: CommandSpec, request: CommandRequest, responder: Responder, *, receipt: str | None = None
+    ) -> None:
         options = validate_imagine(spec, request.options, self.settings.limits)
-        await self._start(request.actor, request.channel, options, responder)
+        await self._start(request.actor, request.channel, options, responder, receipt=receipt)
 
-    async def reroll(self, actor: Actor, generation_id: int, responder: Responder) -> None:
+    async def reroll(
+        self, actor: Actor, generation_id: int, responder: Responder, *, receipt: str | None = None
+    ) -> None:
         """A new job with the prompt and options of ``generation_id`` and a new seed."""
         gen = await self._visible(actor, generation_id)
         if gen.user_id != actor.user_id and not actor.is_admin:
             raise GenbotError(ErrorCode.NOT_ALLOWED)
         options = gen.imagine_options(seed=secrets.randbelow(SEED_MAX + 1))
-        await self._start(actor, gen.channel, options, responder)
+        await self._start(actor, gen.channel, options, responder, receipt=receipt)
 
-    async def _start(self, actor: Actor, channel: str, options: ImagineOptions, responder: Responder) -> None:
+    async def _start(
+        self,
+        actor: Actor,
+        channel: str,
+        options: ImagineOptions,
+        responder: Responder,
+        *,
+        receipt: str | None = None,
+    ) -> None:
         """Check the member may (ban, blocked terms, pause, quotas), submit a new job and post its
-        status message. A refusal raises :class:`GenbotError` having changed nothing."""
+        status message. A refusal raises :class:`GenbotError` having changed nothing.
+
+        Safe to run again for the same ``receipt`` (a command whose bot died, run again by
+        :meth:`revive_commands`): the row is keyed by it, so the run finds the row the first
+        made and goes on from where that stopped; it posts the status message only if the first
+        did not, and only if no renderer has taken that over meanwhile."""
         await self.check_member(actor, options)
-        new = NewGeneration(actor=actor, channel=channel, options=options, backend=self.settings.backend.name)
+        new = NewGeneration(
+            actor=actor,
+            channel=channel,
+            options=options,
+            backend=self.settings.backend.name,
+            request_key=receipt or uuid.uuid4().hex,
+        )
         gen, position = await self.submit(new, quota=await self.member_quota(actor))
+        if gen.message.get("message_id"):
+            return  # an earlier run of this command posted it
+        if receipt in self._reviving:
+            stale = datetime.now(UTC).timestamp() - ADOPT_CLAIM_S
+            if not await self.store.claim_unposted(gen.id, stale_before=stale):
+                return  # a renderer posts it (or has)
         view = await self.view(gen, position)
         try:
             # A post that takes longer than this is given up: past twice as long, the renderer
             # takes the request for one whose bot died, and posts its message itself.
             async with asyncio.timeout(self.settings.renderer.adopt_after_s / 2):
                 ref = await responder.post_status(view)
-        except BaseException as exc:
-            # No message, no job: a job nobody can follow would only invite a duplicate.
+        except Exception as exc:
+            # No message, no job: a job nobody can follow would only invite a duplicate. (A post
+            # cut short by the process stopping leaves the row for the command's next run.)
             await self.cancel_row(gen, ErrorCode.CANCELLED)
             await self.store.update_meta(gen.id, {"unreachable": True})  # never to be posted
             if isinstance(exc, TimeoutError):
@@ -235,6 +337,37 @@ class Genbot:
                 ) from None
             raise
         await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
+
+    async def revive_commands(self, platform: str, revive: Callable[[InboxEntry], Awaitable[None]]) -> int:
+        """Run again the commands of ``platform`` whose bot acknowledged them and died before they
+        were done: their records are older than ``renderer.adopt_after_s`` (a live command is done
+        well before: it gives up its post after half of that). ``revive(entry)`` is the adapter's:
+        it rebuilds the command and its answers from the record and hands them to :meth:`handle`
+        with the record's receipt. One bot of many claims each record. Records older than
+        :data:`INBOX_KEEP`, whose reply handles are long dead, are dropped. Returns how many
+        commands it ran again."""
+        now = datetime.now(UTC)
+        dropped = await self.inbox.expire(now - INBOX_KEEP)
+        if dropped:
+            log.warning(
+                "dropped %d commands acknowledged over %s ago and never finished", dropped, INBOX_KEEP
+            )
+        revived = 0
+        for entry in await self.inbox.stale(
+            platform, now - timedelta(seconds=self.settings.renderer.adopt_after_s), REVIVE_BATCH
+        ):
+            if not await self.inbox.claim(entry.key, now, now - INBOX_CLAIM):
+                continue
+            log.warning("running again a command acknowledged at %s by a bot that stopped", entry.created_at)
+            self._reviving.add(entry.key)
+            try:
+                await revive(entry)
+                revived += 1
+            except Exception:
+                log.exception("running again an acknowledged command failed")
+            finally:
+                self._reviving.discard(entry.key)
+        return revived
 
     def quota_for(self, actor: Actor, own: Mapping[str, int] | None = None) -> Quota:
         """The limits of ``actor``'s next request: the deployment's, with what their workspace
@@ -315,7 +448,9 @@ class Genbot:
         await self.queue.unban(f"{platform}:{workspace}:{user_id}")
         return removed
 
-    async def submit(self, new: NewGeneration, *, quota: Quota | None = None) -> tuple[Generation, int]:
+    async def submit(
+        self, new: NewGeneration, *, quota: Quota | None = None
+    ) -> tuple[Generation, int | None]:
         """Insert the row, then take a ticket and a position and enqueue the job (one atomic
         script). Returns the row, with its ticket, and its position (0: held aside, because the
         member already runs ``quota.max_running`` jobs; it joins the line when one of theirs ends).
@@ -328,6 +463,10 @@ class Genbot:
         lost, the worker finds no row and drops the job. Any other failure fails the row.
         """
         gen = await self.store.create(new)
+        if gen.ticket is not None or gen.state is not State.QUEUED or gen.message:
+            # The same request made this row before (its command is being run again) and got
+            # further than the queue: nothing to enqueue. The caller reads where it stands.
+            return gen, None
         try:
             ticket, position = await self._enqueue(gen.id, quota=quota)
         except QuotaRefused as refused:
@@ -451,7 +590,7 @@ class Genbot:
         """Store where the status message lives and what it shows (and, right after
         :meth:`submit`, the ticket and the position at submit), then nudge the renderer: the job
         may have moved on while the message was being posted."""
-        meta: dict[str, object] = {}
+        meta: dict[str, object] = {"adopting": None}  # a claim to post it (revive_commands) is done
         if PARTIAL in ref.extra:  # posted without everything: the renderer will finish it
             ref = replace(ref, extra={k: v for k, v in ref.extra.items() if k != PARTIAL})
         else:

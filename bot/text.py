@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 #: An echo of member input inside a sentence (an unknown command's name) shows at most this much.
 ECHO_MAX = 32
@@ -59,6 +60,18 @@ def clean_block(text: str) -> str:
     ``\\r\\n``, ``\\r``) and tabs stay; whitespace at either end goes. Idempotent."""
     text = _SURROGATES.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
     return text.translate(_BLOCK_CONTROLS).strip()
+
+
+def storable(value: Any) -> Any:
+    """A JSON value (a platform's payload, to keep as it came) with every string, keys included,
+    :func:`clean_block`-ed: fit for the database, where it is parsed again later."""
+    if isinstance(value, str):
+        return clean_block(value)
+    if isinstance(value, dict):
+        return {clean_block(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 def is_visible(text: str) -> bool:

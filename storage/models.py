@@ -140,3 +140,22 @@ class AuditRow(Model):
     class Meta:
         table = "audit_log"
         indexes = (Index(fields=("platform", "workspace", "created_at"), name="audit_workspace_time"),)
+
+
+class InboxRow(Model):
+    """A command a bot acknowledged and has not finished: written before the platform hears the
+    ack, deleted when the command is done. A bot that dies leaves its rows behind, and another
+    bot of the platform runs those commands again (``Genbot.revive_commands``)."""
+
+    id = fields.BigIntField(primary_key=True)
+    request_key = fields.CharField(max_length=64, unique=True)
+    platform = fields.CharField(max_length=16)
+    #: What the adapter needs to run the command again: the request as the platform sent it, and
+    #: where to answer (a Slack response_url, a Discord interaction token: secrets that expire).
+    payload: fields.JSONField[dict[str, Any]] = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    claimed_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "inbox"
+        indexes = (Index(fields=("platform", "created_at"), name="inbox_platform_created"),)

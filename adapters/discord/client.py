@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import asdict
 from typing import Any
 
 import aiohttp
@@ -18,12 +19,13 @@ from discord import app_commands
 
 from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder, error_words
 from adapters.discord.buttons import JobButton
-from adapters.discord.commands import PUBLIC, actor_of, app_commands_of, request_of
+from adapters.discord.commands import PLATFORM, PUBLIC, actor_of, app_commands_of, request_of
 from bot.commands import CommandSpec
 from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.inflight import InFlight
-from bot.ports import CommandHandler
+from bot.models import Actor, CommandRequest
+from bot.ports import CommandHandler, InboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,36 @@ def set_gateway(url: str | yarl.URL) -> yarl.URL:
     old = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
     return old
+
+
+def revival(interaction: discord.Interaction) -> dict[str, Any]:
+    """What a command's record keeps of its interaction, so that another bot can answer it if this
+    one dies first (:meth:`GenbotClient.revive`): the fields of Discord's payload that
+    ``discord.Interaction`` needs to reach the interaction's webhook and its channel. The token is
+    a secret that expires with the interaction (15 minutes); the record goes when the command is
+    done."""
+    # genbot's commands are guild-only. Whatever the channel's kind (a thread, a voice channel's
+    # chat), it is kept as the shape of a plain text channel: only its id is ever used.
+    raw_channel: dict[str, Any] = {
+        "id": str(interaction.channel_id),
+        "type": 0,
+        "guild_id": str(interaction.guild_id),
+        "name": "",
+        "position": 0,
+        "permission_overwrites": [],
+    }
+    data: dict[str, Any] = {
+        "id": str(interaction.id),
+        "application_id": str(interaction.application_id),
+        "type": interaction.type.value,
+        "token": interaction.token,
+        "version": interaction.version,
+        "channel_id": str(interaction.channel_id),
+        "channel": raw_channel,
+        "attachment_size_limit": interaction.filesize_limit,
+        "guild_id": str(interaction.guild_id),
+    }
+    return {"interaction": data}
 
 
 class GenbotClient(discord.AutoShardedClient):
@@ -145,14 +177,19 @@ class GenbotClient(discord.AutoShardedClient):
             return
         with self.inflight.track():
             public = spec.key in PUBLIC
-            await interaction.response.defer(ephemeral=not public, thinking=True)
-            responder = DiscordResponder(interaction, self.chat, public=public)
             try:
                 request = request_of(interaction, spec.key, options, self.admin_role_ids)
             except GenbotError as exc:  # ids that are not Discord's
-                await responder.reply_error(exc.text)
+                await interaction.response.defer(ephemeral=True, thinking=True)
+                await DiscordResponder(interaction, self.chat, public=False).reply_error(exc.text)
                 return
-            await self.handler.handle(request, responder)
+            receipt = await self.handler.receive(
+                PLATFORM,
+                {"kind": "command", "public": public, "request": request.to_json(), **revival(interaction)},
+            )
+            await interaction.response.defer(ephemeral=not public, thinking=True)
+            responder = DiscordResponder(interaction, self.chat, public=public)
+            await self.handler.handle(request, responder, receipt=receipt)
 
     async def on_genbot_button(self, interaction: discord.Interaction, job: int, action: str) -> None:
         """A click on a status message's button: acknowledged without changing the message (the
@@ -160,14 +197,47 @@ class GenbotClient(discord.AutoShardedClient):
         if await self._refused_while_stopping(interaction):
             return
         with self.inflight.track():
-            await interaction.response.defer(ephemeral=True, thinking=False)
-            responder = DiscordResponder(interaction, self.chat, public=False)
             try:
                 actor = actor_of(interaction, self.admin_role_ids)
             except GenbotError as exc:
-                await responder.reply_error(exc.text)
+                await interaction.response.defer(ephemeral=True, thinking=False)
+                await DiscordResponder(interaction, self.chat, public=False).reply_error(exc.text)
                 return
-            await self.handler.handle_action(actor, job, action, responder)
+            receipt = await self.handler.receive(
+                PLATFORM,
+                {
+                    "kind": "button",
+                    "job": job,
+                    "action": action,
+                    "actor": asdict(actor),
+                    **revival(interaction),
+                },
+            )
+            await interaction.response.defer(ephemeral=True, thinking=False)
+            responder = DiscordResponder(interaction, self.chat, public=False)
+            await self.handler.handle_action(actor, job, action, responder, receipt=receipt)
+
+    async def revive(self, entry: InboxEntry) -> None:
+        """Run again a command (or button press) a bot acknowledged and died before finishing
+        (see :meth:`Genbot.revive_commands`). Its interaction is rebuilt from the record, so its
+        answers go where they would have: the deferred response and follow-ups, through the
+        interaction token (valid 15 minutes)."""
+        payload = entry.payload
+        interaction: discord.Interaction = discord.Interaction(
+            data=payload["interaction"],
+            state=self._connection,
+        )
+        with self.inflight.track():
+            if payload.get("kind") == "button":
+                responder = DiscordResponder(interaction, self.chat, public=False)
+                actor = Actor(**payload["actor"])
+                await self.handler.handle_action(
+                    actor, int(payload["job"]), str(payload["action"]), responder, receipt=entry.key
+                )
+            else:
+                responder = DiscordResponder(interaction, self.chat, public=bool(payload["public"]))
+                request = CommandRequest.from_json(payload["request"])
+                await self.handler.handle(request, responder, receipt=entry.key)
 
     async def _refused_while_stopping(self, interaction: discord.Interaction) -> bool:
         """While this process stops (it waits for the commands it took), a new one is answered,

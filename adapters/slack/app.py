@@ -47,6 +47,7 @@ from adapters.slack.blocks import ACTION_IDS, error_text, reply_text
 from adapters.slack.payloads import (
     GENBOT,
     IMAGINE,
+    PLATFORM,
     MalformedRequest,
     action_target,
     command_request,
@@ -58,8 +59,8 @@ from bot.commands import CommandSpec
 from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
-from bot.models import Actor, MessageRef, StatusView
-from bot.ports import CommandHandler
+from bot.models import Actor, CommandRequest, MessageRef, StatusView
+from bot.ports import CommandHandler, InboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +215,26 @@ class SlackBot:
         except GenbotError as exc:  # a typo: the answer is the ack itself, no I/O
             await ack(text=error_text(exc.text), response_type="ephemeral")
             return
+        receipt = await self.handler.receive(PLATFORM, {"kind": "command", "body": body})
         await ack()
+        await self._run_command(request, respond, receipt)
+
+    async def _run_command(self, request: CommandRequest, respond: AsyncRespond, receipt: str) -> None:
         request = replace(request, actor=await self._resolved(request.actor))
-        await self.handler.handle(request, SlackResponder(respond, self.chat, request.channel))
+        responder = SlackResponder(respond, self.chat, request.channel)
+        await self.handler.handle(request, responder, receipt=receipt)
+
+    async def revive(self, entry: InboxEntry) -> None:
+        """Run again a command (or button press) a bot acknowledged and died before finishing
+        (see :meth:`Genbot.revive_commands`), from Slack's body as it was recorded: its answers go
+        through the same response_url (valid 30 minutes) and channel."""
+        body = entry.payload["body"]
+        respond = AsyncRespond(response_url=body.get("response_url"))
+        with self.inflight.track():
+            if entry.payload.get("kind") == "button":
+                await self._run_button(str(entry.payload["action"]), body, respond, entry.key)
+            else:
+                await self._run_command(command_request(body, self.specs), respond, entry.key)
 
     async def _resolved(self, actor: Actor) -> Actor:
         """``actor`` with ``is_admin`` decided (after the ack: it may call ``users.info``)."""
@@ -227,19 +245,25 @@ class SlackBot:
         that the member may (the job's author or an admin)."""
 
         async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+            receipt = await self.handler.receive(PLATFORM, {"kind": "button", "action": action, "body": body})
             await ack()
-            try:
-                actor, job, channel = action_target(body)
-            except GenbotError as exc:  # ids of the wrong shape (HTTP mode refuses them before)
-                await SlackResponder(respond, self.chat, "").reply_error(exc.text)
-                return
-            responder = SlackResponder(respond, self.chat, channel)
-            if job is None:
-                await responder.reply_error(describe(ErrorCode.NOT_FOUND))
-                return
-            await self.handler.handle_action(await self._resolved(actor), job, action, responder)
+            await self._run_button(action, body, respond, receipt)
 
         return on_button
+
+    async def _run_button(
+        self, action: str, body: dict[str, Any], respond: AsyncRespond, receipt: str
+    ) -> None:
+        try:
+            actor, job, channel = action_target(body)
+        except GenbotError as exc:  # ids of the wrong shape (HTTP mode refuses them before)
+            await SlackResponder(respond, self.chat, "").reply_error(exc.text)
+            return
+        responder = SlackResponder(respond, self.chat, channel)
+        if job is None:
+            await responder.reply_error(describe(ErrorCode.NOT_FOUND))
+            return
+        await self.handler.handle_action(await self._resolved(actor), job, action, responder, receipt=receipt)
 
     # -- serving ------------------------------------------------------------------------------
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.app import Runtime
+from bot.commands import validate_imagine
 from bot.errors import ErrorCode, ErrorText
-from bot.models import Actor, CommandRequest, MessageRef, State, StatusView
+from bot.models import Actor, CommandRequest, MessageRef, NewGeneration, State, StatusView
+from bot.ports import InboxEntry
 from bot.service import BoundedResponder
 from bot.text import NAME_MAX, REPLY_MAX
 from jobs.queue import SUBMIT
-from storage.models import GenerationRow
+from storage.models import GenerationRow, InboxRow
 
 ALICE = Actor("local", "local", "alice", "Alice")
 BOB = Actor("local", "local", "bob", "Bob")
@@ -253,3 +257,62 @@ async def test_a_button_for_a_job_number_past_any_row_is_not_found(rt: Runtime) 
         out = Recorder()
         await rt.core.handle_action(ALICE, job, "cancel", out)
         assert out.errors[0].code is ErrorCode.NOT_FOUND
+
+
+async def _age_records(seconds: float) -> None:
+    await InboxRow.all().update(created_at=datetime.now(UTC) - timedelta(seconds=seconds))
+
+
+def _reviver(rt: Runtime, recorder: Recorder) -> Callable[[InboxEntry], Awaitable[None]]:
+    """An adapter's revive: the command rebuilt from its record, answered through ``recorder``."""
+
+    async def revive(entry: InboxEntry) -> None:
+        await rt.core.handle(CommandRequest.from_json(entry.payload["request"]), recorder, receipt=entry.key)
+
+    return revive
+
+
+async def test_a_command_whose_bot_died_before_the_row_is_run_again_once(rt: Runtime) -> None:
+    """The bot recorded the command, acknowledged it and died: nothing else happened. Another bot
+    runs it again from the record (once it is older than adopt_after_s): one job, one message."""
+    request = CommandRequest(ALICE, "general", "imagine", {"prompt": "a fox"})
+    await rt.core.receive("local", {"request": request.to_json()})
+    recorder = Recorder()
+    assert await rt.core.revive_commands("local", _reviver(rt, recorder)) == 0, (
+        "too young: maybe still running"
+    )
+    await _age_records(rt.settings.renderer.adopt_after_s + 1)
+    assert await rt.core.revive_commands("local", _reviver(rt, recorder)) == 1
+    [view] = recorder.posted
+    assert view.prompt == "a fox" and view.headline.startswith("Queued · #1 in line")
+    assert await InboxRow.all().count() == 0, "done: the record is gone"
+    assert await rt.core.revive_commands("local", _reviver(rt, recorder)) == 0
+
+
+@pytest.mark.parametrize("got_as_far_as", ["submit", "post"])
+async def test_a_command_run_again_goes_on_from_where_its_bot_died(rt: Runtime, got_as_far_as: str) -> None:
+    """The first run got as far as the queue (its row in line, no message), or as far as the
+    message (the record just not forgotten): the second run makes no second row, enqueues nothing
+    twice, and posts only what was not posted."""
+    request = CommandRequest(ALICE, "general", "imagine", {"prompt": "a fox"})
+    receipt = await rt.core.receive("local", {"request": request.to_json()})
+    first = Recorder()
+    if got_as_far_as == "submit":
+        options = validate_imagine(rt.core.specs["imagine"], {"prompt": "a fox"}, rt.settings.limits)
+        await rt.core.submit(NewGeneration(ALICE, "general", options, "demo", request_key=receipt))
+    else:
+        real_done = rt.core.inbox.done
+        rt.core.inbox.done = _never  # type: ignore[method-assign]
+        await rt.core.handle(request, first, receipt=receipt)
+        rt.core.inbox.done = real_done  # type: ignore[method-assign]
+    await _age_records(rt.settings.renderer.adopt_after_s + 1)
+    second = Recorder()
+    assert await rt.core.revive_commands("local", _reviver(rt, second)) == 1
+    [row] = await GenerationRow.all()
+    assert await rt.queue.waiting() == [row.id]
+    assert len(first.posted) + len(second.posted) == 1, "one status message in all"
+    assert row.message["message_id"] and row.ticket == 1
+
+
+async def _never(_key: str) -> None:
+    raise ConnectionError("the bot died before it could forget the record")

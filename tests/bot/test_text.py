@@ -7,7 +7,17 @@ import unicodedata
 
 import pytest
 
-from bot.text import ECHO_MAX, NAME_MAX, clean_block, clean_line, clean_name, clip, is_visible, shown
+from bot.text import (
+    ECHO_MAX,
+    NAME_MAX,
+    clean_block,
+    clean_line,
+    clean_name,
+    clip,
+    is_visible,
+    shown,
+    storable,
+)
 
 # ruff: noqa: RUF001  (look-alike and invisible characters on purpose)
 
@@ -117,3 +127,8 @@ def test_names_are_clean_bounded_and_never_empty() -> None:
     assert len(clean_name("n" * 500, "U1")) == NAME_MAX
     assert clean_name("\u200b\u3164", "U1") == "U1"
     assert clean_name("", "U1") == "U1"
+
+
+def test_a_payload_kept_as_it_came_is_fit_to_store() -> None:
+    payload = {"text": "fox\x00 in\r\nsnow", "nested": [{"a\x00": "\ud800b"}], "n": 3, "none": None}
+    assert storable(payload) == {"text": "fox in\nsnow", "nested": [{"a": "b"}], "n": 3, "none": None}

@@ -255,7 +255,7 @@ class Cluster:
             shown = seen(row)
             if asyncio.iscoroutine(shown):
                 shown = await shown
-            return shown == (row["state"], _title(row))
+            return shown == (row["state"], title_of(row))
 
         with contextlib.suppress(AssertionError):
             await wait_until(everything_ended, "every job to end", timeout, every=0.25)
@@ -274,7 +274,7 @@ class Cluster:
             shown = seen(row)
             if asyncio.iscoroutine(shown):
                 shown = await shown
-            if row["state"] not in TERMINAL or shown != (row["state"], _title(row)):
+            if row["state"] not in TERMINAL or shown != (row["state"], title_of(row)):
                 figures.lost += 1
             elif row["state"] == "succeeded":
                 figures.completed += 1
@@ -311,7 +311,7 @@ def fifo_violations(rows: list[dict[str, Any]]) -> int:
     )
 
 
-def _title(row: dict[str, Any]) -> str | None:
+def title_of(row: dict[str, Any]) -> str | None:
     if row["state"] in ("failed", "timed_out") or (row["state"] == "cancelled" and row["error_code"]):
         return describe(row["error_code"]).title
     return None

@@ -37,6 +37,7 @@ from tests.faults.harness import (
     Cluster,
     Figures,
     refreshing_local_seen,
+    title_of,
     wait_until,
 )
 
@@ -295,106 +296,164 @@ async def test_the_backend_failing(
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 
-async def _signed(http: aiohttp.ClientSession, url: str, body: str) -> int:
-    ts = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body),
-    }
-    async with http.post(url, data=body.encode(), headers=headers) as resp:
-        return resp.status
+class SlackSide:
+    """The Slack half of a scenario: the fake Web API, ``genbot bot`` on Slack in HTTP mode, and
+    members sending signed slash commands as Slack does."""
 
+    def __init__(self, cluster: Cluster, http: aiohttp.ClientSession, fake: FakeSlack) -> None:
+        self.cluster = cluster
+        self.http = http
+        self.fake = fake
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/slack/events"
+        self.sent = 0
 
-async def test_the_chat_api_answering_500_then_429(cluster: Cluster, http: aiohttp.ClientSession) -> None:
-    """Slack's Web API answers every chat.update with 500, then with 429, for a while: the renderer
-    backs off and retries, and every message shows its job's end once Slack recovers."""
-    fake = FakeSlack()
-    await fake.start()
-    port = free_port()
-    try:
-        env = {
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
             "GENBOT_PLATFORM": "slack",
             "GENBOT_SLACK__BOT_TOKEN": TOKEN,
             "GENBOT_SLACK__SIGNING_SECRET": SECRET,
-            "GENBOT_SLACK__API_BASE_URL": fake.api_url,
+            "GENBOT_SLACK__API_BASE_URL": self.fake.api_url,
             "GENBOT_SLACK__HTTP_HOST": "127.0.0.1",
-            "GENBOT_SLACK__HTTP_PORT": str(port),
+            "GENBOT_SLACK__HTTP_PORT": str(self.port),
+            **extra,
         }
-        await cluster.worker()
-        await cluster.spawn("bot", "bot", **env)
-        url = f"http://127.0.0.1:{port}/slack/events"
+
+    async def bot(self, name: str = "bot", **env: str) -> None:
+        await self.cluster.spawn(name, "bot", **self.env(**env))
 
         async def listening() -> bool:
             try:
-                async with http.get(f"http://127.0.0.1:{port}/") as _resp:
+                async with self.http.get(f"http://127.0.0.1:{self.port}/") as _resp:
                     return True
             except aiohttp.ClientError:
-                assert cluster.alive("bot"), cluster.log_tail()
+                assert self.cluster.alive(name), self.cluster.log_tail()
                 return False
 
         await wait_until(listening, "the Slack app to listen", 60)
-        for n in range(BATCH):
-            body = urlencode(
-                {
-                    "token": "legacy",
-                    "team_id": TEAM,
-                    "team_domain": "test",
-                    "channel_id": "C0001",
-                    "channel_name": "general",
-                    "user_id": "UALICE",
-                    "user_name": "alice",
-                    "command": "/imagine",
-                    "text": f"chat outage {n} steps: 8",
-                    "api_app_id": "A0001",
-                    "is_enterprise_install": "false",
-                    "response_url": fake.response_url(f"r{n}"),
-                    "trigger_id": f"t{n}",
-                }
-            )
-            assert await _signed(http, url, body) == 200
-            cluster.submitted.append(f"chat outage {n}")
-        await wait_until(lambda: len(fake.called("chat.postMessage")) >= BATCH, "every status message", 60)
 
-        fake.outage(["chat.update"], 500)
-        await wait_until(
-            lambda: sum(1 for c in fake.called("chat.update") if c.status == 500) >= BATCH,
-            "the renderer to meet the 500s",
-            90,
+    async def imagine(self, prompt: str, steps: int = 8) -> int:
+        """``/imagine`` as Slack sends it; returns the HTTP status of the ack."""
+        self.sent += 1
+        body = urlencode(
+            {
+                "token": "legacy",
+                "team_id": TEAM,
+                "team_domain": "test",
+                "channel_id": "C0001",
+                "channel_name": "general",
+                "user_id": "UALICE",
+                "user_name": "alice",
+                "command": "/imagine",
+                "text": f"{prompt} steps: {steps}",
+                "api_app_id": "A0001",
+                "is_enterprise_install": "false",
+                "response_url": self.fake.response_url(f"r{self.sent}"),
+                "trigger_id": f"t{self.sent}",
+            }
         )
-        fake.outage(["chat.update"], 429)
-        await wait_until(
-            lambda: sum(1 for c in fake.called("chat.update") if c.status == 429) >= BATCH,
-            "the renderer to meet the 429s",
-            90,
-        )
-        await wait_until(lambda: _all_ended(cluster), "every job to end during the outage", 120)
-        fake.heal()
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body),
+        }
+        async with self.http.post(self.url, data=body.encode(), headers=headers) as resp:
+            status = resp.status
+        if status == 200:
+            self.cluster.submitted.append(prompt)
+        return status
 
-        async def seen(row: dict[str, Any]) -> tuple[str, str | None] | None:
-            ts = json.loads(row["message"] or "{}").get("message_id")
-            message = fake.messages.get(ts or "")
-            if message is None:
-                return None
-            shown = json.dumps(message.blocks)
-            if row["state"] == "succeeded":
-                return ("succeeded", None) if "Done" in shown else None
+    def seen(self, row: dict[str, Any]) -> tuple[str, str | None] | None:
+        """What the member sees of ``row``: its status message in the fake Slack."""
+        ts = json.loads(row["message"] or "{}").get("message_id")
+        message = self.fake.messages.get(ts or "")
+        if message is None:
             return None
+        shown = json.dumps(message.blocks)
+        if row["state"] == "succeeded":
+            return ("succeeded", None) if "Done" in shown else None
+        title = title_of(row)
+        return (row["state"], title) if title is not None and title in shown else None
 
-        figures = await cluster.settle(
-            Figures("chat API failing", "Slack chat.update answers 500, then 429, until every job ended"),
-            seen,
-        )
-        figures.details["chat.update refused (500)"] = sum(
-            1 for c in fake.called("chat.update") if c.status == 500
-        )
-        figures.details["chat.update refused (429)"] = sum(
-            1 for c in fake.called("chat.update") if c.status == 429
-        )
-        check(figures, cluster)
+
+@pytest_asyncio.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack()
+    await fake.start()
+    try:
+        yield fake
     finally:
-        await cluster.close()
         await fake.stop()
+
+
+async def test_the_chat_api_answering_500_then_429(
+    cluster: Cluster, http: aiohttp.ClientSession, fake_slack: FakeSlack
+) -> None:
+    """Slack's Web API answers every chat.update with 500, then with 429, for a while: the renderer
+    backs off and retries, and every message shows its job's end once Slack recovers."""
+    fake, slack = fake_slack, SlackSide(cluster, http, fake_slack)
+    await cluster.worker()
+    await slack.bot()
+    for n in range(BATCH):
+        assert await slack.imagine(f"chat outage {n}") == 200
+    await wait_until(lambda: len(fake.called("chat.postMessage")) >= BATCH, "every status message", 60)
+
+    fake.outage(["chat.update"], 500)
+    await wait_until(
+        lambda: sum(1 for c in fake.called("chat.update") if c.status == 500) >= BATCH,
+        "the renderer to meet the 500s",
+        90,
+    )
+    fake.outage(["chat.update"], 429)
+    await wait_until(
+        lambda: sum(1 for c in fake.called("chat.update") if c.status == 429) >= BATCH,
+        "the renderer to meet the 429s",
+        90,
+    )
+    await wait_until(lambda: _all_ended(cluster), "every job to end during the outage", 120)
+    fake.heal()
+    figures = await cluster.settle(
+        Figures("chat API failing", "Slack chat.update answers 500, then 429, until every job ended"),
+        slack.seen,
+    )
+    figures.details["chat.update refused (500)"] = sum(
+        1 for c in fake.called("chat.update") if c.status == 500
+    )
+    figures.details["chat.update refused (429)"] = sum(
+        1 for c in fake.called("chat.update") if c.status == 429
+    )
+    check(figures, cluster)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+async def test_the_bot_stopped_during_a_burst_of_acknowledged_commands(
+    cluster: Cluster, http: aiohttp.ClientSession, fake_slack: FakeSlack, sig: signal.Signals
+) -> None:
+    """A burst of /imagine in Slack; Slack has its ack for every one, and the bot is still posting
+    their status messages (Slack answers slowly) when it is stopped (SIGTERM: it finishes what it
+    took, then exits) or killed (SIGKILL: a new bot posts the messages of the requests the dead
+    one took, and runs them). Every acknowledged request ends, and its member sees how."""
+    fake, slack = fake_slack, SlackSide(cluster, http, fake_slack)
+    fake.delay_s["chat.postMessage"] = 0.5
+    adopt = {"GENBOT_RENDERER__ADOPT_AFTER_S": "6"}
+    await cluster.worker()
+    await slack.bot(**adopt)
+    statuses = await asyncio.gather(*(slack.imagine(f"bot stopped {n}") for n in range(BATCH)))
+    assert statuses == [200] * BATCH
+    cluster.signal("bot", sig)
+    code = await asyncio.wait_for(cluster.procs["bot"].wait(), 60)
+    assert code == (0 if sig is signal.SIGTERM else -signal.SIGKILL), cluster.log_tail()
+    posted_before_restart = len(fake.called("chat.postMessage"))
+    await slack.bot("bot-2", **adopt)
+    name = "bot stopped (SIGTERM)" if sig is signal.SIGTERM else "bot killed (SIGKILL)"
+    figures = await cluster.settle(
+        Figures(name, f"{sig.name} of the bot right after Slack acknowledged {BATCH} /imagine"), slack.seen
+    )
+    figures.details["status messages posted by the stopped bot"] = posted_before_restart
+    check(figures, cluster)
+    if sig is signal.SIGTERM:
+        assert posted_before_restart == BATCH, "the stopping bot posted every message it owed"
 
 
 async def _all_ended(cluster: Cluster) -> bool:

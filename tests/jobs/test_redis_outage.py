@@ -168,6 +168,7 @@ async def test_two_processes_submitting_after_a_loss_get_unique_tickets_and_posi
         rt.store,
         RedisJobQueue(other_redis, rt.queue.keys, rt.queue.queue_name),
         rt.moderation,
+        rt.core.inbox,
     )
     try:
         outs = await asyncio.gather(

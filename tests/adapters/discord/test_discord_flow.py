@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from PIL import Image
 
 from bot.models import State
+from storage.models import InboxRow
 from tests.adapters.discord.conftest import DiscordStack
 from tests.adapters.discord.fake import APP_ID, Recorded, interaction_payload
 
@@ -158,3 +161,31 @@ async def test_a_command_reaching_a_stopping_bot_is_told_it_restarts_and_queues_
     assert answer.json["type"] == 4 and answer.json["data"]["flags"] & 64
     assert "restarting" in answer.json["data"]["content"]
     assert await stack.rt.store.list_active("discord") == []
+
+
+async def test_a_command_whose_bot_died_after_the_defer_is_answered_by_another(
+    stack: DiscordStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot recorded /imagine and deferred it, then died. Another bot runs it again from the
+    record: the interaction is rebuilt, and the status message replaces the deferred response,
+    through the same interaction webhook."""
+    core = stack.rt.core
+    handle = core.handle
+
+    async def dies(*_args: object, **_kwargs: object) -> None:
+        return None  # the process is gone before the core runs the command
+
+    monkeypatch.setattr(core, "handle", dies)
+    payload = interaction_payload(name="imagine", options={"prompt": "a fox, again", "steps": 2})
+    stack.deliver(payload)
+    token = payload["token"]
+    await stack.until(lambda: stack.fake.of("POST", rf"/interactions/{payload['id']}/{token}/callback"))
+    monkeypatch.setattr(core, "handle", handle)
+    await InboxRow.all().update(created_at=datetime.now(UTC) - timedelta(hours=0, minutes=10))
+
+    assert await core.revive_commands("discord", stack.client.revive) == 1
+    first = await stack.until(lambda: stack.fake.of("PATCH", WEBHOOK + token + "/messages/@original"))
+    assert first[0].json["embeds"][0]["description"] == "a fox, again"
+    [row] = await stack.rt.store.list_active("discord")
+    assert row.message["extra"]["token"] == token
+    assert await InboxRow.all().count() == 0
