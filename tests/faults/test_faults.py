@@ -10,6 +10,7 @@ generous deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -234,6 +235,57 @@ async def test_postgres_connections_killed(cluster: Cluster, db: str, http: aioh
         await admin.close()
     figures = await cluster.settle(
         Figures("PostgreSQL connections killed", "pg_terminate_backend on all connections, 3 rounds"),
+        refreshing_local_seen(cluster, http),
+    )
+    figures.details["connections terminated"] = killed
+    check(figures, cluster)
+    assert killed > 0
+    assert all(cluster.alive(n) for n in ("worker-1", "worker-2", "bot"))
+
+
+async def test_postgres_connections_killed_again_and_again_while_requests_arrive(
+    cluster: Cluster, db: str, http: aiohttp.ClientSession
+) -> None:
+    """pg_terminate_backend on every connection of genbot's database every 0.2 s while a burst of
+    requests arrives at once: statements die before, during and after their commit. Each request
+    makes exactly one row, gets its status message, and ends."""
+    await cluster.worker("worker-1")
+    await cluster.worker("worker-2")
+    await cluster.bot()
+    name = db.rsplit("/", 1)[1]
+    killing = asyncio.Event()
+    killed = 0
+
+    async def kill_again_and_again() -> None:
+        nonlocal killed
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            while not killing.is_set():
+                killed += len(
+                    await admin.fetch(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        name,
+                    )
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(killing.wait(), 0.2)
+        finally:
+            await admin.close()
+
+    killer = asyncio.create_task(kill_again_and_again())
+    try:
+        await asyncio.gather(
+            *(cluster.imagine(http, f"connections killed {n}", steps=4) for n in range(BATCH))
+        )
+    finally:
+        killing.set()
+        await killer
+    figures = await cluster.settle(
+        Figures(
+            "PostgreSQL connections killed during a burst",
+            "pg_terminate_backend every 0.2 s during the requests",
+        ),
         refreshing_local_seen(cluster, http),
     )
     figures.details["connections terminated"] = killed
