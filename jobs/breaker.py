@@ -46,6 +46,8 @@ from aiobreaker.storage.memory import CircuitMemoryStorage
 from redis.asyncio import Redis
 
 from bot.errors import ErrorCode, GenbotError
+from bot.ports import QueueUnavailable
+from jobs.connections import REDIS_DOWN
 from jobs.constants import Keys
 
 log = logging.getLogger(__name__)
@@ -237,23 +239,36 @@ class Breaker:
         :data:`PROBE_HEAD_GRACE_S` of half-open). An admission that ends up unused must be given
         back with :meth:`release`."""
         token = uuid.uuid4().hex
-        verdict, ms, failures = await self._admit(
-            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures, self.keys.waiting],
-            args=[
-                token,
-                int(self.probe_ttl_s * 1000),
-                "" if generation_id is None else generation_id,
-                int(PROBE_HEAD_GRACE_S * 1000),
-            ],
-        )
+        try:
+            verdict, ms, failures = await self._admit(
+                keys=[
+                    self.keys.open,
+                    self.keys.tripped,
+                    self.keys.probe,
+                    self.keys.failures,
+                    self.keys.waiting,
+                ],
+                args=[
+                    token,
+                    int(self.probe_ttl_s * 1000),
+                    "" if generation_id is None else generation_id,
+                    int(PROBE_HEAD_GRACE_S * 1000),
+                ],
+            )
+        except REDIS_DOWN as exc:
+            raise QueueUnavailable from exc
         if int(verdict) == 0:
             raise BreakerOpen(int(ms) / 1000)
         return Admission(token if int(verdict) == 2 else None, int(failures))
 
     async def release(self, admission: Admission) -> None:
-        """Give back an admission that reached no verdict (safe after a verdict too)."""
+        """Give back an admission that reached no verdict (safe after a verdict too). While Redis
+        is away this gives nothing back: the probe key expires by itself."""
         if admission.probe_token is not None:
-            await self._release(keys=[self.keys.probe], args=[admission.probe_token])
+            try:
+                await self._release(keys=[self.keys.probe], args=[admission.probe_token])
+            except REDIS_DOWN:
+                log.warning("could not give the breaker's probe back: Redis is unreachable")
 
     async def call(self, admission: Admission, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Call ``fn(*args)`` under ``admission``. A failure counts toward the shared breaker
@@ -283,20 +298,29 @@ class Breaker:
         except Exception:
             await self._record_failure(admission)
             raise
-        closed = await self._success(
-            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
-            args=[admission.probe_token or ""],
-        )
+        try:
+            closed = await self._success(
+                keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
+                args=[admission.probe_token or ""],
+            )
+        except REDIS_DOWN:
+            # The image is made: a verdict Redis cannot hear costs nothing but the count.
+            log.warning("could not tell the breaker the image service answered: Redis is unreachable")
+            return result
         if int(closed):
             log.warning("the image service answered the probe: circuit breaker closed")
             await self._announce("closed")
         return result
 
     async def _record_failure(self, admission: Admission) -> None:
-        opened = await self._failure(
-            keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
-            args=[self.fail_max, int(self.reset_s * 1000), admission.probe_token or ""],
-        )
+        try:
+            opened = await self._failure(
+                keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
+                args=[self.fail_max, int(self.reset_s * 1000), admission.probe_token or ""],
+            )
+        except REDIS_DOWN:
+            log.warning("could not count a failure of the image service: Redis is unreachable")
+            return
         if int(opened):
             log.warning("image service failing: circuit breaker open for %.0f s", self.reset_s)
             await self._announce("open")

@@ -246,6 +246,13 @@ class GenerationRunner:
                 return await self.breaker.admit(gen.id)
             except BreakerOpen as exc:
                 retry_in = exc.retry_in
+            except QueueUnavailable:
+                # Redis is away: no leave can be had, and none refused. Wait, as for the breaker.
+                left = give_up_at - loop.time()
+                if left <= 0:
+                    raise Deferred from None
+                await asyncio.sleep(min(BREAKER_POLL_S, left))
+                continue
             if not told:
                 told = True
                 log.info("generation %s waits for the image service (breaker open)", gen.id)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import html
 import json
+import os
 import random
 import re
 import time
@@ -192,6 +193,10 @@ def generated_numbers(rng: random.Random, count: int) -> list[str]:
 # -- counting ---------------------------------------------------------------------------------
 
 
+#: Where ``make reliability`` collects the figures (a JSON line per part), as the fault suite does.
+FIGURES_FILE = os.environ.get("GENBOT_TEST_FAULT_FIGURES")
+
+
 @dataclass
 class Tally:
     """What the inputs of one part did; ``problems`` must stay empty."""
@@ -233,7 +238,12 @@ class Tally:
 
     def done(self, minimum: int) -> None:
         """No problem, and enough inputs of both kinds (a run that refused or accepted almost
-        nothing would prove nothing)."""
+        nothing would prove nothing). ``make reliability`` collects the counts."""
+        if FIGURES_FILE:
+            with open(FIGURES_FILE, "a") as out:
+                counts = {"part": self.part, "inputs": self.inputs, "refused": self.refused}
+                counts |= {"accepted": self.accepted, "problems": len(self.problems)}
+                out.write(json.dumps({"kind": "fuzz", **counts}) + "\n")
         shown = "\n  ".join(self.problems[:25])
         assert not self.problems, (
             f"{self.part}: {len(self.problems)} problems of {self.inputs} inputs:\n  {shown}"

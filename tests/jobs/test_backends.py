@@ -11,7 +11,7 @@ from bot.config import load_settings
 from bot.ports import ImageRequest
 from jobs.backends import BackendNotFound, load_backend
 from jobs.backends.demo import DemoBackend
-from jobs.breaker import Breaker, BreakerKeys, BreakerOpen
+from jobs.breaker import FAILURE, SUCCESS, Breaker, BreakerKeys, BreakerOpen
 from jobs.constants import Keys
 
 REQUEST = ImageRequest("a red fox in snow", "", 512, 768, 6, 42)
@@ -154,3 +154,26 @@ async def test_breaker_opens_after_fail_max_and_lets_one_probe_through_half_open
     assert probes == 1
     assert await breaker.state() == "closed"
     assert await breaker.call(await breaker.admit(), slow_ok) == "ok"
+
+
+async def test_a_call_whose_verdict_redis_cannot_hear_keeps_its_result(redis: Redis) -> None:
+    """Redis goes away while the backend works: the image is made, and neither the success nor
+    a failure that Redis cannot count turns into another error."""
+    breaker = Breaker(redis, BreakerKeys.of(Keys("bt"), "demo"), fail_max=2, reset_s=30.0, probe_ttl_s=30.0)
+    admission = await breaker.admit()
+    dead = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    breaker._success = dead.register_script(SUCCESS)
+    breaker._failure = dead.register_script(FAILURE)
+
+    async def fine() -> str:
+        return "the image"
+
+    async def failing() -> None:
+        raise RuntimeError("backend down")
+
+    try:
+        assert await breaker.call(admission, fine) == "the image"
+        with pytest.raises(RuntimeError, match="backend down"):
+            await breaker.call(await breaker.admit(), failing)
+    finally:
+        await dead.aclose()
