@@ -18,17 +18,16 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
-from slack_sdk.signature import SignatureVerifier
 
 from bot.embedded_redis import EmbeddedRedis, embedded_redis, free_port
-from tests.adapters.slack.fake_slack import TEAM, TOKEN, FakeSlack
+from tests.adapters.slack.conftest import SECRET, SlackClient
+from tests.adapters.slack.fake_slack import TOKEN, FakeSlack
 from tests.chat_client import ChatClient
 from tests.conftest import PG_ADMIN_URL, truncate_pg
 from tests.faults.flaky_backend import CALLS, FAIL_NEXT
@@ -345,9 +344,6 @@ async def test_the_backend_failing(
     assert said_waiting, "no waiting message said the image service was unavailable"
 
 
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-
-
 class SlackSide:
     """The Slack half of a scenario: the fake Web API, ``genbot bot`` on Slack in HTTP mode, and
     members sending signed slash commands as Slack does."""
@@ -358,7 +354,7 @@ class SlackSide:
         self.fake = fake
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/slack/events"
-        self.sent = 0
+        self.client = SlackClient(http, self.url, fake)
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -386,32 +382,7 @@ class SlackSide:
 
     async def imagine(self, prompt: str, steps: int = 8) -> int:
         """``/imagine`` as Slack sends it; returns the HTTP status of the ack."""
-        self.sent += 1
-        body = urlencode(
-            {
-                "token": "legacy",
-                "team_id": TEAM,
-                "team_domain": "test",
-                "channel_id": "C0001",
-                "channel_name": "general",
-                "user_id": "UALICE",
-                "user_name": "alice",
-                "command": "/imagine",
-                "text": f"{prompt} steps: {steps}",
-                "api_app_id": "A0001",
-                "is_enterprise_install": "false",
-                "response_url": self.fake.response_url(f"r{self.sent}"),
-                "trigger_id": f"t{self.sent}",
-            }
-        )
-        ts = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body),
-        }
-        async with self.http.post(self.url, data=body.encode(), headers=headers) as resp:
-            status = resp.status
+        status, _body, _took = await self.client.command("/imagine", f"{prompt} steps: {steps}")
         if status == 200:
             self.cluster.submitted.append(prompt)
         return status
