@@ -368,9 +368,9 @@ async def serve_bot(
             # (a supervisor restarts it) rather than chatting on with frozen messages.
             await asyncio.wait({render_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if not render_task.done():
-                revivals_stop.set()
-                await revivals
-                await frontend.quiesce()
+                revivals_stop.set()  # no command of a dead bot is taken up any more...
+                await frontend.quiesce()  # ...and those taken, as the rest, finish (or are cut)
+                await _ended(revivals)
                 renders_stop.set()
             await render_task
         finally:
@@ -382,6 +382,17 @@ async def serve_bot(
                         await task
     finally:
         await frontend.stop()
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for ``task``; its being cancelled (a stop that cut it short) is no error here, unless
+    the task waiting is itself being cancelled."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 async def revive_loop(
@@ -399,7 +410,7 @@ async def revive_loop(
     failing = False
     while not stop.is_set():
         try:
-            await rt.core.revive_commands(platform, revive)
+            await rt.core.revive_commands(platform, revive, stop=stop)
             failing = False
         except Exception:
             if not failing:
@@ -433,8 +444,8 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
             # Stopping: the gateway stays up while the acknowledged commands finish (new ones are
             # answered "restarting"), then the renders are flushed, then everything closes.
             revivals_stop.set()
-            await revivals
             await client.inflight.drain()
+            await _ended(revivals)
         finally:
             stop.set()
             renders_stop.set()

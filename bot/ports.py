@@ -95,12 +95,14 @@ class GenerationStore(Protocol):
         error_code: str | None = None,
         result_key: str | None = None,
         retry: bool = False,
+        ticket: int | None = None,
     ) -> Generation | None:
         """Move the row to ``target`` if the state machine allows it from its current state.
 
         The check and the write are one atomic statement. Returns the new snapshot, or None when
         the transition was refused (the row was already elsewhere, for example terminal).
-        ``retry`` (``running -> queued``) increments ``attempts``.
+        ``retry`` (``running -> queued``) increments ``attempts``; ``ticket`` is stored if the row
+        has none yet (a job that starts before its command stored it).
         """
         ...
 
@@ -129,6 +131,12 @@ class GenerationStore(Protocol):
 
     async def max_ticket(self) -> int:
         """The highest ticket any row holds (0 when none has one)."""
+        ...
+
+    async def next_ticket_epoch(self, at_least: int) -> int:
+        """Count one more seed of the ticket counter: returns an epoch number above every one
+        returned before and at least ``at_least`` (the first one ever: ``at_least``). Kept in the
+        database, so that two losses of Redis in a row never start at the same epoch."""
         ...
 
     async def discard(self, generation_id: int) -> None:
@@ -245,9 +253,10 @@ class QueueUnavailable(GenbotError):
 
 
 class TicketsLost(Exception):
-    """:meth:`JobQueue.submit` needed a new ticket, but Redis has lost its ticket counter (it was
-    flushed or restarted empty): nothing was written. Seed the counter from the database
-    (:meth:`JobQueue.seed_tickets`), then submit again."""
+    """:meth:`JobQueue.submit` needed a new ticket, but the ticket counter was not seeded in this
+    life of the Redis server (Redis restarted, with or without its data, or lost the counter):
+    nothing was written. Seed the counter from the database (:meth:`JobQueue.seed_tickets`),
+    then submit again."""
 
 
 class JobQueue(Protocol):
@@ -267,13 +276,14 @@ class JobQueue(Protocol):
         """
         ...
 
-    async def ticket_counter(self) -> int | None:
-        """The last ticket given, or None when Redis has lost the counter."""
+    async def ticket_state(self) -> tuple[int | None, bool]:
+        """The last ticket given (None when Redis has lost the counter), and whether the counter
+        was seeded in this life of the Redis server (False after any restart)."""
         ...
 
     async def seed_tickets(self, at_least: int) -> None:
-        """Make the next ticket greater than ``at_least`` (the highest ticket the database
-        knows): creates the counter if Redis lost it, raises it if it is lower, never lowers it."""
+        """Make the next ticket greater than ``at_least``, for this life of the Redis server:
+        creates the counter if Redis lost it, raises it if it is lower, never lowers it."""
         ...
 
     async def lock(self, name: str, ttl_s: float) -> str | None:
@@ -354,6 +364,10 @@ class JobQueue(Protocol):
 
     async def position(self, generation_id: int) -> int | None:
         """1-based position among waiting jobs, or None when not waiting. O(log N)."""
+        ...
+
+    async def ticket_of(self, generation_id: int) -> int | None:
+        """The ticket a waiting job holds in the line, or None when it is not waiting."""
         ...
 
     async def waiting(self) -> list[int]:

@@ -245,6 +245,8 @@ class Renderer:
         """Whether ``gen`` has no status message because the bot that took its command died
         before posting it: it is older than ``adopt_after_s`` (a live command gives up on its
         post after half of that). If it is younger, look again when it is old enough."""
+        if gen.state.terminal and gen.started_at is None:
+            return False  # it never ran: its command answered the member (refused, cancelled)
         age = (datetime.now(UTC) - gen.created_at).total_seconds()
         if age >= self.settings.adopt_after_s:
             return True
@@ -287,8 +289,13 @@ class Renderer:
                 ref.message_id,
                 {k: v for k, v in ref.extra.items() if k != PARTIAL},
             )
+        # Its command stored no ticket either: the one it holds in the line, if it waits there.
+        ticket = await self.queue.ticket_of(gen.id) if gen.ticket is None else None
         await self.store.update(
-            gen.id, message=ref.to_json(), meta={"adopting": None, "rendered": None if partial else digest}
+            gen.id,
+            message=ref.to_json(),
+            meta={"adopting": None, "rendered": None if partial else digest},
+            ticket=ticket,
         )
         if partial or not gen.state.terminal:
             self._due[gen.id] = time.monotonic()  # it may have moved on while it was posted

@@ -319,10 +319,14 @@ class Genbot:
             if not await self.store.claim_unposted(gen.id, stale_before=stale):
                 return  # a renderer posts it (or has)
         view = await self.view(gen, position)
+        # The post is given up by half of adopt_after_s after the row was made: past all of it, a
+        # renderer (or a bot running the command again) takes the request for one whose bot died,
+        # and posts its message itself. (A receipt's record is older than its row.)
+        budget = (
+            self.settings.renderer.adopt_after_s / 2 - (datetime.now(UTC) - gen.created_at).total_seconds()
+        )
         try:
-            # A post that takes longer than this is given up: past twice as long, the renderer
-            # takes the request for one whose bot died, and posts its message itself.
-            async with asyncio.timeout(self.settings.renderer.adopt_after_s / 2):
+            async with asyncio.timeout(max(budget, 0)):
                 ref = await responder.post_status(view)
         except Exception as exc:
             # No message, no job: a job nobody can follow would only invite a duplicate. (A post
@@ -338,14 +342,20 @@ class Genbot:
             raise
         await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
 
-    async def revive_commands(self, platform: str, revive: Callable[[InboxEntry], Awaitable[None]]) -> int:
+    async def revive_commands(
+        self,
+        platform: str,
+        revive: Callable[[InboxEntry], Awaitable[None]],
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> int:
         """Run again the commands of ``platform`` whose bot acknowledged them and died before they
         were done: their records are older than ``renderer.adopt_after_s`` (a live command is done
         well before: it gives up its post after half of that). ``revive(entry)`` is the adapter's:
         it rebuilds the command and its answers from the record and hands them to :meth:`handle`
         with the record's receipt. One bot of many claims each record. Records older than
-        :data:`INBOX_KEEP`, whose reply handles are long dead, are dropped. Returns how many
-        commands it ran again."""
+        :data:`INBOX_KEEP`, whose reply handles are long dead, are dropped. It takes up no more
+        once ``stop`` is set (its bot is stopping). Returns how many commands it ran again."""
         now = datetime.now(UTC)
         dropped = await self.inbox.expire(now - INBOX_KEEP)
         if dropped:
@@ -356,6 +366,8 @@ class Genbot:
         for entry in await self.inbox.stale(
             platform, now - timedelta(seconds=self.settings.renderer.adopt_after_s), REVIVE_BATCH
         ):
+            if stop is not None and stop.is_set():
+                break
             if not await self.inbox.claim(entry.key, now, now - INBOX_CLAIM):
                 continue
             log.warning("running again a command acknowledged at %s by a bot that stopped", entry.created_at)
@@ -482,6 +494,7 @@ class Genbot:
             ) from None
         except Exception:
             await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.INTERNAL.value)
+            await self.store.update_meta(gen.id, {"unreachable": True})  # its member was answered
             raise
         return replace(gen, ticket=ticket), position
 
@@ -493,7 +506,10 @@ class Genbot:
             return await self.queue.submit(generation_id, ticket=ticket, quota=quota)
         except TicketsLost:
             await self.seed_tickets()
-        return await self.queue.submit(generation_id, ticket=ticket, quota=quota)
+        try:
+            return await self.queue.submit(generation_id, ticket=ticket, quota=quota)
+        except TicketsLost:  # Redis restarted again meanwhile
+            raise QueueUnavailable from None
 
     async def _restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
         """:meth:`JobQueue.restore`, seeding the tickets first if Redis lost them."""
@@ -501,18 +517,23 @@ class Genbot:
             return await self.queue.restore(generation_id, ticket)
         except TicketsLost:
             await self.seed_tickets()
-        return await self.queue.restore(generation_id, ticket)
+        try:
+            return await self.queue.restore(generation_id, ticket)
+        except TicketsLost:  # Redis restarted again meanwhile
+            raise QueueUnavailable from None
 
     async def seed_tickets(self) -> int:
-        """Start Redis's ticket counter again after Redis lost it (flushed, restarted empty) or
-        went back in time (restarted from an older snapshot), so that no ticket is given twice.
+        """Start Redis's ticket counter again when it was not seeded in this life of the Redis
+        server (Redis restarted, empty or from a snapshot whose counter may be behind, or lost the
+        counter) or is behind a ticket the database holds, so that no ticket is given twice.
 
         The database holds every ticket given, except those of requests caught between their
         submit and the statement that stores their ticket (the status post lies between). So the
-        counter does not start at the highest ticket the rows hold, but at the next **epoch**, the
-        next multiple of :data:`TICKET_EPOCH` above it: every ticket given before the loss is
-        lower than every ticket given after it, those caught in flight included. (A database with
-        no ticket at all starts at 0.)
+        counter does not start at the highest ticket the rows hold, but at the next **epoch**:
+        the next multiple of :data:`TICKET_EPOCH`, above the highest ticket of the rows and above
+        every epoch started before (the database counts them), so that every ticket given before
+        is lower than every ticket given after, those caught in flight included, however many
+        losses come in a row. (The very first seed of a deployment starts at 0.)
 
         Before the counter is back, the queued rows go back in line at their own tickets
         (:meth:`_heal_queued`), so a request that arrives meanwhile waits and then lines up
@@ -523,38 +544,39 @@ class Genbot:
         token = await self.queue.lock(SEED_LOCK, SEED_LOCK_TTL_S)
         if token is None:
             deadline = time.monotonic() + SEED_WAIT_S
-            while await self.queue.ticket_counter() is None:
+            while not (await self.queue.ticket_state())[1]:
                 if time.monotonic() > deadline:
                     raise QueueUnavailable
                 await asyncio.sleep(0.05)
             return 0
         try:
             high = await self.store.max_ticket()
-            start = 0 if high == 0 else (high // TICKET_EPOCH + 1) * TICKET_EPOCH
+            if await self._tickets_sound(high):
+                return 0  # another process has just seeded it
+            epoch = await self.store.next_ticket_epoch(high // TICKET_EPOCH + 1 if high else 0)
             healed = await self._heal_queued(datetime.now(UTC), new_tickets=False)
-            await self.queue.seed_tickets(start)
-            if high:  # on a new (or emptied) Redis with rows behind it
+            await self.queue.seed_tickets(epoch * TICKET_EPOCH)
+            if epoch:
                 log.info(
-                    "Redis had no ticket counter (the highest ticket given: %d); new ones start after %d",
-                    high,
-                    start,
+                    "tickets start again after %d (Redis restarted or lost its counter)", epoch * TICKET_EPOCH
                 )
-            else:
-                log.debug("ticket counter started")
         finally:
             await self.queue.unlock(SEED_LOCK, token)
         return healed
 
+    async def _tickets_sound(self, high: int) -> bool:
+        """Whether the counter was seeded in this life of Redis and is not behind ``high``."""
+        counter, seeded = await self.queue.ticket_state()
+        return seeded and counter is not None and counter >= high
+
     async def check_tickets(self) -> int:
-        """Seed the ticket counter (:meth:`seed_tickets`) if Redis lost it, or if it is behind a
-        ticket the database holds (Redis restarted from an older snapshot). The database is read
+        """Seed the ticket counter (:meth:`seed_tickets`) unless it was seeded in this life of
+        the Redis server and is not behind a ticket the database holds. The database is read
         first: every ticket it holds was given before, so a counter read after it that is lower
         went back in time. Returns how many queued rows the seed put back in line."""
-        high = await self.store.max_ticket()
-        counter = await self.queue.ticket_counter()
-        if counter is None or counter < high:
-            return await self.seed_tickets()
-        return 0
+        if await self._tickets_sound(await self.store.max_ticket()):
+            return 0
+        return await self.seed_tickets()
 
     def _refusal(self, refused: QuotaRefused, limits: Quota) -> GenbotError:
         if refused.reason == "banned":

@@ -36,7 +36,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -79,16 +79,20 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
             end
         end
     end
-    if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 0, failures} end
+    local prober = redis.call('GET', KEYS[3])
+    if prober == ARGV[1] then return {2, 0, failures} end  -- a retry of this very call
+    if not prober and redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2]) then return {2, 0, failures} end
     return {0, math.max(redis.call('PTTL', KEYS[3]), 0), failures}
 end
 return {1, 0, failures}
 """
 
-# KEYS: open, tripped, probe, failures. ARGV: fail_max, reset ms, probe token or ''.
+# KEYS: open, tripped, probe, failures, this call's mark. ARGV: fail_max, reset ms, probe token or ''.
 # Returns 1 if this failure opened the breaker: the probe's, or the fail_max-th in a row of all
-# workers (a success of any worker in between resets the count).
+# workers (a success of any worker in between resets the count). A call is counted once, however
+# often its verdict is sent (a retry after a lost reply): its mark says it was.
 FAILURE = """
+if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', 60000) then return 0 end
 local function trip()
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -143,10 +147,12 @@ class BreakerOpen(GenbotError):
 @dataclass(frozen=True, slots=True)
 class Admission:
     """Leave to call the backend once: as a normal call, or as the half-open probe.
-    ``failures``: the shared streak of failures when leave was given."""
+    ``failures``: the shared streak of failures when leave was given; ``call_id``: this call's,
+    so that its verdict counts once."""
 
     probe_token: str | None = None
     failures: int = 0
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def probe(self) -> bool:
@@ -259,7 +265,7 @@ class Breaker:
             raise QueueUnavailable from exc
         if int(verdict) == 0:
             raise BreakerOpen(int(ms) / 1000)
-        return Admission(token if int(verdict) == 2 else None, int(failures))
+        return Admission(token if int(verdict) == 2 else None, int(failures), token)
 
     async def release(self, admission: Admission) -> None:
         """Give back an admission that reached no verdict (safe after a verdict too). While Redis
@@ -315,7 +321,13 @@ class Breaker:
     async def _record_failure(self, admission: Admission) -> None:
         try:
             opened = await self._failure(
-                keys=[self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures],
+                keys=[
+                    self.keys.open,
+                    self.keys.tripped,
+                    self.keys.probe,
+                    self.keys.failures,
+                    f"{self.keys.failures}:{admission.call_id}",
+                ],
                 args=[self.fail_max, int(self.reset_s * 1000), admission.probe_token or ""],
             )
         except REDIS_DOWN:

@@ -27,9 +27,15 @@ class Keys:
 
     @property
     def ticket(self) -> str:
-        """INCR counter: the last ticket given; tickets order the queue. Its absence means Redis
-        lost its data: it is seeded again from the database before the next ticket."""
+        """INCR counter: the last ticket given; tickets order the queue. Seeded from the database
+        in every life of the Redis server (see :attr:`ticket_life`) before it gives a ticket."""
         return f"{self.prefix}:ticket"
+
+    @property
+    def ticket_life(self) -> str:
+        """The ``run_id`` of the redis-server life in which the counter was seeded: a counter of
+        an earlier life (a restart, even one that loaded a snapshot) is not trusted."""
+        return f"{self.prefix}:ticket-life"
 
     def lock(self, name: str) -> str:
         """A short lock shared by every process (``SET NX PX``), e.g. while tickets are seeded."""

@@ -44,7 +44,7 @@ __all__ = ["ArqRedis", "RedisJobQueue"]
 
 # KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set,
 #       member's recent submissions, banned hash, member's held set (a held job still counts as
-#       queued), member's running set
+#       queued), member's running set, ticket life
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id,
 #       quota check ("" for none, else now in ms), workspace, global max, exempt ("1"/"0"),
 #       member max queued, rate count, rate window ms, member, in-progress key prefix, max running
@@ -53,12 +53,19 @@ __all__ = ["ArqRedis", "RedisJobQueue"]
 # waiting entry, no arq job) until one of theirs ends (RELEASE).
 # or {-5, ban end ms or 0, 0} banned, {-1, 0, 0} paused, {-2, 0, 0} queue full,
 # {-3, 0, 0} member's queue full, {-4, retry-after ms, 0} rate limited, {-6, 0, 0} the ticket
-# counter is gone (Redis lost its data: seed it from the database first): then nothing was written.
-# A reused ticket raises the counter if it is behind, but never creates it: only a seed from the
-# database may (its absence is what tells that Redis forgot which tickets were given).
+# counter was not seeded in this life of the Redis server (it restarted: empty, or from a snapshot
+# whose counter may be behind; or it lost the counter): seed it from the database first. Nothing
+# was written then. A reused ticket raises the counter if it is behind, but never creates it.
 # Idempotent, and it repairs: a waiting entry whose arq job is gone (Redis evicted it, arq gave up
 # on it) gets its job back, at the same ticket.
-SUBMIT = """
+#: The server's ``run_id``: new at every start of redis-server, whatever it loaded from disk.
+_RUN_ID = """
+local function RUN_ID() return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') end
+"""
+
+SUBMIT = (
+    _RUN_ID
+    + """
 local ticket
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 local now = tonumber(ARGV[6])
@@ -94,7 +101,9 @@ elseif ARGV[4] ~= '' then
         redis.call('SET', KEYS[1], ticket)
     end
 else
-    if redis.call('EXISTS', KEYS[1]) == 0 then return {-6, 0, 0} end
+    if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[11]) ~= RUN_ID() then
+        return {-6, 0, 0}
+    end
     ticket = redis.call('INCR', KEYS[1])
 end
 local added = 0
@@ -123,6 +132,7 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
 end
 return {ticket, redis.call('ZRANK', KEYS[2], ARGV[1]) + 1, added}
 """
+)
 
 # KEYS: waiting, arq queue, arq job key; ARGV: generation id, arq job id. Returns 1 if it was waiting.
 REMOVE_WAITING = """
@@ -215,12 +225,27 @@ _IN_PROGRESS = in_progress_key_prefix + JOB_ID_PREFIX
 _REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate", -5: "banned"}
 _TICKETS_LOST = -6
 
-# KEYS: ticket counter. ARGV: the highest ticket the database knows.
-SEED = """
+# KEYS: ticket counter, ticket life. ARGV: the last ticket to count as given.
+# The counter starts there (never lower than it is) in this life of the server.
+SEED = (
+    _RUN_ID
+    + """
 local last = redis.call('GET', KEYS[1])
 if not last or tonumber(last) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('SET', KEYS[2], RUN_ID())
 return 1
 """
+)
+
+# KEYS: ticket counter, ticket life. Returns {counter or false, 1 if seeded in this life else 0}.
+TICKET_STATE = (
+    _RUN_ID
+    + """
+local last = redis.call('GET', KEYS[1])
+local seeded = last and redis.call('GET', KEYS[2]) == RUN_ID()
+return {last, seeded and 1 or 0}
+"""
+)
 
 # KEYS: lock. ARGV: token. Deletes the lock only if the token still holds it.
 UNLOCK = """
@@ -266,6 +291,7 @@ class RedisJobQueue:
         self._repair = redis.register_script(REPAIR)
         self._release = redis.register_script(RELEASE)
         self._seed = redis.register_script(SEED)
+        self._ticket_state = redis.register_script(TICKET_STATE)
         self._unlock = redis.register_script(UNLOCK)
 
     async def submit(
@@ -310,6 +336,7 @@ class RedisJobQueue:
                 self.keys.banned,
                 self.keys.member_held(member),
                 self.keys.member_running(member),
+                self.keys.ticket_life,
             ],
             args=[
                 generation_id,
@@ -331,12 +358,12 @@ class RedisJobQueue:
             raise QuotaRefused(reason, int(result[1]) / 1000 if reason == "rate" else None)
         return first, int(result[1]), bool(result[2])
 
-    async def ticket_counter(self) -> int | None:
-        last = await self.redis.get(self.keys.ticket)
-        return None if last is None else int(last)
+    async def ticket_state(self) -> tuple[int | None, bool]:
+        last, seeded = await self._ticket_state(keys=[self.keys.ticket, self.keys.ticket_life])
+        return (None if last is None else int(last)), bool(seeded)
 
     async def seed_tickets(self, at_least: int) -> None:
-        await self._seed(keys=[self.keys.ticket], args=[at_least])
+        await self._seed(keys=[self.keys.ticket, self.keys.ticket_life], args=[at_least])
 
     async def lock(self, name: str, ttl_s: float) -> str | None:
         token = uuid.uuid4().hex
@@ -467,6 +494,10 @@ class RedisJobQueue:
     async def position(self, generation_id: int) -> int | None:
         rank = await self.redis.zrank(self.keys.waiting, str(generation_id))
         return None if rank is None else int(rank) + 1
+
+    async def ticket_of(self, generation_id: int) -> int | None:
+        score = await self.redis.zscore(self.keys.waiting, str(generation_id))
+        return None if score is None else int(score)
 
     async def waiting(self) -> list[int]:
         members = await self.redis.zrange(self.keys.waiting, 0, -1)

@@ -153,7 +153,9 @@ class GenerationRunner:
                     return await self._set_aside(gen, place, "held")
                 if was_waiting:
                     await self.queue.publish(generation_id, "dequeued")
-                started = await self.store.transition(generation_id, State.RUNNING)
+                # The ticket goes in with the start: a job can start before its command stored
+                # it (with the status message), and a row that ran must say where it stood.
+                started = await self.store.transition(generation_id, State.RUNNING, ticket=place or None)
                 if started is None:
                     # Moved on between the worker's pick and now: cancelled, or started by a
                     # concurrent run (whose Redis entries are already right).

@@ -48,12 +48,19 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
     try:
         return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
     except Deferred:
-        await ctx["redis"].decr(retry_key_prefix + job_id_for(generation_id))
+        await _give_try_back(ctx, generation_id)
         raise Retry(defer=0) from None
     except asyncio.CancelledError:
         if runner.waiting_for_backend(generation_id):
-            await ctx["redis"].decr(retry_key_prefix + job_id_for(generation_id))
+            await _give_try_back(ctx, generation_id)
         raise
+
+
+async def _give_try_back(ctx: dict[str, Any], generation_id: int) -> None:
+    """Undo arq's count of this run as a try (it waited, and tried nothing). Best effort: while
+    Redis is away the try stays counted."""
+    with contextlib.suppress(*REDIS_DOWN):
+        await ctx["redis"].decr(retry_key_prefix + job_id_for(generation_id))
 
 
 async def sweep(ctx: dict[str, Any]) -> int:

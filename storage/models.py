@@ -159,3 +159,14 @@ class InboxRow(Model):
     class Meta:
         table = "inbox"
         indexes = (Index(fields=("platform", "created_at"), name="inbox_platform_created"),)
+
+
+class CounterRow(Model):
+    """A number that only grows, kept in the database: ``ticket_epoch`` counts the seeds of
+    Redis's ticket counter (``Genbot.seed_tickets``)."""
+
+    name = fields.CharField(max_length=32, primary_key=True)
+    value = fields.BigIntField()
+
+    class Meta:
+        table = "counters"

@@ -9,6 +9,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 from tortoise.expressions import F, Q
+from tortoise.functions import Coalesce
 from tortoise.queryset import QuerySet
 
 from bot.models import EXPIRING_SECRETS, Generation, NewGeneration, State, Stats, sources_of
@@ -17,6 +18,8 @@ from storage.models import GenerationRow
 from storage.reconnect import reconnecting, retries_inside, with_retries
 
 TABLE = GenerationRow._meta.db_table
+#: The row of ``counters`` that counts the seeds of Redis's ticket counter.
+TICKET_EPOCH_COUNTER = "ticket_epoch"
 
 
 def snapshot(row: GenerationRow) -> Generation:
@@ -134,7 +137,7 @@ class TortoiseGenerationStore:
         ]
         pg = is_postgres(conn)
         params = ", ".join(f"${i}" for i in range(1, len(values) + 1)) if pg else ", ".join("?" * len(values))
-        _count, rows = await conn.execute_query(INSERT.format(table=TABLE, params=params), values)
+        rows = await conn.execute_query_dict(INSERT.format(table=TABLE, params=params), values)
         if not rows:  # an earlier attempt of this insert committed: that row is the one
             row = await GenerationRow.get(request_key=new.request_key)
             return snapshot(row)
@@ -219,6 +222,7 @@ class TortoiseGenerationStore:
         error_code: str | None = None,
         result_key: str | None = None,
         retry: bool = False,
+        ticket: int | None = None,
     ) -> Generation | None:
         # Every transition stamps the heartbeat with this instant: when a retry finds the row
         # already in ``target`` (the first attempt committed, its reply was lost), the stamp
@@ -235,6 +239,8 @@ class TortoiseGenerationStore:
             values["result_key"] = result_key
         if retry:
             values["attempts"] = F("attempts") + 1
+        if ticket is not None:  # set once: a row's ticket never changes
+            values["ticket"] = Coalesce(F("ticket"), ticket)
         sources = [s.value for s in sources_of(target)]
         changed = await with_retries(
             lambda: GenerationRow.filter(id=generation_id, state__in=sources).update(**values), "transition"
@@ -244,6 +250,7 @@ class TortoiseGenerationStore:
             return None
         return current
 
+    @retries_inside
     async def claim_unposted(self, generation_id: int, *, stale_before: float) -> bool:
         conn = get_connection("default")
         pg = is_postgres(conn)
@@ -260,10 +267,33 @@ class TortoiseGenerationStore:
             f'WHERE {unposted} AND ({claimed} IS NULL OR {claimed} < {stale}) AND "id" = {row}'
         )
         now = datetime.now(UTC).timestamp()
-        changed, _rows = await conn.execute_query(
-            sql, [encode_patch({"adopting": now}), stale_before, generation_id]
+        changed, _rows = await with_retries(
+            lambda: conn.execute_query(sql, [encode_patch({"adopting": now}), stale_before, generation_id]),
+            "claim_unposted",
         )
-        return changed > 0
+        if changed:
+            return True
+        # Retried after its reply was lost? Then the claim it finds is its own.
+        current = await with_retries(lambda: self._get(generation_id), "claim_unposted")
+        return current is not None and current.meta.get("adopting") == now
+
+    async def next_ticket_epoch(self, at_least: int) -> int:
+        # One statement: the first seed inserts ``at_least``; every later one takes the larger of
+        # one more than the last and ``at_least``. (A retry after a lost reply skips an epoch:
+        # harmless, epochs are plenty.)
+        conn = get_connection("default")
+        if is_postgres(conn):
+            sql = (
+                'INSERT INTO "counters" ("name", "value") VALUES ($1, $2) ON CONFLICT ("name") '
+                'DO UPDATE SET "value" = GREATEST("counters"."value" + 1, $2) RETURNING "value"'
+            )
+        else:
+            sql = (
+                'INSERT INTO "counters" ("name", "value") VALUES (?, ?) ON CONFLICT ("name") '
+                'DO UPDATE SET "value" = MAX("counters"."value" + 1, "excluded"."value") RETURNING "value"'
+            )
+        rows = await conn.execute_query_dict(sql, [TICKET_EPOCH_COUNTER, at_least])
+        return int(rows[0]["value"])
 
     async def max_ticket(self) -> int:
         """The highest ticket any row holds (0 when none has one); an index lookup."""

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: The answer to a command that reaches a process that is stopping.
 RESTARTING = describe(ErrorCode.QUEUE_UNAVAILABLE, "genbot is restarting right now.")
+#: The answer to a command that could not be recorded (the database is away).
+UNRECORDED = describe(ErrorCode.QUEUE_UNAVAILABLE, "genbot can't take requests right now.")
 
 
 def set_api_base(url: str) -> str:
@@ -183,10 +185,12 @@ class GenbotClient(discord.AutoShardedClient):
                 await interaction.response.defer(ephemeral=True, thinking=True)
                 await DiscordResponder(interaction, self.chat, public=False).reply_error(exc.text)
                 return
-            receipt = await self.handler.receive(
-                PLATFORM,
+            receipt = await self._receive(
+                interaction,
                 {"kind": "command", "public": public, "request": request.to_json(), **revival(interaction)},
             )
+            if receipt is None:
+                return
             await interaction.response.defer(ephemeral=not public, thinking=True)
             responder = DiscordResponder(interaction, self.chat, public=public)
             await self.handler.handle(request, responder, receipt=receipt)
@@ -203,8 +207,8 @@ class GenbotClient(discord.AutoShardedClient):
                 await interaction.response.defer(ephemeral=True, thinking=False)
                 await DiscordResponder(interaction, self.chat, public=False).reply_error(exc.text)
                 return
-            receipt = await self.handler.receive(
-                PLATFORM,
+            receipt = await self._receive(
+                interaction,
                 {
                     "kind": "button",
                     "job": job,
@@ -213,6 +217,8 @@ class GenbotClient(discord.AutoShardedClient):
                     **revival(interaction),
                 },
             )
+            if receipt is None:
+                return
             await interaction.response.defer(ephemeral=True, thinking=False)
             responder = DiscordResponder(interaction, self.chat, public=False)
             await self.handler.handle_action(actor, job, action, responder, receipt=receipt)
@@ -238,6 +244,16 @@ class GenbotClient(discord.AutoShardedClient):
                 responder = DiscordResponder(interaction, self.chat, public=bool(payload["public"]))
                 request = CommandRequest.from_json(payload["request"])
                 await self.handler.handle(request, responder, receipt=entry.key)
+
+    async def _receive(self, interaction: discord.Interaction, payload: dict[str, Any]) -> str | None:
+        """Record the command before its ack (see :meth:`CommandHandler.receive`). If it cannot be
+        recorded (the database is away), the answer says so, to its member alone."""
+        try:
+            return await self.handler.receive(PLATFORM, payload)
+        except Exception:
+            log.warning("could not record a command; answering that genbot is unavailable", exc_info=True)
+            await interaction.response.send_message(error_words(UNRECORDED), ephemeral=True)
+            return None
 
     async def _refused_while_stopping(self, interaction: discord.Interaction) -> bool:
         """While this process stops (it waits for the commands it took), a new one is answered,

@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 #: The answer to a command that reaches a process that is stopping.
 RESTARTING = describe(ErrorCode.QUEUE_UNAVAILABLE, "genbot is restarting right now.")
+#: The answer to a command that could not be recorded (the database is away).
+UNRECORDED = describe(ErrorCode.QUEUE_UNAVAILABLE, "genbot can't take requests right now.")
 
 #: Slack's signature headers as Slack sends them: ``v0=`` and 64 hex digits, epoch seconds.
 _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
@@ -215,9 +217,21 @@ class SlackBot:
         except GenbotError as exc:  # a typo: the answer is the ack itself, no I/O
             await ack(text=error_text(exc.text), response_type="ephemeral")
             return
-        receipt = await self.handler.receive(PLATFORM, {"kind": "command", "body": body})
+        receipt = await self._receive(ack, {"kind": "command", "body": body})
+        if receipt is None:
+            return
         await ack()
         await self._run_command(request, respond, receipt)
+
+    async def _receive(self, ack: AsyncAck, payload: dict[str, Any]) -> str | None:
+        """Record the command before its ack (see :meth:`CommandHandler.receive`). If it cannot be
+        recorded (the database is away), the ack itself says so, and nothing is done."""
+        try:
+            return await self.handler.receive(PLATFORM, payload)
+        except Exception:
+            log.warning("could not record a command; answering that genbot is unavailable", exc_info=True)
+            await ack(text=error_text(UNRECORDED), response_type="ephemeral")
+            return None
 
     async def _run_command(self, request: CommandRequest, respond: AsyncRespond, receipt: str) -> None:
         request = replace(request, actor=await self._resolved(request.actor))
@@ -245,7 +259,9 @@ class SlackBot:
         that the member may (the job's author or an admin)."""
 
         async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-            receipt = await self.handler.receive(PLATFORM, {"kind": "button", "action": action, "body": body})
+            receipt = await self._receive(ack, {"kind": "button", "action": action, "body": body})
+            if receipt is None:
+                return
             await ack()
             await self._run_button(action, body, respond, receipt)
 

@@ -433,8 +433,13 @@ async def test_a_request_whose_bot_died_before_posting_gets_its_message_once(rt:
     await first.feed.ensure_group()
     young = await _unposted(rt, "young", age_s=5)
     old = await _unposted(rt, "old", age_s=61)
+    # Both read the rows before either posts, then both try to post the old one at once.
+    [young_gen, old_gen] = await rt.store.get_many([young, old])
+    view = build_view(old_gen, 2, None)
+    await asyncio.gather(*(r._adopt(old_gen, view, "digest") for r in (first, second)))
     for renderer in (first, second):
         await renderer.recover()
+    assert young_gen.message == {}
     assert chat.posted == 1, "only the old one, only once"
     row = await rt.store.get(old)
     assert row is not None and row.message["message_id"] == "m1" and row.message["channel"] == "general"

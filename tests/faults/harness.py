@@ -25,9 +25,13 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from arq.constants import in_progress_key_prefix
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.embedded_redis import EmbeddedRedis
 from bot.errors import describe
+from bot.models import JOB_ID_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 GENBOT = [sys.executable, "-m", "bot.cli"]
@@ -119,6 +123,11 @@ class Cluster:
         self.logs: dict[str, Path] = {}
         self.base_url = ""
         self.submitted: list[str] = []  # prompts, one per job
+        self.claim_log = ClaimLog(redis.url)
+
+    async def start(self) -> None:
+        """Watch the workers' claims (see :class:`ClaimLog`) before any process starts."""
+        await self.claim_log.start()
 
     async def spawn(self, name: str, *args: str, **env: str) -> asyncio.subprocess.Process:
         log = self.tmp_path / f"{name}.log"
@@ -158,6 +167,7 @@ class Cluster:
         self.procs[name].send_signal(sig)
 
     async def close(self) -> None:
+        await self.claim_log.stop()
         for proc in self.procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -269,7 +279,8 @@ class Cluster:
         figures.duplicated_rows = len(rows) - len(prompts)
         tickets = [r["ticket"] for r in rows if r["ticket"] is not None]
         figures.duplicated_tickets = len(tickets) - len(set(tickets))
-        figures.fifo_violations = fifo_violations(rows)
+        figures.fifo_violations = fifo_violations(rows, self.claim_log.claims)
+        figures.details["jobs taken by a worker (seen by MONITOR)"] = len(set(self.claim_log.claims))
         for row in rows:
             shown = seen(row)
             if asyncio.iscoroutine(shown):
@@ -290,25 +301,59 @@ class Cluster:
         return figures
 
 
-#: Two workers that take adjacent jobs a moment apart may begin them in either order; a start
-#: this much later than a newer job's is no such tie.
-FIFO_TOLERANCE_S = 1.0
+class ClaimLog:
+    """The order in which workers took jobs, as Redis executed it: arq claims a job by setting
+    its in-progress key (``PSETEX arq:in-progress:gen:<id>``) in a WATCH transaction, and
+    ``MONITOR`` shows those in the order Redis ran them, whatever the clocks of the processes say.
+    It reconnects when Redis restarts (claims made while it is away are not seen)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.claims: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+        await wait_until(self._listening.is_set, "MONITOR to listen", 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        prefix = in_progress_key_prefix + JOB_ID_PREFIX
+        while True:
+            client = Redis.from_url(self.redis_url, decode_responses=True)
+            try:
+                async with client.monitor() as monitor:
+                    self._listening.set()
+                    while True:
+                        words = (await monitor.next_command())["command"].split(" ")
+                        if words[0].upper() == "PSETEX" and words[1].startswith(prefix):
+                            self.claims.append(int(words[1].removeprefix(prefix)))
+            except (RedisError, OSError):
+                await asyncio.sleep(0.05)  # Redis restarts: listen again once it is back
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await client.aclose()
 
 
-def fifo_violations(rows: list[dict[str, Any]]) -> int:
-    """Pairs of jobs where the one with the higher ticket started more than
-    :data:`FIFO_TOLERANCE_S` before the one with the lower ticket. Jobs that ran more than once
-    (``attempts``) are left out: the row keeps only the start of their last run."""
-    started = [
-        r for r in rows if r["started_at"] is not None and r["ticket"] is not None and not r["attempts"]
-    ]
-    return sum(
-        1
-        for a in started
-        for b in started
-        if a["ticket"] < b["ticket"]
-        and (a["started_at"] - b["started_at"]).total_seconds() > FIFO_TOLERANCE_S
-    )
+def fifo_violations(rows: list[dict[str, Any]], claims: list[int]) -> int:
+    """Pairs of jobs where the one with the higher ticket was taken by a worker first (by their
+    first claims: a job run again after its worker died is claimed again, later). A job that was
+    taken and whose row has no ticket counts as a violation too: a row that ran must say where it
+    stood in line."""
+    ticket = {r["id"]: r["ticket"] for r in rows}
+    first: list[int] = []
+    for job in claims:
+        if job in ticket and job not in first:
+            first.append(job)
+    untold = sum(1 for job in first if ticket[job] is None)
+    order = [ticket[job] for job in first if ticket[job] is not None]
+    return untold + sum(1 for i, later in enumerate(order) for earlier in order[:i] if later < earlier)
 
 
 def title_of(row: dict[str, Any]) -> str | None:

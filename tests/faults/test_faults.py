@@ -69,6 +69,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest_asyncio.fixture
 async def cluster(tmp_path: Path, own_redis: EmbeddedRedis, db: str) -> AsyncIterator[Cluster]:
     cluster = Cluster(tmp_path, own_redis, db)
+    await cluster.start()
     try:
         yield cluster
     finally:

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from bot.config import load_settings
 from bot.ports import ImageRequest
+from jobs import breaker as breaker_module
 from jobs.backends import BackendNotFound, load_backend
 from jobs.backends.demo import DemoBackend
 from jobs.breaker import FAILURE, SUCCESS, Breaker, BreakerKeys, BreakerOpen
@@ -177,3 +178,31 @@ async def test_a_call_whose_verdict_redis_cannot_hear_keeps_its_result(redis: Re
             await breaker.call(await breaker.admit(), failing)
     finally:
         await dead.aclose()
+
+
+async def test_half_open_a_job_behind_takes_the_probe_when_the_head_does_not(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head job's worker never asks (it died): after the grace, the next waiting job probes."""
+    monkeypatch.setattr(breaker_module, "PROBE_HEAD_GRACE_S", 0.2)
+    keys = Keys("bt")
+    breaker = Breaker(redis, BreakerKeys.of(keys, "demo"), fail_max=1, reset_s=0.1, probe_ttl_s=30.0)
+    await redis.zadd(keys.waiting, {"1": 1, "2": 2})
+
+    async def failing() -> None:
+        raise RuntimeError("backend down")
+
+    with pytest.raises(RuntimeError):
+        await breaker.call(await breaker.admit(), failing)
+    while await breaker.state() == "open":
+        await asyncio.sleep(0.01)
+    with pytest.raises(BreakerOpen):
+        await breaker.admit(2)
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                probe = await breaker.admit(2)
+                break
+            except BreakerOpen:
+                await asyncio.sleep(0.02)
+    assert probe.probe

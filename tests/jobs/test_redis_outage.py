@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.app import Runtime, runtime
+from bot.app import Runtime, build_runner, runtime
 from bot.commands import validate_imagine
 from bot.embedded_redis import EmbeddedRedis, embedded_redis
 from bot.models import MessageRef, NewGeneration, State
@@ -21,6 +24,7 @@ from bot.service import Genbot
 from jobs import connections
 from jobs.connections import redis_pool
 from jobs.queue import RedisJobQueue
+from jobs.worker import build_worker, close_worker
 from storage.models import GenerationRow
 from tests.bot.test_service import ALICE, BOB, run
 from tests.conftest import make_settings
@@ -158,7 +162,7 @@ async def test_two_processes_submitting_after_a_loss_get_unique_tickets_and_posi
 ) -> None:
     """Two bot processes (two cores with their own Redis pools) meet the lost counter at
     once, 40 requests each: one seeds, the other waits for it; every ticket and position is
-    unique, and the positions are 1..80."""
+    unique, and the places told are 6..85 (the five older requests are back ahead of them)."""
     for i in range(5):
         await run(rt, ALICE, "imagine", prompt=f"before {i}")
     await redis.flushall()
@@ -188,6 +192,8 @@ async def test_two_processes_submitting_after_a_loss_get_unique_tickets_and_posi
     waiting = await rt.queue.waiting()
     assert sorted(waiting) == sorted(row.id for row in rows)
     assert waiting == [row.id for row in sorted(rows, key=lambda r: r.ticket)]
+    told = sorted(int(re.search(r"#(\d+) in line", out.posted[0].headline).group(1)) for out in outs)  # type: ignore[union-attr]
+    assert told == list(range(6, 86)), "the five older ones came back first; each place told once"
 
 
 def _ref() -> MessageRef:
@@ -197,3 +203,53 @@ def _ref() -> MessageRef:
 async def _new(rt: Runtime, prompt: str) -> NewGeneration:
     options = validate_imagine(rt.core.specs["imagine"], {"prompt": prompt}, rt.settings.limits)
     return NewGeneration(actor=ALICE, channel="general", options=options, backend="demo")
+
+
+async def test_redis_restarted_from_an_older_snapshot_gives_no_ticket_twice(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Redis saves a snapshot, gives more tickets, and restarts from that snapshot: its counter and
+    everything else are back as they were, behind the rows. The first request after the restart,
+    before any sweep, gets a ticket above every ticket given (the counter of an earlier life of
+    the server is not trusted)."""
+    server = EmbeddedRedis(workdir=tmp_path / "redis")
+    await server.start()
+    try:
+        async with deployment(server, sqlite_url, tmp_path) as rt:
+            await run(rt, ALICE, "imagine", prompt="before the snapshot")
+            await rt.redis.save()  # what a stock redis-server does every few minutes
+            for i in range(3):
+                await run(rt, BOB, "imagine", prompt=f"after the snapshot {i}")
+            await server.stop()  # killed: no save on the way down (--save "")
+            await server.start()  # loads the older snapshot
+            assert await rt.redis.get(rt.queue.keys.ticket) == b"1", "the counter went back"
+            out = await run(rt, ALICE, "imagine", prompt="after the restart")
+            assert out.errors == []
+            tickets = [row.ticket for row in await GenerationRow.all().order_by("id")]
+            assert tickets[:4] == [1, 2, 3, 4]
+            assert tickets[4] is not None and tickets[4] > 4
+    finally:
+        await server.stop()
+
+
+async def test_a_claim_cut_short_by_an_outage_gives_its_worker_slot_back(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """arq counts a job and takes a slot before it claims it (a WATCH transaction); a connection
+    lost in that transaction escapes arq with both still taken. PatientWorker gives them back, so
+    the worker does not run short of slots for good."""
+    worker = build_worker(rt.settings, runner=build_runner(rt), queue=rt.queue, handle_signals=False)
+    await worker.pool.zadd(rt.settings.redis.queue_name, {"gen:1": 1})
+    slots_before = worker.sem._value
+
+    async def lost(*_args: object, **_kwargs: object) -> None:
+        raise RedisConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(Pipeline, "watch", lost)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await worker.start_jobs([b"gen:1"])
+        assert (worker.job_counter, worker.sem._value) == (0, slots_before)
+    finally:
+        monkeypatch.undo()
+        await close_worker(worker)
