@@ -37,9 +37,9 @@ or if its member's status message never showed that state. **Failed as expected*
 catalogue's words for the failure the scenario can cause, shown in the member's message. **Refused**
 counts the requests answered, in the catalogue's words, that they could not be queued (and were not:
 they are not among the submitted). **Dup. rows** counts rows beyond one per request, **dup. tickets**
-rows sharing a ticket with another, and **FIFO** pairs of jobs where the one with the higher ticket
-started more than a second before the other (jobs that ran twice left out: their row keeps the last
-start).
+rows sharing a ticket with another, and **FIFO** pairs of jobs where the one with the higher ticket was
+taken by a worker first (the workers' first claims, in the order Redis ran them, seen with `MONITOR`),
+plus jobs that ran without a ticket in their row.
 
 """
 COLUMNS = (
