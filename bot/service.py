@@ -319,12 +319,13 @@ class Genbot:
             if not await self.store.claim_unposted(gen.id, stale_before=stale):
                 return  # a renderer posts it (or has)
         view = await self.view(gen, position)
-        # The post is given up by half of adopt_after_s after the row was made: past all of it, a
-        # renderer (or a bot running the command again) takes the request for one whose bot died,
-        # and posts its message itself. (A receipt's record is older than its row.)
-        budget = (
-            self.settings.renderer.adopt_after_s / 2 - (datetime.now(UTC) - gen.created_at).total_seconds()
-        )
+        # A live command gives its post up by half of adopt_after_s after the row was made: past
+        # all of it, a renderer (or a bot running the command again) takes the request for one
+        # whose bot died, and posts its message itself. (A receipt's record is older than its
+        # row.) A command run again holds the claim to post, and has half of it afresh.
+        budget = self.settings.renderer.adopt_after_s / 2
+        if receipt not in self._reviving:
+            budget -= (datetime.now(UTC) - gen.created_at).total_seconds()
         try:
             async with asyncio.timeout(max(budget, 0)):
                 ref = await responder.post_status(view)

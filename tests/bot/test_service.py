@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -306,12 +307,24 @@ async def test_a_command_run_again_goes_on_from_where_its_bot_died(rt: Runtime, 
         await rt.core.handle(request, first, receipt=receipt)
         rt.core.inbox.done = real_done  # type: ignore[method-assign]
     await _age_records(rt.settings.renderer.adopt_after_s + 1)
-    second = Recorder()
+    # Its row is as old (no renderer has posted it yet): the run again still posts it.
+    await GenerationRow.all().update(
+        created_at=datetime.now(UTC) - timedelta(seconds=rt.settings.renderer.adopt_after_s)
+    )
+    second = SlowRecorder()
     assert await rt.core.revive_commands("local", _reviver(rt, second)) == 1
     [row] = await GenerationRow.all()
     assert await rt.queue.waiting() == [row.id]
     assert len(first.posted) + len(second.posted) == 1, "one status message in all"
     assert row.message["message_id"] and row.ticket == 1
+
+
+class SlowRecorder(Recorder):
+    """A platform whose post takes a moment, as every real one does."""
+
+    async def post_status(self, view: StatusView) -> MessageRef:
+        await asyncio.sleep(0.01)
+        return await super().post_status(view)
 
 
 async def _never(_key: str) -> None:
