@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from adapters.discord.adapter import discord_rates
 from adapters.discord.client import GenbotClient, set_api_base, set_gateway
 from adapters.local.chat import LocalChat
-from adapters.slack.adapter import SlackChat, make_client
+from adapters.slack.adapter import SlackChat, make_client, slack_rates
 from adapters.slack.admins import SlackAdmins
 from adapters.slack.app import SlackBot
 from bot.commands import all_specs
@@ -26,6 +27,7 @@ from bot.renderer import Renderer
 from bot.service import Genbot
 from jobs.backends import load_backend
 from jobs.breaker import Breaker, BreakerKeys
+from jobs.budgets import RedisBudgets
 from jobs.connections import open_redis
 from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
@@ -190,7 +192,12 @@ def build_slack(rt: Runtime) -> SlackBot:
             "GENBOT_SLACK__SIGNING_SECRET: HTTP mode needs the app's signing secret "
             "(or set GENBOT_SLACK__APP_TOKEN for Socket Mode)"
         )
-    chat = SlackChat(make_client(token, s.api_base_url), rt.blobs.get, thread_images=s.thread_images)
+    chat = SlackChat(
+        make_client(token, s.api_base_url),
+        rt.blobs.get,
+        thread_images=s.thread_images,
+        rates=slack_rates(s.channel_writes_per_s, s.channel_burst, s.updates_per_min, s.updates_burst),
+    )
     return SlackBot(
         handler=rt.core,
         chat=chat,
@@ -261,6 +268,7 @@ def build_discord_client(rt: Runtime, *, clock: Callable[[], float] = time.time)
         application_id=d.application_id,
         shard_count=d.shard_count,
         clock=clock,
+        rates=discord_rates(d.channel_writes_per_s, d.channel_burst, d.global_per_s),
     )
 
 
@@ -298,7 +306,18 @@ def build_renderer(rt: Runtime, adapter: ChatAdapter) -> Renderer:
     feed = RedisEventFeed(
         rt.redis, keys.events, RENDER_GROUP.format(platform=adapter.platform), consumer_name()
     )
-    return Renderer(store=rt.store, queue=rt.queue, feed=feed, adapter=adapter, settings=rt.settings.renderer)
+    # One set of budgets per platform, shared by its commands' first posts and its renderer, and
+    # through Redis by every bot process of it.
+    budgets = RedisBudgets(rt.redis, keys.prefix, adapter.rates)
+    rt.core.budgets = budgets
+    return Renderer(
+        store=rt.store,
+        queue=rt.queue,
+        feed=feed,
+        adapter=adapter,
+        settings=rt.settings.renderer,
+        budgets=budgets,
+    )
 
 
 def build_breaker(rt: Runtime, backend: str) -> Breaker:

@@ -238,8 +238,9 @@ class ModerationSettings(BaseModel):
 class RendererSettings(BaseModel):
     batch: Annotated[int, Field(ge=1, le=1000)] = 100
     min_edit_interval_s: Annotated[float, Field(ge=0)] = 1.0
-    exact_positions: Annotated[int, Field(ge=1)] = 10
-    far_refresh_s: Annotated[float, Field(ge=0)] = 10.0
+    exact_positions: Annotated[int, Field(ge=1)] = Field(
+        10, description="places shown exactly at the head of the line; further back, 1-2-5 bands"
+    )
     claim_idle_s: Annotated[float, Field(ge=0)] = 30.0
     #: A request whose status message is still not posted this long after it was made lost its
     #: bot (killed mid-command): the renderer posts the message. A command gives up posting its
@@ -274,6 +275,14 @@ class SlackSettings(BaseModel):
     admin_cache_s: Annotated[float, Field(ge=0)] = Field(
         300.0, description="seconds users.info's answer (workspace admin or owner) is kept; 0: always ask"
     )
+    channel_writes_per_s: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="message writes per second per channel (Slack: about 1, short bursts)"
+    )
+    channel_burst: Annotated[int, Field(ge=1)] = Field(2, description="writes at once in one channel")
+    updates_per_min: Annotated[float, Field(gt=0)] = Field(
+        50.0, description="chat.update calls per minute per workspace (Slack's Tier 3)"
+    )
+    updates_burst: Annotated[int, Field(ge=1)] = Field(8, description="chat.update calls at once")
 
     @property
     def socket_mode(self) -> bool:
@@ -293,6 +302,13 @@ class DiscordSettings(BaseModel):
     shard_count: Annotated[int, Field(ge=1)] | None = Field(None, description="None: as Discord advises")
     admin_role_ids: IntList = Field(
         default_factory=list, description="members with one of these roles are genbot admins"
+    )
+    channel_writes_per_s: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="message posts and edits per second per channel (Discord: 5 per 5 s)"
+    )
+    channel_burst: Annotated[int, Field(ge=1)] = Field(4, description="writes at once in one channel")
+    global_per_s: Annotated[float, Field(gt=0)] = Field(
+        45.0, description="bot-token requests per second, all channels (Discord's global limit: 50)"
     )
 
     @field_validator("api_base_url")

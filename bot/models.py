@@ -239,6 +239,14 @@ class StatusView:
     note: str | None = None
     error: ErrorView | None = None
     buttons: tuple[Button, ...] = field(default_factory=tuple)
+    #: How long a waiting job should wait still ("about 40 s", "3-4 min"); shown after the
+    #: headline. A change of it alone is no reason to edit a message (see ``bot.views``).
+    wait: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The headline with the wait, as a member reads it."""
+        return f"{self.headline} · {self.wait}" if self.wait else self.headline
 
 
 #: Secrets a :class:`MessageRef`'s ``extra`` may hold only while they are valid, each with the key

@@ -46,6 +46,69 @@ class MessageUnreachable(GenbotError):
 #: A :class:`~bot.models.MessageRef` whose ``extra`` holds this key was posted without everything
 #: its view shows (for example the image still to upload): the renderer edits it again at once.
 PARTIAL = "partial"
+#: A row's ``meta`` key: its command could not post the status message (a 429, an error, its bot
+#: stopping) and handed that over to the renderers, which post it at once (first of all writes).
+HANDED_OVER = "handed_over"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A platform's budget for one kind of write: ``per_s`` on average, ``burst`` at once."""
+
+    per_s: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What one platform call costs: ``cost`` tokens of the budget ``kind`` (a key of the
+    adapter's :attr:`ChatAdapter.rates`) for one ``key`` (a channel, a workspace, ``""`` for a
+    global budget)."""
+
+    kind: str
+    key: str
+    cost: int = 1
+
+    @property
+    def scope(self) -> str:
+        return f"{self.kind}:{self.key}"
+
+
+class RateLimited(Exception):
+    """The platform answered 429 (or its equivalent) for ``scope``: nothing was written. The
+    scheduler holds that scope for ``retry_after`` seconds, in every bot process, and tries the
+    write again then; nobody sleeps on it."""
+
+    def __init__(self, scope: str, retry_after: float, ref: MessageRef | None = None) -> None:
+        super().__init__(f"rate limited on {scope} for {retry_after:.1f} s")
+        self.scope = scope
+        self.retry_after = retry_after
+        #: The message's reference with what was done before the 429 (an image's bytes uploaded),
+        #: to store so that the next try resumes there.
+        self.ref = ref
+
+
+class NotYet(Exception):
+    """The write can only succeed later (Slack shows a just-uploaded file after a moment): the
+    reference in ``ref`` (possibly with what was done so far) is stored and the write is tried
+    again in ``retry_after`` seconds."""
+
+    def __init__(self, ref: MessageRef, retry_after: float) -> None:
+        super().__init__(f"try again in {retry_after:.1f} s")
+        self.ref = ref
+        self.retry_after = retry_after
+
+
+class Budgets(Protocol):
+    """Write budgets shared by every bot process (token buckets), and holds after a 429."""
+
+    async def take(self, spends: Sequence[Spend]) -> float:
+        """Take every spend at once, or none: 0 when taken, else the seconds until they could be."""
+        ...
+
+    async def hold(self, scope: str, seconds: float) -> None:
+        """Take nothing from ``scope`` (a :attr:`Spend.scope`) for ``seconds``."""
+        ...
 
 
 class GenerationStore(Protocol):
@@ -462,6 +525,13 @@ class ChatAdapter(Protocol):
     """A chat platform, as the renderer needs it: post and edit status messages."""
 
     platform: str
+    #: The budgets its writes spend, by kind (from the platform's documented limits and the
+    #: settings).
+    rates: dict[str, Rate]
+
+    def spends(self, channel: str, ref: MessageRef | None, view: StatusView) -> list[Spend]:
+        """What posting (``ref`` None) or editing ``ref`` to show ``view`` costs."""
+        ...
 
     async def post_status(self, channel: str, view: StatusView) -> MessageRef: ...
 
@@ -481,6 +551,11 @@ class Responder(Protocol):
         ...
 
     async def reply_error(self, error: ErrorText) -> None: ...
+
+    def spends(self, view: StatusView) -> list[Spend]:
+        """What posting the status message costs (the platform's budgets; see
+        :meth:`ChatAdapter.spends`)."""
+        ...
 
     async def post_status(self, view: StatusView) -> MessageRef:
         """Post the public status message for a new job."""

@@ -1,26 +1,44 @@
-"""The renderer: keeps every status message of one platform in step with its row.
+"""The renderer: the scheduler of every write to one platform's status messages.
 
-It reads the event stream through a consumer group, coalesces the events of a batch per message,
-reads each row and its live position, builds the view, and edits the message only when the view
-changed (the digest of the last rendered view is kept in the row, so a restart does not re-edit).
+It reads the event stream (a consumer group shared by every bot process of the platform) and keeps
+each message in step with its row, within the platform's budgets:
 
-Positions: when a job leaves the waiting set, every message behind it shows a stale position. One
-read of the waiting list per batch (not per dequeue) finds them; the first
-``renderer.exact_positions`` are refreshed at once, the ones further back at most every
-``renderer.far_refresh_s`` seconds. Each message is edited at most every
-``renderer.min_edit_interval_s`` seconds; what arrives in between is folded into the next edit.
+- **One pending render per message.** An event marks its message pending with a priority; a newer
+  event only raises that priority. The render reads the row when it runs, so it always shows the
+  newest state: there are never two queued edits of one message, never an older state after a
+  newer one.
+- **Priorities.** A first status post and a final result (:attr:`Priority.FIRST`) go before state
+  changes (:attr:`Priority.STATE`), which go before head places and progress
+  (:attr:`Priority.HEAD`), which go before places further back (:attr:`Priority.FAR`).
+- **Lanes.** Writes go out per channel, one at a time in each (the platforms budget per
+  channel), up to :data:`WRITE_CONCURRENCY` channels at once. A channel waiting out its budget or
+  a 429 holds back nothing else; a message held by a 429 of its own (Discord's cap on edits of old
+  messages) holds back nothing else in its channel.
+- **Budgets.** Before a write the lane takes what it costs (:meth:`ChatAdapter.spends`) from the
+  token buckets every bot process shares (:class:`~bot.ports.Budgets`); a 429 holds its scope for
+  ``Retry-After`` in every process. Nobody sleeps on a 429 inside someone else's turn.
+- **Compare-and-set.** A render holds a short lease on its message (a Redis lock), reads the row
+  and compares the view's digest with the one the row says the message shows (``meta.rendered``),
+  writes, and stores the new digest before it lets go. Two renderers never make the same edit twice,
+  and never land an older state after a newer one.
+- **Places.** When the line moves, one read of the waiting list finds the messages whose shown
+  place changed (:func:`bot.views.place`: exact near the head, 1-2-5 bands further back), so a
+  message in a long line costs O(log N) edits while it waits.
 
-After a restart it claims the events a crashed renderer left pending and re-renders every
-non-terminal message of its platform from its row.
+After a restart it takes over the events a dead renderer left pending and looks at every
+non-terminal message of its platform (by id, in slices); unchanged views cost no edit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import itertools
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.config import RendererSettings
@@ -29,7 +47,9 @@ from bot.models import Generation, MessageRef, State, StatusView
 from bot.ports import (
     ALL_WAITING,
     BREAKER_EVENT,
+    HANDED_OVER,
     PARTIAL,
+    Budgets,
     ChatAdapter,
     Event,
     EventFeed,
@@ -38,21 +58,62 @@ from bot.ports import (
     JobQueue,
     MessageGone,
     MessageUnreachable,
+    NotYet,
     QueueUnavailable,
+    RateLimited,
+    Spend,
 )
-from bot.views import build_view, eta_seconds, view_hash
+from bot.views import build_view, place, view_hash, wait_seconds
 
 log = logging.getLogger(__name__)
 
-EDIT_CONCURRENCY = 8
+#: Channels written to at once.
+WRITE_CONCURRENCY = 16
+#: Rows read per dispatch to learn their channel (bounded, whatever the line's length).
+LOOK_BATCH = 500
 RETRY_S = 2.0
 MAX_RETRY_S = 300.0
 RECOVER_FINISHED = timedelta(hours=1)
-#: At shutdown, at most this many batches of events are read before the last flush.
+#: At shutdown, at most this many batches of events are read before the last flush, and the
+#: lanes get this long to write what is due within the budgets.
 DRAIN_ROUNDS = 20
+DRAIN_S = 10.0
 #: A claim to post a lost status message (a renderer's, or a command's run again after its bot
 #: died: Genbot.revive_commands), older than this, is taken over.
 ADOPT_CLAIM_S = 300.0
+#: The lease on one message while it is rendered (longer than any write takes).
+LEASE_S = 120.0
+#: Another renderer holds the lease: look again after this long.
+LEASED_RETRY_S = 0.5
+#: The line is read at most this often, however many dequeues arrive.
+PLACES_EVERY_S = 0.25
+#: ETA basis and breaker state are read at most this often per backend.
+BASIS_TTL_S = 1.0
+
+
+class Priority(enum.IntEnum):
+    FIRST = 0  # a first status post, a final result
+    STATE = 1  # a job starts, is set aside, waits for the service
+    HEAD = 2  # a place near the head, progress
+    FAR = 3  # a place further back
+
+
+EVENT_PRIORITY = {
+    "finished": Priority.FIRST,
+    "unposted": Priority.FIRST,
+    "started": Priority.STATE,
+    "dequeued": Priority.STATE,
+    "waiting": Priority.STATE,
+    "attached": Priority.STATE,
+    "progress": Priority.HEAD,
+}
+
+
+@dataclass
+class Pending:
+    priority: Priority
+    not_before: float
+    seq: int
 
 
 class Renderer:
@@ -64,87 +125,103 @@ class Renderer:
         feed: EventFeed,
         adapter: ChatAdapter,
         settings: RendererSettings,
+        budgets: Budgets | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.feed = feed
         self.adapter = adapter
         self.settings = settings
-        self._due: dict[int, float] = {}  # generation id -> monotonic time it may be edited
+        self.budgets = budgets
+        self._pending: dict[int, Pending] = {}
+        self._seq = itertools.count()
+        self._channel: dict[int, str | None] = {}  # generation id -> channel (None: not ours)
+        self._lanes: dict[str, set[int]] = {}  # channel -> its pending ids
+        self._lane_tasks: dict[str, asyncio.Task[None]] = {}
+        self._shown: dict[int, int] = {}  # generation id -> the place (low end) its message shows
         self._last_edit: dict[int, float] = {}
-        self._shown_position: dict[int, int] = {}
-        self._failures: dict[int, int] = {}  # generation id -> failed renders in a row
-        self._positions_dirty = True
-        self._edits = asyncio.Semaphore(EDIT_CONCURRENCY)
-        self.edits = 0  # count of platform edits, for tests and stats
+        self._failures: dict[int, int] = {}
+        self._places_dirty = True
+        self._places_at = 0.0
+        self._basis: dict[str, tuple[float, tuple[float, int], float | None]] = {}
+        self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
+        self._draining = False  # at shutdown: no edit held back for min_edit_interval_s
+        self.edits = 0  # platform writes made, for tests and stats
 
     # -- the loop -----------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Re-render every non-terminal message (and every one finished in the last
-        ``RECOVER_FINISHED`` window, in case its final event was lost) from its row, and take over
-        stale events. Unchanged views cost no edit: their digest matches the row's."""
+        """Look at every non-terminal message (and every one finished in the last
+        ``RECOVER_FINISHED`` window, in case its final event was lost), and take over stale events.
+        Unchanged views cost no edit: their digest matches the row's."""
         since = datetime.now(UTC) - RECOVER_FINISHED
-        for gen in await self.store.list_active(self.adapter.platform, finished_since=since):
-            self._due.setdefault(gen.id, 0.0)
+        for gid in await self.store.active_ids(self.adapter.platform, finished_since=since):
+            self._schedule(gid, Priority.STATE)
+            self._channel.pop(gid, None)  # read it again: it may have moved on
         stale = await self.feed.claim_stale(int(self.settings.claim_idle_s * 1000), 1000)
-        await self._absorb(stale)
-        await self.flush()
+        self._absorb(stale)
+        await self.dispatch()
         await self.feed.ack(stale)
+        self._places_dirty = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Render until ``stop`` is set, then flush what is due. Survives Redis and database
-        outages, at start-up too: a failed round is tried again every ``RETRY_S``, for as long as
-        it takes. The first failure of a streak is logged (a Redis outage as one warning line,
-        anything else with its traceback), the rest quietly; the first good round after a streak
-        re-renders every message from its row, since events published meanwhile may be lost.
-        So does a round that finds the event stream gone (Redis lost its data)."""
+        """Render until ``stop`` is set, then drain. Survives Redis and database outages, at
+        start-up too: a failed round is tried again every ``RETRY_S``, for as long as it takes.
+        The first failure of a streak is logged (a Redis outage as one warning line, anything else
+        with its traceback), the rest quietly; the first good round after a streak looks at every
+        message again, since events published meanwhile may be lost. So does a round that finds
+        the event stream gone (Redis lost its data)."""
         recovered = False
         failures = 0
         last_claim = time.monotonic()
-        while not stop.is_set():
-            try:
-                if not recovered:
-                    await self.recover()
-                    recovered = True
-                events = await self.feed.read(self.settings.batch, self._block_ms())
-                if time.monotonic() - last_claim > max(1.0, self.settings.claim_idle_s):
-                    events += await self.feed.claim_stale(
-                        int(self.settings.claim_idle_s * 1000), self.settings.batch
-                    )
-                    last_claim = time.monotonic()
-                await self._absorb(events)
-                await self.flush()
-                await self.feed.ack(events)
-            except asyncio.CancelledError:
-                raise
-            except EventsLost:
-                log.warning("the event stream was lost (Redis lost its data); re-rendering from the rows")
-                recovered = False
-                continue
-            except Exception as exc:
-                failures += 1
-                recovered = False
-                if failures == 1 and isinstance(exc, QueueUnavailable):
-                    log.warning(
-                        "render rounds fail: Redis is unreachable; trying again every %.0f s", RETRY_S
-                    )
-                elif failures == 1:
-                    log.exception("render round failed; trying again every %.0f s", RETRY_S)
-                else:
-                    log.debug("render round failed again (%d in a row)", failures, exc_info=True)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), RETRY_S)
-                continue
-            if failures:
-                log.warning("render rounds work again after %d failed ones", failures)
-                failures = 0
-        await self.drain()
+        try:
+            while not stop.is_set():
+                try:
+                    if not recovered:
+                        await self.recover()
+                        recovered = True
+                    events = await self.feed.read(self.settings.batch, self._block_ms())
+                    if time.monotonic() - last_claim > max(1.0, self.settings.claim_idle_s):
+                        events += await self.feed.claim_stale(
+                            int(self.settings.claim_idle_s * 1000), self.settings.batch
+                        )
+                        last_claim = time.monotonic()
+                    self._absorb(events)
+                    await self.dispatch()
+                    await self.feed.ack(events)
+                except asyncio.CancelledError:
+                    raise
+                except EventsLost:
+                    log.warning("the event stream was lost (Redis lost its data); re-rendering from the rows")
+                    recovered = False
+                    continue
+                except Exception as exc:
+                    failures += 1
+                    recovered = False
+                    if failures == 1 and isinstance(exc, QueueUnavailable):
+                        log.warning(
+                            "render rounds fail: Redis is unreachable; trying again every %.0f s", RETRY_S
+                        )
+                    elif failures == 1:
+                        log.exception("render round failed; trying again every %.0f s", RETRY_S)
+                    else:
+                        log.debug("render round failed again (%d in a row)", failures, exc_info=True)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), RETRY_S)
+                    continue
+                if failures:
+                    log.warning("render rounds work again after %d failed ones", failures)
+                    failures = 0
+            await self.drain()
+        finally:
+            for task in self._lane_tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._lane_tasks.values(), return_exceptions=True)
 
     async def drain(self) -> None:
         """On shutdown: take the events already in the stream (without waiting for more), then
-        make every edit that is due or held back by the edit budget, at once. What still fails
-        stays unacknowledged: the next renderer takes it over."""
+        give the lanes ``DRAIN_S`` to write what is due, within the budgets. What is left stays
+        unacknowledged or in the rows: the next renderer takes it over."""
         try:
             events: list[Event] = []
             for _round in range(DRAIN_ROUNDS):
@@ -152,119 +229,363 @@ class Renderer:
                 if not batch:
                     break
                 events += batch
-            await self._absorb(events)
-            await self.flush(force=True)
+            self._absorb(events)
+            self._draining = True
+            await self.flush(within=DRAIN_S)
             await self.feed.ack(events)
         except Exception:
             log.warning("flushing the renders at shutdown failed", exc_info=True)
 
+    async def flush(self, *, within: float = 30.0) -> None:
+        """Dispatch what is due and wait (at most ``within`` seconds) until every lane has written what
+        it can now. For shutdown and tests; :meth:`run` does not wait for its lanes."""
+        deadline = time.monotonic() + within
+        while True:
+            await self.dispatch()
+            lanes = [t for t in self._lane_tasks.values() if not t.done()]
+            if not lanes:
+                if not self._ready():
+                    return
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.wait(lanes, timeout=left)
+
     def _block_ms(self) -> int:
-        if not self._due:
+        if not self._pending:
             return 1000
-        wait = min(self._due.values()) - time.monotonic()
+        wait = min(p.not_before for p in self._pending.values()) - time.monotonic()
+        if self._places_dirty:
+            wait = min(wait, self._places_at + PLACES_EVERY_S - time.monotonic())
         return max(1, min(1000, int(wait * 1000)))
 
-    async def _absorb(self, events: Iterable[Event]) -> None:
-        now = time.monotonic()
+    def _absorb(self, events: Iterable[Event]) -> None:
         for event in events:
             if event.kind == "dequeued":
-                self._positions_dirty = True
+                self._places_dirty = True
             if event.kind == BREAKER_EVENT or event.generation_id == ALL_WAITING:
-                # Every waiting message changes: refresh them as after a move of the queue (the
-                # head at once, the ones further back at their pace).
-                self._shown_position.clear()
-                self._positions_dirty = True
+                # Every waiting message changes: look at all of them again.
+                self._shown.clear()
+                self._places_dirty = True
                 continue
-            if event.generation_id in self._failures and event.generation_id in self._due:
-                continue  # backing off: its retry is scheduled and will show the latest row
-            self._due[event.generation_id] = min(self._due.get(event.generation_id, now), now)
+            if self._channel.get(event.generation_id, "") is None:
+                continue  # another platform's
+            self._schedule(event.generation_id, EVENT_PRIORITY.get(event.kind, Priority.STATE))
 
-    # -- rendering ----------------------------------------------------------------------------
+    def _schedule(self, gid: int, priority: Priority, at: float = 0.0) -> None:
+        """Mark ``gid`` to render no earlier than ``at`` (monotonic), at ``priority`` or better."""
+        pending = self._pending.get(gid)
+        if pending is None:
+            self._pending[gid] = Pending(priority, at, next(self._seq))
+            channel = self._channel.get(gid)
+            if channel is not None:
+                self._lanes.setdefault(channel, set()).add(gid)
+            return
+        pending.priority = min(pending.priority, priority)
+        if at < pending.not_before and gid not in self._failures:
+            pending.not_before = at
 
-    async def flush(self, *, force: bool = False) -> None:
-        """Render every message that is due (every scheduled one with ``force``).
+    def _requeue(self, gid: int, taken: Pending, at: float = 0.0) -> None:
+        """Put back a render taken for writing, in its place (merged with one scheduled since)."""
+        self._schedule(gid, taken.priority, at)
+        pending = self._pending[gid]
+        pending.seq = min(pending.seq, taken.seq)
+        if at > pending.not_before:
+            pending.not_before = at
 
-        If reading Redis or the database fails, what was due stays scheduled (a little later)."""
+    def _unschedule(self, gid: int) -> Pending | None:
+        pending = self._pending.pop(gid, None)
+        channel = self._channel.get(gid)
+        if channel is not None and (lane := self._lanes.get(channel)) is not None:
+            lane.discard(gid)
+        return pending
+
+    def _forget(self, gid: int) -> None:
+        self._unschedule(gid)
+        self._failures.pop(gid, None)
+        self._last_edit.pop(gid, None)
+        self._shown.pop(gid, None)
+
+    def _ready(self) -> list[int]:
         now = time.monotonic()
-        ready = [gid for gid, at in self._due.items() if force or at <= now]
-        dirty = self._positions_dirty
-        try:
-            order = await self.queue.waiting() if dirty else None
-            if order is not None:
-                self._positions_dirty = False
-                ready += self._schedule_positions(order)
-            if not ready:
-                return
-            for gid in ready:
-                self._due.pop(gid, None)
-            gens = [g for g in await self.store.get_many(ready) if g.platform == self.adapter.platform]
-            if order is not None:
-                positions = {gid: i + 1 for i, gid in enumerate(order)}
-            else:  # one ZRANK per queued message: no scan of the whole queue
-                positions = {
-                    g.id: p
-                    for g in gens
-                    if g.state is State.QUEUED and (p := await self.queue.position(g.id))
-                }
-            backends = {g.backend for g in gens}
-            etas = {backend: await self.queue.eta_basis(backend) for backend in backends}
-            waiting_backends = {g.backend for g in gens if g.state is State.QUEUED}
-            down = {b for b in waiting_backends if await self.queue.backend_down(b) is not None}
-        except Exception:
-            retry_at = time.monotonic() + RETRY_S
-            for gid in ready:
-                self._due[gid] = min(self._due.get(gid, retry_at), retry_at)
-            self._positions_dirty = self._positions_dirty or dirty
-            raise
-        for gid in set(ready) - {g.id for g in gens}:  # rows gone, or of another platform
-            self._forget(gid)
-        await asyncio.gather(
-            *(
-                self._render_safely(g, positions.get(g.id), etas[g.backend], g.backend in down, force)
-                for g in gens
-            )
-        )
+        return [gid for gid, p in self._pending.items() if p.not_before <= now]
 
-    async def _render_safely(
-        self, gen: Generation, position: int | None, basis: tuple[float, int], down: bool, force: bool
-    ) -> None:
+    # -- dispatch -----------------------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        """Refresh places if the line moved, learn the channel of pending messages not seen yet
+        (at most ``LOOK_BATCH`` rows a round), and start a lane for every channel with a message
+        due."""
+        now = time.monotonic()
+        if self._places_dirty and now - self._places_at >= PLACES_EVERY_S:
+            await self._refresh_places()
+        unknown = sorted(
+            (gid for gid in self._ready() if gid not in self._channel),
+            key=lambda g: (self._pending[g].priority, self._pending[g].seq),
+        )[:LOOK_BATCH]
+        if unknown:
+            for gen in await self.store.get_many(unknown):
+                self._learn(gen)
+            for gid in set(unknown) - set(self._channel):  # the row is gone
+                self._forget(gid)
+                self._channel.pop(gid, None)
+        now = time.monotonic()
+        for channel, lane in self._lanes.items():
+            task = self._lane_tasks.get(channel)
+            if task is not None and not task.done():
+                continue
+            if any(self._pending[g].not_before <= now for g in lane if g in self._pending):
+                self._lane_tasks[channel] = asyncio.create_task(
+                    self._run_lane(channel), name=f"genbot-render-{channel}"
+                )
+        for channel in [c for c, lane in self._lanes.items() if not lane]:
+            del self._lanes[channel]
+            task = self._lane_tasks.get(channel)
+            if task is not None and task.done():
+                del self._lane_tasks[channel]
+
+    def _learn(self, gen: Generation) -> None:
+        if gen.platform != self.adapter.platform:
+            self._channel[gen.id] = None
+            self._unschedule(gen.id)
+            return
+        self._channel[gen.id] = gen.channel
+        shown = gen.meta.get("shown_place")
+        if isinstance(shown, int) and gen.id not in self._shown:
+            self._shown[gen.id] = shown
+        if gen.id in self._pending:
+            self._lanes.setdefault(gen.channel, set()).add(gen.id)
+
+    async def _refresh_places(self) -> None:
+        """After the line moved: mark every message whose shown place changed (near the head at
+        :attr:`Priority.HEAD`, further back at :attr:`Priority.FAR`)."""
+        self._places_dirty = False
+        self._places_at = time.monotonic()
+        order = await self.queue.waiting()
+        exact = self.settings.exact_positions
+        waiting = set(order)
+        for gid in [g for g in self._shown if g not in waiting]:
+            del self._shown[gid]
+        for gid in [g for g, c in self._channel.items() if c is None and g not in waiting]:
+            del self._channel[gid]  # another platform's, gone from the line
+        for index, gid in enumerate(order):
+            if self._channel.get(gid, "") is None:
+                continue
+            low = place(index + 1, exact)[0]
+            if self._shown.get(gid) != low:
+                self._schedule(gid, Priority.HEAD if index < exact else Priority.FAR)
+
+    # -- lanes --------------------------------------------------------------------------------
+
+    async def _run_lane(self, channel: str) -> None:
+        """Write the due messages of ``channel``, best first, one at a time."""
+        while True:
+            lane = self._lanes.get(channel)
+            if not lane:
+                return
+            now = time.monotonic()
+            due = [g for g in lane if g in self._pending and self._pending[g].not_before <= now]
+            if not due:
+                return
+            gid = min(due, key=lambda g: (self._pending[g].priority, self._pending[g].seq))
+            try:
+                hold = await self._write(gid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Redis or the database failed: the message stays pending, a little later.
+                failures = self._failures.get(gid, 0) + 1
+                self._failures[gid] = failures
+                delay = min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
+                if isinstance(exc, QueueUnavailable) or failures > 1:
+                    log.debug("rendering %s failed (%d in a row)", gid, failures, exc_info=True)
+                else:
+                    log.exception("rendering %s failed; next try in %.0f s", gid, delay)
+                if (pending := self._pending.get(gid)) is not None:
+                    pending.not_before = time.monotonic() + delay
+                continue
+            if hold > 0:  # the channel's budget (or a 429 on it): wait, this lane only
+                await asyncio.sleep(hold)
+
+    async def _write(self, gid: int) -> float:
+        """Render ``gid`` now if its view changed. Returns how long its channel must wait before
+        the next write (0: at once)."""
+        pending = self._pending.get(gid)
+        if pending is None:
+            return 0.0
+        lease = await self.queue.lock(f"render:{gid}", LEASE_S)
+        if lease is None:  # another renderer is at it; it stores what it showed
+            pending.not_before = time.monotonic() + LEASED_RETRY_S
+            return 0.0
+        taken = self._unschedule(gid)  # from here, a new event schedules a new render
+        assert taken is not None
         try:
-            await self._render(gen, position, basis, down=down, force=force)
-        except asyncio.CancelledError:
+            gen = await self.store.get(gid)
+            if gen is None or gen.platform != self.adapter.platform:
+                self._forget(gid)
+                return 0.0
+            return await self._render(gen, taken)
+        except BaseException:
+            self._requeue(gid, taken)
             raise
-        except Exception:
-            # The platform or the database failed: try this message again, later each time, so
-            # that a request the platform keeps refusing does not become a storm of them.
-            failures = self._failures.get(gen.id, 0) + 1
-            self._failures[gen.id] = failures
-            delay = min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
-            log.exception("rendering %s failed (%d in a row); next try in %.0f s", gen.id, failures, delay)
-            self._due[gen.id] = time.monotonic() + delay
+        finally:
+            await self.queue.unlock(f"render:{gid}", lease)
+
+    async def _view(self, gen: Generation) -> tuple[StatusView, int | None]:
+        position = aside = None
+        eta = None
+        down = False
+        if gen.state is State.QUEUED:
+            position = await self.queue.position(gen.id)
+            basis, down_in = await self._backend(gen.backend)
+            down = down_in is not None
+            if position is None:
+                aside = await self.queue.aside(gen)
+            elif basis[1]:
+                eta = wait_seconds(position, *basis)
+        shown_before = gen.meta.get("shown_place")
+        view = build_view(
+            gen,
+            position,
+            eta,
+            aside=aside,
+            backend_down=down,
+            exact=self.settings.exact_positions,
+            shown_before=shown_before if isinstance(shown_before, int) else None,
+        )
+        low = place(position, self.settings.exact_positions)[0] if position is not None else None
+        return view, low
+
+    async def _backend(self, backend: str) -> tuple[tuple[float, int], float | None]:
+        cached = self._basis.get(backend)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < BASIS_TTL_S:
+            return cached[1], cached[2]
+        basis = await self.queue.eta_basis(backend)
+        down = await self.queue.backend_down(backend)
+        self._basis[backend] = (now, basis, down)
+        return basis, down
+
+    async def _render(self, gen: Generation, taken: Pending) -> float:
+        if gen.meta.get("unreachable"):  # the platform does not let genbot post there at all
+            self._forget(gen.id)
+            return 0.0
+        ref = MessageRef.from_json(gen.message)
+        if ref is None and not self._orphaned(gen):
+            return 0.0  # the command posting it is still at work; attach_message nudges us
+        view, low = await self._view(gen)
+        if low is None:
+            self._shown.pop(gen.id, None)
+        else:
+            self._shown[gen.id] = low
+        digest = view_hash(view)
+        if digest == gen.meta.get("rendered"):
+            self._failures.pop(gen.id, None)
+            if gen.state.terminal:
+                self._forget(gen.id)
+            return 0.0
+        now = time.monotonic()
+        earliest = self._last_edit.get(gen.id, 0.0) + self.settings.min_edit_interval_s
+        if now < earliest and not gen.state.terminal and ref is not None and not self._draining:
+            self._requeue(gen.id, taken, earliest)
+            return 0.0
+        spends = self.adapter.spends(gen.channel, ref, view)
+        if self.budgets is not None and spends:
+            wait = await self.budgets.take(spends)
+            if wait > 0:
+                self._requeue(gen.id, taken)
+                return wait
+        try:
+            async with self._writes:
+                if ref is None:
+                    await self._adopt(gen, view, digest, low)
+                    return 0.0
+                new_ref = await self._edit(gen, ref, view)
+        except RateLimited as limited:
+            return await self._limited(gen, taken, limited, spends)
+        except NotYet as later:
+            await self.store.update_message(gen.id, later.ref.to_json())
+            self._requeue(gen.id, taken, time.monotonic() + later.retry_after)
+            return 0.0
+        if new_ref is None:
+            return 0.0
+        self.edits += 1
+        self._last_edit[gen.id] = time.monotonic()
+        self._failures.pop(gen.id, None)
+        partial = bool(new_ref.extra.get(PARTIAL))
+        if partial:
+            extra = {k: v for k, v in new_ref.extra.items() if k != PARTIAL}
+            new_ref = MessageRef(new_ref.platform, new_ref.channel, new_ref.message_id, extra)
+        await self.store.update(
+            gen.id,
+            message=new_ref.to_json() if new_ref != ref else None,
+            meta={"rendered": None if partial else digest, "shown_place": low},
+        )
+        if partial:  # posted without everything it shows: edit it again, soon
+            self._schedule(gen.id, Priority.FIRST)
+        elif gen.state.terminal:
+            self._forget(gen.id)
+        return 0.0
+
+    async def _limited(
+        self, gen: Generation, taken: Pending, limited: RateLimited, spends: list[Spend]
+    ) -> float:
+        """A 429: hold its scope in every process; the message stays pending. A scope of the
+        message alone holds only it; any other holds the lane."""
+        log.info("rate limited on %s for %.1f s (job %s)", limited.scope, limited.retry_after, gen.id)
+        if limited.ref is not None:
+            await self.store.update_message(gen.id, limited.ref.to_json())
+        if self.budgets is not None:
+            await self.budgets.hold(limited.scope, limited.retry_after)
+        if any(limited.scope == s.scope for s in spends):
+            self._requeue(gen.id, taken)
+            return limited.retry_after
+        self._requeue(gen.id, taken, time.monotonic() + limited.retry_after)
+        return 0.0
+
+    async def _edit(self, gen: Generation, ref: MessageRef, view: StatusView) -> MessageRef | None:
+        try:
+            return await self.adapter.edit_status(ref, view)
+        except MessageGone:
+            log.info("status message of %s is gone; posting a new one", gen.id)
+        try:
+            return await self.adapter.post_status(gen.channel, view)
+        except MessageUnreachable as exc:
+            log.error("giving up on the status message of %s: %s", gen.id, exc.member_detail)
+            await self.store.update_meta(gen.id, {"unreachable": True})
+            self._forget(gen.id)
+            return None
 
     def _orphaned(self, gen: Generation) -> bool:
-        """Whether ``gen`` has no status message because the bot that took its command died
-        before posting it: it is older than ``adopt_after_s`` (a live command gives up on its
-        post after half of that). If it is younger, look again when it is old enough."""
-        if gen.state.terminal and gen.started_at is None:
+        """Whether ``gen`` has no status message because the bot that took its command could not
+        post it: it handed it over (``HANDED_OVER``: a 429, an error, or its bot stopping), or it
+        is older than ``adopt_after_s`` (its bot died; a live command gives up on its post after
+        half of that). If it is younger, look again when it is old enough."""
+        if gen.state.terminal and gen.started_at is None and not gen.meta.get(HANDED_OVER):
             return False  # it never ran: its command answered the member (refused, cancelled)
+        if gen.meta.get(HANDED_OVER):
+            return True
         age = (datetime.now(UTC) - gen.created_at).total_seconds()
         if age >= self.settings.adopt_after_s:
             return True
-        at = time.monotonic() + self.settings.adopt_after_s - age
-        self._due[gen.id] = min(self._due.get(gen.id, at), at)
+        self._schedule(gen.id, Priority.FIRST, time.monotonic() + self.settings.adopt_after_s - age)
+        self._pending[gen.id].not_before = max(
+            self._pending[gen.id].not_before, time.monotonic() + self.settings.adopt_after_s - age
+        )
         return False
 
-    async def _adopt(self, gen: Generation, view: StatusView, digest: str) -> None:
-        """Post the status message of a request whose bot died before it could (see
-        :meth:`_orphaned`), in the row's channel, and link it to the row. One renderer of all
-        those running claims it first, so it is posted once."""
+    async def _adopt(self, gen: Generation, view: StatusView, digest: str, low: int | None) -> None:
+        """Post the status message of a request whose command could not (see :meth:`_orphaned`),
+        in the row's channel, and link it to the row. One renderer of all those running claims
+        it first, so it is posted once."""
         stale = datetime.now(UTC).timestamp() - ADOPT_CLAIM_S
         if not await self.store.claim_unposted(gen.id, stale_before=stale):
             return
-        log.warning("the status message of %s was never posted (its bot stopped); posting it now", gen.id)
+        if not gen.meta.get(HANDED_OVER):
+            log.warning("the status message of %s was never posted (its bot stopped); posting it now", gen.id)
         try:
-            async with self._edits:
-                ref = await self.adapter.post_status(gen.channel, view)
+            ref = await self.adapter.post_status(gen.channel, view)
         except MessageUnreachable as exc:
             # Nobody could ever see this request: it does not run.
             log.error("cancelling %s: its status message cannot be posted: %s", gen.id, exc.member_detail)
@@ -294,105 +615,15 @@ class Renderer:
         await self.store.update(
             gen.id,
             message=ref.to_json(),
-            meta={"adopting": None, "rendered": None if partial else digest},
+            meta={
+                "adopting": None,
+                HANDED_OVER: None,
+                "rendered": None if partial else digest,
+                "shown_place": low,
+            },
             ticket=ticket,
         )
         if partial or not gen.state.terminal:
-            self._due[gen.id] = time.monotonic()  # it may have moved on while it was posted
+            self._schedule(gen.id, Priority.FIRST)  # it may have moved on while it was posted
         else:
-            self._forget(gen.id)
-
-    def _schedule_positions(self, order: list[int]) -> list[int]:
-        """After the queue moved: the messages to refresh now (near the head); the ones further
-        back are scheduled at most every ``far_refresh_s``."""
-        now = time.monotonic()
-        waiting = set(order)
-        for gid in [g for g in self._shown_position if g not in waiting]:
-            del self._shown_position[gid]
-        refresh_now = []
-        for index, gid in enumerate(order):
-            position = index + 1
-            if self._shown_position.get(gid) == position:
-                continue
-            if position <= self.settings.exact_positions:
-                refresh_now.append(gid)
-                continue
-            # A message this renderer has not edited yet was posted (or rendered) just now.
-            at = self._last_edit.setdefault(gid, now) + self.settings.far_refresh_s
-            self._due[gid] = min(self._due.get(gid, at), at)
-        return refresh_now
-
-    def _forget(self, gid: int) -> None:
-        self._due.pop(gid, None)
-        self._failures.pop(gid, None)
-        self._last_edit.pop(gid, None)
-        self._shown_position.pop(gid, None)
-
-    async def _render(
-        self,
-        gen: Generation,
-        position: int | None,
-        basis: tuple[float, int],
-        *,
-        down: bool = False,
-        force: bool = False,
-    ) -> None:
-        """Edit ``gen``'s message if its view changed. ``force`` (shutdown): now, whatever the
-        edit budget says."""
-        if gen.meta.get("unreachable"):  # the platform does not let genbot post there at all
-            self._forget(gen.id)
-            return
-        ref = MessageRef.from_json(gen.message)
-        if ref is None and not self._orphaned(gen):
-            return  # the command posting it is still at work; attach_message will nudge us
-        if gen.state is not State.QUEUED:
-            position = None
-        eta = None
-        if position is not None and basis[1]:
-            eta = eta_seconds(position, basis[0], basis[1])
-        aside = None
-        if gen.state is State.QUEUED and position is None:
-            aside = await self.queue.aside(gen)
-        view = build_view(gen, position, eta, aside=aside, backend_down=down and gen.state is State.QUEUED)
-        digest = view_hash(view)
-        if position is not None:
-            self._shown_position[gen.id] = position
-        if digest == gen.meta.get("rendered"):
-            if gen.state.terminal:
-                self._forget(gen.id)
-            return
-        now = time.monotonic()
-        earliest = self._last_edit.get(gen.id, 0.0) + self.settings.min_edit_interval_s
-        if now < earliest and not gen.state.terminal and not force:
-            self._due[gen.id] = min(self._due.get(gen.id, earliest), earliest)
-            return
-        if ref is None:
-            await self._adopt(gen, view, digest)
-            return
-        async with self._edits:
-            try:
-                new_ref = await self.adapter.edit_status(ref, view)
-            except MessageGone:
-                log.info("status message of %s is gone; posting a new one", gen.id)
-                try:
-                    new_ref = await self.adapter.post_status(gen.channel, view)
-                except MessageUnreachable as exc:
-                    log.error("giving up on the status message of %s: %s", gen.id, exc.member_detail)
-                    await self.store.update_meta(gen.id, {"unreachable": True})
-                    self._forget(gen.id)
-                    return
-            self.edits += 1
-        self._last_edit[gen.id] = time.monotonic()
-        self._failures.pop(gen.id, None)
-        partial = bool(new_ref.extra.get(PARTIAL))
-        if partial:
-            extra = {k: v for k, v in new_ref.extra.items() if k != PARTIAL}
-            new_ref = MessageRef(new_ref.platform, new_ref.channel, new_ref.message_id, extra)
-        if new_ref != ref:
-            await self.store.update_message(gen.id, new_ref.to_json())
-        if partial:  # posted without everything it shows: edit it again, now
-            self._due[gen.id] = time.monotonic()
-            return
-        await self.store.update_meta(gen.id, {"rendered": digest})
-        if gen.state.terminal:
             self._forget(gen.id)

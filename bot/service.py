@@ -8,6 +8,7 @@ responder; failures become catalogue words, never exception text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -45,20 +46,25 @@ from bot.models import (
 )
 from bot.moderation import TermMatcher, format_span
 from bot.ports import (
+    HANDED_OVER,
     PARTIAL,
+    Budgets,
     CommandInbox,
     GenerationStore,
     InboxEntry,
     JobQueue,
+    MessageUnreachable,
     ModerationStore,
     QueueUnavailable,
     QuotaRefused,
+    RateLimited,
     Responder,
+    Spend,
     TicketsLost,
 )
 from bot.renderer import ADOPT_CLAIM_S
 from bot.text import REPLY_MAX, clip, shown, storable
-from bot.views import build_view, eta_seconds, format_duration, view_hash
+from bot.views import build_view, format_duration, view_hash, wait_seconds
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +147,9 @@ class BoundedResponder:
     async def post_status(self, view: StatusView) -> MessageRef:
         return await self.inner.post_status(view)
 
+    def spends(self, view: StatusView) -> list[Spend]:
+        return self.inner.spends(view)
+
 
 class Genbot:
     def __init__(
@@ -162,6 +171,9 @@ class Genbot:
         self._reviving: set[str] = set()
         self._terms: _Recent[TermMatcher] = _Recent(TERMS_TTL_S)
         self._limits: _Recent[dict[str, int]] = _Recent(TERMS_TTL_S)
+        #: The platform's write budgets, shared with its renderers (``bot.app`` sets them): a
+        #: command posts its status message itself only within them.
+        self.budgets: Budgets | None = None
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -328,20 +340,50 @@ class Genbot:
             budget -= (datetime.now(UTC) - gen.created_at).total_seconds()
         try:
             async with asyncio.timeout(max(budget, 0)):
-                ref = await responder.post_status(view)
-        except Exception as exc:
-            # No message, no job: a job nobody can follow would only invite a duplicate. (A post
-            # cut short by the process stopping leaves the row for the command's next run.)
+                ref = await self._post_first(responder, view)
+        except MessageUnreachable:
+            # No message, no job: nobody could follow it, and the member reads why.
             await self.cancel_row(gen, ErrorCode.CANCELLED)
             await self.store.update_meta(gen.id, {"unreachable": True})  # never to be posted
-            if isinstance(exc, TimeoutError):
-                raise GenbotError(
-                    ErrorCode.CHAT_UNAVAILABLE,
-                    "The chat platform did not take the status message in time, so nothing was queued.",
-                    todo="Try again in a minute.",
-                ) from None
             raise
+        except (Exception, asyncio.CancelledError) as exc:
+            # The platform's budget is spent (a 429), it failed, or this bot is stopping: the row
+            # is queued already, and the member was told its message is coming. A renderer posts
+            # it, first of all its writes (the sweep too, if every bot died meanwhile).
+            if not isinstance(exc, RateLimited | TimeoutError | asyncio.CancelledError):
+                log.warning(
+                    "posting the status message of %s failed; a renderer posts it", gen.id, exc_info=True
+                )
+            await self._hand_over(gen.id)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        if ref is None:
+            await self._hand_over(gen.id)
+            return
         await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
+
+    async def _post_first(self, responder: Responder, view: StatusView) -> MessageRef | None:
+        """Post a status message if the platform's budget allows it now (None if not); a 429
+        holds its scope for every process."""
+        spends = responder.spends(view)
+        if self.budgets is not None and spends and await self.budgets.take(spends) > 0:
+            return None
+        try:
+            return await responder.post_status(view)
+        except RateLimited as limited:
+            if self.budgets is not None:
+                await self.budgets.hold(limited.scope, limited.retry_after)
+            raise
+
+    async def _hand_over(self, generation_id: int) -> None:
+        """Leave the first post of ``generation_id`` to the renderers (see :data:`HANDED_OVER`)."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._mark_handed_over(generation_id))
+
+    async def _mark_handed_over(self, generation_id: int) -> None:
+        await self.store.update_meta(generation_id, {HANDED_OVER: True})
+        await self.queue.publish(generation_id, "unposted")
 
     async def revive_commands(
         self,
@@ -640,11 +682,13 @@ class Genbot:
         try:
             if position is not None:
                 mean, capacity = await self.queue.eta_basis(gen.backend)
-                eta = eta_seconds(position, mean, capacity) if capacity else None
+                eta = wait_seconds(position, mean, capacity) if capacity else None
             down = gen.state is State.QUEUED and await self.queue.backend_down(gen.backend) is not None
         except QueueUnavailable:  # shown without an ETA; the renderer fills it in later
             pass
-        return build_view(gen, position, eta, aside=aside, backend_down=down)
+        return build_view(
+            gen, position, eta, aside=aside, backend_down=down, exact=self.settings.renderer.exact_positions
+        )
 
     async def describe_queue(self, actor: Actor) -> str:
         gens = await self.store.list_for_user(
@@ -656,7 +700,7 @@ class Genbot:
         for gen in gens:
             view = await self.view(gen)
             prompt = gen.prompt if len(gen.prompt) <= 60 else gen.prompt[:59] + "…"
-            lines.append(f"• job {gen.id}: {view.headline} · {prompt}")
+            lines.append(f"• job {gen.id}: {view.title} · {prompt}")
         return "\n".join(lines)
 
     async def _visible(self, actor: Actor, generation_id: int) -> Generation:

@@ -10,8 +10,16 @@ Edits go through the interaction webhook while the token has more than ``token_m
 (that route is exempt from the global rate limit), then through the channel message with the bot
 token; the reference returned then forgets the token, so the renderer stores that switch. A
 message that is gone or cannot be edited raises :class:`~bot.ports.MessageGone` and the renderer
-posts a new one with :meth:`DiscordChat.post_status`. 429s and 5xx are waited out and retried by
-discord.py itself (five tries); what still fails propagates and the renderer tries again later.
+posts a new one with :meth:`DiscordChat.post_status`.
+
+Rate limits: discord.py keeps Discord's per-route buckets from the ``X-RateLimit-*`` headers and
+waits out short 429s itself (inside the one write, which holds back nothing else); a longer one
+(over ``max_ratelimit_timeout``) raises :class:`~bot.ports.RateLimited` for the channel, which the
+renderer's scheduler holds in every bot process. Before that, what a write costs
+(:meth:`DiscordChat.spends`): the channel's budget (webhook and bot-token routes of one channel
+share it: their buckets differ, the channel members read is one), and the global one for the
+bot-token routes (interaction webhooks are exempt from Discord's global limit). Discord caps the
+edits of messages older than an hour (error 30046): that holds back the one message only.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from adapters.discord.embeds import status_buttons, status_embed
 from adapters.discord.images import DEFAULT_LIMIT, fit_image
 from bot.errors import ErrorText
 from bot.models import MessageRef, StatusView
-from bot.ports import MessageGone, MessageUnreachable
+from bot.ports import MessageGone, MessageUnreachable, Rate, RateLimited, Spend
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,21 @@ NO_ACCESS_WORDS = (
 )
 NO_MENTIONS = discord.AllowedMentions.none()
 POST_RETRY_DELAYS_S = (1.0, 2.0, 4.0)
+#: The budgets of :meth:`DiscordChat.spends`.
+CHANNEL = "discord:channel"
+GLOBAL = "discord:global"
+#: Too many edits of a message older than an hour: that message waits this long.
+OLD_MESSAGE_EDITS = 30046
+OLD_MESSAGE_RETRY_S = 60.0
+
+
+def discord_rates(channel_per_s: float, channel_burst: int, global_per_s: float) -> dict[str, Rate]:
+    return {
+        CHANNEL: Rate(channel_per_s, channel_burst),
+        GLOBAL: Rate(global_per_s, max(1, int(global_per_s))),
+    }
+
+
 #: The most characters a message's content may have.
 CONTENT_MAX = 2000
 
@@ -84,11 +107,18 @@ class DiscordChat:
         blobs: BlobReader,
         clock: Callable[[], float] = time.time,
         token_margin_s: float = TOKEN_MARGIN_S,
+        rates: dict[str, Rate] | None = None,
     ) -> None:
         self.client = client
         self.blobs = blobs
         self.clock = clock
         self.token_margin_s = token_margin_s
+        self.rates = rates if rates is not None else discord_rates(1.0, 4, 45.0)
+
+    def spends(self, channel: str, ref: MessageRef | None, view: StatusView) -> list[Spend]:
+        if ref is not None and self._token_usable(ref):
+            return [Spend(CHANNEL, ref.channel)]
+        return [Spend(CHANNEL, ref.channel if ref is not None else channel), Spend(GLOBAL, "")]
 
     async def render(self, view: StatusView, limit: int = DEFAULT_LIMIT) -> Rendered:
         """The embed, files and buttons of ``view``; the image is made to fit ``limit`` bytes.
@@ -139,6 +169,8 @@ class DiscordChat:
                 view=rendered.view or discord.utils.MISSING,
                 allowed_mentions=NO_MENTIONS,
             )
+        except discord.RateLimited as exc:
+            raise RateLimited(f"{CHANNEL}:{channel}", exc.retry_after) from None
         except discord.HTTPException as exc:
             if exc.status == 403 or exc.code in NO_ACCESS_CODES:
                 raise MessageUnreachable(NO_ACCESS_WORDS) from exc
@@ -170,7 +202,11 @@ class DiscordChat:
                     allowed_mentions=NO_MENTIONS,
                 )
                 return ref
+            except discord.RateLimited as exc:
+                raise RateLimited(f"{CHANNEL}:{ref.channel}", exc.retry_after) from None
             except discord.HTTPException as exc:
+                if exc.code == OLD_MESSAGE_EDITS:
+                    raise self._old_message(ref) from None
                 if exc.code not in TOKEN_DEAD_CODES and exc.status != 401:
                     if exc.code in GONE_CODES:
                         raise MessageGone(ref.message_id) from exc
@@ -190,7 +226,11 @@ class DiscordChat:
                 view=rendered.view,
                 allowed_mentions=NO_MENTIONS,
             )
+        except discord.RateLimited as exc:
+            raise RateLimited(f"{CHANNEL}:{ref.channel}", exc.retry_after) from None
         except discord.HTTPException as exc:
+            if exc.code == OLD_MESSAGE_EDITS:
+                raise self._old_message(ref) from None
             if exc.code in GONE_CODES:
                 raise MessageGone(ref.message_id) from exc
             raise
@@ -199,6 +239,13 @@ class DiscordChat:
         return MessageRef(
             ref.platform, ref.channel, ref.message_id, {**ref.extra, "token": None, "token_expires": None}
         )
+
+    @staticmethod
+    def _old_message(ref: MessageRef) -> RateLimited:
+        """Discord refuses more edits of this message (older than an hour) for now: it alone
+        waits; the scheduler writes the others meanwhile."""
+        log.info("Discord caps the edits of message %s (older than an hour) for now", ref.message_id)
+        return RateLimited(f"discord:old-message:{ref.message_id}", OLD_MESSAGE_RETRY_S)
 
     def _token_usable(self, ref: MessageRef) -> bool:
         token, expires, app = (ref.extra.get(k) for k in ("token", "token_expires", "application_id"))
@@ -235,6 +282,11 @@ class DiscordResponder:
 
     async def reply_error(self, error: ErrorText) -> None:
         await self.reply(error_words(error))
+
+    def spends(self, view: StatusView) -> list[Spend]:
+        """The answer to an interaction goes through its own webhook (its own bucket, outside the
+        global limit): discord.py keeps that bucket."""
+        return []
 
     async def post_status(self, view: StatusView) -> MessageRef:
         """Post the status message. A 429 or 5xx that outlasts discord.py's own five tries is

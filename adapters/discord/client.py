@@ -25,7 +25,7 @@ from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.inflight import InFlight
 from bot.models import Actor, CommandRequest
-from bot.ports import CommandHandler, InboxEntry
+from bot.ports import CommandHandler, InboxEntry, Rate
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ def revival(interaction: discord.Interaction) -> dict[str, Any]:
     return {"interaction": data}
 
 
+#: The longest 429 discord.py waits out itself; see :class:`~adapters.discord.adapter.DiscordChat`.
+MAX_RATELIMIT_WAIT_S = 30.0
+
+
 class GenbotClient(discord.AutoShardedClient):
     """Commands and buttons hand off to ``handler`` (the core) after deferring; status messages go
     through :attr:`chat`.
@@ -102,6 +106,7 @@ class GenbotClient(discord.AutoShardedClient):
         application_id: int | None = None,
         shard_count: int | None = None,
         clock: Callable[[], float] = time.time,
+        rates: dict[str, Rate] | None = None,
     ) -> None:
         # genbot never joins voice: no start-up warnings about voice libraries it does not need.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
@@ -112,12 +117,15 @@ class GenbotClient(discord.AutoShardedClient):
             intents=intents,
             shard_count=shard_count,
             allowed_mentions=discord.AllowedMentions.none(),
+            # A 429 longer than this raises (the renderer holds the channel and writes others
+            # meanwhile) instead of being slept out inside one write.
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
             **options,
         )
         self.handler = handler
         self.inflight = InFlight()
         self.admin_role_ids = frozenset(admin_role_ids)
-        self.chat = DiscordChat(self, blobs=blobs, clock=clock)
+        self.chat = DiscordChat(self, blobs=blobs, clock=clock, rates=rates)
         self.tree: app_commands.CommandTree[GenbotClient] = app_commands.CommandTree(self)
         for command in app_commands_of(specs, self.run_command):
             self.tree.add_command(command)

@@ -61,7 +61,7 @@ def status_embed(
     as ``attachment://name``); ``resized`` says the image was re-encoded to fit the upload limit.
     """
     embed = discord.Embed(
-        title=_cut(view.headline, 256),
+        title=_cut(view.title, 256),
         description=_cut(escape(view.prompt), DESCRIPTION_MAX),
         colour=COLOURS[view.state],
     )

@@ -32,7 +32,7 @@ from bot.commands import CommandSpec, parse_text
 from bot.errors import ErrorCode, ErrorText, GenbotError
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
-from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone
+from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone, Rate, Spend
 from bot.text import clean_block, clean_line, is_visible, shown
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 PLATFORM = "local"
 WORKSPACE = "local"
 CHANNEL = "general"
+#: The local chat's budget: generous, since nothing limits it but the browser.
+LOCAL_CHANNEL = "local:channel"
+LOCAL_WRITES_PER_S = 200.0
 BOT_ID = "genbot"
 BOT_NAME = "genbot"
 STATIC = Path(__file__).parent / "static"
@@ -77,7 +80,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     return {
         "job": view.job,
         "state": view.state.value,
-        "headline": view.headline,
+        "headline": view.title,
         "prompt": view.prompt,
         "details": view.details,
         "requested_by": view.requested_by,
@@ -131,11 +134,16 @@ class LocalResponder:
     async def post_status(self, view: StatusView) -> MessageRef:
         return await self.chat.post_status(CHANNEL, view)
 
+    def spends(self, view: StatusView) -> list[Spend]:
+        return self.chat.spends(CHANNEL, None, view)
+
 
 class LocalChat:
     """The local chat adapter and its web server."""
 
     platform = PLATFORM
+    def spends(self, channel: str, ref: MessageRef | None, view: StatusView) -> list[Spend]:
+        return [Spend(LOCAL_CHANNEL, ref.channel if ref is not None else channel)]
 
     def __init__(
         self,
@@ -152,6 +160,8 @@ class LocalChat:
         listens on (``GENBOT_LOCAL__ALLOWED_HOSTS``: a name in front of it)."""
         self.log = log_store
         self.handler = handler
+        #: A generous budget (the browser takes what it is sent), so the same scheduler runs here.
+        self.rates = {LOCAL_CHANNEL: Rate(LOCAL_WRITES_PER_S, int(LOCAL_WRITES_PER_S))}
         self.blobs = blobs
         self.specs = specs
         admin_ids = {member_id(a) for a in admins}

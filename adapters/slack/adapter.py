@@ -10,36 +10,45 @@ Slack's answers become genbot's words here:
   words. An edit then leaves the message as it is (the renderer carries on; the next change tries
   again); a post raises :class:`~bot.ports.MessageUnreachable` with a sentence the member can act
   on (and the renderer stops trying); an image upload refused so says so in the message;
-- 429 is retried by the client itself, honouring ``Retry-After``
-  (``AsyncRateLimitErrorRetryHandler``).
+- 429 raises :class:`~bot.ports.RateLimited` for the channel, with Slack's ``Retry-After``: the
+  renderer's scheduler holds the channel (in every bot process) and writes again then. Nothing
+  here sleeps on a 429 or retries it.
+
+What each write costs (:meth:`SlackChat.spends`): every write to a channel spends the channel's
+budget (Slack: about one message a second per channel, short bursts), ``chat.update`` also the
+workspace's (Tier 3, about 50 a minute); an image costs its upload too. An image is uploaded in
+Slack's three steps (``files.getUploadURLExternal``, the upload, ``files.completeUploadExternal``);
+the file id is kept in the message reference after the upload, so a completion refused (a 429)
+is resumed, never uploaded again into an orphan file.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.blocks import fallback_text, status_blocks
 from bot.models import MessageRef, StatusView
-from bot.ports import PARTIAL, MessageGone, MessageUnreachable
+from bot.ports import PARTIAL, MessageGone, MessageUnreachable, NotYet, Rate, RateLimited, Spend
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-RATE_LIMIT_RETRIES = 5
 #: Right after an upload Slack often refuses a ``slack_file`` block (``invalid_blocks``) until the
-#: file is visible; waits between the tries, in seconds.
+#: file is visible; waits between the tries, in seconds (scheduled by the renderer, not slept).
 IMAGE_RETRY_DELAYS = (1.0, 2.0, 4.0)
+#: The budgets of :meth:`SlackChat.spends`.
+CHANNEL = "slack:channel"
+UPDATE = "slack:update"
+#: A 429 without ``Retry-After`` (Slack always sends it) is held this long.
+DEFAULT_RETRY_AFTER_S = 1.0
 
 GONE = frozenset({"message_not_found", "cant_update_message"})
 #: Slack's errors that no retry fixes, in plain words for the log and the member.
@@ -58,27 +67,49 @@ class UploadRefused(Exception):
 
 
 def make_client(token: str, base_url: str) -> AsyncWebClient:
-    """A Web API client that waits out 429s (``Retry-After``) and retries dropped connections."""
-    return AsyncWebClient(
-        token=token,
-        base_url=base_url,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-        ],
-    )
+    """A Web API client that retries dropped connections. A 429 is not retried here: it raises
+    (see :func:`rate_limited`) and the renderer's scheduler waits it out."""
+    return AsyncWebClient(token=token, base_url=base_url, retry_handlers=[AsyncConnectionErrorRetryHandler()])
 
 
 def slack_error(exc: SlackApiError) -> str:
     return str(exc.response.get("error", "")) if exc.response is not None else ""
 
 
+def rate_limited(exc: SlackApiError, channel: str) -> RateLimited | None:
+    """The :class:`RateLimited` of a 429 (``ratelimited``) in ``channel``, else None. Slack's
+    limits on message writes are per channel; a Tier limit of the workspace is kept by the
+    budgets before it is met."""
+    response = exc.response
+    if response is None or (response.status_code != 429 and slack_error(exc) != "ratelimited"):
+        return None
+    headers = {str(k).lower(): v for k, v in (response.headers or {}).items()}
+    raw = headers.get("retry-after")
+    if isinstance(raw, list):
+        raw = raw[0] if raw else None
+    try:
+        retry_after = float(raw) if raw is not None else DEFAULT_RETRY_AFTER_S
+    except ValueError:
+        retry_after = DEFAULT_RETRY_AFTER_S
+    return RateLimited(f"{CHANNEL}:{channel}", max(retry_after, 0.1))
+
+
+def slack_rates(
+    channel_per_s: float, channel_burst: int, updates_per_min: float, updates_burst: int
+) -> dict[str, Rate]:
+    return {
+        CHANNEL: Rate(channel_per_s, channel_burst),
+        UPDATE: Rate(updates_per_min / 60, updates_burst),
+    }
+
+
 class SlackChat:
     """Posts and edits status messages in Slack channels.
 
     ``blobs`` reads an image by its blob key. Each finished image is uploaded once per message:
-    the file id is remembered in the message reference's ``extra`` (``image_key``, ``file_id``),
-    which the renderer stores in the row, and in memory for an edit that failed after the upload.
+    the file id is remembered in the message reference's ``extra`` (``upload_file_id`` once the
+    bytes are up, ``file_id`` once shared in the channel, with its ``image_key``), which the
+    renderer stores in the row.
     """
 
     platform = PLATFORM
@@ -90,16 +121,25 @@ class SlackChat:
         *,
         thread_images: bool = True,
         image_retry_delays: tuple[float, ...] = IMAGE_RETRY_DELAYS,
+        rates: dict[str, Rate] | None = None,
     ) -> None:
         self.client = client
         self.blobs = blobs
         self.thread_images = thread_images
         self.image_retry_delays = image_retry_delays
-        self._uploaded: dict[tuple[str, str, str], str] = {}  # (channel, ts, key) -> file id
+        self.rates = rates if rates is not None else slack_rates(1.0, 2, 50.0, 8)
+
+    def spends(self, channel: str, ref: MessageRef | None, view: StatusView) -> list[Spend]:
+        if ref is None:
+            return [Spend(CHANNEL, channel)]
+        writes = 1
+        if view.image_key and not (ref.extra.get("image_key") == view.image_key and ref.extra.get("file_id")):
+            writes = 2  # the file shared in the channel, then the message edited to show it
+        return [Spend(CHANNEL, ref.channel, writes), Spend(UPDATE, "")]
 
     async def post_status(self, channel: str, view: StatusView) -> MessageRef:
         """Post a new status message. Raises :class:`MessageUnreachable` when Slack will not let
-        genbot post in ``channel``; other Slack errors propagate."""
+        genbot post in ``channel``, :class:`RateLimited` on a 429; other Slack errors propagate."""
         first = replace(view, image_key=None) if view.image_key else view
         try:
             resp = await self.client.chat_postMessage(
@@ -110,6 +150,8 @@ class SlackChat:
                 unfurl_media=False,
             )
         except SlackApiError as exc:
+            if (limited := rate_limited(exc, channel)) is not None:
+                raise limited from None
             words = UNAVAILABLE.get(slack_error(exc))
             if words is None:
                 raise
@@ -126,40 +168,44 @@ class SlackChat:
         """Edit the message in place (``chat.update``). With a finished image: upload it first
         (once), then show it; returns the reference with the file id in ``extra``.
 
-        Raises :class:`MessageGone` when the message was deleted or cannot be edited.
+        Raises :class:`MessageGone` when the message was deleted or cannot be edited,
+        :class:`RateLimited` on a 429 (with what was done so far in its reference), and
+        :class:`NotYet` while Slack does not show the new file yet.
         """
         if not view.image_key:
             await self._update(ref, view, status_blocks(view))
             return ref
         try:
-            file_id = await self._upload_once(ref, view)
+            ref = await self._upload_once(ref, view)
         except UploadRefused as refused:  # the message can be edited, but no file posted here
             await self._update(ref, view, status_blocks(view, image_elsewhere=str(refused)))
             return ref
+        file_id = ref.extra.get("file_id") if ref.extra.get("image_key") == view.image_key else None
         if file_id is None:  # the blob is gone: show the rest
             await self._update(ref, view, status_blocks(view))
             return ref
-        new_ref = replace(ref, extra={**ref.extra, "image_key": view.image_key, "file_id": file_id})
-        delays = (0.0, *self.image_retry_delays)
-        for attempt, delay in enumerate(delays):
-            await asyncio.sleep(delay)
-            blocks = status_blocks(
-                view, image_file_id=file_id, image_block_id=f"genbot-image-{file_id}-{attempt}"
+        tries = int(ref.extra.get("image_tries") or 0)
+        if tries > len(self.image_retry_delays):
+            where = (
+                "The image is in the thread under this message."
+                if self.thread_images
+                else "The image is posted in this channel."
             )
-            try:
-                await self._update(ref, view, blocks, raise_invalid_blocks=True)
-                return new_ref
-            except SlackApiError as exc:
-                if slack_error(exc) != "invalid_blocks":
-                    raise
-                log.info("Slack does not show file %s yet (try %d)", file_id, attempt + 1)
-        where = (
-            "The image is in the thread under this message."
-            if self.thread_images
-            else "The image is posted in this channel."
+            await self._update(ref, view, status_blocks(view, image_elsewhere=where))
+            return ref
+        blocks = status_blocks(
+            view, image_file_id=str(file_id), image_block_id=f"genbot-image-{file_id}-{tries}"
         )
-        await self._update(ref, view, status_blocks(view, image_elsewhere=where))
-        return new_ref
+        try:
+            await self._update(ref, view, blocks, raise_invalid_blocks=True)
+        except SlackApiError as exc:
+            if slack_error(exc) != "invalid_blocks":
+                raise
+            log.info("Slack does not show file %s yet (try %d)", file_id, tries + 1)
+            later = replace(ref, extra={**ref.extra, "image_tries": tries + 1})
+            delay = self.image_retry_delays[min(tries, len(self.image_retry_delays) - 1)]
+            raise NotYet(later, delay) from None
+        return ref
 
     async def _update(
         self,
@@ -174,6 +220,9 @@ class SlackChat:
                 channel=ref.channel, ts=ref.message_id, text=fallback_text(view), blocks=blocks
             )
         except SlackApiError as exc:
+            if (limited := rate_limited(exc, ref.channel)) is not None:
+                limited.ref = ref
+                raise limited from None
             error = slack_error(exc)
             if error in GONE:
                 raise MessageGone(ref.message_id) from None
@@ -182,27 +231,41 @@ class SlackChat:
                 raise
             log.error("cannot update the status message of job %s in %s: %s", view.job, ref.channel, words)
 
-    async def _upload_once(self, ref: MessageRef, view: StatusView) -> str | None:
+    async def _upload_once(self, ref: MessageRef, view: StatusView) -> MessageRef:
+        """Share ``view``'s image in the message's channel (thread), once: returns the reference
+        with ``file_id`` set, or unchanged if the blob is gone. Resumes an upload whose bytes are
+        up (``upload_file_id``) at its completion."""
         assert view.image_key is not None
         if ref.extra.get("image_key") == view.image_key and ref.extra.get("file_id"):
-            return str(ref.extra["file_id"])
-        key = (ref.channel, ref.message_id, view.image_key)
-        if key in self._uploaded:
-            return self._uploaded[key]
-        data = await self.blobs(view.image_key)
-        if data is None:
-            log.error("the image %s of job %s is missing from the blob store", view.image_key, view.job)
-            return None
+            return ref
+        uploaded = ref.extra.get("upload_file_id") if ref.extra.get("image_key") == view.image_key else None
         try:
-            resp = await self.client.files_upload_v2(
-                channel=ref.channel,
+            if uploaded is None:
+                data = await self.blobs(view.image_key)
+                if data is None:
+                    log.error(
+                        "the image %s of job %s is missing from the blob store", view.image_key, view.job
+                    )
+                    return ref
+                uploaded = await self._upload_bytes(view, data)
+                ref = replace(
+                    ref,
+                    extra={
+                        **ref.extra,
+                        "image_key": view.image_key,
+                        "upload_file_id": uploaded,
+                        "file_id": None,
+                    },
+                )
+            await self.client.files_completeUploadExternal(
+                files=[{"id": str(uploaded), "title": f"genbot job {view.job}"}],
+                channel_id=ref.channel,
                 thread_ts=ref.message_id if self.thread_images else None,
-                content=data,
-                filename=f"genbot-{view.job}.png",
-                title=f"genbot job {view.job}",
-                alt_txt=view.prompt[:1000],
             )
         except SlackApiError as exc:
+            if (limited := rate_limited(exc, ref.channel)) is not None:
+                limited.ref = ref  # the bytes are up: the next try only completes
+                raise limited from None
             # chat:write.public lets genbot post in a public channel it has not joined; files do
             # not: the upload answers not_in_channel there.
             words = UNAVAILABLE.get(slack_error(exc))
@@ -210,6 +273,28 @@ class SlackChat:
                 raise
             log.error("cannot upload the image of job %s in %s: %s", view.job, ref.channel, words)
             raise UploadRefused(f"genbot could not post the image here. {words}") from None
-        file_id = str(resp["file"]["id"]) if resp.get("file") else str(resp["files"][0]["id"])
-        self._uploaded[key] = file_id
-        return file_id
+        return replace(
+            ref,
+            extra={
+                **ref.extra,
+                "image_key": view.image_key,
+                "file_id": str(uploaded),
+                "upload_file_id": None,
+                "image_tries": None,
+            },
+        )
+
+    async def _upload_bytes(self, view: StatusView, data: bytes) -> str:
+        """Steps one and two of Slack's upload: an upload URL, then the bytes. Returns the file id."""
+        resp = await self.client.files_getUploadURLExternal(
+            filename=f"genbot-{view.job}.png", length=len(data), alt_txt=view.prompt[:1000]
+        )
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                str(resp["upload_url"]), data=data, timeout=aiohttp.ClientTimeout(total=60)
+            ) as answer,
+        ):
+            if answer.status != 200:
+                raise RuntimeError(f"Slack's upload URL answered {answer.status}")
+        return str(resp["file_id"])

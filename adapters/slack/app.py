@@ -60,7 +60,7 @@ from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
-from bot.ports import CommandHandler, InboxEntry
+from bot.ports import CommandHandler, InboxEntry, Spend
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,9 @@ class SlackResponder:
 
     async def post_status(self, view: StatusView) -> MessageRef:
         return await self.chat.post_status(self.channel, view)
+
+    def spends(self, view: StatusView) -> list[Spend]:
+        return self.chat.spends(self.channel, None, view)
 
 
 class SlackBot:

@@ -50,7 +50,7 @@ def progress_bar(progress: float) -> str:
 
 def fallback_text(view: StatusView) -> str:
     """The message's top-level ``text``: what notifications and screen readers show. Escaped."""
-    return escape(_clip(f"{view.headline}: {view.prompt}", FALLBACK_MAX))
+    return escape(_clip(f"{view.title}: {view.prompt}", FALLBACK_MAX))
 
 
 def status_blocks(
@@ -69,7 +69,7 @@ def status_blocks(
     offers it, that is while the job is not finished.
     """
     blocks: list[Block] = [
-        {"type": "section", "text": _mrkdwn(f"*{escape(view.headline)}*")},
+        {"type": "section", "text": _mrkdwn(f"*{escape(view.title)}*")},
     ]
     if view.progress is not None:
         blocks.append({"type": "context", "elements": [_mrkdwn(progress_bar(view.progress))]})

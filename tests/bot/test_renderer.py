@@ -12,7 +12,7 @@ import pytest
 from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State, StatusView
-from bot.ports import PARTIAL, EventsLost, MessageGone, MessageUnreachable
+from bot.ports import PARTIAL, EventsLost, MessageGone, MessageUnreachable, Rate, Spend
 from bot.renderer import Renderer
 from bot.views import build_view
 from jobs.constants import RENDER_GROUP
@@ -26,12 +26,16 @@ class RecordingChat:
     """A ChatAdapter that keeps the last view of every message and counts edits."""
 
     platform = "local"
+    rates: dict[str, Rate] = {}
 
     def __init__(self) -> None:
         self.views: dict[str, StatusView] = {}
         self.edits: Counter[str] = Counter()
         self.gone: set[str] = set()
         self.posted = 0
+
+    def spends(self, channel: str, ref: MessageRef | None, view: StatusView) -> list[Spend]:
+        return []
 
     async def post_status(self, channel: str, view: StatusView) -> MessageRef:
         self.posted += 1
@@ -72,7 +76,7 @@ def _renderer(rt: Runtime, chat: RecordingChat, **settings: float) -> Renderer:
 
 async def _drain(renderer: Renderer) -> None:
     events = await renderer.feed.read(1000, 10)
-    await renderer._absorb(events)
+    renderer._absorb(events)
     await renderer.flush()
     await renderer.feed.ack(events)
 
@@ -97,21 +101,23 @@ async def test_a_burst_of_dequeues_edits_each_waiting_message_once(rt: Runtime) 
     assert sum(chat.edits[m] for _, m in jobs[8:]) == 12, "no edit when nothing changed"
 
 
-async def test_far_positions_are_refreshed_coarsely(rt: Runtime) -> None:
+async def test_far_places_are_edited_only_when_their_band_changes(rt: Runtime) -> None:
     chat = RecordingChat()
     renderer = _renderer(rt, chat)
-    renderer.settings = RendererSettings(min_edit_interval_s=0, exact_positions=3, far_refresh_s=3600)
+    renderer.settings = RendererSettings(min_edit_interval_s=0, exact_positions=3)
     await renderer.feed.ensure_group()
     jobs = await _submit(rt, chat, 8)
     await _drain(renderer)
+    assert sum(chat.edits.values()) == 0, "each message shows its place already"
     await rt.queue.mark_running(jobs[0][0])
     await rt.queue.publish(jobs[0][0], "dequeued")
     await _drain(renderer)
+    # Places after the move: #1 #2 #3 exact, then the bands #4-5 and #6-10.
     head = [chat.edits[m] for _, m in jobs[1:4]]
     far = [chat.edits[m] for _, m in jobs[4:]]
     assert head == [1, 1, 1]
-    assert far == [0, 0, 0, 0], "positions beyond exact_positions wait for far_refresh_s"
-    assert renderer._due, "but they are scheduled"
+    assert far == [0, 1, 0, 0], "only the job that moved from #6-10 to #4-5 is edited"
+    assert chat.views[jobs[5][1]].headline == "Queued · #4-5 in line"
 
 
 async def test_a_deleted_message_is_posted_again_and_the_row_follows(rt: Runtime) -> None:
@@ -150,7 +156,7 @@ async def test_restart_claims_pending_events_of_a_crashed_renderer(rt: Runtime) 
 
 
 class FlakyStore:
-    """The real store, whose get_many fails ``failures`` times first (a database blip)."""
+    """The real store, whose get fails ``failures`` times first (a database blip)."""
 
     def __init__(self, store: object, failures: int) -> None:
         self._store = store
@@ -159,11 +165,11 @@ class FlakyStore:
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
 
-    async def get_many(self, ids: list[int]) -> object:
+    async def get(self, generation_id: int) -> object:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("database went away")
-        return await self._store.get_many(ids)  # type: ignore[attr-defined]
+        return await self._store.get(generation_id)  # type: ignore[attr-defined]
 
 
 async def test_a_failed_read_keeps_the_messages_scheduled(rt: Runtime) -> None:
@@ -172,15 +178,15 @@ async def test_a_failed_read_keeps_the_messages_scheduled(rt: Runtime) -> None:
     await renderer.feed.ensure_group()
     jobs = await _submit(rt, chat, 3)
     await _drain(renderer)
-    renderer.store = FlakyStore(rt.store, failures=1)  # type: ignore[assignment]
+    renderer.store = FlakyStore(rt.store, failures=2)  # type: ignore[assignment]
     await rt.queue.mark_running(jobs[0][0])
     await rt.queue.publish(jobs[0][0], "dequeued")
-    events = await renderer.feed.read(100, 10)
-    await renderer._absorb(events)
-    with pytest.raises(ConnectionError):
-        await renderer.flush()
-    await renderer.feed.ack(events)  # the events are gone; the schedule must not be
-    await renderer.flush(force=True)
+    await _drain(renderer)  # the events are read and acknowledged; the schedule must stay
+    failed = [gid for gid, _ in jobs if gid in renderer._failures]
+    assert len(failed) == 2 and all(gid in renderer._pending for gid in failed)
+    for gid in failed:  # their back-off is over
+        renderer._pending[gid].not_before = 0
+    await renderer.flush()
     assert chat.views[jobs[1][1]].headline.startswith("Queued · #1 in line")
     assert chat.views[jobs[2][1]].headline.startswith("Queued · #2 in line")
 
@@ -192,7 +198,7 @@ async def test_the_renderer_survives_a_failing_start(rt: Runtime) -> None:
     [(gen_id, message_id)] = await _submit(rt, chat, 1)
     await rt.store.transition(gen_id, State.RUNNING)
     renderer.store = FlakyStore(rt.store, failures=0)  # type: ignore[assignment]
-    real_list_active = rt.store.list_active
+    real_active_ids = rt.store.active_ids
     calls = 0
 
     async def failing_once(*args: object, **kwargs: object) -> object:
@@ -200,9 +206,9 @@ async def test_the_renderer_survives_a_failing_start(rt: Runtime) -> None:
         calls += 1
         if calls == 1:
             raise ConnectionError("database not up yet")
-        return await real_list_active(*args, **kwargs)  # type: ignore[arg-type]
+        return await real_active_ids(*args, **kwargs)  # type: ignore[arg-type]
 
-    renderer.store.list_active = failing_once  # type: ignore[method-assign, attr-defined]
+    renderer.store.active_ids = failing_once  # type: ignore[method-assign, attr-defined]
     stop = asyncio.Event()
     task = asyncio.create_task(renderer.run(stop))
     for _ in range(200):
@@ -296,7 +302,7 @@ async def test_a_channel_genbot_may_not_post_in_stops_the_renderer_trying(rt: Ru
     await _drain(renderer)
     gen = await rt.store.get(gen_id)
     assert gen is not None and gen.meta["unreachable"] is True
-    assert gen_id not in renderer._due
+    assert gen_id not in renderer._pending
     await rt.queue.publish(gen_id, "progress")
     await _drain(renderer)
     assert chat.attempts == 1, "no more requests the platform will refuse"
@@ -312,12 +318,14 @@ async def test_repeated_failures_back_off(rt: Runtime) -> None:
     waits = []
     for _ in range(4):
         await _drain(renderer)
-        await renderer.flush(force=True)
-        waits.append(renderer._due[gen_id] - time.monotonic())
+        waits.append(renderer._pending[gen_id].not_before - time.monotonic())
+        renderer._pending[gen_id].not_before = 0  # as if its back-off were over
+    assert chat.attempts == 4
     assert waits == sorted(waits) and waits[-1] > 4 * waits[0], waits
+    renderer._pending[gen_id].not_before = time.monotonic() + waits[-1]
     await rt.queue.publish(gen_id, "progress")  # new events do not cut the back-off short
     await _drain(renderer)
-    assert renderer._due[gen_id] - time.monotonic() > waits[0]
+    assert renderer._pending[gen_id].not_before - time.monotonic() > waits[0]
 
 
 async def test_a_partial_repost_is_stored_then_finished(rt: Runtime) -> None:
@@ -333,9 +341,7 @@ async def test_a_partial_repost_is_stored_then_finished(rt: Runtime) -> None:
     gen = await rt.store.get(gen_id)
     assert gen is not None and gen.message["message_id"] == "m2"
     assert PARTIAL not in gen.message.get("extra", {})
-    assert renderer._due.get(gen_id) is not None, "edited again at once"
-    await renderer.flush()
-    assert chat.edits["m2"] == 1
+    assert chat.edits["m2"] == 1, "edited again at once"
 
 
 async def test_the_breaker_opening_and_closing_re_renders_every_waiting_message(rt: Runtime) -> None:
@@ -396,7 +402,7 @@ async def test_stopping_the_renderer_delivers_the_edits_held_back_by_the_edit_bu
     await rt.store.record_progress(gid, {"progress": {"step": 1, "total": 5}})
     await rt.queue.publish(gid, "progress")
     await _drain(renderer)
-    renderer._last_edit[gid] = time.monotonic()
+    renderer._last_edit[gid] = time.monotonic()  # the budget of one edit a message per hour
     await rt.store.record_progress(gid, {"progress": {"step": 4, "total": 5}})
     await rt.queue.publish(gid, "progress")
     await _drain(renderer)
@@ -436,7 +442,7 @@ async def test_a_request_whose_bot_died_before_posting_gets_its_message_once(rt:
     # Both read the rows before either posts, then both try to post the old one at once.
     [young_gen, old_gen] = await rt.store.get_many([young, old])
     view = build_view(old_gen, 2, None)
-    await asyncio.gather(*(r._adopt(old_gen, view, "digest") for r in (first, second)))
+    await asyncio.gather(*(r._adopt(old_gen, view, "digest", 2) for r in (first, second)))
     for renderer in (first, second):
         await renderer.recover()
     assert young_gen.message == {}
@@ -445,7 +451,8 @@ async def test_a_request_whose_bot_died_before_posting_gets_its_message_once(rt:
     assert row is not None and row.message["message_id"] == "m1" and row.message["channel"] == "general"
     assert chat.views["m1"].headline.startswith("Queued · #2 in line"), "it was in line, behind the young one"
     assert "adopting" not in row.meta
-    assert young in first._due, "the young one is looked at again once it is old enough"
+    assert young in first._pending, "the young one is looked at again once it is old enough"
+    assert first._pending[young].not_before > time.monotonic() + 50
     young_row = await rt.store.get(young)
     assert young_row is not None and young_row.message == {}
 

@@ -13,7 +13,7 @@ from bot.app import Runtime
 from bot.commands import validate_imagine
 from bot.errors import ErrorCode, ErrorText
 from bot.models import Actor, CommandRequest, MessageRef, NewGeneration, State, StatusView
-from bot.ports import InboxEntry
+from bot.ports import InboxEntry, Spend
 from bot.service import BoundedResponder
 from bot.text import NAME_MAX, REPLY_MAX
 from jobs.queue import SUBMIT
@@ -36,6 +36,10 @@ class Recorder:
 
     async def reply_error(self, error: ErrorText) -> None:
         self.errors.append(error)
+
+    def spends(self, view: StatusView) -> list[Spend]:
+
+        return []
 
     async def post_status(self, view: StatusView) -> MessageRef:
         self.posted.append(view)
@@ -321,6 +325,10 @@ async def test_a_command_run_again_goes_on_from_where_its_bot_died(rt: Runtime, 
 
 class SlowRecorder(Recorder):
     """A platform whose post takes a moment, as every real one does."""
+
+    def spends(self, view: StatusView) -> list[Spend]:
+
+        return []
 
     async def post_status(self, view: StatusView) -> MessageRef:
         await asyncio.sleep(0.01)

@@ -8,7 +8,7 @@ import pytest
 
 from bot.errors import ErrorCode, describe
 from bot.models import Generation, State
-from bot.views import build_view, eta_seconds, format_duration, view_hash
+from bot.views import MOVED_BACK, build_view, format_duration, place, view_hash, wait_seconds, wait_words
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -39,19 +39,57 @@ def gen(**changes: object) -> Generation:
     return Generation(**base)  # type: ignore[arg-type]
 
 
-def test_queued_headline_has_position_and_eta() -> None:
-    view = build_view(gen(), 3, eta_seconds(3, 13.0, 1))
-    assert view.headline == "Queued · #3 in line · about 40 s"
+def test_queued_headline_has_position_and_wait() -> None:
+    view = build_view(gen(), 3, wait_seconds(3, 16.0, 1))
+    assert view.title == "Queued · #3 in line · about 40 s"
+    assert view.headline == "Queued · #3 in line" and view.wait == "about 40 s"
     assert [b.action for b in view.buttons] == ["cancel"]
 
 
 def test_queued_without_live_workers_says_so() -> None:
-    assert build_view(gen(), 2, None).headline == "Queued · #2 in line · waiting for a worker"
+    assert build_view(gen(), 2, None).title == "Queued · #2 in line · waiting for a worker"
 
 
-def test_eta_divides_by_worker_capacity() -> None:
-    assert eta_seconds(4, 10.0, 2) == 20.0
-    assert eta_seconds(4, 10.0, 0) == 40.0
+def test_wait_counts_the_jobs_ahead_and_half_the_running_one() -> None:
+    assert wait_seconds(1, 10.0, 1) == 5.0
+    assert wait_seconds(4, 10.0, 2) == 17.5
+    assert wait_seconds(4, 10.0, 0) == 35.0
+
+
+def test_places_are_exact_at_the_head_then_1_2_5_bands() -> None:
+    assert [place(p, 10) for p in (1, 10)] == [(1, 1), (10, 10)]
+    assert [place(p, 10) for p in (11, 20, 21, 50, 51, 100, 101, 500, 501, 1000, 1001)] == [
+        (11, 20), (11, 20), (21, 50), (21, 50), (51, 100), (51, 100),
+        (101, 200), (201, 500), (501, 1000), (501, 1000), (1001, 2000),
+    ]  # fmt: skip
+    assert place(26, 25) == (26, 50)
+    bands = {place(p, 10) for p in range(1, 1001)}
+    assert len(bands) == 10 + 6, "a job at #1000 crosses 16 places on its way to the head"
+
+
+def test_far_places_show_a_band_and_a_wait_range() -> None:
+    view = build_view(gen(), 640, wait_seconds(640, 3.0, 2))
+    assert view.title == "Queued · #501-1000 in line · 13-19 min"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(3, "about 5 s"), (41, "about 45 s"), (100, "about 1 min 40 s"), (170, "about 2 min 50 s"),
+     (400, "5-8 min"), (5400, "1-2 h")],
+)  # fmt: skip
+def test_waits_read_plainly_and_widen_with_distance(seconds: float, words: str) -> None:
+    assert wait_words(seconds) == words
+
+
+def test_a_place_further_back_than_shown_says_why() -> None:
+    assert build_view(gen(), 3, 40, shown_before=1).note == MOVED_BACK
+    assert build_view(gen(), 3, 40, shown_before=3).note is None
+    assert build_view(gen(), 2, 40, shown_before=3).note is None
+
+
+def test_the_wait_alone_is_no_reason_to_edit() -> None:
+    assert view_hash(build_view(gen(), 30, 400)) == view_hash(build_view(gen(), 40, 900))
+    assert view_hash(build_view(gen(), 30, 400)) != view_hash(build_view(gen(), 60, 400))
 
 
 @pytest.mark.parametrize(
