@@ -55,7 +55,10 @@ class GenerationStore(Protocol):
 
     async def get(self, generation_id: int) -> Generation | None: ...
 
-    async def get_many(self, ids: Sequence[int]) -> list[Generation]: ...
+    async def get_many(self, ids: Sequence[int]) -> list[Generation]:
+        """The generations of ``ids`` in the order given, each once; ids without a row are left
+        out. Any number of ids: the store reads them in bounded slices."""
+        ...
 
     async def update(
         self,

@@ -20,6 +20,9 @@ from storage.reconnect import reconnecting, retries_inside, with_retries
 TABLE = GenerationRow._meta.db_table
 #: The row of ``counters`` that counts the seeds of Redis's ticket counter.
 TICKET_EPOCH_COUNTER = "ticket_epoch"
+#: The most ids one read binds: PostgreSQL refuses more than 32,767 arguments to a query, SQLite
+#: by default more than 999 (before 3.32) or 32,766 (since); and 1,000 rows are a bounded read.
+READ_SLICE = 1000
 
 
 def snapshot(row: GenerationRow) -> Generation:
@@ -172,10 +175,14 @@ class TortoiseGenerationStore:
         return snapshot(row) if row else None
 
     async def get_many(self, ids: Sequence[int]) -> list[Generation]:
-        if not ids:
-            return []
-        rows = await GenerationRow.filter(id__in=list(ids))
-        return [snapshot(row) for row in rows]
+        """The rows of ``ids``, in the order given, each once (at its first place); ids without a
+        row are left out. Reads :data:`READ_SLICE` ids per query, however many are given."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[int, Generation] = {}
+        for start in range(0, len(wanted), READ_SLICE):
+            for row in await GenerationRow.filter(id__in=wanted[start : start + READ_SLICE]):
+                found[row.id] = snapshot(row)
+        return [found[i] for i in wanted if i in found]
 
     async def update(
         self,
