@@ -116,6 +116,12 @@ class GenerationStore(Protocol):
         first."""
         ...
 
+    async def active_ids(self, platform: str, *, finished_since: datetime) -> list[int]:
+        """The ids of the rows :meth:`list_active` returns for ``platform`` and ``finished_since``,
+        ascending (oldest first): only ids, in one indexed query, so that tens of thousands of
+        active rows can be read in slices with :meth:`get_many`."""
+        ...
+
     async def list_for_user(
         self, platform: str, workspace: str, user_id: str, states: Sequence[State]
     ) -> list[Generation]: ...

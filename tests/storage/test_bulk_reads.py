@@ -1,4 +1,5 @@
-"""Reads of tens of thousands of rows work on SQLite and PostgreSQL: :meth:`get_many` of 40,000 ids.
+"""Reads of tens of thousands of rows work on SQLite and PostgreSQL: :meth:`get_many` of 40,000
+ids, and :meth:`active_ids` of a renderer recovering with a big backlog.
 
 PostgreSQL refuses a query of more than 32,767 arguments, so there the 40,000 ids test the
 slicing. SQLite's limit is whatever its build says (32,766 by default, 250,000 in Debian's), so
@@ -27,6 +28,10 @@ COLUMNS = (
     '"platform", "workspace", "channel", "user_id", "user_name", "prompt", "negative", "options", '
     '"backend", "state", "created_at", "finished_at", "attempts", "message", "meta", "version"'
 )
+
+
+def platform_of(i: int) -> str:
+    return "slack" if i % 3 == 0 else "discord"
 
 
 def select_rows(recent: str, old: str) -> str:
@@ -93,3 +98,28 @@ async def test_get_many_skips_missing_ids_and_repeats(store: TortoiseGenerationS
 
     assert [g.id for g in await store.get_many(wanted)] == [ids[READ_SLICE], ids[0], ids[-1]]
     assert await store.get_many([]) == []
+
+
+async def test_active_ids_are_the_platform_s_active_and_recently_finished_rows(
+    store: TortoiseGenerationStore,
+) -> None:
+    number = await numbers()
+    since = datetime.now(UTC) - timedelta(minutes=30)
+    expected = sorted(
+        gid
+        for gid, i in number.items()
+        if platform_of(i) == "discord"
+        and (STATES[i % 8] in ("queued", "running") or FINISHED[i % 8] == "recent")
+    )
+    assert len(expected) > 15_000  # a big backlog, yet far from every row
+
+    ids = await store.active_ids("discord", finished_since=since)
+
+    assert ids == expected
+    assert ids == [g.id for g in await store.list_active("discord", finished_since=since)]
+    # No finished row is recent enough: only the queued and running ones.
+    later = datetime.now(UTC)
+    assert await store.active_ids("discord", finished_since=later) == [
+        gid for gid in expected if STATES[number[gid] % 8] in ("queued", "running")
+    ]
+    assert await store.active_ids("matrix", finished_since=since) == []
