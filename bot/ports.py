@@ -118,7 +118,10 @@ class GenerationStore(Protocol):
 
     async def get(self, generation_id: int) -> Generation | None: ...
 
-    async def get_many(self, ids: Sequence[int]) -> list[Generation]: ...
+    async def get_many(self, ids: Sequence[int]) -> list[Generation]:
+        """The generations of ``ids`` in the order given, each once; ids without a row are left
+        out. Any number of ids: the store reads them in bounded slices."""
+        ...
 
     async def update(
         self,
@@ -174,6 +177,12 @@ class GenerationStore(Protocol):
     ) -> list[Generation]:
         """Queued and running generations (and those finished since ``finished_since``), oldest
         first."""
+        ...
+
+    async def active_ids(self, platform: str, *, finished_since: datetime) -> list[int]:
+        """The ids of the rows :meth:`list_active` returns for ``platform`` and ``finished_since``,
+        ascending (oldest first): only ids, in one indexed query, so that tens of thousands of
+        active rows can be read in slices with :meth:`get_many`."""
         ...
 
     async def list_for_user(

@@ -20,6 +20,9 @@ from storage.reconnect import reconnecting, retries_inside, with_retries
 TABLE = GenerationRow._meta.db_table
 #: The row of ``counters`` that counts the seeds of Redis's ticket counter.
 TICKET_EPOCH_COUNTER = "ticket_epoch"
+#: The most ids one read binds: PostgreSQL refuses more than 32,767 arguments to a query, SQLite
+#: by default more than 999 (before 3.32) or 32,766 (since); and 1,000 rows are a bounded read.
+READ_SLICE = 1000
 
 
 def snapshot(row: GenerationRow) -> Generation:
@@ -101,6 +104,18 @@ def scrub_sql(conn: BaseDBAsyncClient, secret: str, expiry: str, platforms: int)
     )
 
 
+def active_ids_sql(conn: BaseDBAsyncClient) -> str:
+    """The ids of one platform's active rows (the ``(platform, state)`` index) and of its rows
+    finished since a time (the ``(platform, finished_at)`` index): two index ranges, never a walk
+    of the platform's finished rows. Unordered. Parameters: the platform, the two active states,
+    the platform again, the finished since time."""
+    p = [f"${i}" for i in range(1, 6)] if is_postgres(conn) else ["?"] * 5
+    return (
+        f'SELECT "id" FROM "{TABLE}" WHERE "platform" = {p[0]} AND "state" IN ({p[1]}, {p[2]}) '  # noqa: S608 - constants
+        f'UNION SELECT "id" FROM "{TABLE}" WHERE "platform" = {p[3]} AND "finished_at" >= {p[4]}'
+    )
+
+
 def _db_datetime(value: datetime) -> Any:
     """A datetime as Tortoise itself writes it for this column on this database."""
     field = GenerationRow._meta.fields_map["heartbeat_at"]
@@ -172,10 +187,14 @@ class TortoiseGenerationStore:
         return snapshot(row) if row else None
 
     async def get_many(self, ids: Sequence[int]) -> list[Generation]:
-        if not ids:
-            return []
-        rows = await GenerationRow.filter(id__in=list(ids))
-        return [snapshot(row) for row in rows]
+        """The rows of ``ids``, in the order given, each once (at its first place); ids without a
+        row are left out. Reads :data:`READ_SLICE` ids per query, however many are given."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[int, Generation] = {}
+        for start in range(0, len(wanted), READ_SLICE):
+            for row in await GenerationRow.filter(id__in=wanted[start : start + READ_SLICE]):
+                found[row.id] = snapshot(row)
+        return [found[i] for i in wanted if i in found]
 
     async def update(
         self,
@@ -314,6 +333,18 @@ class TortoiseGenerationStore:
         if platform is not None:
             query = query.filter(platform=platform)
         return [snapshot(row) for row in await query.order_by("id")]
+
+    async def active_ids(self, platform: str, *, finished_since: datetime) -> list[int]:
+        conn = get_connection("default")
+        values = [
+            platform,
+            State.QUEUED.value,
+            State.RUNNING.value,
+            platform,
+            _db_datetime(finished_since),
+        ]
+        _count, rows = await conn.execute_query(active_ids_sql(conn), values)
+        return sorted(int(row["id"]) for row in rows)
 
     async def list_queued(self) -> list[Generation]:
         return sorted((snapshot(row) for row in await queued_query()), key=lambda g: g.id)

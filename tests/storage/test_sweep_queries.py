@@ -1,6 +1,7 @@
 """The sweep stays cheap however many finished rows the table holds: on SQLite and PostgreSQL,
-with 100,000 finished generations, the plan of every sweep statement reads the active rows (and
-the recently finished ones) through an index, never the whole table."""
+with 100,000 finished generations, the plan of every sweep statement (and of the renderer's
+recovery read) reads the active rows (and the recently finished ones) through an index, never the
+whole table."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tortoise.connection import get_connection
 from bot.models import EXPIRING_SECRETS, State
 from storage import db
 from storage.merge import encode_patch, is_postgres
-from storage.store import TABLE, _db_datetime, queued_query, scrub_sql, stuck_query
+from storage.store import TABLE, _db_datetime, active_ids_sql, queued_query, scrub_sql, stuck_query
 
 FINISHED_ROWS = 100_000
 PLATFORMS = ["local", "discord", "slack"]
@@ -103,3 +104,13 @@ async def test_no_sweep_statement_reads_the_finished_rows(big_table: bool) -> No
         scrub = await plan(scrub_sql(conn, secret, expiry, len(PLATFORMS)), values)
         assert_no_table_scan(scrub, pg)
         assert "generations_platform_finished" in scrub, scrub
+
+    # The renderer's recovery: the active rows through an index on the state (PostgreSQL picks
+    # either), the recently finished ones through the one on the finish time.
+    recover = await plan(active_ids_sql(conn), ["discord", "queued", "running", "discord", since])
+    if pg:
+        assert "Seq Scan" not in recover, recover
+    else:
+        assert all(not line.startswith("SCAN") for line in recover.splitlines()), recover
+    assert "generations_platform_state" in recover or "generations_state_heartbeat" in recover, recover
+    assert "generations_platform_finished" in recover, recover
