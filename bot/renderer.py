@@ -241,7 +241,7 @@ class Renderer:
         it can now. For shutdown and tests; :meth:`run` does not wait for its lanes."""
         deadline = time.monotonic() + within
         while True:
-            await self.dispatch()
+            await self.dispatch(places_now=True)
             lanes = [t for t in self._lane_tasks.values() if not t.done()]
             if not lanes:
                 if not self._ready():
@@ -267,6 +267,7 @@ class Renderer:
             if event.kind == BREAKER_EVENT or event.generation_id == ALL_WAITING:
                 # Every waiting message changes: look at all of them again.
                 self._shown.clear()
+                self._basis.clear()
                 self._places_dirty = True
                 continue
             if self._channel.get(event.generation_id, "") is None:
@@ -313,12 +314,12 @@ class Renderer:
 
     # -- dispatch -----------------------------------------------------------------------------
 
-    async def dispatch(self) -> None:
+    async def dispatch(self, *, places_now: bool = False) -> None:
         """Refresh places if the line moved, learn the channel of pending messages not seen yet
         (at most ``LOOK_BATCH`` rows a round), and start a lane for every channel with a message
         due."""
         now = time.monotonic()
-        if self._places_dirty and now - self._places_at >= PLACES_EVERY_S:
+        if self._places_dirty and (places_now or now - self._places_at >= PLACES_EVERY_S):
             await self._refresh_places()
         unknown = sorted(
             (gid for gid in self._ready() if gid not in self._channel),
