@@ -163,6 +163,7 @@ async def test_two_processes_submitting_after_a_loss_get_unique_tickets_and_posi
     """Two bot processes (two cores with their own Redis pools) meet the lost counter at
     once, 40 requests each: one seeds, the other waits for it; every ticket and position is
     unique, and the places told are 6..85 (the five older requests are back ahead of them)."""
+    rt.settings.renderer.exact_positions = 100  # every place told exactly
     for i in range(5):
         await run(rt, ALICE, "imagine", prompt=f"before {i}")
     await redis.flushall()
