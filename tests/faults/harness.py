@@ -85,7 +85,6 @@ def fault_env(redis_url: str, db_url: str, tmp_path: Path, **extra: str) -> dict
         "GENBOT_WORKER__PROGRESS_INTERVAL_S": "0.3",
         "GENBOT_RENDERER__MIN_EDIT_INTERVAL_S": "0.2",
         "GENBOT_RENDERER__CLAIM_IDLE_S": "2",
-        
         # Every job is Alice's: the per-member quotas would serialise and refuse them.
         "GENBOT_QUOTA__MAX_QUEUED": "1000",
         "GENBOT_QUOTA__MAX_RUNNING": "1000",

@@ -12,7 +12,7 @@ from bot.app import Runtime, build_slack
 from bot.config import ConfigError, SlackSettings
 from bot.errors import ErrorCode
 from bot.models import MessageRef, State, StatusView
-from bot.ports import PARTIAL, MessageGone, MessageUnreachable
+from bot.ports import PARTIAL, MessageGone, MessageUnreachable, NotYet, RateLimited, Spend
 from tests.adapters.slack.fake_slack import TOKEN, FakeSlack
 
 
@@ -69,10 +69,18 @@ async def test_an_image_slack_never_shows_falls_back_to_the_thread_and_is_upload
     fake: FakeSlack,
 ) -> None:
     fake.invalid_blocks_times = 100
-    adapter = chat(fake, png, image_retry_delays=(0.0, 0.0))
+    adapter = chat(fake, png, image_retry_delays=(0.5, 1.0))
     ref = await adapter.post_status("C1", view())
     done = view(state=State.SUCCEEDED, headline="Done", image_key="results/3.png")
-    new_ref = await adapter.edit_status(ref, done)
+    delays = []
+    while True:  # what the renderer does: store the reference, try again when told
+        try:
+            new_ref = await adapter.edit_status(ref, done)
+            break
+        except NotYet as later:
+            delays.append(later.retry_after)
+            ref = later.ref
+    assert delays == [0.5, 1.0, 1.0], "the waits are the renderer's to schedule, not slept here"
     file_id = new_ref.extra["file_id"]
     assert new_ref.extra["image_key"] == "results/3.png" and fake.uploads[file_id] == b"\x89PNG fake"
     message = fake.messages[ref.message_id]
@@ -81,6 +89,43 @@ async def test_an_image_slack_never_shows_falls_back_to_the_thread_and_is_upload
 
     await adapter.edit_status(new_ref, done)  # a repeat (say after a restart) does not upload again
     assert len(fake.called("files.getUploadURLExternal")) == 1
+    assert len(fake.called("files.completeUploadExternal")) == 1
+
+
+async def test_a_429_raises_for_its_channel_with_slacks_retry_after(fake: FakeSlack) -> None:
+    adapter = chat(fake)
+    fake.storm(["chat.postMessage"], 1, retry_after=7)
+    with pytest.raises(RateLimited) as caught:
+        await adapter.post_status("C1", view())
+    assert (caught.value.scope, caught.value.retry_after) == ("slack:channel:C1", 7.0)
+    assert len(fake.called("chat.postMessage")) == 1, "not retried here"
+
+
+async def test_an_upload_whose_completion_meets_a_429_is_resumed_not_uploaded_again(fake: FakeSlack) -> None:
+    adapter = chat(fake, png)
+    ref = await adapter.post_status("C1", view())
+    done = view(state=State.SUCCEEDED, headline="Done", image_key="results/3.png")
+    fake.storm(["files.completeUploadExternal"], 1, retry_after=1)
+    with pytest.raises(RateLimited) as caught:
+        await adapter.edit_status(ref, done)
+    resumed = caught.value.ref
+    assert resumed is not None and resumed.extra["upload_file_id"]
+    new_ref = await adapter.edit_status(resumed, done)
+    assert len(fake.called("files.getUploadURLExternal")) == 1, "the bytes went up once"
+    assert len(fake.uploads) == 1, "no orphan file"
+    assert new_ref.extra["file_id"] == resumed.extra["upload_file_id"]
+    assert fake.called("files.completeUploadExternal")[-1].status == 200
+
+
+def test_each_write_spends_the_channel_and_an_edit_the_workspace_too(fake: FakeSlack) -> None:
+    adapter = chat(fake)
+    ref = MessageRef("slack", "C1", "1.2")
+    assert adapter.spends("C1", None, view()) == [Spend("slack:channel", "C1")]
+    assert adapter.spends("C1", ref, view()) == [Spend("slack:channel", "C1"), Spend("slack:update", "")]
+    image = view(state=State.SUCCEEDED, image_key="results/3.png")
+    assert adapter.spends("C1", ref, image)[0].cost == 2, "the file shared, then the edit"
+    shared = replace(ref, extra={"image_key": "results/3.png", "file_id": "F1"})
+    assert adapter.spends("C1", shared, image)[0].cost == 1
 
 
 async def test_a_missing_token_is_named_at_start(slack_rt: Runtime) -> None:
