@@ -39,6 +39,9 @@ async def attached(**filters: Any) -> GenerationRow:
     raise AssertionError(f"no row with a status message for {filters}")
 
 
+GENEROUS = {"channel_writes_per_s": 100, "channel_burst": 100, "updates_per_min": 6000, "updates_burst": 100}
+
+
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
     server = FakeSlack()
@@ -65,6 +68,9 @@ async def slack_rt(
             "http_host": "127.0.0.1",
             "http_port": 0,
             "admin_user_ids": [ADMIN],
+            # This fake enforces no rate limit (test_slack_limits.py runs one that does): the
+            # flow tests run with budgets that never hold them back.
+            **GENEROUS,
         },
     )
     async with runtime(settings) as rt:
