@@ -206,7 +206,9 @@ def build_slack(rt: Runtime) -> SlackBot:
         signing_secret=s.signing_secret.get_secret_value(),
         api_base_url=s.api_base_url,
         app_token=s.app_token.get_secret_value(),
-        admins=SlackAdmins(chat.client, s.admin_user_ids, ttl_s=s.admin_cache_s),
+        admins=SlackAdmins(
+            make_client(token, s.api_base_url, wait_out_429=True), s.admin_user_ids, ttl_s=s.admin_cache_s
+        ),
         http_path=s.http_path,
     )
 

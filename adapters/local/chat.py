@@ -142,6 +142,7 @@ class LocalChat:
     """The local chat adapter and its web server."""
 
     platform = PLATFORM
+
     def spends(self, channel: str, ref: MessageRef | None, view: StatusView) -> list[Spend]:
         return [Spend(LOCAL_CHANNEL, ref.channel if ref is not None else channel)]
 

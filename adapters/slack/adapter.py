@@ -31,7 +31,11 @@ from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.blocks import fallback_text, status_blocks
@@ -47,6 +51,8 @@ IMAGE_RETRY_DELAYS = (1.0, 2.0, 4.0)
 #: The budgets of :meth:`SlackChat.spends`.
 CHANNEL = "slack:channel"
 UPDATE = "slack:update"
+#: Tries of a call that is no message write, on 429s (``make_client(wait_out_429=True)``).
+RATE_LIMIT_RETRIES = 3
 #: A 429 without ``Retry-After`` (Slack always sends it) is held this long.
 DEFAULT_RETRY_AFTER_S = 1.0
 
@@ -66,10 +72,15 @@ class UploadRefused(Exception):
     """Slack refused the image upload for good; the message says so instead of showing it."""
 
 
-def make_client(token: str, base_url: str) -> AsyncWebClient:
-    """A Web API client that retries dropped connections. A 429 is not retried here: it raises
-    (see :func:`rate_limited`) and the renderer's scheduler waits it out."""
-    return AsyncWebClient(token=token, base_url=base_url, retry_handlers=[AsyncConnectionErrorRetryHandler()])
+def make_client(token: str, base_url: str, *, wait_out_429: bool = False) -> AsyncWebClient:
+    """A Web API client that retries dropped connections. For message writes a 429 is not retried
+    here: it raises (see :func:`rate_limited`) and the renderer's scheduler holds the channel.
+    ``wait_out_429``: the client waits out ``Retry-After`` itself (for the calls that are no
+    message write, such as ``users.info``)."""
+    handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler()]
+    if wait_out_429:
+        handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
+    return AsyncWebClient(token=token, base_url=base_url, retry_handlers=handlers)
 
 
 def slack_error(exc: SlackApiError) -> str:

@@ -26,9 +26,9 @@ class RecordingChat:
     """A ChatAdapter that keeps the last view of every message and counts edits."""
 
     platform = "local"
-    rates: dict[str, Rate] = {}
 
     def __init__(self) -> None:
+        self.rates: dict[str, Rate] = {}
         self.views: dict[str, StatusView] = {}
         self.edits: Counter[str] = Counter()
         self.gone: set[str] = set()
