@@ -81,6 +81,8 @@ DRAIN_S = 10.0
 #: A claim to post a lost status message (a renderer's, or a command's run again after its bot
 #: died: Genbot.revive_commands), older than this, is taken over.
 ADOPT_CLAIM_S = 300.0
+#: Someone else holds the claim to post a lost status message: look again after this long.
+CLAIMED_RETRY_S = 5.0
 #: The lease on one message while it is rendered (longer than any write takes).
 LEASE_S = 120.0
 #: Another renderer holds the lease: look again after this long.
@@ -582,6 +584,9 @@ class Renderer:
         it first, so it is posted once."""
         stale = datetime.now(UTC).timestamp() - ADOPT_CLAIM_S
         if not await self.store.claim_unposted(gen.id, stale_before=stale):
+            # Posted meanwhile, or another renderer (or a command run again) is posting it: look
+            # again a little later, in case that one gives up.
+            self._schedule(gen.id, Priority.FIRST, time.monotonic() + CLAIMED_RETRY_S)
             return
         if not gen.meta.get(HANDED_OVER):
             log.warning("the status message of %s was never posted (its bot stopped); posting it now", gen.id)

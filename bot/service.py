@@ -382,7 +382,8 @@ class Genbot:
             await asyncio.shield(self._mark_handed_over(generation_id))
 
     async def _mark_handed_over(self, generation_id: int) -> None:
-        await self.store.update_meta(generation_id, {HANDED_OVER: True})
+        # Its claim to post (a command run again holds one) goes with it: a renderer claims it now.
+        await self.store.update_meta(generation_id, {HANDED_OVER: True, "adopting": None})
         await self.queue.publish(generation_id, "unposted")
 
     async def revive_commands(
