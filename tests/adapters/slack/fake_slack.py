@@ -5,6 +5,14 @@ It implements what genbot calls, with Slack's response shapes: ``auth.test``, ``
 ``users.info``, and ``/respond/<id>`` standing in for a command's ``response_url``. It records
 every request and keeps the channel's messages, so tests assert on what a member would see.
 
+Rate limits: ``FakeSlack(limits=SlackLimits())`` enforces Slack's (see :mod:`tests.rate_limits`): a
+write to a channel (``chat.postMessage``, ``chat.update``, ``files.completeUploadExternal``) over the
+channel's budget, or a ``chat.update`` over the workspace's, answers 429 with ``Retry-After`` and
+changes nothing; :attr:`FakeSlack.rate_limited` counts them by method, and :meth:`FakeSlack.storm_in`
+answers every write to one channel with 429 for a while. Every call and every version of a message
+carries its wall-clock time (``at``), so tests (and benchmarks in other processes) can tell when a
+member saw what.
+
 Faults: :meth:`FakeSlack.outage` answers every call of some methods with 500 or 429 until
 :meth:`FakeSlack.heal`; :meth:`FakeSlack.storm` answers the next N calls of some methods with 429 and
 ``Retry-After``; ``not_in_channel`` lists channels the bot is not in; ``invalid_blocks_times``
@@ -17,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.rate_limits import SlackLimits, TokenBucket, retry_after
 
 TEAM = "T0001"
 BOT_USER = "UBOT"
@@ -33,7 +44,7 @@ class Call:
     method: str
     args: dict[str, Any]
     status: int
-    at: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -46,8 +57,23 @@ class Message:
     history: list[dict[str, Any]] = field(default_factory=list)  # every version, oldest first
 
 
+#: The methods that write to a channel, each with the argument that names it.
+CHANNEL_WRITES = {
+    "chat.postMessage": "channel",
+    "chat.update": "channel",
+    "files.completeUploadExternal": "channel_id",
+}
+
+
 class FakeSlack:
-    def __init__(self) -> None:
+    def __init__(self, limits: SlackLimits | None = None) -> None:
+        self.limits = limits
+        self.rate_limited: Counter[str] = Counter()
+        self._channel_buckets: dict[str, TokenBucket] = {}
+        self._update_bucket = (
+            TokenBucket(limits.update_per_min / 60, limits.update_burst) if limits is not None else None
+        )
+        self._storms_in: dict[str, float] = {}  # channel -> monotonic time its storm ends
         self.calls: list[Call] = []
         self.messages: dict[str, Message] = {}  # ts -> message
         self.uploads: dict[str, bytes] = {}  # file id -> bytes
@@ -89,6 +115,34 @@ class FakeSlack:
 
     def heal(self) -> None:
         self._outage.clear()
+
+    def storm_in(self, channel: str, seconds: float) -> None:
+        """Every write to ``channel`` gets 429 for ``seconds``; other channels are not affected."""
+        self._storms_in[channel] = time.monotonic() + seconds
+
+    def _over_budget(self, method: str, args: dict[str, Any]) -> float:
+        """Seconds to wait if this call is over a budget (taking nothing), else 0 (taken)."""
+        if method not in CHANNEL_WRITES:
+            return 0.0
+        channel = str(args.get(CHANNEL_WRITES[method]) or "")
+        storm = self._storms_in.get(channel, 0.0) - time.monotonic()
+        if storm > 0:
+            return storm
+        if self.limits is None:
+            return 0.0
+        bucket = self._channel_buckets.get(channel)
+        if bucket is None:
+            bucket = self._channel_buckets[channel] = TokenBucket(
+                self.limits.channel_per_s, self.limits.channel_burst
+            )
+        buckets = [bucket]
+        if method == "chat.update" and self._update_bucket is not None:
+            buckets.append(self._update_bucket)
+        wait = max(b.wait() for b in buckets)
+        if wait == 0:
+            for b in buckets:
+                b.take()
+        return wait
 
     def called(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -163,6 +217,12 @@ class FakeSlack:
                 status=status,
                 headers={"Retry-After": str(self._retry_after)} if status == 429 else None,
             )
+        if (wait := self._over_budget(method, args)) > 0:
+            self.rate_limited[method] += 1
+            await self._record(method, args, 429)
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": retry_after(wait)}
+            )
         if self._storm.get(method, 0) > 0:
             self._storm[method] -= 1
             await self._record(method, args, 429)
@@ -224,7 +284,7 @@ class FakeSlack:
         ts = self._next_ts()
         message = Message(channel, ts, str(args.get("text", "")), list(args.get("blocks") or []))
         message.thread_ts = args.get("thread_ts")
-        message.history.append({"text": message.text, "blocks": message.blocks})
+        message.history.append({"text": message.text, "blocks": message.blocks, "at": time.time()})
         self.messages[ts] = message
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": message.text, "ts": ts}}
 
@@ -243,7 +303,7 @@ class FakeSlack:
             self.invalid_blocks_times -= 1
             return {"ok": False, "error": "invalid_blocks"}
         message.text, message.blocks = str(args.get("text", "")), blocks
-        message.history.append({"text": message.text, "blocks": blocks})
+        message.history.append({"text": message.text, "blocks": blocks, "at": time.time()})
         return {"ok": True, "channel": channel, "ts": ts, "text": message.text}
 
     def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
