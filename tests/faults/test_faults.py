@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ from tests.faults.harness import (
     title_of,
     wait_until,
 )
+from tests.rate_limits import SlackLimits
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(420)]
 FLAKY = "tests.faults.flaky_backend:make"
@@ -489,3 +491,49 @@ async def _all_ended(cluster: Cluster) -> bool:
 
 def test_the_batch_size_is_sane() -> None:
     assert 1 <= BATCH <= int(os.environ.get("GENBOT_TEST_FAULT_BATCH_MAX", "500"))
+
+
+async def test_two_slack_bot_processes_share_one_budget_and_never_repeat_an_edit(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """Two ``genbot bot`` processes of one Slack app (HTTP replicas behind one Request URL, or a
+    rolling deploy), members' commands spread over both, Slack's limits on (time-scaled x10, as are
+    genbot's budgets). Both renderers edit the same messages: no edit is made twice, no older state
+    lands after a newer one, the channel stays within Slack's limit (the budget is shared through
+    Redis: two per-process budgets would each spend Slack's whole allowance), and no job is lost."""
+    scale = 10
+    fake = FakeSlack(limits=SlackLimits().scaled(scale))
+    await fake.start()
+    try:
+        budgets = {
+            "GENBOT_SLACK__CHANNEL_WRITES_PER_S": str(1.0 * scale),
+            "GENBOT_SLACK__UPDATES_PER_MIN": str(50.0 * scale),
+        }
+        first, second = SlackSide(cluster, http, fake), SlackSide(cluster, http, fake)
+        await first.bot("bot", **budgets)
+        await second.bot("bot-2", **budgets)
+        await cluster.worker()
+        jobs = max(BATCH, 16)
+        sides = [first, second]
+        statuses = await asyncio.gather(
+            *(sides[n % 2].imagine(f"two bots {n}", steps=4) for n in range(jobs))
+        )
+        assert statuses == [200] * jobs
+        figures = await cluster.settle(
+            Figures("two bot processes", f"{jobs} /imagine spread over two Slack bot processes"), first.seen
+        )
+        figures.details["429s from Slack"] = sum(fake.rate_limited.values())
+        check(figures, cluster, submitted=jobs)
+        for message in fake.messages.values():
+            if not message.blocks or message.blocks[0].get("type") != "section":
+                continue
+            bodies = [(v["text"], json.dumps(v["blocks"])) for v in message.history]
+            assert all(a != b for a, b in itertools.pairwise(bodies)), "an edit made twice"
+            stages = [
+                ("Queued", "Generating", "Done").index(v["text"].split(" ·")[0].split(":")[0])
+                for v in message.history
+            ]
+            assert stages == sorted(stages), f"an older state after a newer one: {stages}"
+        assert sum(fake.rate_limited.values()) <= 6, fake.rate_limited
+    finally:
+        await fake.stop()
