@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bot.config import RendererSettings
 from bot.errors import ErrorCode
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 
 #: Channels written to at once.
 WRITE_CONCURRENCY = 16
+#: A write still going after this long is left to finish by itself; its lane goes on.
+SLOW_WRITE_S = 1.0
 #: Rows read per dispatch to learn their channel (bounded, whatever the line's length).
 LOOK_BATCH = 500
 RETRY_S = 2.0
@@ -147,6 +150,7 @@ class Renderer:
         self._places_at = 0.0
         self._basis: dict[str, tuple[float, tuple[float, int], float | None]] = {}
         self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
+        self._slow: set[asyncio.Task[float]] = set()  # writes the lanes went on without
         self._draining = False  # at shutdown: no edit held back for min_edit_interval_s
         self.edits = 0  # platform writes made, for tests and stats
 
@@ -216,9 +220,10 @@ class Renderer:
                     failures = 0
             await self.drain()
         finally:
-            for task in self._lane_tasks.values():
+            tasks = [*self._lane_tasks.values(), *self._slow]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._lane_tasks.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def drain(self) -> None:
         """On shutdown: take the events already in the stream (without waiting for more), then
@@ -244,7 +249,9 @@ class Renderer:
         deadline = time.monotonic() + within
         while True:
             await self.dispatch(places_now=True)
-            lanes = [t for t in self._lane_tasks.values() if not t.done()]
+            lanes: list[asyncio.Task[Any]] = [
+                t for t in (*self._lane_tasks.values(), *self._slow) if not t.done()
+            ]
             if not lanes:
                 if not self._ready():
                     return
@@ -382,7 +389,9 @@ class Renderer:
     # -- lanes --------------------------------------------------------------------------------
 
     async def _run_lane(self, channel: str) -> None:
-        """Write the due messages of ``channel``, best first, one at a time."""
+        """Write the due messages of ``channel``, best first, one at a time. A write that takes
+        longer than :data:`SLOW_WRITE_S` (a platform client waiting out a 429 of that message's own
+        route) goes on by itself, holding its message's lease, and the lane goes on without it."""
         while True:
             lane = self._lanes.get(channel)
             if not lane:
@@ -392,24 +401,34 @@ class Renderer:
             if not due:
                 return
             gid = min(due, key=lambda g: (self._pending[g].priority, self._pending[g].seq))
-            try:
-                hold = await self._write(gid)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Redis or the database failed: the message stays pending, a little later.
-                failures = self._failures.get(gid, 0) + 1
-                self._failures[gid] = failures
-                delay = min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
-                if isinstance(exc, QueueUnavailable) or failures > 1:
-                    log.debug("rendering %s failed (%d in a row)", gid, failures, exc_info=True)
-                else:
-                    log.exception("rendering %s failed; next try in %.0f s", gid, delay)
-                if (pending := self._pending.get(gid)) is not None:
-                    pending.not_before = time.monotonic() + delay
+            write = asyncio.create_task(self._write_safely(gid), name=f"genbot-render-{gid}")
+            done, _ = await asyncio.wait({write}, timeout=SLOW_WRITE_S)
+            if not done:
+                self._slow.add(write)
+                write.add_done_callback(self._slow.discard)
                 continue
+            hold = write.result()
             if hold > 0:  # the channel's budget (or a 429 on it): wait, this lane only
                 await asyncio.sleep(hold)
+
+    async def _write_safely(self, gid: int) -> float:
+        try:
+            return await self._write(gid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Redis, the database or the platform failed: the message stays pending, later each
+            # time, so that a request the platform keeps refusing does not become a storm of them.
+            failures = self._failures.get(gid, 0) + 1
+            self._failures[gid] = failures
+            delay = min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
+            if isinstance(exc, QueueUnavailable) or failures > 1:
+                log.debug("rendering %s failed (%d in a row)", gid, failures, exc_info=True)
+            else:
+                log.exception("rendering %s failed; next try in %.0f s", gid, delay)
+            if (pending := self._pending.get(gid)) is not None:
+                pending.not_before = time.monotonic() + delay
+            return 0.0
 
     async def _write(self, gid: int) -> float:
         """Render ``gid`` now if its view changed. Returns how long its channel must wait before

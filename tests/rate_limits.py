@@ -50,3 +50,31 @@ class TokenBucket:
 def retry_after(seconds: float) -> str:
     """``Retry-After`` as Slack sends it: whole seconds, at least 1."""
     return str(max(1, math.ceil(seconds)))
+
+
+@dataclass(frozen=True)
+class DiscordLimits:
+    """Discord's (https://discord.com/developers/docs/topics/rate-limits): a bucket per route and
+    its major parameter, 5 per 5 s for a channel's messages and for an interaction webhook's, and a
+    global 50 requests a second for bot-token requests (interaction endpoints are outside it)."""
+
+    channel_per_5s: int = 5
+    webhook_per_5s: int = 5
+    global_per_s: int = 50
+
+    def scaled(self, k: float) -> DiscordLimits:
+        """Buckets ``k`` times faster: the same counts per ``5/k`` seconds (and the global ``k`` times)."""
+        return _ScaledDiscordLimits(self.channel_per_5s, self.webhook_per_5s, int(self.global_per_s * k), k)
+
+    @property
+    def speed(self) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class _ScaledDiscordLimits(DiscordLimits):
+    k: float = 1.0
+
+    @property
+    def speed(self) -> float:
+        return self.k

@@ -6,20 +6,33 @@ and can be told to fail: 429 with ``retry_after`` (and the headers discord.py ne
 Discord's, not a Cloudflare ban), 401/50027 for an expired interaction token, 404/10008 for a deleted
 message. With :attr:`FakeDiscord.bot_token` set, a request with another bot token gets Discord's
 ``401: Unauthorized``.
+
+Rate limits: ``FakeDiscord(limits=DiscordLimits())`` keeps Discord's buckets (see
+:mod:`tests.rate_limits`): every answer carries ``X-RateLimit-Limit``, ``-Remaining``, ``-Reset``,
+``-Reset-After`` and ``-Bucket`` for its route, and a request over its bucket (or over the global
+limit) answers 429 with ``retry_after``, ``global``, ``Retry-After`` and ``X-RateLimit-Scope``, as
+discord.py expects; :attr:`FakeDiscord.rate_limited` counts them by bucket kind. Every request
+carries its wall-clock time (``at``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
+import math
 import re
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+
+from tests.rate_limits import DiscordLimits, TokenBucket
 
 API = "/api/v10"
 BOT_ID = "900000000000000001"
@@ -43,6 +56,7 @@ class Recorded:
     json: Any = None
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # form name -> (filename, bytes)
     status: int = 0
+    at: float = field(default_factory=time.time)
 
     @property
     def route(self) -> str:
@@ -59,7 +73,11 @@ class Failure:
 
 
 class FakeDiscord:
-    def __init__(self) -> None:
+    def __init__(self, limits: DiscordLimits | None = None) -> None:
+        self.limits = limits
+        self.rate_limited: Counter[str] = Counter()  # bucket kind ("channel", "webhook", "global") -> 429s
+        self._buckets: dict[str, TokenBucket] = {}
+        self._global = TokenBucket(limits.global_per_s, limits.global_per_s) if limits is not None else None
         self.requests: list[Recorded] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self.originals: dict[str, str] = {}  # interaction token -> message id of @original
@@ -140,10 +158,58 @@ class FakeDiscord:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         rec = await self._parse(request)
         self.requests.append(rec)
-        response = self._respond(rec)
+        limited, headers = self._limit(rec)
+        response = limited or self._respond(rec)
+        if limited is None and response.status < 400:
+            response.headers.update(headers)
         rec.status = response.status
         self.changed.set()
         return response
+
+    def _bucket(self, rec: Recorded) -> tuple[str, str] | None:
+        """The bucket of ``rec``'s route: ``(kind, key)``; None for routes not limited here."""
+        assert self.limits is not None
+        if hit := re.fullmatch(r"/channels/(\d+)/messages(?:/\d+)?", rec.path):
+            return "channel", hit[1]
+        if hit := re.fullmatch(r"/webhooks/\d+/([^/]+)(?:/messages/[^/]+)?", rec.path):
+            return "webhook", hit[1]
+        return None
+
+    def _limit(self, rec: Recorded) -> tuple[web.Response | None, dict[str, str]]:
+        """A 429 if ``rec`` is over its bucket or the global limit (taking nothing), else None and
+        the ``X-RateLimit-*`` headers of its bucket (taken)."""
+        if self.limits is None:
+            return None, {}
+        speed = self.limits.speed
+        bucket_of = self._bucket(rec)
+        bucket = None
+        if bucket_of is not None:
+            kind, key = bucket_of
+            size = self.limits.channel_per_5s if kind == "channel" else self.limits.webhook_per_5s
+            bucket = self._buckets.get(f"{kind}:{key}")
+            if bucket is None:
+                bucket = self._buckets[f"{kind}:{key}"] = TokenBucket(size / 5 * speed, size)
+        # The global limit counts bot-token requests; interaction webhooks are outside it.
+        is_bot = rec.headers.get("Authorization", "").startswith("Bot ")
+        global_bucket = self._global if is_bot and (bucket_of is None or bucket_of[0] != "webhook") else None
+        if global_bucket is not None and (wait := global_bucket.wait()) > 0:
+            self.rate_limited["global"] += 1
+            body = {"message": "You are being rate limited.", "retry_after": round(wait, 3), "global": True}
+            return reply(body, status=429, headers=_limited_headers(wait, "global")), {}
+        if bucket is not None and bucket_of is not None and (wait := bucket.wait()) > 0:
+            self.rate_limited[bucket_of[0]] += 1
+            body = {"message": "You are being rate limited.", "retry_after": round(wait, 3), "global": False}
+            headers = {
+                **_limited_headers(wait, "user"),
+                **_bucket_headers(bucket, f"{bucket_of[0]}:{bucket_of[1]}"),
+            }
+            return reply(body, status=429, headers=headers), {}
+        if global_bucket is not None:
+            global_bucket.take()
+        if bucket is None or bucket_of is None:
+            return None, {}
+        bucket.take()
+        return None, _bucket_headers(bucket, f"{bucket_of[0]}:{bucket_of[1]}")
 
     def _respond(self, rec: Recorded) -> web.Response:
         auth = rec.headers.get("Authorization", "")
@@ -293,6 +359,26 @@ def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
         status=status,
         headers={**(headers or {}), "Content-Type": "application/json"},
     )
+
+
+def _limited_headers(wait: float, scope: str) -> dict[str, str]:
+    headers = {"Retry-After": str(max(1, math.ceil(wait))), "X-RateLimit-Scope": scope, "Via": "1.1 google"}
+    if scope == "global":
+        headers["X-RateLimit-Global"] = "true"
+    return headers
+
+
+def _bucket_headers(bucket: TokenBucket, key: str) -> dict[str, str]:
+    """What Discord says of a bucket after a request: its size, what is left, when it is full."""
+    remaining = max(0, math.floor(bucket.tokens))
+    reset_after = max(0.0, (1 - bucket.tokens) / bucket.per_s) if remaining == 0 else 0.0
+    return {
+        "X-RateLimit-Limit": str(bucket.burst),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+        "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+        "X-RateLimit-Bucket": hashlib.sha1(key.encode()).hexdigest()[:16],
+    }
 
 
 def _bits(value: Any) -> str | None:
