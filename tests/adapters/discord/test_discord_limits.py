@@ -58,9 +58,9 @@ def titles_of(fake: FakeDiscord, mid: str) -> list[str]:
     rx = re.compile(rf"/messages/{mid}$|/messages/@original$")
     out = []
     for r in fake.requests:
-        if r.status < 300 and r.method in ("PATCH", "POST") and r.json and r.json.get("embeds"):
-            if rx.search(r.path) and _message_of(fake, r) == mid:
-                out.append(str(r.json["embeds"][0]["title"]))
+        written = r.status < 300 and r.method in ("PATCH", "POST") and r.json and r.json.get("embeds")
+        if written and rx.search(r.path) and _message_of(fake, r) == mid:
+            out.append(str(r.json["embeds"][0]["title"]))
     return out
 
 
@@ -102,9 +102,9 @@ async def until_done(stack: DiscordStack, n: int, timeout: float = 90) -> list[G
     deadline = time.monotonic() + timeout
     while True:
         rows = await GenerationRow.all()
-        if len(rows) == n and all(r.state == "succeeded" for r in rows):
-            if all(final(str(r.message.get("message_id"))) for r in rows):
-                return rows
+        ended = len(rows) == n and all(r.state == "succeeded" for r in rows)
+        if ended and all(final(str(r.message.get("message_id"))) for r in rows):
+            return rows
         assert time.monotonic() < deadline, "not every member saw their image"
         await asyncio.sleep(0.05)
 
