@@ -29,8 +29,10 @@ a waiting job: past it the job raises :class:`Deferred`, and the arq function gi
 ticket, as it was. No attempt is burnt either way: neither the row's ``attempts`` nor arq's tries.
 
 Timeouts: the backend call has ``worker.backend_timeout_s`` (inside the breaker: a backend that
-hangs is a failing backend); the whole run, from the moment the job leaves the queue, has
-``worker.job_timeout_s``. Either ends the job as ``timed_out``.
+hangs is a failing backend); the whole run, from the moment the job leaves the queue until its
+image is stored, has ``worker.job_timeout_s`` (:class:`JobClock`). Either ends the job as
+``timed_out``. The clock stops while a made image waits on Redis for bookkeeping (the breaker's
+verdict, the run time): a Redis that restarts then must not turn a made image into a timeout.
 """
 
 from __future__ import annotations
@@ -68,6 +70,26 @@ def defer_slice_s(breaker_reset_s: float) -> float:
     :data:`DEFER_SLICE_S` (arq's job timeout, and so how long a killed worker's job stays held,
     grows with it)."""
     return min(DEFER_SLICE_S, breaker_reset_s)
+
+
+class JobClock:
+    """The job timeout of one run, which can stop while the job waits on Redis for bookkeeping
+    of its own, and go on from where it stopped."""
+
+    def __init__(self, timeout: asyncio.Timeout) -> None:
+        self._timeout = timeout
+        self._left: float | None = None
+
+    def stop(self) -> None:
+        when = self._timeout.when()
+        if when is not None and self._left is None:
+            self._left = when - asyncio.get_running_loop().time()
+            self._timeout.reschedule(None)
+
+    def resume(self) -> None:
+        if self._left is not None:
+            self._timeout.reschedule(asyncio.get_running_loop().time() + self._left)
+            self._left = None
 
 
 class JobStopped(NotAFailure):
@@ -168,10 +190,8 @@ class GenerationRunner:
                 await self.queue.claim_running(gen.member, generation_id)
             await self.queue.publish(generation_id, "started")
             try:
-                if self.job_timeout_s is None:
-                    return await self._generate_and_store(gen, admission)
-                async with asyncio.timeout(self.job_timeout_s):
-                    return await self._generate_and_store(gen, admission)
+                async with asyncio.timeout(self.job_timeout_s) as deadline:
+                    return await self._generate_and_store(gen, admission, JobClock(deadline))
             except TimeoutError:  # the job timeout (the backend's own is handled inside)
                 log.warning("generation %s exceeded the job timeout", generation_id)
                 return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
@@ -271,7 +291,11 @@ class GenerationRunner:
                 raise Deferred
             await asyncio.sleep(min(max(retry_in, 0.05), BREAKER_POLL_S, left))
 
-    async def _generate_and_store(self, gen: Generation, admission: Admission) -> str:
+    async def _generate_and_store(self, gen: Generation, admission: Admission, clock: JobClock) -> str:
+        """Generate, store the image, end the row, then record the run time. ``clock`` (the job
+        timeout) runs while the image is made and stored, and stops while the job waits on Redis
+        for its own bookkeeping (the breaker's verdict, the run time): a Redis that restarts
+        then must not turn a made image into a timeout."""
         generation_id = gen.id
         request: ImageRequest = gen.imagine_options()
         last_report = -math.inf  # the first report goes out at once
@@ -285,7 +309,6 @@ class GenerationRunner:
 
         async def progress(step: int, total: int, preview: bytes | None) -> None:
             nonlocal last_report, telling
-            nonlocal last_report
             now = time.monotonic()
             if step < total and now - last_report < self.progress_interval_s:
                 return
@@ -312,7 +335,7 @@ class GenerationRunner:
         try:
             try:
                 # The timeout sits inside the breaker: a backend that hangs is a failing backend.
-                result = await self.breaker.call(admission, self._generate, request, progress)
+                result = await self.breaker.call(admission, self._generate, request, progress, clock)
             finally:
                 if telling is not None and not telling.done():
                     telling.cancel()
@@ -324,21 +347,29 @@ class GenerationRunner:
             log.exception("backend failed for generation %s", generation_id)
             return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_ERROR)
 
+        took = time.monotonic() - started
+        clock.resume()
         try:
             await self.blobs.put(result_key(generation_id), result.png)
         except Exception:
             log.exception("storing the image of generation %s failed", generation_id)
             return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
+        clock.stop()
+        # The row first: it is the truth, and the image is there.
+        state = await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))
         try:
-            await self.queue.record_runtime(gen.backend, time.monotonic() - started)
+            await self.queue.record_runtime(gen.backend, took)
         except Exception:  # only the ETA needs it
             log.warning("recording the run time failed", exc_info=True)
-        return await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))
+        return state
 
-    async def _generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
-        return await asyncio.wait_for(
-            self.backend.generate(request, progress), timeout=self.backend_timeout_s
-        )
+    async def _generate(
+        self, request: ImageRequest, progress: ProgressCallback, clock: JobClock
+    ) -> ImageResult:
+        async with asyncio.timeout(self.backend_timeout_s):
+            result = await self.backend.generate(request, progress)
+        clock.stop()  # the breaker hears of it next: see _generate_and_store
+        return result
 
     async def _interrupted(self, generation_id: int, *, last_try: bool, ticket: int | None) -> None:
         """The job was cancelled under us: by a member's cancel (the row is already

@@ -162,6 +162,11 @@ class Cluster:
     def alive(self, name: str) -> bool:
         return self.procs[name].returncode is None
 
+    def assert_alive(self, *names: str) -> None:
+        """Fail, with every process's last log lines, unless each named process still runs."""
+        dead = [name for name in names if not self.alive(name)]
+        assert not dead, f"exited: {dead}\n{self.log_tail()}"
+
     def signal(self, name: str, sig: signal.Signals) -> None:
         self.procs[name].send_signal(sig)
 

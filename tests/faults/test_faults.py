@@ -109,7 +109,7 @@ async def test_a_worker_killed_mid_job(cluster: Cluster, http: aiohttp.ClientSes
         1 for r in await cluster.rows() if r["attempts"]
     )
     check(figures, cluster)
-    assert cluster.alive("worker-2") and cluster.alive("bot")
+    cluster.assert_alive("worker-2", "bot")
 
 
 async def _running_at_least(cluster: Cluster, n: int) -> bool:
@@ -150,7 +150,7 @@ async def test_redis_restarted_with_its_data_gone(
     )
     figures.details["queued when Redis lost its data"] = queued_before
     check(figures, cluster)
-    assert cluster.alive("worker") and cluster.alive("bot")
+    cluster.assert_alive("worker", "bot")
 
 
 async def test_redis_killed_while_jobs_run_and_restarted_empty(
@@ -178,13 +178,13 @@ async def test_redis_killed_while_jobs_run_and_restarted_empty(
         during += 1
     await asyncio.sleep(max(0.0, 12 - (time.monotonic() - down_at)))  # the rest of the outage
     await own_redis.start()
-    assert cluster.alive("worker-1") and cluster.alive("worker-2") and cluster.alive("bot")
+    cluster.assert_alive("worker-1", "worker-2", "bot")
     for n in range(3):  # and after it
         await cluster.imagine(http, f"after the outage {n}", steps=4)
     figures = await cluster.settle(figures, refreshing_local_seen(cluster, http))
     figures.details["requests during the outage"] = during
     check(figures, cluster, submitted=BATCH + during + 3 - sum(figures.refused.values()))
-    assert all(cluster.alive(n) for n in ("worker-1", "worker-2", "bot"))
+    cluster.assert_alive("worker-1", "worker-2", "bot")
 
 
 async def test_redis_paused_for_ten_seconds(
@@ -202,13 +202,13 @@ async def test_redis_paused_for_ten_seconds(
         await asyncio.sleep(10)  # the fault itself: Redis hangs for 10 s
     finally:
         own_redis.process.send_signal(signal.SIGCONT)
-    assert cluster.alive("worker") and cluster.alive("bot")
+    cluster.assert_alive("worker", "bot")
     figures = await cluster.settle(
         Figures("Redis paused 10 s", "SIGSTOP of redis-server for 10 s mid-batch"),
         refreshing_local_seen(cluster, http),
     )
     check(figures, cluster)
-    assert cluster.alive("worker") and cluster.alive("bot")
+    cluster.assert_alive("worker", "bot")
 
 
 async def test_postgres_connections_killed(cluster: Cluster, db: str, http: aiohttp.ClientSession) -> None:
@@ -242,7 +242,7 @@ async def test_postgres_connections_killed(cluster: Cluster, db: str, http: aioh
     figures.details["connections terminated"] = killed
     check(figures, cluster)
     assert killed > 0
-    assert all(cluster.alive(n) for n in ("worker-1", "worker-2", "bot"))
+    cluster.assert_alive("worker-1", "worker-2", "bot")
 
 
 async def test_postgres_connections_killed_again_and_again_while_requests_arrive(
@@ -293,7 +293,7 @@ async def test_postgres_connections_killed_again_and_again_while_requests_arrive
     figures.details["connections terminated"] = killed
     check(figures, cluster)
     assert killed > 0
-    assert all(cluster.alive(n) for n in ("worker-1", "worker-2", "bot"))
+    cluster.assert_alive("worker-1", "worker-2", "bot")
 
 
 async def test_the_backend_failing(

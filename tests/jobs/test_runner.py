@@ -61,6 +61,22 @@ def shared_breaker(rt: Runtime, fail_max: int = 5, reset_s: float = 60.0) -> Bre
     )
 
 
+def counted_progress_writes(runner: GenerationRunner) -> list[dict[str, Any]]:
+    """The progress reports ``runner`` writes to rows, as they are written. (The renderer's
+    ``progress`` events are nudges, coalesced while one is on its way: they are not counted.)"""
+    writes: list[dict[str, Any]] = []
+    record_progress = runner.store.record_progress
+
+    async def counted(generation_id: int, patch: dict[str, Any]) -> bool:
+        recorded = await record_progress(generation_id, patch)
+        if recorded:
+            writes.append(patch)
+        return recorded
+
+    runner.store.record_progress = counted  # type: ignore[method-assign]
+    return writes
+
+
 def runner_for(
     rt: Runtime,
     backend: FakeBackend,
@@ -205,6 +221,7 @@ async def test_a_second_run_of_a_running_job_does_no_harm(rt: Runtime) -> None:
     backend = FakeBackend()
     backend.hold = asyncio.Event()
     runner = runner_for(rt, backend)
+    progress_writes = counted_progress_writes(runner)
 
     first = asyncio.create_task(runner.run(gen.id))
     while backend.calls < 1:
@@ -218,9 +235,9 @@ async def test_a_second_run_of_a_running_job_does_no_harm(rt: Runtime) -> None:
 
     assert results == ["succeeded", "succeeded"]
     finished = await assert_succeeded_once(rt, gen.id)
-    # one transition to running, one to succeeded; the loser's finish wrote nothing
-    progress_writes = (await events(rt, gen.id)).count("progress")
-    assert finished.version == gen.version + 2 + progress_writes  # 2 transitions
+    # one transition to running, one to succeeded; the loser's finish wrote nothing (the
+    # progress events are nudges, coalesced while one is on its way: the writes are counted)
+    assert finished.version == gen.version + 2 + len(progress_writes)  # 2 transitions
 
 
 async def test_concurrent_writes_of_one_result_all_succeed(rt: Runtime) -> None:
@@ -523,11 +540,13 @@ async def test_start_sets_aside_a_job_of_a_paused_workspace(rt: Runtime) -> None
 
 async def test_progress_is_throttled_but_the_last_step_is_always_recorded(rt: Runtime) -> None:
     gen = await submitted(rt, steps=20)
-    backend = FakeBackend()
-    assert await runner_for(rt, backend, progress_interval_s=10.0).run(gen.id) == "succeeded"
+    runner = runner_for(rt, FakeBackend(), progress_interval_s=10.0)
+    writes = counted_progress_writes(runner)
+    assert await runner.run(gen.id) == "succeeded"
 
     # the first report goes out at once, then nothing for 10 s but the last step
-    assert (await events(rt, gen.id)).count("progress") == 2
+    assert [w["progress"]["step"] for w in writes] == [1, 20]
+    assert "progress" in await events(rt, gen.id)  # the renderer was nudged
     after = await row(rt, gen.id)
     assert after.meta["progress"] == {"step": 20, "total": 20}
     assert after.meta["preview"] == {"key": preview_key(gen.id), "step": 20}
@@ -536,8 +555,10 @@ async def test_progress_is_throttled_but_the_last_step_is_always_recorded(rt: Ru
 
 async def test_without_throttling_every_step_is_recorded(rt: Runtime) -> None:
     gen = await submitted(rt, steps=20)
-    assert await runner_for(rt, FakeBackend(), progress_interval_s=0.0).run(gen.id) == "succeeded"
-    assert (await events(rt, gen.id)).count("progress") == 20
+    runner = runner_for(rt, FakeBackend(), progress_interval_s=0.0)
+    writes = counted_progress_writes(runner)
+    assert await runner.run(gen.id) == "succeeded"
+    assert [w["progress"]["step"] for w in writes] == list(range(1, 21))
     assert (await row(rt, gen.id)).meta["progress"] == {"step": 20, "total": 20}
 
 
@@ -681,6 +702,41 @@ async def test_the_job_timeout_reaches_the_member_as_timed_out(rt: Runtime) -> N
     assert await runner.run(gen.id) == "timed_out"
     await assert_member_reads_timed_out(rt, gen.id)
     await assert_not_queued_or_running(rt, gen.id)
+
+
+async def test_a_made_image_is_not_a_timeout_while_its_bookkeeping_waits_for_redis(rt: Runtime) -> None:
+    """Redis restarting just as an image is made: the breaker's verdict and the run time wait for
+    it (here each for longer than the whole job timeout). The job timeout stops meanwhile: the
+    member gets the image, not "timed out"; and it still runs while the image is stored."""
+    gen = await submitted(rt)
+    breaker = shared_breaker(rt)
+    success = breaker._success
+
+    async def verdict_waiting_for_redis(**kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)
+        return await success(**kwargs)
+
+    breaker._success = verdict_waiting_for_redis  # type: ignore[assignment]
+    record_runtime = rt.queue.record_runtime
+
+    async def runtime_waiting_for_redis(backend: str, seconds: float) -> None:
+        await asyncio.sleep(0.5)
+        await record_runtime(backend, seconds)
+
+    runner = runner_for(rt, FakeBackend(), breaker=breaker, job_timeout_s=0.3)
+    runner.queue.record_runtime = runtime_waiting_for_redis  # type: ignore[method-assign]
+    try:
+        assert await runner.run(gen.id) == "succeeded"
+    finally:
+        del runner.queue.record_runtime
+    await assert_succeeded_once(rt, gen.id)
+
+    # The clock goes on while the image is stored: a stuck store still times out.
+    stuck = await submitted(rt)
+    runner = runner_for(rt, FakeBackend(), breaker=breaker, job_timeout_s=0.3)
+    runner.blobs = HangingResultBlobs(rt.blobs)
+    assert await runner.run(stuck.id) == "timed_out"
+    await assert_member_reads_timed_out(rt, stuck.id)
 
 
 async def test_run_times_count_for_the_backend_setting_the_rows_carry(rt: Runtime) -> None:
