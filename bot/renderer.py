@@ -151,6 +151,7 @@ class Renderer:
         self._basis: dict[str, tuple[float, tuple[float, int], float | None]] = {}
         self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
         self._slow: set[asyncio.Task[float]] = set()  # writes the lanes went on without
+        self._writing: set[int] = set()  # messages with a write under way
         self._draining = False  # at shutdown: no edit held back for min_edit_interval_s
         self.edits = 0  # platform writes made, for tests and stats
 
@@ -397,7 +398,11 @@ class Renderer:
             if not lane:
                 return
             now = time.monotonic()
-            due = [g for g in lane if g in self._pending and self._pending[g].not_before <= now]
+            due = [
+                g
+                for g in lane
+                if g in self._pending and self._pending[g].not_before <= now and g not in self._writing
+            ]
             if not due:
                 return
             gid = min(due, key=lambda g: (self._pending[g].priority, self._pending[g].seq))
@@ -412,6 +417,7 @@ class Renderer:
                 await asyncio.sleep(hold)
 
     async def _write_safely(self, gid: int) -> float:
+        self._writing.add(gid)  # one write per message at a time (a slow one goes on by itself)
         try:
             return await self._write(gid)
         except asyncio.CancelledError:
@@ -429,6 +435,8 @@ class Renderer:
             if (pending := self._pending.get(gid)) is not None:
                 pending.not_before = time.monotonic() + delay
             return 0.0
+        finally:
+            self._writing.discard(gid)
 
     async def _write(self, gid: int) -> float:
         """Render ``gid`` now if its view changed. Returns how long its channel must wait before
@@ -441,7 +449,9 @@ class Renderer:
             pending.not_before = time.monotonic() + LEASED_RETRY_S
             return 0.0
         taken = self._unschedule(gid)  # from here, a new event schedules a new render
-        assert taken is not None
+        if taken is None:  # forgotten while the lease was asked for (the event stream was lost)
+            await self.queue.unlock(f"render:{gid}", lease)
+            return 0.0
         try:
             gen = await self.store.get(gid)
             if gen is None or gen.platform != self.adapter.platform:

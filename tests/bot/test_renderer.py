@@ -13,7 +13,7 @@ from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State, StatusView
 from bot.ports import PARTIAL, EventsLost, MessageGone, MessageUnreachable, Rate, Spend
-from bot.renderer import Renderer
+from bot.renderer import SLOW_WRITE_S, Renderer
 from bot.views import build_view
 from jobs.constants import RENDER_GROUP
 from jobs.events import RedisEventFeed
@@ -470,3 +470,34 @@ async def test_a_request_whose_message_cannot_be_posted_is_cancelled_not_run(rt:
     row = await rt.store.get(gen_id)
     assert row is not None and row.state is State.CANCELLED and row.error_code == "chat_unavailable"
     assert await rt.queue.position(gen_id) is None
+
+
+async def test_a_message_whose_lease_is_slow_to_come_gets_one_write_not_one_a_second(rt: Runtime) -> None:
+    """Redis slow to answer (restarting) as a message's lease is asked for: its write goes on by
+    itself after ``SLOW_WRITE_S``, and the lane must not start a second write of the same message
+    meanwhile (every second, one more, each waiting on Redis). One lease is asked, one edit made,
+    and the lease is given back."""
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gen_id, message_id)] = await _submit(rt, chat, 1)
+    leases: list[str] = []
+    lock = rt.queue.lock
+
+    async def slow_lock(name: str, ttl_s: float) -> str | None:
+        leases.append(name)
+        if len(leases) == 1:
+            await asyncio.sleep(SLOW_WRITE_S * 2.5)
+        return await lock(name, ttl_s)
+
+    renderer.queue.lock = slow_lock  # type: ignore[method-assign]
+    try:
+        await rt.store.transition(gen_id, State.RUNNING)
+        await rt.queue.publish(gen_id, "started")
+        await _drain(renderer)
+    finally:
+        del renderer.queue.lock
+    assert leases == [f"render:{gen_id}"]
+    assert chat.edits[message_id] == 1
+    assert chat.views[message_id].headline.startswith("Generating")
+    assert await rt.queue.lock(f"render:{gen_id}", 1.0) is not None  # given back
