@@ -7,10 +7,13 @@ So genbot's pools:
 
 - open connections patiently (:class:`PatientPool`): refused connections are tried again with
   backoff for up to :data:`REDIS_WAIT_S`;
-- retry a command whose connection broke for about as long (redis-py's ``Retry``). Re-sending is
+- retry a command whose connection broke for about as long (:class:`PatientRetry`). Re-sending is
   safe: genbot's scripts are idempotent, and a duplicate event costs one render.
 
-So a command waits out an outage of up to about :data:`REDIS_WAIT_S` and then raises. What runs for
+Both are bounded by time, not by a count, and by one deadline: redis-py retries the opening of a
+connection *inside* each retry of a command, with the same ``Retry``, so counted retries multiply
+(12 x 12 tries kept one command waiting 85 s). So a command waits out an outage of up to about
+:data:`REDIS_WAIT_S` and then raises. What runs for
 the life of a process (the worker's poll, the renderer, the sweep) does not end on that error: it
 reports the outage once (:class:`Outage`), backs off and goes on, for as long as Redis is away.
 """
@@ -18,29 +21,29 @@ reports the outage once (:class:`Outage`), backs off and goes on, for as long as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from arq.connections import ArqRedis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from bot.ports import QueueUnavailable
 
 #: How long one command waits for Redis to come back before it raises (opening a connection and
 #: re-sending on a broken one each back off up to 1 s).
 REDIS_WAIT_S = 10.0
-#: Retries of a command on a broken connection: 0.1 + 0.2 + 0.4 + 0.8 + 1 x 8 s, about 10 s.
-COMMAND_RETRIES = 12
 #: What a Redis that is down, restarting or unreachable raises. ``WatchError`` is what redis-py
 #: raises when the connection of a ``WATCH`` transaction (arq's claim of a job) breaks.
 REDIS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError, WatchError)
@@ -49,6 +52,7 @@ MAX_BACKOFF_S = 5.0
 
 
 C = TypeVar("C", bound=type)
+T = TypeVar("T")
 
 
 def unavailable_on_outage(cls: C) -> C:
@@ -72,22 +76,65 @@ def _translated(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     return wrapper
 
 
+#: The deadline of the Redis call under way in this task (see :func:`_deadline`).
+_DEADLINE: ContextVar[float | None] = ContextVar("genbot_redis_deadline", default=None)
+#: What is worth trying again: the connection broke, timed out or was refused.
+_RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@contextlib.contextmanager
+def _deadline() -> Iterator[float]:
+    """The deadline of the outermost patient call of this task, :data:`REDIS_WAIT_S` after it
+    began; a call nested in it (the opening of a connection inside a command's retry) shares it."""
+    outer = _DEADLINE.get()
+    if outer is not None:
+        yield outer
+        return
+    deadline = time.monotonic() + REDIS_WAIT_S
+    token = _DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _DEADLINE.reset(token)
+
+
+async def _patiently(do: Callable[[], Awaitable[T]], fail: Callable[[BaseException], Any]) -> T:
+    """``do()``, tried again with backoff (50 ms, doubling, up to 1 s) until the deadline."""
+    with _deadline() as deadline:
+        delay = 0.05
+        while True:
+            try:
+                return await do()
+            except _RETRIED as error:
+                if (outcome := fail(error)) is not None and inspect.isawaitable(outcome):
+                    await outcome
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+class PatientRetry(Retry):
+    """redis-py's ``Retry``, bounded by :data:`REDIS_WAIT_S` rather than by a count, with one
+    deadline for a command and the openings of connections its retries make."""
+
+    def __init__(self) -> None:
+        super().__init__(NoBackoff(), -1, _RETRIED)  # type: ignore[arg-type]
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]) -> T:
+        return await _patiently(do, fail)  # type: ignore[arg-type]
+
+
 class PatientPool(ConnectionPool):
     """A connection pool whose new connections are tried again, with backoff, for up to
     :data:`REDIS_WAIT_S` while Redis refuses them (redis-py's pool tries once)."""
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
-        deadline = time.monotonic() + REDIS_WAIT_S
-        delay = 0.05
-        while True:
-            try:
-                connection: AbstractConnection = await super().get_connection(*args, **kwargs)
-                return connection
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                if time.monotonic() + delay > deadline:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        async def get() -> AbstractConnection:
+            connection: AbstractConnection = await super(PatientPool, self).get_connection(*args, **kwargs)
+            return connection
+
+        return await _patiently(get, lambda _error: None)
 
 
 def redis_pool(url: str, *, max_connections: int | None = None) -> ArqRedis:
@@ -96,8 +143,8 @@ def redis_pool(url: str, *, max_connections: int | None = None) -> ArqRedis:
     module docstring). No I/O: connections open on first use."""
     pool = PatientPool.from_url(
         url,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        retry=PatientRetry(),
+        retry_on_error=list(_RETRIED),
         socket_connect_timeout=1.0,
         max_connections=max_connections,
         encoding="utf8",

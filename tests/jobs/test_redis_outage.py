@@ -68,7 +68,6 @@ async def test_a_worker_rides_out_a_redis_restart_and_runs_what_comes_after(
     """Redis stays away longer than one command waits for it: the worker's poll fails again and
     again, and the worker neither exits nor logs more than once until Redis is back."""
     monkeypatch.setattr(connections, "REDIS_WAIT_S", 0.3)
-    monkeypatch.setattr(connections, "COMMAND_RETRIES", 1)
     async with deployment(own_redis, sqlite_url, tmp_path) as rt, worker_running(rt) as stop:
         before = (await run(rt, ALICE, "imagine", prompt="before", steps="2")).posted[0].job
         await wait_for_state(before, State.SUCCEEDED)
@@ -108,11 +107,13 @@ async def test_a_request_during_a_long_outage_is_refused_in_plain_words_and_leav
 ) -> None:
     # A command waits about 10 s for Redis; waiting that out here would only slow the suite.
     monkeypatch.setattr(connections, "REDIS_WAIT_S", 0.5)
-    monkeypatch.setattr(connections, "COMMAND_RETRIES", 2)
     async with deployment(own_redis, sqlite_url, tmp_path) as rt:
         await own_redis.stop()
+        started = asyncio.get_running_loop().time()
         out = await run(rt, ALICE, "imagine", prompt="nobody home")
+        took = asyncio.get_running_loop().time() - started
         assert out.posted == []
+        assert took < 3 * connections.REDIS_WAIT_S, "the member waits for Redis once, not per call"
         [error] = out.errors
         assert (error.code.value, error.title) == ("queue_unavailable", "Queue unavailable")
         assert "Error" not in error.what and "111" not in error.what
@@ -254,3 +255,26 @@ async def test_a_claim_cut_short_by_an_outage_gives_its_worker_slot_back(
     finally:
         monkeypatch.undo()
         await close_worker(worker)
+
+
+async def test_a_command_waits_for_redis_about_redis_wait_s_however_it_fails(
+    own_redis: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py opens a connection again inside each retry of a command, with the same ``Retry``:
+    counted retries multiply (a command once waited 85 s for a 10 s patience). genbot's waits are
+    bounded by one deadline: a command on a connection that broke, and one that needs a new
+    connection, each raise after about ``REDIS_WAIT_S``, not a multiple of it."""
+    monkeypatch.setattr(connections, "REDIS_WAIT_S", 1.0)
+    client = redis_pool(own_redis.url)
+    try:
+        await client.ping()  # a pooled connection, which the stop breaks
+        await own_redis.stop()
+        for what in ("on a broken connection", "on a new connection"):
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(RedisConnectionError):
+                await client.get("anything")
+            took = asyncio.get_running_loop().time() - started
+            assert 0.8 < took < 3 * connections.REDIS_WAIT_S, (what, took)
+    finally:
+        await own_redis.start()
+        await client.aclose()
