@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint bench reliability browser clean
+.PHONY: dev test lint bench render-bench reliability browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -42,6 +42,10 @@ lint: $(STAMP)
 ## Submit throughput against raw arq, printed as ratios.
 bench: $(STAMP)
 	$(BIN)/python -m bench.submit_throughput
+
+## The render scheduler under Slack's limits against the renderer before it, printed as ratios.
+render-bench: $(STAMP)
+	$(BIN)/python -m bench.render_budget
 
 ## The fault-injection scenarios with bigger batches; writes the figures to docs/reliability.md.
 reliability: $(STAMP)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError
 from bot.embedded_redis import EmbeddedRedis
 from bot.errors import describe
 from bot.models import JOB_ID_PREFIX
+from jobs.constants import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 GENBOT = [sys.executable, "-m", "bot.cli"]
@@ -144,7 +146,22 @@ class Cluster:
         return proc
 
     async def worker(self, name: str = "worker", **env: str) -> asyncio.subprocess.Process:
-        return await self.spawn(name, "worker", **env)
+        """Start ``genbot worker``; returns once it is up (its first heartbeat is in Redis), so that
+        a fault struck after this meets a running worker, not one still starting (a worker that
+        cannot reach Redis at start-up says so and exits, by design)."""
+        proc = await self.spawn(name, "worker", **env)
+        beat = f"{socket.gethostname()}:{proc.pid}:"
+        redis = Redis.from_url(self.redis.url, decode_responses=True)
+
+        async def up() -> bool:
+            assert proc.returncode is None, f"{name} exited at start-up:\n{self.log_tail()}"
+            return any(m.startswith(beat) for m in await redis.zrange(Keys(PREFIX).workers, 0, -1))
+
+        try:
+            await wait_until(up, f"{name} to start", 60)
+        finally:
+            await redis.aclose()
+        return proc
 
     async def bot(self, **env: str) -> str:
         """Start ``genbot bot`` with the local chat; returns its base URL once it listens."""
