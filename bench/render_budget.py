@@ -399,7 +399,7 @@ async def eta_scenario(tree: Tree, work: Path, seed: int) -> float:
             await procs.spawn("worker", "worker")
             for i in range(5):  # the run time is learnt
                 await client.command("/imagine", f"fox {i} steps: 4", user="UWARM", name="warm")
-                await until(lambda i=i: rows(db)[i].state == "succeeded", 30)  # type: ignore[misc]
+                await until(lambda i=i: ended(rows(db).get(i)), 30)  # type: ignore[misc]
             burst = range(5, 65)
             await gather_in_waves(
                 [
@@ -410,9 +410,7 @@ async def eta_scenario(tree: Tree, work: Path, seed: int) -> float:
                 ],
                 60,
             )
-            await until(
-                lambda: all(r.state == "succeeded" for r in rows(db).values()) and len(rows(db)) == 65, 300
-            )
+            await until(lambda: len(table := rows(db)) == 65 and all(ended(r) for r in table.values()), 300)
             table = rows(db)
     finally:
         await fake.stop()
@@ -430,6 +428,10 @@ async def eta_scenario(tree: Tree, work: Path, seed: int) -> float:
         if actual >= 1.0:  # a job that started at once has no wait to estimate
             errors.append(abs(shown - actual) / actual)
     return statistics.median(errors) * 100 if errors else float("nan")
+
+
+def ended(row: Row | None) -> bool:
+    return row is not None and row.state not in ("queued", "running")
 
 
 async def gather_in_waves(coros: list[Any], wave: int) -> list[Any]:
