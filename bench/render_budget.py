@@ -90,7 +90,7 @@ class Outcome:
     waiting_edits_max: int = 0
     writes: int = 0
     rate_limited: int = 0
-    member_failures: int = 0
+    member_failures: int = 0  # jobs that failed or were cancelled, and commands that made no job
     final_p50: float = 0.0
     final_p99: float = 0.0
     head_true: float = 0.0
@@ -366,10 +366,9 @@ def measure(outcome: Outcome, fake: FakeSlack, table: dict[int, Row], scale: flo
         1 for c in fake.calls if c.status == 200 and c.method in ("chat.postMessage", "chat.update")
     )
     outcome.rate_limited = sum(fake.rate_limited.values())
-    failed = sum(1 for r in table.values() if r.state != "succeeded")
-    unposted = outcome.n - outcome.posted
-    errors = sum(1 for body in fake.responses if "went wrong" in str(body).lower())
-    outcome.member_failures = failed + max(0, unposted - failed) + errors
+    # A job whose member read an error: its row did not succeed, or the command made no row.
+    not_done = sum(1 for r in table.values() if r.state != "succeeded")
+    outcome.member_failures = not_done + outcome.n - len(table)
     latencies = []
     for number, message in messages.items():
         row = table.get(number)
