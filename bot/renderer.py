@@ -313,7 +313,11 @@ class Renderer:
         return pending
 
     def _forget(self, gid: int) -> None:
+        """Drop everything kept about ``gid`` (its message shows its end, or cannot be shown): a
+        long-running bot keeps state only for the messages still moving. A late event of it costs
+        one read of its row."""
         self._unschedule(gid)
+        self._channel.pop(gid, None)
         self._failures.pop(gid, None)
         self._last_edit.pop(gid, None)
         self._shown.pop(gid, None)
@@ -340,7 +344,6 @@ class Renderer:
                 self._learn(gen)
             for gid in set(unknown) - set(self._channel):  # the row is gone
                 self._forget(gid)
-                self._channel.pop(gid, None)
         now = time.monotonic()
         for channel, lane in self._lanes.items():
             task = self._lane_tasks.get(channel)

@@ -501,3 +501,25 @@ async def test_a_message_whose_lease_is_slow_to_come_gets_one_write_not_one_a_se
     assert chat.edits[message_id] == 1
     assert chat.views[message_id].headline.startswith("Generating")
     assert await rt.queue.lock(f"render:{gen_id}", 1.0) is not None  # given back
+
+
+async def test_a_renderer_keeps_nothing_of_messages_that_show_their_end(rt: Runtime) -> None:
+    """A bot runs for months: what the renderer keeps per message is dropped once the message shows
+    its job's end, so its memory follows the messages still moving, not every job it ever saw."""
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    jobs = await _submit(rt, chat, 5)
+    await _drain(renderer)
+    for gen_id, _ in jobs[:3]:
+        await rt.queue.mark_running(gen_id)
+        await rt.store.transition(gen_id, State.RUNNING)
+        await rt.store.transition(gen_id, State.SUCCEEDED)
+        await rt.queue.mark_done(gen_id)
+        await rt.queue.publish(gen_id, "finished")
+    await _drain(renderer)
+    ended = {gen_id for gen_id, _ in jobs[:3]}
+    assert all(chat.views[m].headline.startswith("Done") for _g, m in jobs[:3])
+    kept = (renderer._channel, renderer._shown, renderer._last_edit, renderer._failures, renderer._pending)
+    assert all(ended.isdisjoint(d) for d in kept), [sorted(ended & set(d)) for d in kept]
+    assert {gen_id for gen_id, _ in jobs[3:]} <= set(renderer._channel), "the waiting ones are kept"
