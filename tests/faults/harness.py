@@ -250,8 +250,8 @@ class Cluster:
         conn = await asyncpg.connect(self.db_url)
         try:
             records = await conn.fetch(
-                "SELECT id, state, error_code, prompt, message::text AS message, attempts, ticket, "
-                "started_at FROM generations ORDER BY id"
+                "SELECT id, state, error_code, prompt, message::text AS message, meta::text AS meta, "
+                "attempts, ticket, started_at FROM generations ORDER BY id"
             )
         finally:
             await conn.close()
