@@ -57,8 +57,10 @@ from typing import Any
 import aiohttp
 
 from bot.embedded_redis import EmbeddedRedis, embedded_redis, free_port
-from tests.adapters.slack.conftest import CHANNEL, SECRET, SlackClient
+from tests.adapters.slack.conftest import SECRET, SlackClient
 from tests.adapters.slack.fake_slack import TOKEN, FakeSlack, Message
+from tests.adapters.slack.test_slack_app import headline, image_of
+from tests.adapters.slack.test_slack_limits import statuses
 from tests.rate_limits import SlackLimits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,10 +132,9 @@ class Processes:
         self.logs = logs
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def run(self, *args: str) -> None:
-        proc = await self.spawn("migrate", *args)
-        if await proc.wait() != 0:
-            raise SystemExit(f"genbot {' '.join(args)} failed on {self.tree.name}: see {self.logs}")
+    async def migrate(self) -> None:
+        if await (await self.spawn("migrate", "migrate")).wait() != 0:
+            raise SystemExit(f"genbot migrate failed on {self.tree.name}: see {self.logs}")
 
     async def spawn(self, name: str, *args: str, **env: str) -> asyncio.subprocess.Process:
         with open(self.logs / f"{self.tree.name}-{name}.log", "ab") as out:  # noqa: ASYNC230
@@ -177,17 +178,17 @@ async def listening(http: aiohttp.ClientSession, port: int, bot: asyncio.subproc
 @contextlib.asynccontextmanager
 async def deployment(
     tree: Tree, fake: FakeSlack, work: Path, extra: dict[str, str]
-) -> AsyncIterator[tuple[Processes, SlackClient, Path, aiohttp.ClientSession]]:
+) -> AsyncIterator[tuple[Processes, SlackClient, Path]]:
     work.mkdir(parents=True)  # noqa: ASYNC240
     db = work / "genbot.sqlite3"
     port = free_port()
     async with embedded_redis() as redis, aiohttp.ClientSession() as http:
         procs = Processes(tree, {**base_env(tree, redis, db, work, fake, port), **extra}, work)
         try:
-            await procs.run("migrate")
+            await procs.migrate()
             bot = await procs.spawn("bot", "bot")
             await listening(http, port, bot)
-            yield procs, SlackClient(http, f"http://127.0.0.1:{port}/slack/events", fake), db, http
+            yield procs, SlackClient(http, f"http://127.0.0.1:{port}/slack/events", fake), db
         finally:
             await procs.close()
 
@@ -195,17 +196,8 @@ async def deployment(
 # -- what members saw -------------------------------------------------------------------------
 
 
-def headline(version: dict[str, Any] | Message) -> str:
-    blocks = version.blocks if isinstance(version, Message) else version["blocks"]
-    return str(blocks[0]["text"]["text"]).strip("*") if blocks else ""
-
-
-def statuses(fake: FakeSlack) -> list[Message]:
-    return [m for m in fake.in_channel(CHANNEL) if m.blocks and m.blocks[0].get("type") == "section"]
-
-
 def job_of(message: Message) -> int | None:
-    """The job id a status message carries (its cancel button's value, or the prompt's number)."""
+    """The number of the job a status message is for, read from its prompt ("fox 12")."""
     match = re.search(r"fox (\d+)", message.text)
     return int(match.group(1)) if match else None
 
@@ -316,7 +308,7 @@ async def queue_scenario(tree: Tree, n: int, scale: float, work: Path) -> Outcom
     }
     started = time.monotonic()
     try:
-        async with deployment(tree, fake, work, extra) as (procs, client, db, _http):
+        async with deployment(tree, fake, work, extra) as (procs, client, db):
             sends = [
                 client.command("/imagine", f"fox {i} steps: {steps}", user=f"U{i:05d}", name=f"m{i}")
                 for i in range(n)
@@ -342,13 +334,8 @@ async def queue_scenario(tree: Tree, n: int, scale: float, work: Path) -> Outcom
 
 
 def finals_shown(fake: FakeSlack, table: dict[int, Row]) -> bool:
-    done = {job_of(m) for m in statuses(fake) if headline(m).startswith("Done") and image_in(m)}
+    done = {job_of(m) for m in statuses(fake) if headline(m).startswith("Done") and image_of(m.blocks)}
     return all(number in done for number, r in table.items() if r.state == "succeeded")
-
-
-def image_in(message: Message | dict[str, Any]) -> bool:
-    blocks = message.blocks if isinstance(message, Message) else message["blocks"]
-    return any(b.get("type") == "image" for b in blocks)
 
 
 def quiet_for(fake: FakeSlack, seconds: float) -> bool:
@@ -374,7 +361,7 @@ def measure(outcome: Outcome, fake: FakeSlack, table: dict[int, Row], scale: flo
         row = table.get(number)
         if row is None or row.finished is None or row.state != "succeeded":
             continue
-        shown = next((v["at"] for v in message.history if image_in(v)), None)
+        shown = next((v["at"] for v in message.history if image_of(v["blocks"])), None)
         if shown is not None:
             latencies.append((shown - row.finished) * scale)
     outcome.final_p50 = percentile(latencies, 0.5)
@@ -394,7 +381,7 @@ async def eta_scenario(tree: Tree, work: Path, seed: int) -> float:
     if not tree.legacy:  # no limit to keep in this scenario: the estimate is measured
         extra |= {"GENBOT_SLACK__CHANNEL_WRITES_PER_S": "1000", "GENBOT_SLACK__UPDATES_PER_MIN": "100000"}
     try:
-        async with deployment(tree, fake, work, extra) as (procs, client, db, _http):
+        async with deployment(tree, fake, work, extra) as (procs, client, db):
             await procs.spawn("worker", "worker")
             for i in range(5):  # the run time is learnt
                 await client.command("/imagine", f"fox {i} steps: 4", user="UWARM", name="warm")
