@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	PYTHONPATH=examples/ask $(BIN)/lint-imports
 
 ## Submit throughput against raw arq, printed as ratios.
 bench: $(STAMP)

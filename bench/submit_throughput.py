@@ -4,8 +4,9 @@
                                       [--rounds 3] [--pg-maxsize N] [--profile]
 
 - baseline: ``ArqRedis.enqueue_job("generate", i, _job_id=...)``, ``--concurrency`` asyncio tasks.
-- genbot: ``validate_imagine`` on raw options, the moderation checks (ban lookup, matching against
-  ``BLOCKED_TERMS`` blocked terms), then ``Genbot.submit(NewGeneration(...), quota=...)``: row
+- genbot: ``/imagine``'s raw options parsed by their types and prepared by the image plugin
+  (``prepare``), the moderation checks (ban lookup, matching against ``BLOCKED_TERMS`` blocked
+  terms), then ``Genbot.submit(Genbot.new_job(...), quota=...)``: row
   insert, then pause and quota checks, ticket, position and arq job in one Lua script. (Quotas are
   set high enough never to refuse, so both sides enqueue every job.) (The ticket reaches the row later,
   in the same UPDATE that stores the status message's reference; ``--breakdown`` times it too.)
@@ -38,12 +39,14 @@ from pathlib import Path
 
 import asyncpg
 
+from bot.api import Call, JobKind, JobRequest
 from bot.app import Runtime, runtime
-from bot.commands import validate_imagine
+from bot.commands import parse_options
 from bot.config import Settings, load_settings
 from bot.embedded_redis import embedded_redis
-from bot.models import Actor, NewGeneration
+from bot.models import Actor
 from bot.moderation import blocked_term
+from bot.service import Genbot
 from storage import db
 from storage.models import GenerationRow
 
@@ -55,6 +58,16 @@ WARMUP = 200
 BLOCKED_TERMS = 20
 
 Op = Callable[[int], Awaitable[object]]
+
+
+def imagine(core: Genbot, actor: Actor) -> tuple[JobKind, JobRequest, list[str]]:
+    """``/imagine`` with :data:`RAW_OPTIONS`, parsed and prepared as a member's command is."""
+    spec = core.specs["imagine"]
+    found = core.plugins.command("imagine")
+    assert found is not None
+    command, loaded = found
+    options = parse_options(spec, dict(RAW_OPTIONS), text_max=core.settings.limits.prompt_max)
+    return core.prepare(command, spec, Call(actor, "bench", options, loaded.settings))
 
 
 @dataclass
@@ -216,9 +229,6 @@ def make_ops(rt: Runtime, run_tag: str) -> tuple[Op, Op]:
     redis = rt.redis
     queue_name = rt.settings.redis.queue_name
     core = rt.core
-    spec = core.specs["imagine"]
-    limits = rt.settings.limits
-    backend = rt.settings.backend.name
 
     async def baseline(i: int) -> None:
         job = await redis.enqueue_job("generate", i, _job_id=f"bench:{run_tag}:{i}", _queue_name=queue_name)
@@ -226,12 +236,11 @@ def make_ops(rt: Runtime, run_tag: str) -> tuple[Op, Op]:
             raise RuntimeError(f"baseline job {i} was not enqueued (duplicate id)")
 
     async def genbot(i: int) -> None:
-        options = validate_imagine(spec, dict(RAW_OPTIONS), limits)
         actor = Actor("local", "bench", f"user{i % 64}", f"Bench {i % 64}")
-        await core.check_member(actor, options)
-        await core.submit(
-            NewGeneration(actor, "bench", options, backend), quota=await core.member_quota(actor)
-        )
+        kind, job, texts = imagine(core, actor)
+        await core.check_member(actor, texts)
+        new = core.new_job(actor, "bench", kind, job, uuid.uuid4().hex)
+        await core.submit(new, quota=await core.member_quota(actor))
 
     return baseline, genbot
 
@@ -318,17 +327,15 @@ async def bench(args: argparse.Namespace, db_url: str, redis_url: str, tmp: Path
 async def breakdown(rt: Runtime, args: argparse.Namespace, watched: Watched) -> None:
     """Each step of the submit path alone, same n and concurrency: where the time goes."""
     core, store, queue = rt.core, rt.store, rt.queue
-    spec, limits = core.specs["imagine"], rt.settings.limits
-    options = validate_imagine(spec, dict(RAW_OPTIONS), limits)
     actor = Actor("local", "bench", "user0", "Bench")
-    new = NewGeneration(actor, "bench", options, rt.settings.backend.name)
+    kind, job, _texts = imagine(core, actor)
     ids: list[int] = []
 
     async def validate(_i: int) -> None:
-        validate_imagine(spec, dict(RAW_OPTIONS), limits)
+        imagine(core, actor)
 
     async def create(_i: int) -> None:
-        ids.append((await store.create(new)).id)
+        ids.append((await store.create(core.new_job(actor, "bench", kind, job, uuid.uuid4().hex))).id)
 
     async def lua(i: int) -> None:
         await queue.submit(ids[i])
@@ -337,7 +344,7 @@ async def breakdown(rt: Runtime, args: argparse.Namespace, watched: Watched) -> 
         await store.update(ids[i], message={"message_id": str(i)}, meta={"rendered": "x"}, ticket=i + 1)
 
     steps: list[tuple[str, Op, str]] = [
-        ("validate_imagine", validate, "CPU only"),
+        ("parse and prepare", validate, "CPU only"),
         ("store.create", create, "INSERT ... RETURNING"),
         ("queue.submit", lua, "EVALSHA, 1 Redis round trip"),
         ("store.update", attach, "attach_message: refs, digest and ticket (after submit)"),

@@ -20,19 +20,19 @@ from adapters.local.chat import LocalChat
 from adapters.slack.adapter import SlackChat, make_client, slack_rates
 from adapters.slack.admins import SlackAdmins
 from adapters.slack.app import SlackBot
-from bot.commands import all_specs
+from bot.commands import admin_specs, command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
+from bot.plugins import Plugins, load_plugins
 from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter, InboxEntry
 from bot.renderer import Renderer
 from bot.service import Genbot
-from jobs.backends import load_backend
 from jobs.breaker import Breaker, BreakerKeys
 from jobs.budgets import RedisBudgets
 from jobs.connections import open_redis
 from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
 from jobs.queue import ArqRedis, RedisJobQueue
-from jobs.runner import GenerationRunner, defer_slice_s
+from jobs.runner import GenerationRunner, KindRuntime, defer_slice_s
 from jobs.worker import build_sweeper, build_worker, close_worker
 from storage import db
 from storage.blobs import LocalBlobStore
@@ -45,6 +45,15 @@ log = logging.getLogger(__name__)
 
 #: A bot looks for commands of stopped bots to run again at least this often.
 REVIVE_EVERY_S = 10.0
+#: genbot's own plugins, loaded before the installed ones.
+BUILTIN_PLUGINS = ("jobs.imagine:plugin",)
+
+
+def plugins_of(settings: Settings) -> Plugins:
+    """genbot's plugins and the installed ones (see :mod:`bot.plugins`). Raises
+    :class:`~bot.plugins.PluginError` (a :class:`ConfigError`) naming the first that fails."""
+    core = [spec.key for spec in command_specs() + admin_specs()]
+    return load_plugins(settings, BUILTIN_PLUGINS, reserved=core)
 
 
 async def migrate(db_url: str) -> None:
@@ -133,7 +142,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
     Raises, before the block runs: :class:`StartupError` naming ``GENBOT_DATABASE__URL`` or
     ``GENBOT_REDIS__URL`` for a server out of reach, :class:`ConfigError` for a database that
-    lacks this release's migrations (run ``genbot migrate``)."""
+    lacks this release's migrations (run ``genbot migrate``) or a plugin that does not load."""
+    plugins = plugins_of(settings)
     await _connect_database(settings.database.url)
     try:
         redis = await _open_redis(settings.redis.url)
@@ -157,7 +167,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             queue=queue,
             moderation=moderation,
             blobs=LocalBlobStore(settings.blobs.dir),
-            core=Genbot(settings, store, queue, moderation, TortoiseCommandInbox()),
+            core=Genbot(settings, store, queue, moderation, TortoiseCommandInbox(), plugins),
         )
     finally:
         await redis.aclose()
@@ -173,7 +183,7 @@ def build_local_chat(rt: Runtime) -> LocalChat:
         log_store=TortoiseChatLog(),
         handler=rt.core,
         blobs=rt.blobs.get,
-        specs=all_specs(rt.settings.limits),
+        specs=tuple(rt.core.specs.values()),
         members=rt.settings.local.members,
         admins=rt.settings.local.admins,
         allowed_hosts=rt.settings.local.allowed_hosts,
@@ -201,7 +211,7 @@ def build_slack(rt: Runtime) -> SlackBot:
     return SlackBot(
         handler=rt.core,
         chat=chat,
-        specs=all_specs(rt.settings.limits),
+        specs=tuple(rt.core.specs.values()),
         bot_token=token,
         signing_secret=s.signing_secret.get_secret_value(),
         api_base_url=s.api_base_url,
@@ -264,7 +274,7 @@ def build_discord_client(rt: Runtime, *, clock: Callable[[], float] = time.time)
     d = rt.settings.discord
     return GenbotClient(
         handler=rt.core,
-        specs=all_specs(rt.settings.limits),
+        specs=tuple(rt.core.specs.values()),
         blobs=rt.blobs.get,
         admin_role_ids=d.admin_role_ids,
         application_id=d.application_id,
@@ -341,14 +351,19 @@ def build_breaker(rt: Runtime, backend: str) -> Breaker:
 
 def build_runner(rt: Runtime) -> GenerationRunner:
     w = rt.settings.worker
-    backend = load_backend(rt.settings)
+    breakers: dict[str, Breaker] = {}
+    kinds: dict[str, KindRuntime] = {}
+    for name, (kind, loaded) in rt.core.plugins.kinds.items():
+        # One breaker per backend, keyed as the rows are: the bot reads the breaker of ``gen.backend``.
+        backend = kind.backend_name
+        if backend not in breakers:
+            breakers[backend] = build_breaker(rt, backend)
+        kinds[name] = KindRuntime(kind, breakers[backend], loaded.settings)
     return GenerationRunner(
         store=rt.store,
         queue=rt.queue,
         blobs=rt.blobs,
-        backend=backend,
-        # Keyed by the setting, as the rows are: the bot reads the breaker of ``gen.backend``.
-        breaker=build_breaker(rt, rt.settings.backend.name),
+        kinds=kinds,
         backend_timeout_s=w.backend_timeout_s,
         progress_interval_s=w.progress_interval_s,
         max_running=rt.settings.quota.max_running,

@@ -5,6 +5,7 @@
 - ``genbot worker``: an arq worker running generation jobs.
 - ``genbot migrate``: apply database migrations.
 - ``genbot discord sync [--guild ID]``: register the slash commands with Discord.
+- ``genbot plugins``: the plugins genbot loads, with their commands, job kinds and settings.
 
 A start-up failure is one line on stderr naming what to fix, never a traceback: exit code 2 for a
 setting (:class:`~bot.config.ConfigError`: a name that is not a setting, a bad value, a token the
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     bot.add_argument("--platform", choices=[p.value for p in Platform])
     sub.add_parser("worker", help="run a generation worker")
     sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("plugins", help="list the plugins, their commands, job kinds and settings")
     discord = sub.add_parser("discord", help="Discord application chores")
     chores = discord.add_subparsers(dest="chore", required=True)
     sync = chores.add_parser("sync", help="register the slash commands (globally, or in one guild)")
@@ -145,6 +147,13 @@ async def _migrate(settings: Settings) -> None:
     print("migrations applied", flush=True)
 
 
+async def _plugins(settings: Settings) -> None:
+    from bot.app import plugins_of
+    from bot.plugins import describe
+
+    print(describe(plugins_of(settings)), flush=True)
+
+
 async def _discord_sync(settings: Settings, guild: int | None) -> None:
     from bot.app import runtime, sync_discord_commands
 
@@ -183,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "bot": _bot,
         "worker": _worker,
         "migrate": _migrate,
+        "plugins": _plugins,
         "discord": lambda s: _discord_sync(s, args.guild),
     }
     try:

@@ -1,39 +1,47 @@
 """The slash commands: their options (the one spec every platform registers), the text syntax the
-local chat and Slack use, and the validation of ``/imagine``'s options.
+local chat and Slack use, and the parsing of option values by their types.
 
 All of it is pure: no I/O, easy to test with captured inputs.
 """
 
 from __future__ import annotations
 
+import math
 import re
-import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
-
-from bot.config import LimitsSettings
 from bot.errors import ErrorCode, GenbotError
-from bot.models import CommandRequest, ImagineOptions
+from bot.models import CommandRequest
 from bot.text import clean_line, clean_name, is_visible, shown
 
-SEED_MAX = 2**32 - 1
 #: Job numbers are row ids; larger numbers are refused before they reach the database. (Discord's
 #: integer options end at 2**53.)
 JOB_MAX = 2**53 - 1
 
 
+#: The option types every platform offers: text, whole numbers, numbers, yes/no, and a member
+#: (picked from the platform's list; the core reads their id).
+OPTION_TYPES = frozenset({"string", "integer", "number", "boolean", "member"})
+
+
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
+    """One option of a command. ``choices`` (for text) are the only values taken; ``min`` and
+    ``max`` bound numbers. Options are given by name; the first required one may be given bare
+    (``/imagine a red fox``)."""
+
     name: str
-    type: str  # "string" | "integer" | "user" (a member: a mention or an id)
+    type: str  # one of OPTION_TYPES
     description: str
     required: bool = False
     choices: tuple[str, ...] | None = None
-    min: int | None = None
-    max: int | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name!r}: type {self.type!r} is not one of {sorted(OPTION_TYPES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,8 @@ class CommandSpec:
     options: tuple[OptionSpec, ...] = ()
     #: ``"admin"`` for the admin commands: ``/admin ban ...`` (Discord: subcommands of ``/admin``).
     group: str | None = None
+    #: Whether its answer is for the whole channel (a job's status message), not the member alone.
+    public: bool = False
 
     def option(self, name: str) -> OptionSpec | None:
         return next((o for o in self.options if o.name == name), None)
@@ -61,26 +71,10 @@ ADMIN = "admin"
 _REASON = OptionSpec("reason", "string", "Why (kept in the audit log)")
 
 
-def command_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
-    """The member commands, as each platform registers them."""
+def command_specs() -> tuple[CommandSpec, ...]:
+    """genbot's own member commands, for the jobs of every plugin. (The commands that start jobs,
+    ``/imagine`` among them, are the plugins'.)"""
     return (
-        CommandSpec(
-            "imagine",
-            "Make an image from a text prompt",
-            (
-                OptionSpec("prompt", "string", "What to draw", required=True),
-                OptionSpec("negative", "string", "What to keep out of the image"),
-                OptionSpec("size", "string", "Width x height", choices=tuple(limits.sizes)),
-                OptionSpec(
-                    "steps",
-                    "integer",
-                    "More steps: finer, slower",
-                    min=limits.steps_min,
-                    max=limits.steps_max,
-                ),
-                OptionSpec("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
-            ),
-        ),
         CommandSpec("queue", "Your jobs and where they stand in the queue"),
         CommandSpec(
             "cancel",
@@ -91,6 +85,7 @@ def command_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
             "status",
             "Post a job's status message again",
             (OptionSpec("job", "integer", "The job number", required=True, min=1, max=JOB_MAX),),
+            public=True,
         ),
     )
 
@@ -102,7 +97,7 @@ def admin_specs() -> tuple[CommandSpec, ...]:
     def admin(name: str, description: str, *options: OptionSpec) -> CommandSpec:
         return CommandSpec(name, description, options, group=ADMIN)
 
-    member = OptionSpec("member", "user", "The member", required=True)
+    member = OptionSpec("member", "member", "The member", required=True)
     return (
         admin(
             "ban",
@@ -160,10 +155,6 @@ def admin_specs() -> tuple[CommandSpec, ...]:
             OptionSpec("limit", "integer", "How many (default 20)", min=1, max=100),
         ),
     )
-
-
-def all_specs(limits: LimitsSettings) -> tuple[CommandSpec, ...]:
-    return command_specs(limits) + admin_specs()
 
 
 def invalid(sentence: str) -> GenbotError:
@@ -273,8 +264,8 @@ def parse_int(spec: CommandSpec, name: str, raw: str | None) -> int | None:
         return None
     option = spec.option(name)
     assert option is not None
-    lo = option.min if option.min is not None else 0
-    hi = option.max
+    lo = int(option.min) if option.min is not None else 0
+    hi = int(option.max) if option.max is not None else None
     bounds = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
     value = parse_digits(raw)
     if value is None or value < lo or (hi is not None and value > hi):
@@ -282,85 +273,71 @@ def parse_int(spec: CommandSpec, name: str, raw: str | None) -> int | None:
     return value
 
 
-_INVISIBLE = {
-    "prompt": "The prompt has no visible character, only spaces or invisible marks: say what to draw.",
-    "negative": "The negative prompt has no visible character, only spaces or invisible marks: "
-    "write what to keep out, or leave it out.",
+_NUMBER = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?")
+_YES = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
 }
-#: The error types of genbot's own validators; their messages are written for members. Any other
-#: (pydantic's own wording) is replaced by :func:`_option_sentence`.
-_OWN_ERRORS = frozenset({"empty", "invisible", "too_long", "size"})
 
 
-class _ImagineInput(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    prompt: str
-    negative: str = ""
-    size: str | None = None
-    steps: int | None = None
-    seed: int | None = None
-
-    @field_validator("prompt", "negative")
-    @classmethod
-    def _text(cls, value: str, info: ValidationInfo) -> str:
-        limits: LimitsSettings = (info.context or {})["limits"]
-        value = clean_line(value)  # one line; control characters and runs of spaces go
-        if info.field_name == "prompt" and not value:
-            raise PydanticCustomError("empty", "The prompt is empty: say what to draw.")
-        if value and not is_visible(value):
-            raise PydanticCustomError("invisible", _INVISIBLE[info.field_name or "prompt"])
-        if len(value) > limits.prompt_max:
-            raise PydanticCustomError(
-                "too_long",
-                "The {field} is {n} characters long; the limit is {limit}.",
-                {"field": info.field_name, "n": len(value), "limit": limits.prompt_max},
-            )
-        return value
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: str | None, info: ValidationInfo) -> str | None:
-        limits: LimitsSettings = (info.context or {})["limits"]
-        if value is not None and value.lower() not in limits.sizes:
-            raise PydanticCustomError(
-                "size", "Size must be one of: {sizes}.", {"sizes": ", ".join(limits.sizes)}
-            )
-        return value.lower() if value else None
-
-
-def validate_imagine(spec: CommandSpec, options: dict[str, str], limits: LimitsSettings) -> ImagineOptions:
-    """Validate raw ``/imagine`` options. Raises :class:`GenbotError` (invalid_option) with one
-    sentence for the member; nothing has been written when it raises."""
+def parse_options(spec: CommandSpec, options: dict[str, str], *, text_max: int) -> dict[str, Any]:
+    """A command's raw options as typed values (see :data:`OPTION_TYPES`): text one clean, visible
+    line of at most ``text_max`` characters (and one of its ``choices``), whole numbers and
+    numbers within their bounds (ASCII digits only), yes/no as ``bool``, a member as given (their
+    id: each adapter resolves pickers and mentions). Absent options are left out. Raises
+    :class:`GenbotError` (invalid_option) with one sentence for the first bad or missing one."""
     check_known(spec, options)
-    data: dict[str, Any] = {
-        k: clean_line(v) if isinstance(v, str) else v
-        for k, v in options.items()
-        if k in ("prompt", "negative", "size")
-    }
-    data.setdefault("prompt", "")
-    data["steps"] = parse_int(spec, "steps", options.get("steps"))
-    data["seed"] = parse_int(spec, "seed", options.get("seed"))
-    try:
-        parsed = _ImagineInput.model_validate(data, context={"limits": limits})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        if error["type"] in _OWN_ERRORS:
-            raise invalid(str(error["msg"])) from None
-        raise invalid(_option_sentence(error["loc"])) from None
-    width, _, height = (parsed.size or limits.default_size).partition("x")
-    return ImagineOptions(
-        prompt=parsed.prompt,
-        negative=parsed.negative,
-        width=int(width),
-        height=int(height),
-        steps=parsed.steps if parsed.steps is not None else limits.default_steps,
-        seed=parsed.seed if parsed.seed is not None else secrets.randbelow(SEED_MAX + 1),
-    )
+    values: dict[str, Any] = {}
+    for option in spec.options:
+        raw = options.get(option.name)
+        if option.name in options and not isinstance(raw, str):  # no adapter passes one on
+            raise invalid(f"The {option.name} option is not valid: give it as text.")
+        if raw is None or not raw.strip():
+            if option.required:
+                raise invalid(f"The {option.name} is missing: {option.description.lower()}.")
+            continue
+        values[option.name] = _typed(spec, option, raw, text_max)
+    return values
 
 
-def _option_sentence(loc: tuple[int | str, ...]) -> str:
-    """The sentence for a validation error genbot did not write itself: it names the option,
-    never quotes the library."""
-    name = str(loc[0]) if loc else "one option"
-    return f"The {name} option is not valid: give it as text."
+def _typed(spec: CommandSpec, option: OptionSpec, raw: str, text_max: int) -> Any:
+    name = option.name
+    if option.type == "integer":
+        return parse_int(spec, name, raw)
+    if option.type == "number":
+        text = raw.strip()
+        value = float(text) if _NUMBER.fullmatch(text) else None
+        lo = option.min if option.min is not None else -math.inf
+        hi = option.max if option.max is not None else math.inf
+        if value is None or not lo <= value <= hi:
+            bounds = (
+                f" from {option.min:g} to {option.max:g}"
+                if option.min is not None and option.max is not None
+                else ""
+            )
+            raise invalid(f"{name.capitalize()} must be a number{bounds}, like 1.5.")
+        return value
+    if option.type == "boolean":
+        answer = _YES.get(raw.strip().lower())
+        if answer is None:
+            raise invalid(f"{name.capitalize()} is yes or no.")
+        return answer
+    text = clean_line(raw)
+    if option.type == "member":
+        return text
+    if not is_visible(text):
+        raise invalid(f"The {name} has no visible character, only spaces or invisible marks.")
+    if len(text) > text_max:
+        raise invalid(f"The {name} is {len(text)} characters long; the limit is {text_max}.")
+    if option.choices is not None:
+        match = next((c for c in option.choices if c.lower() == text.lower()), None)
+        if match is None:
+            raise invalid(f"{name.capitalize()} must be one of: {', '.join(option.choices)}.")
+        return match
+    return text

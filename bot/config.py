@@ -18,12 +18,13 @@ import os
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -323,6 +324,29 @@ class BlobSettings(BaseModel):
     dir: Path = Path("data/blobs")
 
 
+#: Where the settings of the plugin named ``<name>`` live: ``GENBOT_PLUGINS__<NAME>__<KEY>``.
+PLUGIN_SECTIONS = f"{ENV_PREFIX}PLUGINS{ENV_NESTED}"
+
+
+class PluginsSettings(BaseModel):
+    """``modules``: plugins to load besides the installed ones (the ``genbot.plugins`` entry
+    points), as ``package.module:attribute``. Every other key is one plugin's own section
+    (``GENBOT_PLUGINS__ASK__MODEL`` is ``model`` of ``ask``), which the plugin's model validates
+    when it loads (:mod:`bot.plugins`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    modules: StrList = Field(default_factory=list)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The raw settings of plugin ``name`` (keys lowercased, as pydantic-settings reads them)."""
+        value = (self.model_extra or {}).get(name.lower(), {})
+        return dict(value) if isinstance(value, dict) else {}
+
+    def sections(self) -> list[str]:
+        return sorted((self.model_extra or {}).keys())
+
+
 class Settings(BaseSettings):
     """All of genbot's settings. Construct with :func:`load_settings`."""
 
@@ -349,6 +373,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
 
     @field_validator("log_level")
     @classmethod
@@ -416,6 +441,8 @@ def unknown_variables(
     for where, names in (("", environ), (f" in {dotenv_name}", dotenv)):
         for name in sorted(set(names)):
             upper = name.upper()
+            if upper.startswith(PLUGIN_SECTIONS) and ENV_NESTED in upper.removeprefix(PLUGIN_SECTIONS):
+                continue  # a plugin's own section: its plugin checks it as it loads
             if upper.startswith(ENV_PREFIX) and not upper.startswith(ENV_RESERVED) and upper not in known_set:
                 lines.append(_not_a_setting(name, where, known))
     return lines

@@ -42,28 +42,28 @@ class ErrorText:
 
 _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
     ErrorCode.BACKEND_UNAVAILABLE: (
-        "Image service unavailable",
-        "The image service is not answering right now.",
+        "Service unavailable",
+        "The service this job needs is not answering right now.",
         "Nothing to do: your request keeps its place in line and will start when the service recovers.",
     ),
     ErrorCode.BACKEND_ERROR: (
-        "Image service error",
-        "The image service could not make this image.",
+        "Service error",
+        "The service this job runs on could not finish it.",
         "Try again in a moment; if it keeps happening, tell an admin.",
     ),
     ErrorCode.TIMED_OUT: (
         "Took too long",
-        "The image took longer than this server allows and was stopped.",
-        "Try again with fewer steps or a smaller size.",
+        "The job took longer than this server allows and was stopped.",
+        "Try again with a smaller request (for an image: fewer steps or a smaller size).",
     ),
     ErrorCode.STUCK: (
         "Stopped responding",
-        "The worker making your image stopped responding and the retry did not finish either.",
+        "The worker running your job stopped responding and the retry did not finish either.",
         "Try again; if it keeps happening, tell an admin.",
     ),
     ErrorCode.WORKER_LOST: (
         "Worker lost",
-        "The worker making your image shut down before it finished.",
+        "The worker running your job shut down before it finished.",
         "Try again; your request did not count against your limits.",
     ),
     ErrorCode.CONTENT_BLOCKED: (
@@ -109,7 +109,7 @@ _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
     ErrorCode.CANCELLED: (
         "Cancelled",
         "This request was cancelled by the member who asked for it.",
-        "Run /imagine again whenever you like.",
+        "Start it again whenever you like.",
     ),
     ErrorCode.CANCELLED_BY_ADMIN: (
         "Cancelled by an admin",

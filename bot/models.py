@@ -128,27 +128,26 @@ class CommandRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class ImagineOptions:
-    prompt: str
-    negative: str
-    width: int
-    height: int
-    steps: int
-    seed: int
-
-    @property
-    def size(self) -> str:
-        return f"{self.width}x{self.height}"
-
-
-@dataclass(frozen=True, slots=True)
 class NewGeneration:
+    """A job about to be queued: of which ``kind`` (a plugin's job kind), the ``text`` its status
+    message quotes, the ``options`` its job function reads (JSON values), the ``backend`` whose
+    breaker and ETA it shares, and ``look``: how its status message reads (see :data:`LOOK`)."""
+
     actor: Actor
     channel: str
-    options: ImagineOptions
+    kind: str
+    text: str
+    options: dict[str, Any]
     backend: str
+    look: dict[str, Any] = field(default_factory=dict)
     #: Idempotency key: inserting the same request twice (a retry) makes one row.
     request_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+#: The key of a row's ``meta`` that holds how its status message reads, set once at submit from
+#: its job kind: ``verb`` ("Generating"), ``details`` (the small line), ``reroll`` (whether a
+#: finished job offers one). The views read it, so no renderer needs the plugins.
+LOOK = "look"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +160,8 @@ class Generation:
     channel: str
     user_id: str
     user_name: str
+    #: The job's text, as its status message quotes it (a prompt, a question).
     prompt: str
-    negative: str
     options: dict[str, Any]
     backend: str
     state: State
@@ -177,23 +176,19 @@ class Generation:
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
+    #: The plugin job kind that runs it (``imagine``: genbot's own image generation).
+    kind: str = "imagine"
 
     @property
     def member(self) -> str:
         """The member who asked, as :attr:`Actor.member`."""
         return f"{self.platform}:{self.workspace}:{self.user_id}"
 
-    def imagine_options(self, *, seed: int | None = None) -> ImagineOptions:
-        """The validated options this generation was made with (another ``seed`` for a reroll)."""
-        opts = self.options
-        return ImagineOptions(
-            prompt=self.prompt,
-            negative=self.negative,
-            width=int(opts["width"]),
-            height=int(opts["height"]),
-            steps=int(opts["steps"]),
-            seed=int(opts["seed"]) if seed is None else seed,
-        )
+    @property
+    def look(self) -> dict[str, Any]:
+        """How its status message reads (see :data:`LOOK`)."""
+        look = self.meta.get(LOOK)
+        return look if isinstance(look, dict) else {}
 
 
 JOB_ID_PREFIX = "gen:"
@@ -236,9 +231,13 @@ class StatusView:
     progress: float | None = None
     preview_key: str | None = None
     image_key: str | None = None
+    #: A job's text: an answer as it streams in, then the whole of it.
+    text: str | None = None
     note: str | None = None
     error: ErrorView | None = None
     buttons: tuple[Button, ...] = field(default_factory=tuple)
+    #: The job kind: the command that started it, as the local chat shows it.
+    kind: str = "imagine"
     #: How long a waiting job should wait still ("about 40 s", "3-4 min"); shown after the
     #: headline. A change of it alone is no reason to edit a message (see ``bot.views``).
     wait: str | None = None

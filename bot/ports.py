@@ -18,7 +18,6 @@ from bot.models import (
     Ban,
     CommandRequest,
     Generation,
-    ImagineOptions,
     MessageRef,
     NewGeneration,
     Quota,
@@ -471,7 +470,7 @@ class JobQueue(Protocol):
 #: The generation id of events that concern every waiting message, not one generation.
 ALL_WAITING = 0
 #: Event kind (with :data:`ALL_WAITING`): a backend's circuit breaker opened or closed, so every
-#: waiting message changes ("waiting for the image service", or back to its ETA).
+#: waiting message changes ("waiting for the service", or back to its ETA).
 BREAKER_EVENT = "breaker"
 
 
@@ -509,25 +508,27 @@ class BlobStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
 
-#: What a backend is asked to draw: exactly the validated ``/imagine`` options.
-ImageRequest = ImagineOptions
-
-
 @dataclass(frozen=True, slots=True)
 class ImageResult:
+    """A job's result: one PNG image."""
+
     png: bytes
 
 
-#: ``progress(step, total, preview)``: ``preview`` is a small JPEG or None.
-ProgressCallback = Callable[[int, int, bytes | None], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class TextResult:
+    """A job's result: text (an answer), shown in its status message, cut at
+    :data:`RESULT_TEXT_MAX` characters."""
+
+    text: str
 
 
-class ImageBackend(Protocol):
-    name: str
+#: The longest text a status message shows (Slack's section block holds 3,000 characters).
+RESULT_TEXT_MAX = 2800
 
-    async def generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
-        """Make one image. Cancellation (``asyncio.CancelledError``) must stop the work."""
-        ...
+
+class JobStopped(Exception):
+    """Raised in a job by its progress report once the job was cancelled: stop and let it go up."""
 
 
 class ChatAdapter(Protocol):
@@ -560,6 +561,11 @@ class Responder(Protocol):
         ...
 
     async def reply_error(self, error: ErrorText) -> None: ...
+
+    async def say(self, text: str) -> None:
+        """Say something to the whole channel (a plugin command's public answer). Member and
+        plugin text: it pings no one."""
+        ...
 
     def spends(self, view: StatusView) -> list[Spend]:
         """What posting the status message costs (the platform's budgets; see

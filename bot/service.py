@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,15 +18,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from bot.admin import Admin
+from bot.api import Call, Command, JobKind, JobRequest
 from bot.commands import (
     JOB_MAX,
-    SEED_MAX,
     CommandSpec,
-    all_specs,
     check_known,
     cleaned,
     parse_int,
-    validate_imagine,
+    parse_options,
 )
 from bot.config import Platform, Settings
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
@@ -37,7 +35,6 @@ from bot.models import (
     Ban,
     CommandRequest,
     Generation,
-    ImagineOptions,
     MessageRef,
     NewGeneration,
     Quota,
@@ -45,6 +42,7 @@ from bot.models import (
     StatusView,
 )
 from bot.moderation import TermMatcher, format_span
+from bot.plugins import LoadedPlugin, Plugins, all_specs
 from bot.ports import (
     HANDED_OVER,
     PARTIAL,
@@ -139,6 +137,9 @@ class BoundedResponder:
     async def reply(self, text: str) -> None:
         await self.inner.reply(clip(text, REPLY_MAX))
 
+    async def say(self, text: str) -> None:
+        await self.inner.say(clip(text, REPLY_MAX))
+
     async def reply_error(self, error: ErrorText) -> None:
         await self.inner.reply_error(
             replace(error, what=clip(error.what, ERROR_PART_MAX), todo=clip(error.todo, ERROR_PART_MAX))
@@ -159,13 +160,16 @@ class Genbot:
         queue: JobQueue,
         moderation: ModerationStore,
         inbox: CommandInbox,
+        plugins: Plugins,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.moderation = moderation
         self.inbox = inbox
-        self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(settings.limits)}
+        self.plugins = plugins
+        #: Every command, as the platforms register them (:func:`~bot.plugins.all_specs`).
+        self.specs: dict[str, CommandSpec] = {s.key: s for s in all_specs(plugins)}
         self.admin = Admin(self)
         #: Receipts of commands being run again after their bot died (see revive_commands).
         self._reviving: set[str] = set()
@@ -218,10 +222,10 @@ class Genbot:
             spec = self.specs.get(request.name)
             if spec is None:
                 raise GenbotError(ErrorCode.INVALID_OPTION, f"There is no command /{shown(request.name)}.")
-            if spec.admin:
+            if (found := self.plugins.command(spec.key)) is not None:
+                await self._plugin_command(*found, spec, request, responder, receipt=receipt)
+            elif spec.admin:
                 await responder.reply(await self.admin.run(spec, request))
-            elif spec.name == "imagine":
-                await self.imagine(spec, request, responder, receipt=receipt)
             elif spec.name == "queue":
                 check_known(spec, request.options)
                 await responder.reply(await self.describe_queue(request.actor))
@@ -283,46 +287,104 @@ class Genbot:
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def imagine(
-        self, spec: CommandSpec, request: CommandRequest, responder: Responder, *, receipt: str | None = None
+    async def _plugin_command(
+        self,
+        command: Command,
+        loaded: LoadedPlugin,
+        spec: CommandSpec,
+        request: CommandRequest,
+        responder: Responder,
+        *,
+        receipt: str | None = None,
     ) -> None:
-        options = validate_imagine(spec, request.options, self.settings.limits)
-        await self._start(request.actor, request.channel, options, responder, receipt=receipt)
+        """Run a plugin's command: an answer (``run``), or a job of its kind, queued like any
+        other. Its options are parsed by their types first; a plugin's :class:`~bot.api.Invalid`
+        reaches the member as its one sentence, anything else it raises as an internal error."""
+        actor = request.actor
+        if command.admin and not actor.is_admin:
+            raise GenbotError(
+                ErrorCode.NOT_ALLOWED,
+                f"Only admins can use /{spec.key}; you are not an admin here.",
+                todo="Ask one of this server's admins if something needs doing.",
+            )
+        options = parse_options(spec, request.options, text_max=self.settings.limits.prompt_max)
+        call = Call(actor, request.channel, options, loaded.settings)
+        if command.run is not None:
+            answer = await command.run(call)
+            if command.admin:
+                await self.moderation.audit(actor, spec.key, target=None, reason=None, details=options)
+            await (responder.say(answer) if command.public else responder.reply(answer))
+            return
+        kind, job, texts = self.prepare(command, spec, call)
+        await self._start(actor, request.channel, kind, job, texts, responder, receipt=receipt)
+
+    def prepare(
+        self, command: Command, spec: CommandSpec, call: Call
+    ) -> tuple[JobKind, JobRequest, list[str]]:
+        """A job command's parsed ``call`` as its job kind, the job to queue and the texts that
+        blocked terms are checked on (every text option). Raises :class:`GenbotError` for what
+        the plugin refuses. Pure: nothing is written."""
+        assert command.job is not None  # checked as the plugin loaded
+        found = self.plugins.kind(command.job)
+        assert found is not None
+        options = dict(call.options)
+        job = command.prepare(call) if command.prepare is not None else _default_request(spec, options)
+        texts = [value for name, value in options.items() if _is_text(spec, name) and isinstance(value, str)]
+        return found[0], job, texts
+
+    def new_job(
+        self, actor: Actor, channel: str, kind: JobKind, job: JobRequest, request_key: str
+    ) -> NewGeneration:
+        """The row of ``job``, of ``kind``, as :meth:`submit` takes it."""
+        options = dict(job.options)
+        return NewGeneration(
+            actor=actor,
+            channel=channel,
+            kind=kind.name,
+            text=job.text,
+            options=options,
+            backend=kind.backend_name,
+            look={"verb": kind.verb, "details": kind.details(options), "reroll": kind.rerolls},
+            request_key=request_key,
+        )
 
     async def reroll(
         self, actor: Actor, generation_id: int, responder: Responder, *, receipt: str | None = None
     ) -> None:
-        """A new job with the prompt and options of ``generation_id`` and a new seed."""
+        """A new job of the kind and text of ``generation_id``, with the options its kind gives a
+        reroll (for an image: a new seed)."""
         gen = await self._visible(actor, generation_id)
         if gen.user_id != actor.user_id and not actor.is_admin:
             raise GenbotError(ErrorCode.NOT_ALLOWED)
-        options = gen.imagine_options(seed=secrets.randbelow(SEED_MAX + 1))
-        await self._start(actor, gen.channel, options, responder, receipt=receipt)
+        found = self.plugins.kind(gen.kind)
+        options = found[0].reroll(gen.options) if found is not None else None
+        if found is None or options is None:
+            raise GenbotError(ErrorCode.INVALID_OPTION, "That button does nothing any more.")
+        texts = [gen.prompt, *(v for v in options.values() if isinstance(v, str))]
+        job = JobRequest(gen.prompt, options)
+        await self._start(actor, gen.channel, found[0], job, texts, responder, receipt=receipt)
 
     async def _start(
         self,
         actor: Actor,
         channel: str,
-        options: ImagineOptions,
+        kind: JobKind,
+        job: JobRequest,
+        texts: list[str],
         responder: Responder,
         *,
         receipt: str | None = None,
     ) -> None:
-        """Check the member may (ban, blocked terms, pause, quotas), submit a new job and post its
-        status message. A refusal raises :class:`GenbotError` having changed nothing.
+        """Check the member may (ban, blocked terms in ``texts``, pause, quotas), submit a new
+        job and post its status message. A refusal raises :class:`GenbotError` having changed
+        nothing.
 
         Safe to run again for the same ``receipt`` (a command whose bot died, run again by
         :meth:`revive_commands`): the row is keyed by it, so the run finds the row the first
         made and goes on from where that stopped; it posts the status message only if the first
         did not, and only if no renderer has taken that over meanwhile."""
-        await self.check_member(actor, options)
-        new = NewGeneration(
-            actor=actor,
-            channel=channel,
-            options=options,
-            backend=self.settings.backend.name,
-            request_key=receipt or uuid.uuid4().hex,
-        )
+        await self.check_member(actor, texts)
+        new = self.new_job(actor, channel, kind, job, receipt or uuid.uuid4().hex)
         gen, position = await self.submit(new, quota=await self.member_quota(actor))
         if gen.message.get("message_id"):
             return  # an earlier run of this command posted it
@@ -453,12 +515,13 @@ class Genbot:
     def forget_limits(self, platform: str, workspace: str) -> None:
         self._limits.forget((platform, workspace))
 
-    async def check_member(self, actor: Actor, options: ImagineOptions) -> None:
-        """Refuse a prompt with a blocked term, counting it: ``strikes`` of them within the window
-        give the member a temporary ban. (Bans themselves are checked by the submit script; a
-        banned member's blocked prompt reads "banned" and counts nothing.)"""
+    async def check_member(self, actor: Actor, texts: list[str]) -> None:
+        """Refuse a request whose ``texts`` (its text options) hold a blocked term, counting it:
+        ``strikes`` of them within the window give the member a temporary ban. (Bans themselves
+        are checked by the submit script; a banned member's blocked prompt reads "banned" and
+        counts nothing.)"""
         terms = await self.blocked_terms(actor.platform, actor.workspace)
-        if not terms.terms or (terms.first(options.prompt) is None and terms.first(options.negative) is None):
+        if not terms.terms or all(terms.first(text) is None for text in texts):
             return
         if (ban := await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)) is not None:
             # Banned anyway: say so, and count no strike (a timeout must never replace a ban).
@@ -696,7 +759,8 @@ class Genbot:
             actor.platform, actor.workspace, actor.user_id, [State.QUEUED, State.RUNNING]
         )
         if not gens:
-            return "You have no jobs in the queue. Start one with /imagine."
+            starts = " or ".join(f"/{key}" for key, (c, _) in self.plugins.commands.items() if c.job)
+            return "You have no jobs in the queue." + (f" Start one with {starts}." if starts else "")
         lines = ["Your jobs:"]
         for gen in gens:
             view = await self.view(gen)
@@ -917,3 +981,16 @@ class Genbot:
         view = await self.view(gen)
         ref = await responder.post_status(view)
         await self.attach_message(gen.id, ref, view)
+
+
+def _is_text(spec: CommandSpec, name: str) -> bool:
+    option = spec.option(name)
+    return option is not None and option.type == "string"
+
+
+def _default_request(spec: CommandSpec, options: dict[str, Any]) -> JobRequest:
+    """A job command without ``prepare``: its first text option is the job's text (a required
+    one first), and every option is kept."""
+    texts = sorted((o for o in spec.options if o.type == "string"), key=lambda o: not o.required)
+    text = next((str(options[o.name]) for o in texts if o.name in options), "")
+    return JobRequest(text, options)

@@ -88,7 +88,7 @@ def _headline(
             return "Queued · waits for your other job"
         where = "" if shown is None else f" · {place_words(*shown)} in line"
         if backend_down:
-            return f"Queued{where} · waiting for the image service"
+            return f"Queued{where} · waiting for the service"
         if shown is None:
             return "Queued · starting"
         if eta is None:
@@ -96,9 +96,8 @@ def _headline(
         return f"Queued{where}"
     if gen.state is State.RUNNING:
         percent = _percent(gen)
-        return (
-            "Generating · starting" if percent is None else f"Generating · {math.floor(percent * 100 + 0.5)}%"
-        )
+        verb = str(gen.look.get("verb") or "Working")
+        return f"{verb} · starting" if percent is None else f"{verb} · {math.floor(percent * 100 + 0.5)}%"
     if gen.state is State.SUCCEEDED:
         if gen.started_at and gen.finished_at:
             took = (gen.finished_at - gen.started_at).total_seconds()
@@ -118,15 +117,16 @@ def _percent(gen: Generation) -> float | None:
 
 
 def _details(gen: Generation) -> str:
-    opts = gen.options
-    parts = [f"{opts.get('width')}x{opts.get('height')}", f"{opts.get('steps')} steps"]
-    parts.append(f"seed {opts.get('seed')}")
-    parts.append(f"job {gen.id}")
-    if gen.negative:
-        parts.append(f"without: {gen.negative}")
-    if gen.backend == "demo":
-        parts.append("demo backend")
-    return " · ".join(parts)
+    """The job kind's line (stored with the row at submit, see :data:`~bot.models.LOOK`) and the
+    job number."""
+    details = gen.look.get("details")
+    return f"{details} · job {gen.id}" if isinstance(details, str) and details else f"job {gen.id}"
+
+
+def _text(gen: Generation) -> str | None:
+    """The text a job reported (an answer as it streams, then the whole of it)."""
+    text = gen.meta.get("text")
+    return text if isinstance(text, str) and text and gen.state in (State.RUNNING, State.SUCCEEDED) else None
 
 
 def build_view(
@@ -162,7 +162,7 @@ def build_view(
         down = describe(ErrorCode.BACKEND_UNAVAILABLE)
         note = f"{down.what} {down.todo}"
     elif gen.state is State.QUEUED and gen.attempts:
-        note = "The worker making this image stopped; it will start again before newer requests."
+        note = "The worker running this job stopped; it will start again before newer requests."
     shown = place(position, exact) if gen.state is State.QUEUED and position is not None else None
     if note is None and shown is not None and shown_before is not None and shown[0] > shown_before:
         note = MOVED_BACK
@@ -171,6 +171,7 @@ def build_view(
         wait = wait_words(eta)
     return StatusView(
         job=gen.id,
+        kind=gen.kind,
         state=gen.state,
         wait=wait,
         headline=_headline(gen, shown, eta, aside, backend_down),
@@ -180,9 +181,10 @@ def build_view(
         progress=_percent(gen) if gen.state is State.RUNNING else None,
         preview_key=preview,
         image_key=gen.result_key if gen.state is State.SUCCEEDED else None,
+        text=_text(gen),
         note=note,
         error=error,
-        buttons=(REROLL,) if gen.state.terminal else (CANCEL,),
+        buttons=((REROLL,) if gen.look.get("reroll") else ()) if gen.state.terminal else (CANCEL,),
     )
 
 

@@ -27,7 +27,7 @@ would hold the head of the line; see :class:`jobs.runner.GenerationRunner` for t
 the *open* breaker, which wait instead).
 
 Openings and closings are announced with :data:`~jobs.constants.BREAKER_EVENT` events, so the bot
-re-renders the waiting messages ("waiting for the image service", then back to the ETA).
+re-renders the waiting messages ("waiting for the service", then back to the ETA).
 """
 
 from __future__ import annotations

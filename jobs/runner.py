@@ -41,18 +41,22 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from bot.api import JobKind, Result
 from bot.errors import ErrorCode
 from bot.models import Generation, State
 from bot.ports import (
+    RESULT_TEXT_MAX,
     BlobStore,
     GenerationStore,
-    ImageBackend,
-    ImageRequest,
     ImageResult,
-    ProgressCallback,
     QueueUnavailable,
+    TextResult,
 )
+from bot.ports import JobStopped as JobStoppedBase
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
 
@@ -92,7 +96,7 @@ class JobClock:
             self._left = None
 
 
-class JobStopped(NotAFailure):
+class JobStopped(JobStoppedBase, NotAFailure):
     """Raised from the progress callback when the row stopped being ``running`` (cancelled)."""
 
 
@@ -108,6 +112,37 @@ def preview_key(generation_id: int) -> str:
     return f"previews/{generation_id}.jpg"
 
 
+@dataclass(frozen=True, slots=True)
+class KindRuntime:
+    """A job kind as a worker runs it: its plugin's settings, and its backend's breaker."""
+
+    kind: JobKind
+    breaker: Breaker
+    settings: Any = None
+
+
+@dataclass(slots=True)
+class _Job:
+    """A job as its function sees it (:class:`bot.api.Job`)."""
+
+    id: int
+    text: str
+    options: Mapping[str, Any]
+    settings: Any
+    blobs: BlobStore
+    report: Callable[[int | None, int | None, str | None, bytes | None], Any]
+
+    async def progress(
+        self,
+        step: int | None = None,
+        total: int | None = None,
+        *,
+        text: str | None = None,
+        preview: bytes | None = None,
+    ) -> None:
+        await self.report(step, total, text, preview)
+
+
 class GenerationRunner:
     def __init__(
         self,
@@ -115,8 +150,7 @@ class GenerationRunner:
         store: GenerationStore,
         queue: RedisJobQueue,
         blobs: BlobStore,
-        backend: ImageBackend,
-        breaker: Breaker,
+        kinds: Mapping[str, KindRuntime],
         backend_timeout_s: float,
         progress_interval_s: float,
         max_running: int = 1,
@@ -126,8 +160,7 @@ class GenerationRunner:
         self.store = store
         self.queue = queue
         self.blobs = blobs
-        self.backend = backend
-        self.breaker = breaker
+        self.kinds = kinds
         self.backend_timeout_s = backend_timeout_s
         self.progress_interval_s = progress_interval_s
         self.max_running = max_running
@@ -147,11 +180,18 @@ class GenerationRunner:
         if gen is None or gen.state.terminal:
             await self.queue.mark_done(generation_id)
             return gen.state.value if gen else "missing"
+        runtime = self.kinds.get(gen.kind)
+        if runtime is None:
+            # Its plugin is not installed on this worker: the job cannot run here, or anywhere
+            # its line is read from (every worker reads the same queue).
+            log.error("generation %s is of job kind %r, which no loaded plugin defines", gen.id, gen.kind)
+            return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
+        breaker = runtime.breaker
         if gen.state is State.QUEUED and await self.queue.is_paused(gen.platform, gen.workspace):
             # An admin paused the workspace as this job was picked: set it aside. Resuming puts
             # it back in its place (and the sweep would, were a resume to race with this).
             return await self._set_aside(gen, ticket, "paused")
-        admission = await self._admission(gen)
+        admission = await self._admission(gen, breaker)
         if admission is None:
             current = await self.store.get(generation_id)
             return "skipped" if current is None or not current.state.terminal else current.state.value
@@ -191,7 +231,7 @@ class GenerationRunner:
             await self.queue.publish(generation_id, "started")
             try:
                 async with asyncio.timeout(self.job_timeout_s) as deadline:
-                    return await self._generate_and_store(gen, admission, JobClock(deadline))
+                    return await self._generate_and_store(gen, runtime, admission, JobClock(deadline))
             except TimeoutError:  # the job timeout (the backend's own is handled inside)
                 log.warning("generation %s exceeded the job timeout", generation_id)
                 return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
@@ -201,7 +241,7 @@ class GenerationRunner:
             finally:
                 await self._release(gen)
         finally:
-            await self.breaker.release(admission)
+            await breaker.release(admission)
 
     async def _set_aside(self, gen: Generation, ticket: int | None, why: str) -> str:
         """The job does not start now and is out of the line; its row stays ``queued`` and keeps
@@ -234,14 +274,14 @@ class GenerationRunner:
         except Exception:
             log.warning("releasing the place of generation %s failed", gen.id, exc_info=True)
 
-    async def _admission(self, gen: Generation) -> Admission | None:
+    async def _admission(self, gen: Generation, breaker: Breaker) -> Admission | None:
         """Wait until the breaker lets this job call the backend (see the module docstring).
 
         Returns None when the job left the queue while it waited (cancelled). Raises
         :class:`Deferred` after ``defer_slice_s`` of waiting."""
         self._waiting.add(gen.id)
         try:
-            admission = await self._wait_for_admission(gen)
+            admission = await self._wait_for_admission(gen, breaker)
         except asyncio.CancelledError:
             raise  # still marked as waiting: see waiting_for_backend
         except BaseException:
@@ -259,13 +299,13 @@ class GenerationRunner:
             return True
         return False
 
-    async def _wait_for_admission(self, gen: Generation) -> Admission | None:
+    async def _wait_for_admission(self, gen: Generation, breaker: Breaker) -> Admission | None:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.defer_slice_s
         told = False
         while True:
             try:
-                return await self.breaker.admit(gen.id)
+                return await breaker.admit(gen.id)
             except BreakerOpen as exc:
                 retry_in = exc.retry_in
             except QueueUnavailable:
@@ -291,13 +331,14 @@ class GenerationRunner:
                 raise Deferred
             await asyncio.sleep(min(max(retry_in, 0.05), BREAKER_POLL_S, left))
 
-    async def _generate_and_store(self, gen: Generation, admission: Admission, clock: JobClock) -> str:
-        """Generate, store the image, end the row, then record the run time. ``clock`` (the job
-        timeout) runs while the image is made and stored, and stops while the job waits on Redis
-        for its own bookkeeping (the breaker's verdict, the run time): a Redis that restarts
-        then must not turn a made image into a timeout."""
+    async def _generate_and_store(
+        self, gen: Generation, runtime: KindRuntime, admission: Admission, clock: JobClock
+    ) -> str:
+        """Run the job's function, store its result, end the row, then record the run time.
+        ``clock`` (the job timeout) runs while the result is made and stored, and stops while the
+        job waits on Redis for its own bookkeeping (the breaker's verdict, the run time): a Redis
+        that restarts then must not turn a made result into a timeout."""
         generation_id = gen.id
-        request: ImageRequest = gen.imagine_options()
         last_report = -math.inf  # the first report goes out at once
         telling: asyncio.Task[None] | None = None  # the renderer's nudge of the last report
 
@@ -307,67 +348,86 @@ class GenerationRunner:
             except QueueUnavailable:  # the renderer re-renders from the row once Redis is back
                 log.debug("progress event of %s not published: Redis is unreachable", generation_id)
 
-        async def progress(step: int, total: int, preview: bytes | None) -> None:
+        async def progress(
+            step: int | None, total: int | None, text: str | None, preview: bytes | None
+        ) -> None:
             nonlocal last_report, telling
             now = time.monotonic()
-            if step < total and now - last_report < self.progress_interval_s:
+            last = step is not None and total is not None and step >= total
+            if not last and now - last_report < self.progress_interval_s:
                 return
             last_report = now
-            patch: dict[str, object] = {"progress": {"step": step, "total": total}}
+            patch: dict[str, object] = {}
+            if step is not None and total is not None:
+                patch["progress"] = {"step": step, "total": total}
+            if text is not None:
+                patch["text"] = text[:RESULT_TEXT_MAX]
             try:
                 if preview is not None:
                     await self.blobs.put(preview_key(generation_id), preview)
                     patch["preview"] = {"key": preview_key(generation_id), "step": step}
                 recorded = await self.store.record_progress(generation_id, patch)
             except Exception:
-                # A progress report is best effort: losing one must not fail the image.
+                # A progress report is best effort: losing one must not fail the job.
                 log.warning("progress report of generation %s failed", generation_id, exc_info=True)
                 return
             if not recorded:
                 raise JobStopped
             # The row has the progress; the event only nudges the renderer. It goes out beside
-            # the generation, never in its way: while Redis is away a publish waits for it, and
-            # the image must not. A nudge still on its way makes the next one needless.
+            # the job, never in its way: while Redis is away a publish waits for it, and the job
+            # must not. A nudge still on its way makes the next one needless.
             if telling is None or telling.done():
                 telling = asyncio.create_task(tell(), name=f"genbot-progress-{generation_id}")
 
+        job = _Job(gen.id, gen.prompt, dict(gen.options), runtime.settings, self.blobs, progress)
         started = time.monotonic()
         try:
             try:
                 # The timeout sits inside the breaker: a backend that hangs is a failing backend.
-                result = await self.breaker.call(admission, self._generate, request, progress, clock)
+                result = await runtime.breaker.call(admission, self._generate, runtime.kind, job, clock)
             finally:
                 if telling is not None and not telling.done():
                     telling.cancel()
-        except JobStopped:
+        except JobStoppedBase:
             return await self._finish(generation_id, None, None)
         except TimeoutError:
             return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
         except Exception:
-            log.exception("backend failed for generation %s", generation_id)
+            log.exception("job %s of kind %s failed", generation_id, gen.kind)
             return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_ERROR)
 
         took = time.monotonic() - started
         clock.resume()
         try:
-            await self.blobs.put(result_key(generation_id), result.png)
+            key = await self._store_result(generation_id, result)
         except Exception:
-            log.exception("storing the image of generation %s failed", generation_id)
+            log.exception("storing the result of generation %s failed", generation_id)
             return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
         clock.stop()
-        # The row first: it is the truth, and the image is there.
-        state = await self._finish(generation_id, State.SUCCEEDED, None, result_key=result_key(generation_id))
+        # The row first: it is the truth, and the result is there.
+        state = await self._finish(generation_id, State.SUCCEEDED, None, result_key=key)
         try:
             await self.queue.record_runtime(gen.backend, took)
         except Exception:  # only the ETA needs it
             log.warning("recording the run time failed", exc_info=True)
         return state
 
-    async def _generate(
-        self, request: ImageRequest, progress: ProgressCallback, clock: JobClock
-    ) -> ImageResult:
+    async def _store_result(self, generation_id: int, result: Result) -> str | None:
+        """Keep ``result`` where the status message finds it: an image in the blob store (its
+        key goes on the row with the end), a text in the row's ``meta``. Returns the blob key."""
+        if isinstance(result, ImageResult):
+            await self.blobs.put(result_key(generation_id), result.png)
+            return result_key(generation_id)
+        if isinstance(result, TextResult):
+            text = result.text[:RESULT_TEXT_MAX]
+            if not await self.store.record_progress(generation_id, {"text": text}):
+                raise JobStopped  # ended meanwhile (cancelled): nothing to show
+            return None
+        raise TypeError(f"a job returned {type(result).__name__}, not an ImageResult or a TextResult")
+
+    async def _generate(self, kind: JobKind, job: _Job, clock: JobClock) -> Result:
         async with asyncio.timeout(self.backend_timeout_s):
-            result = await self.backend.generate(request, progress)
+            result = await kind.run(job)
         clock.stop()  # the breaker hears of it next: see _generate_and_store
         return result
 

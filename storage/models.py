@@ -21,8 +21,10 @@ class GenerationRow(Model):
     channel = fields.CharField(max_length=64)
     user_id = fields.CharField(max_length=64)
     user_name = fields.CharField(max_length=100)
+    #: The job kind (a plugin's) that runs the row.
+    kind = fields.CharField(max_length=32, default="imagine", db_default="imagine")
+    #: The job's text, as its status message quotes it (a prompt, a question).
     prompt = fields.TextField()
-    negative = fields.TextField()
     options: fields.JSONField[dict[str, Any]] = fields.JSONField()
     backend = fields.CharField(max_length=100)
     state = fields.CharEnumField(State, max_length=16, default=State.QUEUED)

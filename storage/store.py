@@ -12,7 +12,7 @@ from tortoise.expressions import F, Q
 from tortoise.functions import Coalesce
 from tortoise.queryset import QuerySet
 
-from bot.models import EXPIRING_SECRETS, Generation, NewGeneration, State, Stats, sources_of
+from bot.models import EXPIRING_SECRETS, LOOK, Generation, NewGeneration, State, Stats, sources_of
 from storage.merge import Column, encode_patch, is_postgres, update_sql
 from storage.models import GenerationRow
 from storage.reconnect import reconnecting, retries_inside, with_retries
@@ -34,7 +34,6 @@ def snapshot(row: GenerationRow) -> Generation:
         user_id=row.user_id,
         user_name=row.user_name,
         prompt=row.prompt,
-        negative=row.negative,
         options=dict(row.options or {}),
         backend=row.backend,
         state=State(row.state),
@@ -49,16 +48,17 @@ def snapshot(row: GenerationRow) -> Generation:
         started_at=row.started_at,
         heartbeat_at=row.heartbeat_at,
         finished_at=row.finished_at,
+        kind=row.kind,
     )
 
 
 #: The row of a new generation; the last four columns start at their defaults. A second INSERT
 #: with the same ``request_key`` (a retry whose first attempt committed) inserts nothing.
 INSERT = (
-    'INSERT INTO "{table}" ("platform", "workspace", "channel", "user_id", "user_name", "prompt", '
-    '"negative", "options", "backend", "state", "created_at", "request_key", '
-    '"attempts", "message", "meta", "version") '
-    "VALUES ({params}, 0, '{{}}', '{{}}', 0) "
+    'INSERT INTO "{table}" ("platform", "workspace", "channel", "user_id", "user_name", "kind", '
+    '"prompt", "options", "meta", "backend", "state", "created_at", "request_key", '
+    '"attempts", "message", "version") '
+    "VALUES ({params}, 0, '{{}}', 0) "
     'ON CONFLICT ("request_key") DO NOTHING RETURNING "id"'
 )
 
@@ -133,18 +133,19 @@ class TortoiseGenerationStore:
         # One hand-written INSERT: this is the hot path of every /imagine, and building a model
         # instance costs more than the statement itself (see bench/).
         conn = get_connection("default")
-        opts = new.options
         now = datetime.now(UTC)
-        options = {"width": opts.width, "height": opts.height, "steps": opts.steps, "seed": opts.seed}
+        options = dict(new.options)
+        meta = {LOOK: dict(new.look)} if new.look else {}
         values = [
             new.actor.platform,
             new.actor.workspace,
             new.channel,
             new.actor.user_id,
             new.actor.display_name,
-            opts.prompt,
-            opts.negative,
+            new.kind,
+            new.text,
             encode_patch(options),
+            encode_patch(meta),
             new.backend,
             State.QUEUED.value,
             _db_datetime(now),
@@ -164,8 +165,7 @@ class TortoiseGenerationStore:
             channel=new.channel,
             user_id=new.actor.user_id,
             user_name=new.actor.display_name,
-            prompt=opts.prompt,
-            negative=opts.negative,
+            prompt=new.text,
             options=options,
             backend=new.backend,
             state=State.QUEUED,
@@ -174,9 +174,10 @@ class TortoiseGenerationStore:
             ticket=None,
             result_key=None,
             message={},
-            meta={},
+            meta=meta,
             version=0,
             created_at=now,
+            kind=new.kind,
         )
 
     async def get(self, generation_id: int) -> Generation | None:

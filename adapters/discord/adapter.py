@@ -283,6 +283,17 @@ class DiscordResponder:
     async def reply_error(self, error: ErrorText) -> None:
         await self.reply(error_words(error))
 
+    async def say(self, text: str) -> None:
+        """In the channel: the visible deferral becomes the answer (a command deferred privately
+        can only follow up privately, so it answers the member alone)."""
+        content = discord.utils.escape_mentions(text)
+        content = content if len(content) <= CONTENT_MAX else content[: CONTENT_MAX - 1] + "…"
+        if not self._placeholder:
+            await self.reply(text)
+            return
+        self._placeholder = False
+        await self.interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+
     def spends(self, view: StatusView) -> list[Spend]:
         """The answer to an interaction goes through its own webhook (its own bucket, outside the
         global limit): discord.py keeps that bucket."""

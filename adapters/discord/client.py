@@ -19,7 +19,7 @@ from discord import app_commands
 
 from adapters.discord.adapter import BlobReader, DiscordChat, DiscordResponder, error_words
 from adapters.discord.buttons import JobButton
-from adapters.discord.commands import PLATFORM, PUBLIC, actor_of, app_commands_of, request_of
+from adapters.discord.commands import PLATFORM, actor_of, app_commands_of, request_of
 from bot.commands import CommandSpec
 from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, GenbotError, describe
@@ -186,7 +186,7 @@ class GenbotClient(discord.AutoShardedClient):
         if await self._refused_while_stopping(interaction):
             return
         with self.inflight.track():
-            public = spec.key in PUBLIC
+            public = spec.public
             try:
                 request = request_of(interaction, spec.key, options, self.admin_role_ids)
             except GenbotError as exc:  # ids that are not Discord's

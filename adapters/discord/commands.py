@@ -28,8 +28,6 @@ from bot.models import Actor, CommandRequest
 from bot.text import clean_name
 
 PLATFORM = "discord"
-#: Commands whose answer is the public status message; the others answer the member alone.
-PUBLIC = frozenset({"imagine", "status"})
 
 #: Who sees a group's commands by default (server settings can change it; the core checks anyway).
 GROUP_PERMISSIONS = {ADMIN: discord.Permissions(manage_guild=True)}
@@ -44,7 +42,7 @@ AppCommand = app_commands.Command[Any, ..., None] | app_commands.Group
 
 def _annotation(option: OptionSpec) -> Any:
     base: Any = str
-    if option.type == "user":
+    if option.type == "member":
         base = discord.User  # a member picker; the value may be a Member, a User or an Object
     elif option.type == "integer":
         base = (
@@ -52,6 +50,14 @@ def _annotation(option: OptionSpec) -> Any:
             if option.min is None and option.max is None
             else app_commands.Range[int, option.min, option.max]
         )
+    elif option.type == "number":
+        base = (
+            float
+            if option.min is None and option.max is None
+            else app_commands.Range[float, option.min, option.max]
+        )
+    elif option.type == "boolean":
+        base = bool
     return base if option.required else Optional[base]  # noqa: UP045 (discord.py inspects typing.Optional)
 
 
@@ -60,6 +66,8 @@ def option_text(value: Any) -> str:
     ``member_of`` takes a bare id), anything else as its text."""
     if isinstance(value, discord.abc.Snowflake):
         return str(value.id)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return str(value)
 
 

@@ -62,7 +62,10 @@ def status_embed(
     """
     embed = discord.Embed(
         title=_cut(view.title, 256),
-        description=_cut(escape(view.prompt), DESCRIPTION_MAX),
+        # The job's text (an answer) under its prompt: both member or model text, escaped alike.
+        description=_cut(
+            escape(view.prompt) + (f"\n\n{escape(view.text)}" if view.text else ""), DESCRIPTION_MAX
+        ),
         colour=COLOURS[view.state],
     )
     embed.add_field(name="Requested by", value=_cut(escape(view.requested_by), FIELD_MAX), inline=True)

@@ -67,8 +67,9 @@ def command_name(body: dict[str, Any]) -> str:
 
 def command_options(body: dict[str, Any], spec: CommandSpec | None) -> dict[str, str]:
     """The structured form's ``options`` (absent: none) as the core's raw strings. A value is a
-    JSON string; for an integer option of ``spec`` a JSON integer is taken too (the core checks
-    its range). An option ``spec`` does not have must still be a string; the core names it."""
+    JSON string; for an integer option of ``spec`` a JSON integer is taken too, for a number one
+    any JSON number, for a boolean one ``true``/``false`` (the core checks ranges). An option
+    ``spec`` does not have must still be a string; the core names it."""
     raw = body.get("options", {})
     if not isinstance(raw, dict):
         raise BadRequest("options must be a JSON object.")
@@ -79,6 +80,10 @@ def command_options(body: dict[str, Any], spec: CommandSpec | None) -> dict[str,
             options[name] = value
         elif option is not None and option.type == "integer" and type(value) is int:
             options[name] = str(value)
+        elif option is not None and option.type == "number" and type(value) in (int, float):
+            options[name] = repr(float(value))
+        elif option is not None and option.type == "boolean" and type(value) is bool:
+            options[name] = "true" if value else "false"
         elif option is not None and option.type == "integer":
             raise BadRequest(f"The option {name} must be a whole number: a JSON integer or a string.")
         else:

@@ -79,6 +79,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
     version = round((view.progress or 0) * 1000)
     return {
         "job": view.job,
+        "kind": view.kind,
         "state": view.state.value,
         "headline": view.title,
         "prompt": view.prompt,
@@ -87,6 +88,7 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "progress": view.progress,
         "preview_url": f"/blobs/{view.preview_key}?v={version}" if view.preview_key else None,
         "image_url": f"/blobs/{view.image_key}" if view.image_key else None,
+        "text": view.text,
         "note": view.note,
         "error": (
             {
@@ -127,6 +129,9 @@ class LocalResponder:
 
     async def reply(self, text: str) -> None:
         await self.chat.post(text=text, ephemeral_to=self.member.id)
+
+    async def say(self, text: str) -> None:
+        await self.chat.post(text=text)
 
     async def reply_error(self, error: ErrorText) -> None:
         await self.reply(error_words(error))
@@ -265,7 +270,7 @@ class LocalChat:
         resolved = dict(options)
         for option in spec.options:
             raw = options.get(option.name)
-            if option.type != "user" or raw is None or not raw.strip():
+            if option.type != "member" or raw is None or not raw.strip():
                 continue
             wanted = clean_line(raw).removeprefix("@").strip().lower()
             match = next((m for m in self.members.values() if wanted in (m.id, m.name.lower())), None)

@@ -45,14 +45,13 @@ from adapters.slack.adapter import SlackChat, slack_error
 from adapters.slack.admins import SlackAdmins
 from adapters.slack.blocks import ACTION_IDS, error_text, reply_text
 from adapters.slack.payloads import (
-    GENBOT,
-    IMAGINE,
     PLATFORM,
     MalformedRequest,
     action_target,
     command_request,
     help_text,
     request_body,
+    slash_commands,
     wants_help,
 )
 from bot.commands import CommandSpec
@@ -132,6 +131,13 @@ class SlackResponder:
     async def reply_error(self, error: ErrorText) -> None:
         await self._ephemeral(error_text(error))
 
+    async def say(self, text: str) -> None:
+        """In the channel, through the command's ``response_url`` (escaped: no mention pings)."""
+        try:
+            await self.respond(text=reply_text(text), response_type="in_channel", replace_original=False)
+        except Exception:
+            log.exception("a public answer in %s failed", self.channel)
+
     async def post_status(self, view: StatusView) -> MessageRef:
         return await self.chat.post_status(self.channel, view)
 
@@ -183,8 +189,9 @@ class SlackBot:
             request_verification_enabled=True,
             logger=logging.getLogger("slack_bolt"),
         )
-        self.app.command(IMAGINE)(self._listener(self._on_command))
-        self.app.command(GENBOT)(self._listener(self._on_command))
+        self.commands = slash_commands(specs)
+        for command in sorted(self.commands):
+            self.app.command(command)(self._listener(self._on_command))
         for action, action_id in ACTION_IDS.items():
             self.app.action(action_id)(self._listener(self._button(action)))
         self._runner: web.AppRunner | None = None
@@ -306,7 +313,7 @@ class SlackBot:
             log.info("Slack: refused a request from %s: bad signature or timestamp", request.remote)
             return _refusal(401, "The request's signature is not valid.")
         try:
-            body = request_body(text, request.content_type)
+            body = request_body(text, request.content_type, self.commands)
             bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=headers)  # type: ignore[arg-type]
         except MalformedRequest as exc:
             return _refusal(400, exc.sentence)

@@ -76,6 +76,8 @@ def status_blocks(
     blocks.append(
         {"type": "section", "text": _mrkdwn(_clip("> " + escape(view.prompt), SECTION_MAX))},
     )
+    if view.text:
+        blocks.append({"type": "section", "text": _mrkdwn(_clip(escape(view.text), SECTION_MAX))})
     blocks.append(
         {
             "type": "context",

@@ -34,6 +34,7 @@ from bot.models import Actor, CommandRequest
 from bot.text import clean_name, shown
 
 PLATFORM = "slack"
+#: genbot's two slash commands in its manifest (a plugin's command also works as ``/genbot <name>``).
 IMAGINE = "/imagine"
 GENBOT = "/genbot"
 HELP = "help"
@@ -112,7 +113,7 @@ def _genbot_options(spec: CommandSpec, options: dict[str, str]) -> dict[str, str
     result: dict[str, str] = {}
     for name, value in options.items():
         option = spec.option(name)
-        if option is not None and option.type == "user":
+        if option is not None and option.type == "member":
             if not _MEMBER.match(value.strip()):
                 raise GenbotError(
                     ErrorCode.INVALID_OPTION,
@@ -133,8 +134,9 @@ def command_request(command: Mapping[str, Any], specs: tuple[CommandSpec, ...]) 
     if not isinstance(text, str):
         raise malformed()
     name = command.get("command")
-    if name == IMAGINE:
-        spec, options = parse_text(f"/imagine {text}", specs)
+    if name != GENBOT and any(not spec.group and f"/{spec.name}" == name for spec in specs):
+        # A command of its own in the app's manifest, as /imagine is (should_escape: false).
+        spec, options = parse_text(f"{name} {text}", specs)
     elif name == GENBOT:
         spec, options = parse_text("/" + text, tuple(s for s in specs if s.key != "imagine"))
         options = _genbot_options(spec, options)
@@ -209,7 +211,15 @@ _ONLY_OURS = "genbot takes its own slash commands and button presses only."
 BUTTON_ACTION_IDS = frozenset(ACTION_IDS.values())
 
 
-def request_body(text: str, content_type: str | None) -> dict[str, Any]:
+def slash_commands(specs: tuple[CommandSpec, ...]) -> frozenset[str]:
+    """The slash commands genbot answers: ``/genbot``, and each top-level command as its own
+    (``/imagine``; a plugin's ``/ask``, once the app's manifest has it too)."""
+    return frozenset({GENBOT, *(f"/{spec.name}" for spec in specs if not spec.group)})
+
+
+def request_body(
+    text: str, content_type: str | None, commands: frozenset[str] = frozenset({IMAGINE, GENBOT})
+) -> dict[str, Any]:
     """The body of a (correctly signed) request to genbot's Request URL, checked before Bolt reads
     it, with only the fields Slack sends: one of genbot's slash commands (its form fields,
     :data:`COMMAND_FIELDS`), a press of one of its buttons (the ``payload``'s
@@ -233,7 +243,7 @@ def request_body(text: str, content_type: str | None) -> dict[str, Any]:
         return _block_actions(payload)
     if form.get("ssl_check") == "1":
         return {"ssl_check": "1"}
-    if form.get("command") not in (IMAGINE, GENBOT):
+    if form.get("command") not in commands:
         raise MalformedRequest(_ONLY_OURS)
     try:
         actor(form.get("team_id"), form.get("user_id"), form.get("user_name") or "")
@@ -278,7 +288,7 @@ def _usage(spec: CommandSpec) -> str:
 def help_text(specs: tuple[CommandSpec, ...]) -> str:
     """What ``/genbot help`` answers: the member commands, then the admin commands in a block of
     their own (listed for everyone; only admins may run them, as the server checks)."""
-    lines = ["*genbot* makes images. The commands:"]
+    lines = ["*genbot* runs jobs: images and whatever its plugins do. The commands:"]
     for spec in specs:
         if spec.admin:
             continue
@@ -286,7 +296,7 @@ def help_text(specs: tuple[CommandSpec, ...]) -> str:
             lines.append(
                 "• `/imagine prompt [negative: text] [size: WxH] [steps: N] [seed: N]`: " + spec.description
             )
-        else:
+        else:  # a plugin's command is reachable as /genbot <name> without a manifest entry of its own
             lines.append(f"• `{_usage(spec)}`: {spec.description}")
     lines.append("• `/genbot help`: this list")
     admin = [spec for spec in specs if spec.admin]

@@ -1,6 +1,6 @@
 """Image backends. ``GENBOT_BACKEND__NAME`` is ``demo`` or a dotted path ``package.module:factory``
 (or ``package.module.factory``) to a callable that takes the :class:`~bot.config.Settings` and
-returns an :class:`~bot.ports.ImageBackend`."""
+returns an :class:`~jobs.backends.base.ImageBackend`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import importlib
 from typing import cast
 
 from bot.config import ConfigError, Settings
-from bot.ports import ImageBackend
+from jobs.backends.base import ImageBackend
 from jobs.backends.demo import DemoBackend
 
 

@@ -15,7 +15,8 @@ import random
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from bot.ports import ImageRequest, ImageResult, ProgressCallback
+from bot.api import ImageResult
+from jobs.backends.base import ImageRequest, ProgressCallback
 
 PREVIEW_SIZE = 256
 

@@ -45,8 +45,6 @@ from adapters.discord.client import GenbotClient
 from adapters.discord.commands import request_of
 from adapters.slack.payloads import MalformedRequest, action_target, command_request, request_body
 from bot.app import Runtime, runtime
-from bot.commands import all_specs
-from bot.config import LimitsSettings
 from bot.embedded_redis import EmbeddedRedis
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.text import REPLY_MAX
@@ -63,12 +61,13 @@ from tests.adapters.discord.fake import (
 from tests.adapters.slack.conftest import ADMIN, SECRET, SlackClient
 from tests.adapters.slack.fake_slack import TOKEN, FakeSlack
 from tests.conftest import make_settings
+from tests.image_jobs import every_spec
 from tests.stack import bot_running
 
 pytestmark = pytest.mark.postgres
 
 SEED = 10
-SPECS = all_specs(LimitsSettings())
+SPECS = every_spec()
 
 # -- the corpus ---------------------------------------------------------------------------------
 
@@ -278,7 +277,11 @@ async def check_new_rows(tally: Tally, case: str, before: int, expect: str) -> N
     if expect == REFUSE and rows:
         tally.problem(case, f"queued: {[r.prompt[:40] for r in rows]}")
     for row in rows:
-        for name, text in (("prompt", row.prompt), ("negative", row.negative), ("user_name", row.user_name)):
+        for name, text in (
+            ("prompt", row.prompt),
+            ("negative", row.options.get("negative", "")),
+            ("user_name", row.user_name),
+        ):
             if not clean_text(text):
                 tally.problem(case, f"stored {name} {text[:40]!r} unclean")
         if not visible(row.prompt) or row.prompt == "None" or len(row.prompt) > 1000:

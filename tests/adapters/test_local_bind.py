@@ -7,8 +7,7 @@ import logging
 import pytest
 
 from adapters.local.chat import LocalChat, is_loopback
-from bot.commands import command_specs
-from bot.config import LimitsSettings
+from tests.image_jobs import every_spec
 
 
 @pytest.mark.parametrize(
@@ -42,7 +41,7 @@ def _chat() -> LocalChat:
         log_store=None,  # type: ignore[arg-type]  # not used by start/stop
         handler=_Nothing(),  # type: ignore[arg-type]
         blobs=_no_blob,
-        specs=command_specs(LimitsSettings()),
+        specs=every_spec(),
         members=["Alice"],
         admins=[],
     )

@@ -155,8 +155,8 @@ async def test_cancel_a_queued_job_moves_the_ones_behind_it_up(
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("/imagine", "The prompt is empty"),
-        ("/imagine    ", "The prompt is empty"),
+        ("/imagine", "The prompt is missing"),
+        ("/imagine    ", "The prompt is missing"),
         ("/imagine " + "x" * 5000, "The prompt is 5000 characters long; the limit is 1000."),
         ("/imagine a fox colour: red", None),  # not an option name: part of the prompt
         ("/imagine style: oil a fox", "/imagine has no option 'style'"),

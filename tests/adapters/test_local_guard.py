@@ -15,12 +15,12 @@ from redis.asyncio import Redis
 from adapters.local import api
 from adapters.local.guard import allowed_hosts, content_security_policy, host_name, origin_allowed
 from bot.app import Runtime, runtime
-from bot.commands import all_specs
-from bot.config import LimitsSettings, Settings
+from bot.config import Settings
 from storage.models import ChatMessageRow, GenerationRow, WorkspaceRow
+from tests.image_jobs import every_spec
 from tests.stack import bot_running
 
-SPECS = {s.key: s for s in all_specs(LimitsSettings())}
+SPECS = {s.key: s for s in every_spec()}
 
 
 @pytest.mark.parametrize(

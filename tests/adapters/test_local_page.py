@@ -227,7 +227,7 @@ async def test_member_text_is_shown_as_text_and_bad_input_only_as_a_reply(page: 
 
     rows = await generation_rows()
     for command, words in (
-        ("/imagine", "The prompt is empty"),
+        ("/imagine", "The prompt is missing"),
         ("/imagine x size: 3x3", "Size must be one of"),
     ):
         await send(page, command)
@@ -240,7 +240,7 @@ async def test_member_text_is_shown_as_text_and_bad_input_only_as_a_reply(page: 
 
 async def test_ephemeral_replies_stay_with_their_member(page: Page, browser: Browser) -> None:
     await send(page, "/imagine")
-    await expect(ephemeral(page, "The prompt is empty")).to_be_visible()
+    await expect(ephemeral(page, "The prompt is missing")).to_be_visible()
     await send(page, "hello from Alice")
 
     await page.locator("#member").select_option("bob")
@@ -260,5 +260,5 @@ async def test_ephemeral_replies_stay_with_their_member(page: Page, browser: Bro
     await expect(card_for(page, "a blue whale").locator(".requester")).to_have_text("Bob")
 
     await page.locator("#member").select_option("alice")
-    await expect(ephemeral(page, "The prompt is empty")).to_be_visible()
+    await expect(ephemeral(page, "The prompt is missing")).to_be_visible()
     await expect(ephemeral(page, "Size must be one of")).to_be_visible()

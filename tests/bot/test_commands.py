@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import SEED_MAX, all_specs, command_specs, parse_text, validate_imagine
-from bot.config import LimitsSettings
+from bot.api import Call
+from bot.commands import parse_options, parse_text
+from bot.config import LimitsSettings, load_settings
 from bot.errors import ErrorCode, GenbotError
+from bot.models import Actor
+from jobs.backends.base import ImageRequest
+from jobs.imagine import SEED_MAX, image_request
+from jobs.imagine import plugin as imagine_plugin
+from tests.image_jobs import every_spec
 
 LIMITS = LimitsSettings()
-SPECS = command_specs(LIMITS)
+SPECS = every_spec()
+IMAGINE = imagine_plugin(load_settings(_env_file=None)).commands[0]
+ALICE = Actor("local", "w", "alice", "Alice")
 
 
-def imagine(text: str):  # type: ignore[no-untyped-def]
-    spec, options = parse_text(text, SPECS)
-    return validate_imagine(spec, options, LIMITS)
+def validate_imagine(options: dict[str, str]) -> ImageRequest:
+    """``/imagine``'s options as its plugin reads them: parsed by their types, then prepared."""
+    spec = next(s for s in SPECS if s.key == "imagine")
+    values = parse_options(spec, options, text_max=LIMITS.prompt_max)
+    assert IMAGINE.prepare is not None
+    job = IMAGINE.prepare(Call(ALICE, "general", values))
+    return image_request(job.text, job.options)
+
+
+def imagine(text: str) -> ImageRequest:
+    _spec, options = parse_text(text, SPECS)
+    return validate_imagine(options)
 
 
 def refusal(text: str) -> str:
@@ -49,7 +66,7 @@ def test_a_colon_inside_the_prompt_is_prompt_text() -> None:
 @pytest.mark.parametrize(
     ("text", "sentence"),
     [
-        ("/imagine", "The prompt is empty: say what to draw."),
+        ("/imagine", "The prompt is missing: what to draw."),
         ("/imagine " + "é" * 1001, "The prompt is 1001 characters long; the limit is 1000."),
         ("/imagine x negative: " + "n" * 1001, "The negative is 1001 characters long; the limit is 1000."),
         ("/imagine x size: 513x512", "Size must be one of: 512x512, 768x768, 512x768, 768x512."),
@@ -83,7 +100,7 @@ def test_other_commands_parse_their_options() -> None:
 
 
 def test_admin_commands_parse_as_two_words() -> None:
-    specs = all_specs(LIMITS)
+    specs = SPECS
     spec, options = parse_text("/admin ban <@U1|ana> reason: spam duration: 2h", specs)
     assert spec.key == "admin ban" and spec.admin
     assert options == {"member": "<@U1|ana>", "reason": "spam", "duration": "2h"}
@@ -130,8 +147,8 @@ def test_prompts_are_cleaned(text: str, prompt: str) -> None:
         ("/imagine \u200b\u200b", "The prompt has no visible character"),
         ("/imagine \U000e0041\U000e0042", "The prompt has no visible character"),
         ("/imagine \u3164", "The prompt has no visible character"),
-        ("/imagine \x00\x01", "The prompt is empty"),
-        ("/imagine fox negative: \u200d", "The negative prompt has no visible character"),
+        ("/imagine \x00\x01", "The prompt is missing"),
+        ("/imagine fox negative: \u200d", "The negative has no visible character"),
     ],
 )
 def test_invisible_prompts_are_refused(text: str, sentence: str) -> None:
@@ -145,10 +162,9 @@ def test_an_unknown_command_is_echoed_short_and_clean() -> None:
 
 
 def test_pydantic_never_speaks_to_members() -> None:
-    spec = SPECS[0]
     for bad in ({"prompt": 12}, {"prompt": None}, {"prompt": "fox", "size": ["512x512"]}):
         with pytest.raises(GenbotError) as caught:
-            validate_imagine(spec, bad, LIMITS)  # type: ignore[arg-type]
+            validate_imagine(bad)  # type: ignore[arg-type]
         what = caught.value.text.what
         assert what.startswith("The ") and what.endswith("option is not valid: give it as text.")
         assert "Input should" not in what and "pydantic" not in what

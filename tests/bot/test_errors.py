@@ -11,9 +11,11 @@ import pytest
 
 from bot.app import Runtime
 from bot.errors import ErrorCode, describe
-from bot.models import Actor, CommandRequest, ImagineOptions, NewGeneration, State
+from bot.models import Actor, CommandRequest, State
 from bot.views import build_view
+from jobs.backends.base import ImageRequest
 from tests.bot.test_service import Recorder
+from tests.image_jobs import image_job
 from tests.jobs.test_runner import FakeBackend, runner_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,13 +74,13 @@ async def test_a_backend_exception_reaches_the_member_as_catalogue_words_only(rt
             raise RuntimeError('Traceback: File "x.py" CUDA error at 0xdeadbeef, secret-detail gen:1 arq:job')
 
     gen, _ = await rt.core.submit(
-        NewGeneration(ALICE, "general", ImagineOptions("a fox", "", 64, 64, 3, 1), "demo")
+        image_job(ALICE, "general", ImageRequest("a fox", "", 64, 64, 3, 1), "demo")
     )
     assert await runner_for(rt, LeakyBackend()).run(gen.id) == "failed"
     row = await rt.store.get(gen.id)
     assert row is not None and row.state is State.FAILED
     view = build_view(row, None, None)
-    assert view.error is not None and view.error.title == "Image service error"
+    assert view.error is not None and view.error.title == "Service error"
     text = visible_text(view) + " " + visible_text(view.error)
     assert not LEAKS.search(text.replace("'", "")), text
 

@@ -11,13 +11,15 @@ import pytest
 
 from bot.app import Runtime
 from bot.config import RendererSettings
-from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State, StatusView
+from bot.models import Actor, MessageRef, State, StatusView
 from bot.ports import PARTIAL, EventsLost, MessageGone, MessageUnreachable, Rate, Spend
 from bot.renderer import SLOW_WRITE_S, Renderer
 from bot.views import build_view
+from jobs.backends.base import ImageRequest
 from jobs.constants import RENDER_GROUP
 from jobs.events import RedisEventFeed
 from storage.models import GenerationRow
+from tests.image_jobs import image_job
 
 ALICE = Actor("local", "local", "alice", "Alice")
 
@@ -54,7 +56,7 @@ class RecordingChat:
 async def _submit(rt: Runtime, chat: RecordingChat, n: int, *, exact: int = 1000) -> list[tuple[int, str]]:
     out = []
     for i in range(n):
-        new = NewGeneration(ALICE, "general", ImagineOptions(f"p{i}", "", 512, 512, 5, i), "demo")
+        new = image_job(ALICE, "general", ImageRequest(f"p{i}", "", 512, 512, 5, i), "demo")
         gen, position = await rt.core.submit(new)
         view = build_view(gen, position, None, exact=exact)
         ref = await chat.post_status("general", view)
@@ -365,7 +367,7 @@ async def test_the_breaker_opening_and_closing_re_renders_every_waiting_message(
     await _drain(renderer)
     for position, (_gid, mid) in enumerate(jobs, start=1):
         view = chat.views[mid]
-        assert view.headline == f"Queued · #{position} in line · waiting for the image service"
+        assert view.headline == f"Queued · #{position} in line · waiting for the service"
         assert view.note is not None and "will start when the service recovers" in view.note
 
     await rt.redis.pexpire(breaker.keys.open, 1)  # its open time is over: half-open
@@ -378,7 +380,7 @@ async def test_the_breaker_opening_and_closing_re_renders_every_waiting_message(
     await breaker.call(await breaker.admit(), ok)  # the probe closes it, and announces it
     await _drain(renderer)
     for _gid, mid in jobs:
-        assert "waiting for the image service" not in chat.views[mid].headline
+        assert "waiting for the service" not in chat.views[mid].headline
         assert chat.views[mid].note is None
 
 
@@ -423,7 +425,7 @@ async def test_stopping_the_renderer_delivers_the_edits_held_back_by_the_edit_bu
 async def _unposted(rt: Runtime, prompt: str, *, age_s: float) -> int:
     """A request whose bot died after its submit and before its status post: queued, in line, no
     message; made ``age_s`` ago."""
-    new = NewGeneration(ALICE, "general", ImagineOptions(prompt, "", 512, 512, 5, 1), "demo")
+    new = image_job(ALICE, "general", ImageRequest(prompt, "", 512, 512, 5, 1), "demo")
     gen, _position = await rt.core.submit(new)
     await GenerationRow.filter(id=gen.id).update(created_at=datetime.now(UTC) - timedelta(seconds=age_s))
     return gen.id

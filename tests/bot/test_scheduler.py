@@ -12,14 +12,16 @@ from collections import defaultdict
 from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.errors import ErrorText
-from bot.models import Actor, CommandRequest, ImagineOptions, MessageRef, NewGeneration, State, StatusView
+from bot.models import Actor, CommandRequest, MessageRef, State, StatusView
 from bot.ports import HANDED_OVER, Rate, RateLimited, Spend
 from bot.renderer import Renderer
 from bot.views import MOVED_BACK, build_view, view_hash
+from jobs.backends.base import ImageRequest
 from jobs.budgets import RedisBudgets
 from jobs.constants import RENDER_GROUP
 from jobs.events import RedisEventFeed
 from tests.bot.test_renderer import _drain, _submit
+from tests.image_jobs import image_job
 
 ALICE = Actor("local", "local", "alice", "Alice")
 
@@ -77,7 +79,7 @@ def _renderer(rt: Runtime, chat: TimedChat, consumer: str = "r1", **settings: fl
 async def _submit_in(rt: Runtime, chat: TimedChat, channel: str, n: int) -> list[tuple[int, str]]:
     out = []
     for i in range(n):
-        new = NewGeneration(ALICE, channel, ImagineOptions(f"p{i}", "", 512, 512, 5, i), "demo")
+        new = image_job(ALICE, channel, ImageRequest(f"p{i}", "", 512, 512, 5, i), "demo")
         gen, position = await rt.core.submit(new)
         view = build_view(gen, position, None)
         ref = await chat.post_status(channel, view)

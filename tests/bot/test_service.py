@@ -10,14 +10,15 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.app import Runtime
-from bot.commands import validate_imagine
 from bot.errors import ErrorCode, ErrorText
-from bot.models import Actor, CommandRequest, MessageRef, NewGeneration, State, StatusView
+from bot.models import Actor, CommandRequest, MessageRef, State, StatusView
 from bot.ports import InboxEntry, Spend
 from bot.service import BoundedResponder
 from bot.text import NAME_MAX, REPLY_MAX
+from jobs.backends.base import ImageRequest
 from jobs.queue import SUBMIT
 from storage.models import GenerationRow, InboxRow
+from tests.image_jobs import image_job
 
 ALICE = Actor("local", "local", "alice", "Alice")
 BOB = Actor("local", "local", "bob", "Bob")
@@ -230,7 +231,7 @@ async def test_the_core_reads_member_text_cleaned_whatever_the_adapter_sent(rt: 
     await rt.core.handle(request, out)
     [view] = out.posted
     row = await GenerationRow.get(id=view.job)
-    assert (row.prompt, row.negative) == ("a fox", "blur")
+    assert (row.prompt, row.options["negative"]) == ("a fox", "blur")
     assert row.user_name.startswith("Carol \u200bllll") and len(row.user_name) == NAME_MAX
 
     nameless = Actor("local", "local", "dave", "\u3164")
@@ -303,8 +304,8 @@ async def test_a_command_run_again_goes_on_from_where_its_bot_died(rt: Runtime, 
     receipt = await rt.core.receive("local", {"request": request.to_json()})
     first = Recorder()
     if got_as_far_as == "submit":
-        options = validate_imagine(rt.core.specs["imagine"], {"prompt": "a fox"}, rt.settings.limits)
-        await rt.core.submit(NewGeneration(ALICE, "general", options, "demo", request_key=receipt))
+        options = ImageRequest("a fox", "", 512, 512, 20, 1)
+        await rt.core.submit(image_job(ALICE, "general", options, request_key=receipt))
     else:
         real_done = rt.core.inbox.done
         rt.core.inbox.done = _never  # type: ignore[method-assign]

@@ -11,6 +11,8 @@ from bot.models import Generation, State
 from bot.views import MOVED_BACK, build_view, format_duration, place, view_hash, wait_seconds, wait_words
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+#: How the image plugin's rows read (see ``jobs.imagine``).
+LOOK = {"verb": "Generating", "details": "512x512 · 20 steps · seed 1 · demo backend", "reroll": True}
 
 
 def gen(**changes: object) -> Generation:
@@ -22,7 +24,6 @@ def gen(**changes: object) -> Generation:
         user_id="alice",
         user_name="Alice",
         prompt="a red fox",
-        negative="",
         backend="demo",
         options={"width": 512, "height": 512, "steps": 20, "seed": 1},
         state=State.QUEUED,
@@ -31,7 +32,7 @@ def gen(**changes: object) -> Generation:
         ticket=3,
         result_key=None,
         message={},
-        meta={},
+        meta={"look": LOOK},
         version=1,
         created_at=NOW,
     )
@@ -104,7 +105,7 @@ def test_running_shows_percent_and_preview() -> None:
     view = build_view(
         gen(
             state=State.RUNNING,
-            meta={"progress": {"step": 9, "total": 20}, "preview": {"key": "previews/7.jpg"}},
+            meta={"look": LOOK, "progress": {"step": 9, "total": 20}, "preview": {"key": "previews/7.jpg"}},
         ),
         None,
         None,

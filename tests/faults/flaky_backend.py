@@ -8,7 +8,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from bot.config import Settings
-from bot.ports import ImageRequest, ImageResult, ProgressCallback
+from bot.ports import ImageResult
+from jobs.backends.base import ImageRequest, ProgressCallback
 from jobs.backends.demo import DemoBackend
 
 FAIL_NEXT = "faults:fail-next"

@@ -325,7 +325,7 @@ async def test_the_backend_failing(
     said_waiting = {
         u["status"]["job"]
         for u in alice.updates
-        if u.get("status") and "waiting for the image service" in u["status"]["headline"]
+        if u.get("status") and "waiting for the service" in u["status"]["headline"]
     }
     figures.details.update(
         {

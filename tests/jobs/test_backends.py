@@ -8,9 +8,9 @@ from PIL import Image
 from redis.asyncio import Redis
 
 from bot.config import load_settings
-from bot.ports import ImageRequest
 from jobs import breaker as breaker_module
 from jobs.backends import BackendNotFound, load_backend
+from jobs.backends.base import ImageRequest
 from jobs.backends.demo import DemoBackend
 from jobs.breaker import FAILURE, SUCCESS, Breaker, BreakerKeys, BreakerOpen
 from jobs.constants import Keys

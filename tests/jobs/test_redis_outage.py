@@ -17,17 +17,18 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.app import Runtime, build_runner, runtime
-from bot.commands import validate_imagine
 from bot.embedded_redis import EmbeddedRedis, embedded_redis
 from bot.models import MessageRef, NewGeneration, State
 from bot.service import Genbot
 from jobs import connections
+from jobs.backends.base import ImageRequest
 from jobs.connections import redis_pool
 from jobs.queue import RedisJobQueue
 from jobs.worker import build_worker, close_worker
 from storage.models import GenerationRow
 from tests.bot.test_service import ALICE, BOB, run
 from tests.conftest import make_settings
+from tests.image_jobs import image_job
 from tests.stack import worker_running
 
 
@@ -175,6 +176,7 @@ async def test_two_processes_submitting_after_a_loss_get_unique_tickets_and_posi
         RedisJobQueue(other_redis, rt.queue.keys, rt.queue.queue_name),
         rt.moderation,
         rt.core.inbox,
+        rt.core.plugins,
     )
     try:
         outs = await asyncio.gather(
@@ -203,8 +205,7 @@ def _ref() -> MessageRef:
 
 
 async def _new(rt: Runtime, prompt: str) -> NewGeneration:
-    options = validate_imagine(rt.core.specs["imagine"], {"prompt": prompt}, rt.settings.limits)
-    return NewGeneration(actor=ALICE, channel="general", options=options, backend="demo")
+    return image_job(ALICE, "general", ImageRequest(prompt, "", 512, 512, 20, 1))
 
 
 async def test_redis_restarted_from_an_older_snapshot_gives_no_ticket_twice(

@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 
 from bot.app import Runtime
-from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
-from bot.ports import ImageRequest, ImageResult, ProgressCallback
+from bot.models import Actor, Generation, State
+from bot.ports import ImageResult
+from jobs.backends.base import ImageRequest, ProgressCallback
 from jobs.breaker import Breaker, BreakerKeys, BreakerOpen
 from jobs.constants import Keys
 from jobs.runner import Deferred, GenerationRunner, JobStopped, preview_key, result_key
+from tests.image_jobs import image_job, image_kinds
 
 ACTOR = Actor(platform="local", workspace="local", user_id="alice", display_name="Alice")
 PNG = b"\x89PNG\r\n\x1a\n fake image"
@@ -92,8 +94,7 @@ def runner_for(
         store=store or rt.store,
         queue=rt.queue,
         blobs=rt.blobs,
-        backend=backend,
-        breaker=breaker or shared_breaker(rt),
+        kinds=image_kinds(backend, breaker or shared_breaker(rt), "fake"),
         backend_timeout_s=backend_timeout_s,
         progress_interval_s=progress_interval_s,
         job_timeout_s=job_timeout_s,
@@ -104,10 +105,10 @@ def runner_for(
 async def submitted(rt: Runtime, steps: int = 4) -> Generation:
     """A generation as the bot leaves it: a queued row, a ticket, a waiting arq job."""
     gen, position = await rt.core.submit(
-        NewGeneration(
+        image_job(
             actor=ACTOR,
             channel="general",
-            options=ImagineOptions(
+            options=ImageRequest(
                 prompt="a red fox in snow", negative="", width=64, height=64, steps=steps, seed=3
             ),
             backend="fake",
@@ -381,7 +382,7 @@ async def test_five_backend_failures_open_the_breaker_and_the_next_job_waits_in_
     assert "waiting" in await events(rt, first.id)
     assert await rt.queue.backend_down("fake") is not None
     view = await rt.core.view(await row(rt, first.id))
-    assert view.headline == "Queued · #1 in line · waiting for the image service"
+    assert view.headline == "Queued · #1 in line · waiting for the service"
     assert view.note is not None and "will start when the service recovers" in view.note
 
 
@@ -677,8 +678,8 @@ async def assert_member_reads_timed_out(rt: Runtime, generation_id: int) -> None
     view = await rt.core.view(gen)
     assert view.headline == "Took too long"
     assert view.error is not None
-    assert view.error.what == "The image took longer than this server allows and was stopped."
-    assert view.error.todo == "Try again with fewer steps or a smaller size."
+    assert view.error.what == "The job took longer than this server allows and was stopped."
+    assert view.error.todo == "Try again with a smaller request (for an image: fewer steps or a smaller size)."
 
 
 async def test_the_backend_timeout_reaches_the_member_as_timed_out(rt: Runtime) -> None:
@@ -693,8 +694,7 @@ async def test_the_job_timeout_reaches_the_member_as_timed_out(rt: Runtime) -> N
         store=rt.store,
         queue=rt.queue,
         blobs=HangingResultBlobs(rt.blobs),
-        backend=FakeBackend(),
-        breaker=shared_breaker(rt),
+        kinds=image_kinds(FakeBackend(), shared_breaker(rt), "fake"),
         backend_timeout_s=30.0,
         progress_interval_s=0.0,
         job_timeout_s=0.3,
@@ -743,7 +743,7 @@ async def test_run_times_count_for_the_backend_setting_the_rows_carry(rt: Runtim
     """The bot reads the ETA's mean run time under the row's backend setting (say
     ``mypkg.sd:make``), which need not be the backend object's own name."""
     gen, _ = await rt.core.submit(
-        NewGeneration(ACTOR, "general", ImagineOptions("a fox", "", 64, 64, 2, 1), backend="mypkg.sd:make")
+        image_job(ACTOR, "general", ImageRequest("a fox", "", 64, 64, 2, 1), backend="mypkg.sd:make")
     )
     assert await rt.queue.mean_runtime("mypkg.sd:make") == rt.settings.worker.default_run_s
     assert await runner_for(rt, FakeBackend()).run(gen.id) == "succeeded"

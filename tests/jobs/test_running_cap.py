@@ -16,9 +16,11 @@ from redis.asyncio import Redis
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
 from bot.errors import GenbotError
-from bot.models import Actor, Generation, ImagineOptions, NewGeneration, State
+from bot.models import Actor, Generation, NewGeneration, State
 from bot.ports import QuotaRefused
+from jobs.backends.base import ImageRequest
 from tests.conftest import make_settings
+from tests.image_jobs import image_job
 from tests.stack import worker_running
 
 ALICE = Actor("local", "local", "alice", "Alice")
@@ -42,7 +44,7 @@ async def capped(
 
 
 async def submit(rt: Runtime, actor: Actor, prompt: str) -> int:
-    new = NewGeneration(actor, "general", ImagineOptions(prompt, "", 64, 64, 6, 1), "demo")
+    new = image_job(actor, "general", ImageRequest(prompt, "", 64, 64, 6, 1), "demo")
     gen, _ = await rt.core.submit(new, quota=rt.core.quota_for(actor))
     await rt.store.update(gen.id, ticket=gen.ticket)  # as attach_message does
     return gen.id
@@ -87,7 +89,7 @@ async def test_a_job_beyond_the_running_cap_waits_aside_and_rejoins_at_its_place
     assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (True, [])
     await rt.store.transition(first, State.RUNNING)
 
-    new = NewGeneration(ALICE, "general", ImagineOptions("second", "", 64, 64, 6, 1), "demo")
+    new = image_job(ALICE, "general", ImageRequest("second", "", 64, 64, 6, 1), "demo")
     second, position = await rt.core.submit(new, quota=rt.core.quota_for(ALICE))
     assert position == 0  # held at once: Alice runs a job
     assert (await rt.core.view(second, position)).headline == "Queued · waits for your other job"
@@ -149,7 +151,7 @@ async def test_held_jobs_still_count_against_the_queued_cap(capped: Runtime) -> 
         [second],
     )  # second: held
     third = await rt.store.create(
-        NewGeneration(ALICE, "general", ImagineOptions("three", "", 64, 64, 6, 1), "demo")
+        image_job(ALICE, "general", ImageRequest("three", "", 64, 64, 6, 1), "demo")
     )
     with pytest.raises(QuotaRefused) as refused:
         await rt.queue.submit(third.id, quota=tight)
@@ -179,7 +181,7 @@ async def test_cancelling_a_held_job_gives_its_place_in_the_quota_back(capped: R
     tight = replace(rt.core.quota_for(ALICE), max_queued=1)
 
     def new(prompt: str) -> NewGeneration:
-        return NewGeneration(ALICE, "general", ImagineOptions(prompt, "", 64, 64, 6, 1), "demo")
+        return image_job(ALICE, "general", ImageRequest(prompt, "", 64, 64, 6, 1), "demo")
 
     held, position = await rt.core.submit(new("held"), quota=tight)
     assert position == 0

@@ -15,17 +15,19 @@ from redis.asyncio import Redis
 
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
-from bot.models import Actor, ImagineOptions, MessageRef, NewGeneration, State
+from bot.models import Actor, MessageRef, State
+from jobs.backends.base import ImageRequest
 from jobs.constants import Keys
 from storage.models import GenerationRow
 from tests.conftest import make_settings
+from tests.image_jobs import image_job
 from tests.stack import worker_running
 
 ALICE = Actor("local", "local", "alice", "Alice")
 
 
 async def test_a_worker_sweeps_a_stuck_job_back_into_the_queue_and_runs_it(rt: Runtime, redis: Redis) -> None:
-    new = NewGeneration(ALICE, "general", ImagineOptions("a stuck fox", "", 64, 64, 3, 1), "demo")
+    new = image_job(ALICE, "general", ImageRequest("a stuck fox", "", 64, 64, 3, 1), "demo")
     gen, _position = await rt.core.submit(new)
     await rt.queue.mark_running(gen.id)
     await rt.store.transition(gen.id, State.RUNNING)
@@ -75,7 +77,7 @@ async def test_the_sweep_removes_expired_interaction_tokens_and_response_urls(rt
     gens = [
         (
             await rt.core.submit(
-                NewGeneration(ALICE, "general", ImagineOptions(f"fox {n}", "", 64, 64, 3, 1), "demo")
+                image_job(ALICE, "general", ImageRequest(f"fox {n}", "", 64, 64, 3, 1), "demo")
             )
         )[0]
         for n in range(4)
@@ -120,7 +122,7 @@ async def test_the_sweep_restores_lost_queued_jobs_in_ticket_order_and_publishes
     gens = []
     for n in range(5):
         gen, _ = await rt.core.submit(
-            NewGeneration(ALICE, "general", ImagineOptions(f"fox {n}", "", 64, 64, 3, 1), "demo")
+            image_job(ALICE, "general", ImageRequest(f"fox {n}", "", 64, 64, 3, 1), "demo")
         )
         await rt.store.update(gen.id, ticket=gen.ticket)
         gens.append(gen)
@@ -141,7 +143,7 @@ async def test_a_request_that_never_reached_the_line_nor_its_message_is_posted_b
     """Its bot was killed after inserting the row, before the submit: no ticket, no message. The
     sweep does not put it in line (it would run unseen); it asks the renderer to post its message
     (an ``unposted`` event), and puts it in line once the message is there."""
-    new = NewGeneration(ALICE, "general", ImagineOptions("orphan", "", 64, 64, 3, 1), "demo")
+    new = image_job(ALICE, "general", ImageRequest("orphan", "", 64, 64, 3, 1), "demo")
     gen = await rt.store.create(new)
     await GenerationRow.filter(id=gen.id).update(created_at=datetime.now(UTC) - timedelta(minutes=5))
     events = Keys(rt.settings.redis.key_prefix).events

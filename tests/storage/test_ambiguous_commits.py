@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from bot.models import Actor, ImagineOptions, NewGeneration, State
+from bot.models import Actor, NewGeneration, State
+from jobs.backends.base import ImageRequest
 from storage import db
 from storage.chatlog import TortoiseChatLog
 from storage.models import AuditRow, ChatMessageRow, GenerationRow
 from storage.moderation import TortoiseModerationStore
 from storage.store import TortoiseGenerationStore
+from tests.image_jobs import image_job
 from tests.storage.pg_proxy import PgProxy
 
 pytestmark = pytest.mark.postgres
@@ -37,8 +39,8 @@ async def proxy(pg_url: str) -> AsyncIterator[PgProxy]:
 
 
 def new_generation() -> NewGeneration:
-    options = ImagineOptions(prompt="a fox", negative="", width=512, height=512, steps=4, seed=1)
-    return NewGeneration(actor=ALICE, channel="general", options=options, backend="demo")
+    options = ImageRequest(prompt="a fox", negative="", width=512, height=512, steps=4, seed=1)
+    return image_job(actor=ALICE, channel="general", options=options, backend="demo")
 
 
 async def test_an_insert_whose_reply_was_lost_makes_one_row(proxy: PgProxy) -> None:

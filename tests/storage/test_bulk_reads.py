@@ -25,7 +25,7 @@ STATES = ["succeeded", "failed", "queued", "running", "cancelled", "timed_out", 
 FINISHED = ["old", "recent", None, None, "old", "recent", None, "old"]
 
 COLUMNS = (
-    '"platform", "workspace", "channel", "user_id", "user_name", "prompt", "negative", "options", '
+    '"platform", "workspace", "channel", "user_id", "user_name", "prompt", "options", '
     '"backend", "state", "created_at", "finished_at", "attempts", "message", "meta", "version"'
 )
 
@@ -41,7 +41,7 @@ def select_rows(recent: str, old: str) -> str:
         f"WHEN {k} THEN {recent if f == 'recent' else old}" for k, f in enumerate(FINISHED) if f
     )
     return (
-        "CASE WHEN i % 3 = 0 THEN 'slack' ELSE 'discord' END, 'g', CAST(i AS TEXT), 'u', 'U', 'a fox', '', "
+        "CASE WHEN i % 3 = 0 THEN 'slack' ELSE 'discord' END, 'g', CAST(i AS TEXT), 'u', 'U', 'a fox', "
         f"'{{}}', 'demo', CASE i % 8 {states} END, {old}, CASE i % 8 {finished} ELSE NULL END, "
         "0, '{}', '{}', 0"
     )

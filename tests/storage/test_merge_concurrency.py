@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bot.models import TERMINAL, Actor, Generation, ImagineOptions, NewGeneration, State
+from bot.models import TERMINAL, Actor, Generation, NewGeneration, State
+from jobs.backends.base import ImageRequest
 from storage import db
 from storage.models import GenerationRow
 from storage.store import TortoiseGenerationStore
+from tests.image_jobs import image_job
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 4
@@ -31,10 +33,10 @@ TOTAL_UPDATES = PROCESSES * UPDATES_PER_PROCESS
 
 
 def new_generation(user: str = "u1") -> NewGeneration:
-    return NewGeneration(
+    return image_job(
         actor=Actor(platform="local", workspace="w", user_id=user, display_name=user),
         channel="general",
-        options=ImagineOptions(prompt="a red fox", negative="", width=512, height=512, steps=8, seed=1),
+        options=ImageRequest(prompt="a red fox", negative="", width=512, height=512, steps=8, seed=1),
         backend="demo",
     )
 
@@ -249,7 +251,7 @@ async def test_a_long_random_sequence_of_merges_matches_rfc7396(
     """Both databases end where the RFC's own algorithm ends, patch after patch."""
     gen = await store.create(new_generation())
     rng = random.Random(7396)
-    expected: dict[str, Any] = {}
+    expected: dict[str, Any] = dict(gen.meta)
     for step in range(150):
         patch = _random_patch(rng)
         expected = reference_merge(expected, patch)
@@ -334,12 +336,12 @@ async def test_twenty_concurrent_finishes_exactly_one_wins(store: TortoiseGenera
 async def test_late_progress_after_success_changes_nothing(store: TortoiseGenerationStore) -> None:
     gen = await store.create(new_generation())
     assert await store.record_progress(gen.id, {"progress": {"step": 0, "total": 2}}) is False
-    assert (await get(store, gen.id)).meta == {}
+    assert (await get(store, gen.id)).meta == gen.meta
 
     assert await store.transition(gen.id, State.RUNNING) is not None
     assert await store.record_progress(gen.id, {"progress": {"step": 1, "total": 2}}) is True
     running = await get(store, gen.id)
-    assert running.meta == {"progress": {"step": 1, "total": 2}}
+    assert running.meta == {**gen.meta, "progress": {"step": 1, "total": 2}}
     assert running.heartbeat_at is not None
 
     assert await store.transition(gen.id, State.SUCCEEDED, result_key="results/x.png") is not None
@@ -348,7 +350,7 @@ async def test_late_progress_after_success_changes_nothing(store: TortoiseGenera
     assert await store.record_progress(gen.id, late) is False
     after = await get(store, gen.id)
     assert after.state is State.SUCCEEDED
-    assert after.meta == done.meta == {"progress": {"step": 1, "total": 2}}
+    assert after.meta == done.meta == {**gen.meta, "progress": {"step": 1, "total": 2}}
     assert after.version == done.version
     assert after.heartbeat_at == done.heartbeat_at
     assert after.result_key == "results/x.png"

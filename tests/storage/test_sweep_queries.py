@@ -21,7 +21,7 @@ FINISHED_ROWS = 100_000
 PLATFORMS = ["local", "discord", "slack"]
 
 COLUMNS = (
-    '"platform", "workspace", "channel", "user_id", "user_name", "prompt", "negative", "options", '
+    '"platform", "workspace", "channel", "user_id", "user_name", "prompt", "options", '
     '"backend", "state", "created_at", "finished_at", "heartbeat_at", "attempts", "message", "meta", "version"'
 )
 
@@ -34,7 +34,7 @@ async def big_table(db_url: str) -> AsyncIterator[bool]:
     pg = is_postgres(conn)
     old = _db_datetime(datetime.now(UTC) - timedelta(days=1))
     fresh = _db_datetime(datetime.now(UTC))
-    row = "'discord', 'g', 'c', 'u', 'U', 'a fox', '', '{}', 'demo', '%s', %s, %s, %s, 0, '{}', '{}', 0"
+    row = "'discord', 'g', 'c', 'u', 'U', 'a fox', '{}', 'demo', '%s', %s, %s, %s, 0, '{}', '{}', 0"
     try:
         if pg:
             await conn.execute_query(

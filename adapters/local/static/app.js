@@ -147,10 +147,11 @@ function renderStatus(messageId, s) {
   card.dataset.state = st;
 
   const used = el('div', 'used');
-  used.append(el('span', 'requester', s.requested_by || 'someone'), ' used ', el('span', 'command', '/imagine'));
+  used.append(el('span', 'requester', s.requested_by || 'someone'), ' used ', el('span', 'command', `/${s.kind || 'imagine'}`));
   card.append(used, el('div', 'headline', s.headline || st));
   if (s.prompt) card.append(el('blockquote', 'prompt', s.prompt)); // quote marks come from CSS
   if (s.details) card.append(el('div', 'details', s.details));
+  if (s.text) card.append(el('div', 'answer', s.text)); // an answer, as it streams in
 
   if (s.progress != null) {
     const pct = Math.round(Math.min(1, Math.max(0, Number(s.progress) || 0)) * 100);

@@ -12,12 +12,11 @@ from discord.user import ClientUser
 
 from adapters.discord.client import GenbotClient
 from adapters.discord.commands import actor_of, option_text, request_of, role_ids, snowflake
-from bot.commands import all_specs
-from bot.config import LimitsSettings
 from bot.errors import GenbotError
 from tests.adapters.discord.fake import BOT_USER, interaction_payload
+from tests.image_jobs import every_spec
 
-SPECS = all_specs(LimitsSettings())
+SPECS = every_spec()
 
 
 def test_a_picked_member_reaches_the_core_as_its_id() -> None:

@@ -6,12 +6,12 @@ import pytest
 
 from adapters.slack.blocks import error_text, escape, fallback_text, progress_bar, reply_text, status_blocks
 from adapters.slack.payloads import action_target, command_request, help_text, plain_text, wants_help
-from bot.commands import admin_specs, all_specs
-from bot.config import LimitsSettings
+from bot.commands import admin_specs
 from bot.errors import ErrorCode, GenbotError, describe
 from bot.models import Button, ErrorView, State, StatusView
+from tests.image_jobs import every_spec
 
-SPECS = all_specs(LimitsSettings())
+SPECS = every_spec()
 
 
 def view(**changes: object) -> StatusView:

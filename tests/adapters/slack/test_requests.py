@@ -26,15 +26,14 @@ from adapters.slack.payloads import (
     request_body,
 )
 from bot.app import Runtime
-from bot.commands import all_specs
-from bot.config import LimitsSettings
 from bot.errors import GenbotError
 from storage.models import GenerationRow
 from tests.adapters.slack.conftest import CHANNEL, SECRET, SlackClient, attached
 from tests.adapters.slack.fake_slack import TEAM, FakeSlack
+from tests.image_jobs import every_spec
 from tests.stack import bot_running
 
-SPECS = all_specs(LimitsSettings())
+SPECS = every_spec()
 
 #: A slash command as Slack sends it (captured shape, ids changed).
 COMMAND = {

@@ -60,7 +60,7 @@ def members(client: SlackClient, fake: FakeSlack) -> dict[str, Member]:
 
 def sample(option: OptionSpec, job: int) -> str:
     """A well-formed value for an option, so that a refusal can only be about who asks."""
-    if option.type == "user":
+    if option.type == "member":
         return BOB
     if option.type == "integer":
         return str(job)

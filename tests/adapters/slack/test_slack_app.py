@@ -238,7 +238,7 @@ async def test_genbot_subcommands_and_help(
         status, body, _took = await client.command("/imagine", "")
         assert status == 200 and body == ""
         await fake.wait_until(lambda: len(fake.responses) == 1)
-        assert "prompt is empty" in fake.responses[0]["text"]
+        assert "prompt is missing" in fake.responses[0]["text"]
         await client.command("/genbot", "queue")
         await fake.wait_until(lambda: len(fake.responses) == 2)
         assert fake.responses[1]["text"].startswith("You have no jobs")

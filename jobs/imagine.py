@@ -1,0 +1,128 @@
+"""Image generation: genbot's first plugin, written against :mod:`bot.api` like any other.
+
+``/imagine prompt [negative] [size] [steps] [seed]`` queues an ``imagine`` job; the job asks the
+configured image backend (``GENBOT_BACKEND__NAME``: the demo, or ``package.module:factory``) for
+the picture, reporting each step with a preview. A finished image offers a Reroll: the same
+options with a new seed.
+
+Its limits are still the ``GENBOT_LIMITS__*`` settings (sizes, steps) that genbot had before
+plugins, so existing deployments keep their configuration.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from bot.api import Call, Command, ImageResult, Job, JobKind, JobRequest, Option, Plugin, Settings
+from jobs.backends import load_backend
+from jobs.backends.base import ImageBackend, ImageRequest
+
+NAME = "imagine"
+SEED_MAX = 2**32 - 1
+
+
+def image_request(text: str, options: Mapping[str, Any]) -> ImageRequest:
+    """The backend's request for a job's text and stored options."""
+    return ImageRequest(
+        prompt=text,
+        negative=str(options.get("negative", "")),
+        width=int(options["width"]),
+        height=int(options["height"]),
+        steps=int(options["steps"]),
+        seed=int(options["seed"]),
+    )
+
+
+def job_options(request: ImageRequest) -> dict[str, Any]:
+    """What an image job's row keeps of ``request`` besides its prompt (the job's text)."""
+    options: dict[str, Any] = {
+        "width": request.width,
+        "height": request.height,
+        "steps": request.steps,
+        "seed": request.seed,
+    }
+    if request.negative:
+        options["negative"] = request.negative
+    return options
+
+
+def details(options: Mapping[str, Any]) -> str:
+    """``512x512 · 20 steps · seed 42 · without: blur``."""
+    parts = [f"{options.get('width')}x{options.get('height')}", f"{options.get('steps')} steps"]
+    parts.append(f"seed {options.get('seed')}")
+    if options.get("negative"):
+        parts.append(f"without: {options['negative']}")
+    return " · ".join(parts)
+
+
+def reroll(options: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {**options, "seed": secrets.randbelow(SEED_MAX + 1)}
+
+
+def plugin(settings: Settings) -> Plugin:
+    """The plugin, with the backend the settings name."""
+    limits = settings.limits
+    backend: ImageBackend = load_backend(settings)
+
+    def prepare(call: Call) -> JobRequest:
+        opts = call.options
+        width, _, height = str(opts.get("size") or limits.default_size).partition("x")
+        request = ImageRequest(
+            prompt=str(opts["prompt"]),
+            negative=str(opts.get("negative", "")),
+            width=int(width),
+            height=int(height),
+            steps=int(opts.get("steps", limits.default_steps)),
+            seed=int(opts.get("seed", secrets.randbelow(SEED_MAX + 1))),
+        )
+        return JobRequest(request.prompt, job_options(request))
+
+    return Plugin(
+        name=NAME,
+        commands=(
+            Command(
+                NAME,
+                "Make an image from a text prompt",
+                (
+                    Option("prompt", "string", "What to draw", required=True),
+                    Option("negative", "string", "What to keep out of the image"),
+                    Option("size", "string", "Width x height", choices=tuple(limits.sizes)),
+                    Option(
+                        "steps",
+                        "integer",
+                        "More steps: finer, slower",
+                        min=limits.steps_min,
+                        max=limits.steps_max,
+                    ),
+                    Option("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
+                ),
+                job=NAME,
+                prepare=prepare,
+            ),
+        ),
+        # Keyed by the setting (a dotted path for a backend of its own), as before plugins.
+        jobs=(image_kind(backend, settings.backend.name),),
+    )
+
+
+def image_kind(backend: ImageBackend, backend_name: str) -> JobKind:
+    """The ``imagine`` job kind, drawing with ``backend`` (whose breaker and ETA are
+    ``backend_name``'s)."""
+
+    async def generate(job: Job) -> ImageResult:
+        async def progress(step: int, total: int, preview: bytes | None) -> None:
+            await job.progress(step, total, preview=preview)
+
+        return await backend.generate(image_request(job.text, job.options), progress)
+
+    demo = " · demo backend" if backend_name == "demo" else ""
+    return JobKind(
+        NAME,
+        generate,
+        verb="Generating",
+        backend=backend_name,
+        details=lambda options: details(options) + demo,
+        reroll=reroll,
+    )

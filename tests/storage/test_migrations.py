@@ -1,0 +1,83 @@
+"""Migrations move the rows a deployment already has: run up to a release's last migration, write
+rows as that release did, then migrate and read them as this release does."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from tortoise import Tortoise
+from tortoise.connection import get_connection
+from tortoise.migrations.api import migrate as run_migrations
+
+from bot.views import build_view
+from storage import db
+from storage.store import TortoiseGenerationStore
+from tests.conftest import PG_ADMIN_URL, _pg_admin
+
+#: A row as genbot wrote it before job kinds (migration 0007): its negative prompt in a column.
+BEFORE_KINDS = (
+    'INSERT INTO "generations" ("platform", "workspace", "channel", "user_id", "user_name", "prompt", '
+    '"negative", "options", "backend", "state", "created_at", "attempts", "message", "meta", "version") '
+    "VALUES ('local', 'local', 'general', 'alice', 'Alice', {prompt}, {negative}, "
+    '\'{{"width": 512, "height": 768, "steps": 20, "seed": 42}}\', \'demo\', \'succeeded\', '
+    'CURRENT_TIMESTAMP, 0, \'{{}}\', \'{{"progress": {{"step": 20, "total": 20}}}}\', 3)'
+)
+
+
+@pytest_asyncio.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database no migration has touched."""
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'old.sqlite3'}"
+        return
+    admin = await _pg_admin()
+    if admin is None:
+        message = f"no PostgreSQL at {PG_ADMIN_URL}"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the PostgreSQL tests")
+        pytest.skip(message)
+    name = f"genbot_migrate_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_rows_of_the_release_before_job_kinds_read_as_image_jobs(empty_url: str) -> None:
+    config = db.tortoise_config(empty_url)
+    await run_migrations(config=config, target="models.0007_counters")
+    await Tortoise.init(config=config)
+    try:
+        conn = get_connection("default")
+        for prompt, negative in (("'a fox'", "'blurry, text'"), ("'a hare'", "''")):
+            await conn.execute_query(BEFORE_KINDS.format(prompt=prompt, negative=negative))
+    finally:
+        await Tortoise.close_connections()
+
+    await db.migrate(empty_url)
+    await db.connect(empty_url)
+    try:
+        store = TortoiseGenerationStore()
+        fox, hare = await store.get_many([1, 2])
+        assert (fox.kind, fox.prompt, fox.options["negative"]) == ("imagine", "a fox", "blurry, text")
+        assert "negative" not in hare.options and hare.kind == "imagine"
+        assert fox.meta["progress"] == {"step": 20, "total": 20}, "the rest of meta is kept"
+        view = build_view(fox, None, None)
+        assert view.details == "512x768 · 20 steps · seed 42 · without: blurry, text · demo backend · job 1"
+        assert [b.action for b in view.buttons] == ["reroll"]
+        indexes = await get_connection("default").execute_query_dict(
+            "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'generations'"
+            if "postgres" in empty_url
+            else "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'generations'"
+        )
+        names = {row["name"] for row in indexes}
+        assert {"generations_state_heartbeat", "generations_ticket", "generations_user_state"} <= names
+    finally:
+        await db.close()
