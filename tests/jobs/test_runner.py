@@ -679,7 +679,9 @@ async def assert_member_reads_timed_out(rt: Runtime, generation_id: int) -> None
     assert view.headline == "Took too long"
     assert view.error is not None
     assert view.error.what == "The job took longer than this server allows and was stopped."
-    assert view.error.todo == "Try again with a smaller request (for an image: fewer steps or a smaller size)."
+    assert (
+        view.error.todo == "Try again with a smaller request (for an image: fewer steps or a smaller size)."
+    )
 
 
 async def test_the_backend_timeout_reaches_the_member_as_timed_out(rt: Runtime) -> None:
