@@ -205,7 +205,8 @@ def test_the_wheel_marks_every_package_typed_and_keeps_its_data(wheel: zipfile.Z
 
 IMPORT_EVERY_MODULE = """
 import importlib, json, pathlib, sys
-import tests.without_extras
+from tests.without_extras import block
+block()
 from storage.reconnect import CONNECTION_LOST
 failed = {}
 for package in ("bot", "adapters", "jobs", "storage"):
