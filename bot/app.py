@@ -1,25 +1,28 @@
 """The composition root: the only module that knows every concrete class. It builds them from the
-settings and hands them down; swapping the platform or the backend is a setting, not code."""
+settings and hands them down; swapping the platform or the backend is a setting, not code.
+
+Discord, Slack and PostgreSQL are extras of the package (``pip install 'genbot[discord]'``): their
+adapters are imported by the functions that build them, never at the top of this module, so that
+an installation without them runs the local chat on SQLite. A setting that chooses one the
+installation lacks is refused with one line naming the extra (:func:`require_platform`,
+:func:`require_database`), before anything is connected."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from adapters.discord.adapter import discord_rates
-from adapters.discord.client import GenbotClient, set_api_base, set_gateway
 from adapters.local.chat import LocalChat
-from adapters.slack.adapter import SlackChat, make_client, slack_rates
-from adapters.slack.admins import SlackAdmins
-from adapters.slack.app import SlackBot
 from bot.commands import admin_specs, command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
 from bot.plugins import Plugins, load_plugins
@@ -41,6 +44,10 @@ from storage.inbox import TortoiseCommandInbox
 from storage.moderation import TortoiseModerationStore
 from storage.store import TortoiseGenerationStore
 
+if TYPE_CHECKING:
+    from adapters.discord.client import GenbotClient
+    from adapters.slack.app import SlackBot
+
 log = logging.getLogger(__name__)
 
 #: A bot looks for commands of stopped bots to run again at least this often.
@@ -56,9 +63,53 @@ def plugins_of(settings: Settings) -> Plugins:
     return load_plugins(settings, BUILTIN_PLUGINS, reserved=core)
 
 
+@dataclass(frozen=True)
+class Extra:
+    """An optional part of genbot: the extra of the package that installs it, and the modules it
+    needs, each with the distribution that provides it."""
+
+    name: str
+    modules: dict[str, str]
+
+    def missing(self) -> list[str]:
+        """The distributions of the modules this installation cannot import, in order."""
+        return [dist for module, dist in self.modules.items() if importlib.util.find_spec(module) is None]
+
+
+DISCORD = Extra("discord", {"discord": "discord.py"})
+SLACK = Extra("slack", {"slack_bolt": "slack-bolt", "slack_sdk": "slack-sdk"})
+POSTGRES = Extra("postgres", {"asyncpg": "asyncpg"})
+PLATFORM_EXTRAS = {Platform.DISCORD: DISCORD, Platform.SLACK: SLACK}
+
+
+def _require(extra: Extra, needed_by: str) -> None:
+    missing = extra.missing()
+    if missing:
+        raise ConfigError(f"{needed_by} needs {' and '.join(missing)}: pip install 'genbot[{extra.name}]'")
+
+
+def require_platform(platform: Platform, needed_by: str | None = None) -> None:
+    """Raise :class:`ConfigError`, one line naming the extra to install, when ``platform``'s
+    packages are not installed (``needed_by`` says what asked for them; by default
+    ``GENBOT_PLATFORM=<platform>``). The local chat needs nothing beyond the core."""
+    extra = PLATFORM_EXTRAS.get(platform)
+    if extra is not None:
+        _require(extra, needed_by or f"GENBOT_PLATFORM={platform.value}")
+
+
+def require_database(db_url: str) -> None:
+    """Raise :class:`ConfigError`, one line naming the extra to install, when ``db_url`` is a
+    PostgreSQL URL and its driver is not installed (SQLite needs nothing beyond the core)."""
+    scheme = db_url.partition("://")[0]
+    if scheme != "sqlite":
+        _require(POSTGRES, f"GENBOT_DATABASE__URL={scheme}://...")
+
+
 async def migrate(db_url: str) -> None:
     """Apply the database migrations (:func:`storage.db.migrate`). Raises :class:`StartupError`
-    naming ``GENBOT_DATABASE__URL`` when the database cannot be reached."""
+    naming ``GENBOT_DATABASE__URL`` when the database cannot be reached, :class:`ConfigError`
+    when its driver is not installed (:func:`require_database`)."""
+    require_database(db_url)
     try:
         await db.migrate(db_url)
     except db.DatabaseUnavailable as exc:
@@ -142,7 +193,10 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
     Raises, before the block runs: :class:`StartupError` naming ``GENBOT_DATABASE__URL`` or
     ``GENBOT_REDIS__URL`` for a server out of reach, :class:`ConfigError` for a database that
-    lacks this release's migrations (run ``genbot migrate``) or a plugin that does not load."""
+    lacks this release's migrations (run ``genbot migrate``) or whose driver is not installed
+    (:func:`require_database`), or a plugin that does not load. The platform's packages are not
+    checked: a worker needs none."""
+    require_database(settings.database.url)
     plugins = plugins_of(settings)
     await _connect_database(settings.database.url)
     try:
@@ -192,7 +246,12 @@ def build_local_chat(rt: Runtime) -> LocalChat:
 
 def build_slack(rt: Runtime) -> SlackBot:
     """The Slack app from ``GENBOT_SLACK__*``. Raises :class:`ConfigError` when a token the
-    chosen mode needs is missing."""
+    chosen mode needs is missing, or the ``slack`` extra is not installed."""
+    require_platform(Platform.SLACK)
+    from adapters.slack.adapter import SlackChat, make_client, slack_rates
+    from adapters.slack.admins import SlackAdmins
+    from adapters.slack.app import SlackBot
+
     s = rt.settings.slack
     token = s.bot_token.get_secret_value()
     if not token:
@@ -270,7 +329,12 @@ def build_frontend(rt: Runtime) -> Frontend:
 
 def build_discord_client(rt: Runtime, *, clock: Callable[[], float] = time.time) -> GenbotClient:
     """The Discord client (not logged in). Its REST goes wherever ``Route.BASE`` points: call
-    :func:`adapters.discord.client.set_api_base` with the setting first (:func:`discord_session`)."""
+    :func:`adapters.discord.client.set_api_base` with the setting first (:func:`discord_session`).
+    Raises :class:`ConfigError` when the ``discord`` extra is not installed."""
+    require_platform(Platform.DISCORD)
+    from adapters.discord.adapter import discord_rates
+    from adapters.discord.client import GenbotClient
+
     d = rt.settings.discord
     return GenbotClient(
         handler=rt.core,
@@ -290,7 +354,11 @@ async def discord_session(
 ) -> AsyncIterator[GenbotClient]:
     """A Discord client logged in (REST only, no gateway yet) against ``discord.api_base_url``;
     closed, and the REST base restored, on exit. Raises :class:`ConfigError` for a missing or
-    refused ``GENBOT_DISCORD__TOKEN`` (see :meth:`GenbotClient.sign_in`)."""
+    refused ``GENBOT_DISCORD__TOKEN`` (see :meth:`GenbotClient.sign_in`), or when the ``discord``
+    extra is not installed."""
+    require_platform(Platform.DISCORD)
+    from adapters.discord.client import set_api_base, set_gateway
+
     d = rt.settings.discord
     token = d.token.get_secret_value()
     if not token:

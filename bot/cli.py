@@ -9,8 +9,9 @@
 
 A start-up failure is one line on stderr naming what to fix, never a traceback: exit code 2 for a
 setting (:class:`~bot.config.ConfigError`: a name that is not a setting, a bad value, a token the
-platform refuses, a database not migrated), 1 for the world around (:class:`~bot.config.StartupError`:
-a server out of reach, a port or a data folder in use).
+platform refuses, a database not migrated, a platform or a database whose extra is not installed),
+1 for the world around (:class:`~bot.config.StartupError`: a server out of reach, a port or a data
+folder in use).
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ async def _once(ready: asyncio.Event, stop: asyncio.Event, work: Callable[[], Aw
 
 
 async def _bot(settings: Settings) -> None:
-    from bot.app import runtime, serve_bot
+    from bot.app import require_platform, runtime, serve_bot
 
+    require_platform(settings.platform)  # before connecting: a missing extra is the one complaint
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with runtime(settings) as rt:
@@ -155,8 +157,9 @@ async def _plugins(settings: Settings) -> None:
 
 
 async def _discord_sync(settings: Settings, guild: int | None) -> None:
-    from bot.app import runtime, sync_discord_commands
+    from bot.app import require_platform, runtime, sync_discord_commands
 
+    require_platform(Platform.DISCORD, "genbot discord sync")
     async with runtime(settings) as rt:
         count = await sync_discord_commands(rt, guild)
     where = f"in guild {guild}" if guild is not None else "globally (may take up to an hour to show)"

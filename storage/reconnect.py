@@ -27,28 +27,34 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from asyncpg.exceptions import (  # type: ignore[import-untyped]
-    CannotConnectNowError,
-    InterfaceError,
-    InternalClientError,
-    OperatorInterventionError,
-    PostgresConnectionError,
-)
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 
 log = logging.getLogger(__name__)
 
+try:
+    from asyncpg.exceptions import (  # type: ignore[import-untyped]
+        CannotConnectNowError,
+        InterfaceError,
+        InternalClientError,
+        OperatorInterventionError,
+        PostgresConnectionError,
+    )
+except ImportError:
+    # Without the postgres extra genbot runs on SQLite only, and asyncpg's errors cannot occur.
+    ASYNCPG_LOST: tuple[type[BaseException], ...] = ()
+else:
+    ASYNCPG_LOST = (
+        PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
+        OperatorInterventionError,  # AdminShutdownError: terminated by an administrator
+        CannotConnectNowError,
+        InternalClientError,  # "cannot switch to state N; another operation is in progress"
+        InterfaceError,  # "connection is closed", "another operation is in progress"
+    )
+
 #: What a lost connection looks like: the backend was terminated (before, during or after the
 #: statement), the socket was closed, or asyncpg's protocol was left mid-operation by either.
-CONNECTION_LOST: tuple[type[BaseException], ...] = (
-    PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
-    OperatorInterventionError,  # AdminShutdownError: terminated by an administrator
-    CannotConnectNowError,
-    InternalClientError,  # "cannot switch to state N; another operation is in progress"
-    InterfaceError,  # "connection is closed", "another operation is in progress"
-    ConnectionError,
-)
+CONNECTION_LOST: tuple[type[BaseException], ...] = (*ASYNCPG_LOST, ConnectionError)
 ATTEMPTS = 5
 PAUSE_S = 0.05
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 GENBOT = [sys.executable, "-m", "bot.cli"]
+#: ``genbot`` as an installation without the extras runs it (tests/without_extras.py).
+GENBOT_CORE = [sys.executable, "-m", "tests.without_extras"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,11 +41,13 @@ class Exited:
         return lines[0]
 
 
-async def run_genbot(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> Exited:
+async def run_genbot(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 60, genbot: Sequence[str] = GENBOT
+) -> Exited:
     """Run ``genbot *args`` in ``cwd`` to its end (bounded by ``timeout``, a hang guard, not a
     measurement)."""
     proc = await asyncio.create_subprocess_exec(
-        *GENBOT,
+        *genbot,
         *args,
         cwd=cwd,
         env=genbot_env(env),
