@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot.commands import CommandSpec, check_known, parse_int
+from bot.commands import MEMBER_MAX, CommandSpec, check_known, parse_int
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor, Ban, CommandRequest, Generation, State
 from bot.moderation import blocked_term, format_span, member_of, normalize, parse_duration
@@ -30,8 +30,6 @@ LIST_MAX = 25
 TERM_MAX = 100
 #: The longest reason an admin may give (it is stored and shown in the audit log).
 REASON_MAX = 500
-#: The longest member id the database keeps.
-MEMBER_MAX = 64
 
 
 def _when(moment: datetime) -> str:

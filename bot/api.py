@@ -169,7 +169,10 @@ class Command:
     A **job command** names the job kind it queues (``job``); ``prepare`` turns its parsed options
     into a :class:`JobRequest`, raising :class:`Invalid` for what it refuses (default: the first
     text option is the text, every option is kept). Any other command has ``run``: it answers
-    with one message (at most 3,000 characters), to the member alone unless ``public``.
+    with one message (at most 1,800 characters), to the member alone unless ``public``; a
+    banned member, or a blocked term in its text options, is refused first. ``run`` has half of
+    ``GENBOT_RENDERER__ADOPT_AFTER_S`` to answer. ``run`` and ``prepare`` must be safe to run again:
+    a command whose bot died is run again by another.
     ``admin`` commands are for the workspace's admins only, checked by the core on every call.
     """
 

@@ -13,11 +13,14 @@ from typing import Any
 
 from bot.errors import ErrorCode, GenbotError
 from bot.models import CommandRequest
+from bot.moderation import member_of
 from bot.text import clean_line, clean_name, is_visible, shown
 
 #: Job numbers are row ids; larger numbers are refused before they reach the database. (Discord's
 #: integer options end at 2**53.)
 JOB_MAX = 2**53 - 1
+#: The longest member id the database keeps (Discord's snowflakes are 20 digits, Slack's ids 11).
+MEMBER_MAX = 64
 
 
 #: The option types every platform offers: text, whole numbers, numbers, yes/no, and a member
@@ -273,7 +276,8 @@ def parse_int(spec: CommandSpec, name: str, raw: str | None) -> int | None:
     return value
 
 
-_NUMBER = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?")
+#: A number as members type it and as platforms send it (``-1.5``, ``.5``, ``1e-05``), ASCII only.
+_NUMBER = re.compile(r"-?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?")
 _YES = {
     "true": True,
     "yes": True,
@@ -309,10 +313,18 @@ def parse_options(spec: CommandSpec, options: dict[str, str], *, text_max: int) 
 def _typed(spec: CommandSpec, option: OptionSpec, raw: str, text_max: int) -> Any:
     name = option.name
     if option.type == "integer":
+        text = raw.strip()
+        if text.startswith("-") and option.min is not None and option.min < 0:
+            magnitude = parse_digits(text[1:])
+            if magnitude is not None and option.min <= -magnitude:
+                return -magnitude
+            raise invalid(f"{name.capitalize()} must be a whole number from {option.min} to {option.max}.")
         return parse_int(spec, name, raw)
     if option.type == "number":
         text = raw.strip()
         value = float(text) if _NUMBER.fullmatch(text) else None
+        if value is not None and not math.isfinite(value):
+            value = None
         lo = option.min if option.min is not None else -math.inf
         hi = option.max if option.max is not None else math.inf
         if value is None or not lo <= value <= hi:
@@ -330,7 +342,10 @@ def _typed(spec: CommandSpec, option: OptionSpec, raw: str, text_max: int) -> An
         return answer
     text = clean_line(raw)
     if option.type == "member":
-        return text
+        member = member_of(text)  # a Slack or Discord mention, @name or an id: the id
+        if member is None or len(member) > MEMBER_MAX or not is_visible(member) or " " in member:
+            raise invalid(f"Say which member for {name}, for example @ana.")
+        return member
     if not is_visible(text):
         raise invalid(f"The {name} has no visible character, only spaces or invisible marks.")
     if len(text) > text_max:

@@ -23,9 +23,23 @@ from bot.commands import ADMIN, CommandSpec, admin_specs, command_specs
 from bot.config import ENV_NESTED, PLUGIN_SECTIONS, ConfigError, Settings
 
 ENTRY_POINT_GROUP = "genbot.plugins"
+#: Plugin and job kind names (a row's ``kind`` column holds 32 characters).
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-#: Discord's rule for command and option names (lowercase; Slack's commands are stricter still).
+#: Discord's rule for command names (lowercase; Slack's commands are stricter still).
 _COMMAND = re.compile(r"[a-z0-9_-]{1,32}")
+#: Option names: what the text syntax (``name: value``) reads, within Discord's rule.
+_OPTION_NAME = re.compile(r"[a-z_]{1,32}")
+#: Names the core keeps: its command group, Slack's ``/genbot`` and its ``help``, and the one key
+#: of ``GENBOT_PLUGINS__*`` that is not a plugin's section.
+RESERVED_COMMANDS = frozenset({ADMIN, "genbot", "help"})
+RESERVED_PLUGINS = frozenset({"modules"})
+#: Discord's limits for one command (checked here, so that a sync never fails on a plugin).
+DESCRIPTION_MAX = 100
+OPTIONS_MAX = 25
+CHOICES_MAX = 25
+SUBCOMMANDS_MAX = 25
+#: A row's ``backend`` column holds 100 characters.
+BACKEND_MAX = 100
 
 
 class PluginError(ConfigError):
@@ -74,21 +88,44 @@ class Plugins:
         """Register ``loaded``; raises :class:`PluginError` for a clash or a dangling job kind."""
         plugin = loaded.plugin
         where = f"plugin {plugin.name!r} ({loaded.source} {loaded.target})"
-        if not _NAME.fullmatch(plugin.name):
-            raise PluginError(f"{where}: its name must be lowercase letters, digits and _, at most 32")
+        if not _NAME.fullmatch(plugin.name) or plugin.name in RESERVED_PLUGINS:
+            raise PluginError(
+                f"{where}: its name must be lowercase letters, digits and _, at most 32, and not "
+                f"{', '.join(sorted(RESERVED_PLUGINS))}"
+            )
         if any(other.plugin.name == plugin.name for other in self.loaded):
             raise PluginError(f"{where}: another plugin of that name is loaded already")
-        kinds = {kind.name: kind for kind in plugin.jobs}
+        kinds: dict[str, JobKind] = {}
         for kind in plugin.jobs:
-            if kind.name in self.kinds:
+            if not _NAME.fullmatch(kind.name):
+                raise PluginError(
+                    f"{where}: job kind {kind.name!r} must be lowercase letters, digits and _, at most 32"
+                )
+            if kind.name in self.kinds or kind.name in kinds:
                 raise PluginError(f"{where}: job kind {kind.name!r} is defined twice")
+            if not 0 < len(kind.backend_name) <= BACKEND_MAX:
+                raise PluginError(
+                    f"{where}: job kind {kind.name!r}: its backend name is 1 to {BACKEND_MAX} characters"
+                )
+            kinds[kind.name] = kind
         taken = set(reserved) | set(self.commands)
+        admins = sum(1 for key in taken if key.startswith(f"{ADMIN} "))
         for command in plugin.commands:
             key = f"{ADMIN} {command.name}" if command.admin else command.name
-            if not _COMMAND.fullmatch(command.name):
-                raise PluginError(f"{where}: command {command.name!r} must be 1-32 of a-z 0-9 _ -")
+            if not _COMMAND.fullmatch(command.name) or command.name in RESERVED_COMMANDS:
+                raise PluginError(
+                    f"{where}: command {command.name!r} must be 1-32 of a-z 0-9 _ -, and not "
+                    f"{', '.join(sorted(RESERVED_COMMANDS))}"
+                )
             if key in taken:
                 raise PluginError(f"{where}: the command /{key} exists already")
+            if command.admin:
+                admins += 1
+                if admins > SUBCOMMANDS_MAX:
+                    raise PluginError(
+                        f"{where}: /{key} would make more than {SUBCOMMANDS_MAX} /{ADMIN} commands"
+                    )
+            _check_options(f"{where}: /{key}", command)
             if (command.job is None) == (command.run is None):
                 raise PluginError(f"{where}: /{key} needs either a job kind or a run function")
             if command.job is not None and command.job not in kinds and command.job not in self.kinds:
@@ -99,6 +136,40 @@ class Plugins:
             self.kinds[kind.name] = (kind, loaded)
         for command in plugin.commands:
             self.commands[f"{ADMIN} {command.name}" if command.admin else command.name] = (command, loaded)
+
+
+def _check_options(where: str, command: Command) -> None:
+    """What every platform needs of a command's spec, as one line (Discord refuses the rest only
+    when the commands are synced, and a bad option name breaks its client at start)."""
+    if not 0 < len(command.description) <= DESCRIPTION_MAX:
+        raise PluginError(f"{where}: its description is 1 to {DESCRIPTION_MAX} characters")
+    if len(command.options) > OPTIONS_MAX:
+        raise PluginError(f"{where}: at most {OPTIONS_MAX} options")
+    names: set[str] = set()
+    optional = False
+    for option in command.options:
+        what = f"{where}: option {option.name!r}"
+        if not _OPTION_NAME.fullmatch(option.name) or option.name == "interaction":
+            raise PluginError(f"{what}: its name must be 1-32 of a-z and _ (and not interaction)")
+        if option.name in names:
+            raise PluginError(f"{what} is given twice")
+        names.add(option.name)
+        if not 0 < len(option.description) <= DESCRIPTION_MAX:
+            raise PluginError(f"{what}: its description is 1 to {DESCRIPTION_MAX} characters")
+        if option.required and optional:
+            raise PluginError(f"{what}: required options come before the optional ones")
+        optional = optional or not option.required
+        if option.choices is not None and not 0 < len(option.choices) <= CHOICES_MAX:
+            raise PluginError(f"{what}: 1 to {CHOICES_MAX} choices")
+        if option.choices is not None and option.type != "string":
+            raise PluginError(f"{what}: only text options have choices")
+        bounds = [b for b in (option.min, option.max) if b is not None]
+        if bounds and option.type not in ("integer", "number"):
+            raise PluginError(f"{what}: only numbers have a min and a max")
+        if option.type == "integer" and not all(isinstance(b, int) for b in bounds):
+            raise PluginError(f"{what}: the bounds of a whole number are whole numbers")
+        if option.min is not None and option.max is not None and option.min > option.max:
+            raise PluginError(f"{what}: its min is above its max")
 
 
 def all_specs(plugins: Plugins) -> tuple[CommandSpec, ...]:

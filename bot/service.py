@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -61,10 +62,16 @@ from bot.ports import (
     TicketsLost,
 )
 from bot.renderer import ADOPT_CLAIM_S
-from bot.text import REPLY_MAX, clip, shown, storable
+from bot.text import REPLY_MAX, clean_block, clean_line, clip, shown, storable
 from bot.views import build_view, format_duration, view_hash, wait_seconds
 
 log = logging.getLogger(__name__)
+
+#: The most a job's options may take, encoded: they are read with the row, by every renderer.
+OPTIONS_MAX_BYTES = 32 * 1024
+#: How long a job kind's verb ("Generating") and details line may be in its status message.
+VERB_MAX = 40
+DETAILS_MAX = 300
 
 
 T = TypeVar("T")
@@ -310,13 +317,28 @@ class Genbot:
         options = parse_options(spec, request.options, text_max=self.settings.limits.prompt_max)
         call = Call(actor, request.channel, options, loaded.settings)
         if command.run is not None:
-            answer = await command.run(call)
-            if command.admin:
-                await self.moderation.audit(actor, spec.key, target=None, reason=None, details=options)
-            await (responder.say(answer) if command.public else responder.reply(answer))
+            await self._answer(command, spec, call, responder)
             return
         kind, job, texts = self.prepare(command, spec, call)
         await self._start(actor, request.channel, kind, job, texts, responder, receipt=receipt)
+
+    async def _answer(self, command: Command, spec: CommandSpec, call: Call, responder: Responder) -> None:
+        """A plugin command that queues nothing: a banned member, or text options with a blocked
+        term, are refused as a job would be; then its ``run`` answers, within half of
+        ``renderer.adopt_after_s`` (past that a bot would run the command again, taking it for
+        one whose bot died). An admin command's use goes to the audit log."""
+        actor = call.actor
+        if (ban := await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)) is not None:
+            raise self._refusal(QuotaRefused("banned", until=ban.expires_at), self.quota_for(actor))
+        await self.check_member(actor, _texts(spec, dict(call.options)))
+        assert command.run is not None
+        async with asyncio.timeout(self.settings.renderer.adopt_after_s / 2):
+            answer = await command.run(call)
+        if not isinstance(answer, str) or not (answer := clean_block(answer)):
+            raise TypeError(f"/{spec.key} answered {type(answer).__name__} {answer!r}, not a text")
+        if command.admin:
+            await self.moderation.audit(actor, spec.key, target=None, reason=None, details=dict(call.options))
+        await (responder.say(answer) if command.public else responder.reply(answer))
 
     def prepare(
         self, command: Command, spec: CommandSpec, call: Call
@@ -329,22 +351,35 @@ class Genbot:
         assert found is not None
         options = dict(call.options)
         job = command.prepare(call) if command.prepare is not None else _default_request(spec, options)
-        texts = [value for name, value in options.items() if _is_text(spec, name) and isinstance(value, str)]
-        return found[0], job, texts
+        return found[0], job, _texts(spec, options)
 
     def new_job(
         self, actor: Actor, channel: str, kind: JobKind, job: JobRequest, request_key: str
     ) -> NewGeneration:
-        """The row of ``job``, of ``kind``, as :meth:`submit` takes it."""
-        options = dict(job.options)
+        """The row of ``job``, of ``kind``, as :meth:`submit` takes it: its text one clean line
+        of at most ``limits.prompt_max`` characters, its options clean JSON of at most
+        :data:`OPTIONS_MAX_BYTES`, its verb and details short clean lines. Raises
+        :class:`ValueError` for options a plugin made that cannot be stored (nothing is written)."""
+        options = storable(dict(job.options))
+        try:
+            size = len(json.dumps(options, allow_nan=False).encode())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"job kind {kind.name}: its options are not JSON ({exc})") from None
+        if size > OPTIONS_MAX_BYTES:
+            raise ValueError(f"job kind {kind.name}: its options take {size} bytes, over {OPTIONS_MAX_BYTES}")
+        look = {
+            "verb": clean_line(kind.verb)[:VERB_MAX] or "Working",
+            "details": clean_line(kind.details(options))[:DETAILS_MAX],
+            "reroll": kind.rerolls,
+        }
         return NewGeneration(
             actor=actor,
             channel=channel,
             kind=kind.name,
-            text=job.text,
+            text=clean_line(job.text)[: self.settings.limits.prompt_max],
             options=options,
             backend=kind.backend_name,
-            look={"verb": kind.verb, "details": kind.details(options), "reroll": kind.rerolls},
+            look=look,
             request_key=request_key,
         )
 
@@ -983,9 +1018,13 @@ class Genbot:
         await self.attach_message(gen.id, ref, view)
 
 
-def _is_text(spec: CommandSpec, name: str) -> bool:
-    option = spec.option(name)
-    return option is not None and option.type == "string"
+def _texts(spec: CommandSpec, options: dict[str, Any]) -> list[str]:
+    """The values of the text options: what blocked terms are checked on."""
+    return [
+        value
+        for name, value in options.items()
+        if isinstance(value, str) and (option := spec.option(name)) is not None and option.type == "string"
+    ]
 
 
 def _default_request(spec: CommandSpec, options: dict[str, Any]) -> JobRequest:

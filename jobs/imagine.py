@@ -12,11 +12,11 @@ plugins, so existing deployments keep their configuration.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.api import Call, Command, ImageResult, Job, JobKind, JobRequest, Option, Plugin, Settings
-from jobs.backends import load_backend
+from jobs.backends import backend_factory
 from jobs.backends.base import ImageBackend, ImageRequest
 
 NAME = "imagine"
@@ -62,9 +62,9 @@ def reroll(options: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def plugin(settings: Settings) -> Plugin:
-    """The plugin, with the backend the settings name."""
+    """The plugin, with the backend the settings name (made on the first job, in the worker)."""
     limits = settings.limits
-    backend: ImageBackend = load_backend(settings)
+    make_backend = backend_factory(settings)
 
     def prepare(call: Call) -> JobRequest:
         opts = call.options
@@ -103,19 +103,22 @@ def plugin(settings: Settings) -> Plugin:
             ),
         ),
         # Keyed by the setting (a dotted path for a backend of its own), as before plugins.
-        jobs=(image_kind(backend, settings.backend.name),),
+        jobs=(image_kind(make_backend, settings.backend.name),),
     )
 
 
-def image_kind(backend: ImageBackend, backend_name: str) -> JobKind:
-    """The ``imagine`` job kind, drawing with ``backend`` (whose breaker and ETA are
-    ``backend_name``'s)."""
+def image_kind(make_backend: Callable[[], ImageBackend], backend_name: str) -> JobKind:
+    """The ``imagine`` job kind, drawing with the backend ``make_backend`` makes on its first job
+    (whose breaker and ETA are ``backend_name``'s)."""
+    made: list[ImageBackend] = []
 
     async def generate(job: Job) -> ImageResult:
         async def progress(step: int, total: int, preview: bytes | None) -> None:
             await job.progress(step, total, preview=preview)
 
-        return await backend.generate(image_request(job.text, job.options), progress)
+        if not made:
+            made.append(make_backend())
+        return await made[0].generate(image_request(job.text, job.options), progress)
 
     demo = " · demo backend" if backend_name == "demo" else ""
     return JobKind(

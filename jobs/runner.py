@@ -57,6 +57,7 @@ from bot.ports import (
     TextResult,
 )
 from bot.ports import JobStopped as JobStoppedBase
+from bot.text import clean_block
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
 
@@ -361,7 +362,7 @@ class GenerationRunner:
             if step is not None and total is not None:
                 patch["progress"] = {"step": step, "total": total}
             if text is not None:
-                patch["text"] = text[:RESULT_TEXT_MAX]
+                patch["text"] = clean_block(text)[:RESULT_TEXT_MAX]
             try:
                 if preview is not None:
                     await self.blobs.put(preview_key(generation_id), preview)
@@ -388,7 +389,7 @@ class GenerationRunner:
             finally:
                 if telling is not None and not telling.done():
                     telling.cancel()
-        except JobStoppedBase:
+        except JobStopped:  # a progress report found the row ended (cancelled): it stays so
             return await self._finish(generation_id, None, None)
         except TimeoutError:
             return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
@@ -400,6 +401,8 @@ class GenerationRunner:
         clock.resume()
         try:
             key = await self._store_result(generation_id, result)
+        except JobStopped:  # cancelled as it ended: nothing to show
+            return await self._finish(generation_id, None, None)
         except Exception:
             log.exception("storing the result of generation %s failed", generation_id)
             return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
@@ -419,7 +422,7 @@ class GenerationRunner:
             await self.blobs.put(result_key(generation_id), result.png)
             return result_key(generation_id)
         if isinstance(result, TextResult):
-            text = result.text[:RESULT_TEXT_MAX]
+            text = clean_block(result.text)[:RESULT_TEXT_MAX]
             if not await self.store.record_progress(generation_id, {"text": text}):
                 raise JobStopped  # ended meanwhile (cancelled): nothing to show
             return None
@@ -448,7 +451,7 @@ class GenerationRunner:
             if await self.store.transition(generation_id, State.QUEUED, retry=True) is None:
                 await self.queue.remove_waiting(generation_id)  # cancelled meanwhile
             else:
-                await self.store.update_meta(generation_id, {"progress": None, "preview": None})
+                await self.store.update_meta(generation_id, {"progress": None, "preview": None, "text": None})
                 log.info("generation %s interrupted by shutdown; queued again", generation_id)
         await self.queue.publish(generation_id, "dequeued")
 

@@ -40,7 +40,7 @@ def image_kinds(
     backend: ImageBackend, breaker: Breaker, backend_name: str | None = None
 ) -> dict[str, KindRuntime]:
     """A runner's job kinds: ``imagine`` only, drawing with ``backend``."""
-    return {NAME: KindRuntime(image_kind(backend, backend_name or backend.name), breaker)}
+    return {NAME: KindRuntime(image_kind(lambda: backend, backend_name or backend.name), breaker)}
 
 
 def every_spec() -> tuple[CommandSpec, ...]:

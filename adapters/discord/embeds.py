@@ -26,6 +26,8 @@ COLOURS: dict[State, int] = {
 DESCRIPTION_MAX = 4096
 FIELD_MAX = 1024
 FOOTER_MAX = 2048
+#: The most text one embed may hold, all its parts together (Discord refuses the message past it).
+EMBED_MAX = 6000
 BUTTON_STYLES = {
     "danger": discord.ButtonStyle.danger,
     "primary": discord.ButtonStyle.primary,
@@ -86,6 +88,9 @@ def status_embed(
         embed.set_image(url=f"attachment://{image}")
     elif preview:
         embed.set_thumbnail(url=f"attachment://{preview}")
+    over = len(embed) - EMBED_MAX
+    if over > 0 and embed.description:  # a long answer: it gives way to the rest
+        embed.description = _cut(embed.description, len(embed.description) - over)
     return embed
 
 

@@ -5,6 +5,7 @@ returns an :class:`~jobs.backends.base.ImageBackend`."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import cast
 
 from bot.config import ConfigError, Settings
@@ -17,9 +18,16 @@ class BackendNotFound(ConfigError):
 
 
 def load_backend(settings: Settings) -> ImageBackend:
+    return backend_factory(settings)()
+
+
+def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
+    """What makes the backend ``GENBOT_BACKEND__NAME`` names, found now (so that a wrong name
+    stops start-up) and called later, where images are made: a backend that loads a model or
+    opens a client does so in the worker only. Raises :class:`BackendNotFound`."""
     name = settings.backend.name
     if name == "demo":
-        return DemoBackend(step_delay_s=settings.backend.demo_step_delay_s)
+        return lambda: DemoBackend(step_delay_s=settings.backend.demo_step_delay_s)
     module_name, sep, attr = name.partition(":")
     if not sep:
         module_name, _, attr = name.rpartition(".")
@@ -29,4 +37,4 @@ def load_backend(settings: Settings) -> ImageBackend:
         raise BackendNotFound(
             f"GENBOT_BACKEND__NAME: no backend {name!r} (use 'demo' or 'package.module:factory')"
         ) from exc
-    return cast("ImageBackend", factory(settings))
+    return lambda: cast("ImageBackend", factory(settings))

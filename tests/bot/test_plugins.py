@@ -3,7 +3,6 @@ naming it, and the installed ones are found through their entry points."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from bot.app import plugins_of
 from bot.config import load_settings
 from bot.plugins import ENTRY_POINT_GROUP, PluginError, describe
 from tests.cli import ROOT, run_genbot
+from tests.plugin_path import on_path
 
 ECHO = """
 from pydantic import BaseModel, ConfigDict
@@ -43,13 +43,8 @@ async def _noop(job: object) -> TextResult:
 @pytest.fixture
 def module_dir(tmp_path: Path) -> Iterator[Path]:
     """A folder on ``sys.path`` for plugin modules written by a test."""
-    sys.path.insert(0, str(tmp_path))
-    try:
-        yield tmp_path
-    finally:
-        sys.path.remove(str(tmp_path))
-        for name in [n for n in sys.modules if n.startswith("plugin_")]:
-            del sys.modules[name]
+    with on_path(tmp_path, "plugin_*") as folder:
+        yield folder
 
 
 def write(folder: Path, name: str, source: str) -> None:
@@ -124,6 +119,65 @@ def test_a_plugin_that_cannot_load_stops_start_up_with_one_line_naming_it(
 ) -> None:
     write(module_dir, "plugin_bad", source)
     assert failure(plugins={"modules": ["plugin_bad:plugin"]}).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "expected"),
+    [
+        (
+            "Plugin(name='modules')",
+            "its name must be lowercase letters, digits and _, at most 32, and not modules",
+        ),
+        (
+            "Plugin(name='bad', jobs=(JobKind('k' * 33, run),))",
+            "job kind 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk' must be lowercase letters, digits and _, at most 32",
+        ),
+        ("Plugin(name='bad', jobs=(JobKind('k', run), JobKind('k', run)))", "job kind 'k' is defined twice"),
+        (
+            "Plugin(name='bad', jobs=(JobKind('k', run, backend='b' * 101),))",
+            "job kind 'k': its backend name is 1 to 100 characters",
+        ),
+        ("Plugin(name='bad', commands=(Command('admin', 'A', run=answer),))", "command 'admin' must be 1-32"),
+        ("Plugin(name='bad', commands=(Command('help', 'A', run=answer),))", "command 'help' must be 1-32"),
+        (
+            "Plugin(name='bad', commands=(Command('ban', 'Mine', run=answer, admin=True),))",
+            "the command /admin ban exists already",
+        ),
+        (
+            "Plugin(name='bad', commands=(Command('c', 'A', (Option('a b', 'string', 'A'),), run=answer),))",
+            "/c: option 'a b': its name must be 1-32 of a-z and _",
+        ),
+        (
+            "Plugin(name='bad', commands=(Command('c', 'A', (Option('a', 'string', 'A'),) * 2, run=answer),))",
+            "/c: option 'a' is given twice",
+        ),
+        (
+            "Plugin(name='bad', commands=(Command('c', 'A', (Option('a', 'string', 'A'), "
+            "Option('b', 'string', 'B', required=True)), run=answer),))",
+            "/c: option 'b': required options come before the optional ones",
+        ),
+        (
+            "Plugin(name='bad', commands=(Command('c', 'A', (Option('a', 'integer', 'A', min=0.5),), run=answer),))",
+            "/c: option 'a': the bounds of a whole number are whole numbers",
+        ),
+        (
+            "Plugin(name='bad', commands=(Command('c', 'x' * 101, run=answer),))",
+            "/c: its description is 1 to 100",
+        ),
+    ],
+)
+def test_a_plugin_spec_that_a_platform_would_refuse_is_named_at_start(
+    module_dir: Path, plugin: str, expected: str
+) -> None:
+    source = (
+        "from bot.api import Command, JobKind, Option, Plugin, TextResult\n"
+        "async def run(job): return TextResult('')\n"
+        "async def answer(call): return 'hi'\n"
+        f"plugin = {plugin}\n"
+    )
+    write(module_dir, "plugin_spec", source)
+    message = failure(plugins={"modules": ["plugin_spec:plugin"]})
+    assert expected in message, message
 
 
 def test_a_missing_plugin_module_is_named(module_dir: Path) -> None:

@@ -29,11 +29,15 @@ OTHER_SERVER = Actor("local", "elsewhere", "alice", "Alice")
 class Recorder:
     def __init__(self) -> None:
         self.replies: list[str] = []
+        self.said: list[str] = []
         self.errors: list[ErrorText] = []
         self.posted: list[StatusView] = []
 
     async def reply(self, text: str) -> None:
         self.replies.append(text)
+
+    async def say(self, text: str) -> None:
+        self.said.append(text)
 
     async def reply_error(self, error: ErrorText) -> None:
         self.errors.append(error)

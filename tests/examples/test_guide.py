@@ -5,7 +5,6 @@ point the ``pyproject.toml`` declares), then its commands used in the local chat
 from __future__ import annotations
 
 import re
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from bot.plugins import ENTRY_POINT_GROUP
 from tests.chat_client import ChatClient
 from tests.cli import ROOT
 from tests.conftest import make_settings
+from tests.plugin_path import on_path
 from tests.stack import stack_running
 
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -50,12 +50,8 @@ def installed(tmp_path: Path) -> Iterator[None]:
     )
     lines = "".join(f"{name} = {target}\n" for name, target in points.items())
     (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
-    sys.path.insert(0, str(site))
-    try:
+    with on_path(site, "genbot_reverse"):
         yield
-    finally:
-        sys.path.remove(str(site))
-        sys.modules.pop("genbot_reverse", None)
 
 
 def test_the_guide_s_plugin_is_found_as_installed(installed: None) -> None:

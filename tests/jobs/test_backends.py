@@ -2,18 +2,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+from typing import ClassVar
 
 import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
 from bot.config import load_settings
+from bot.ports import ImageResult
 from jobs import breaker as breaker_module
 from jobs.backends import BackendNotFound, load_backend
 from jobs.backends.base import ImageRequest
 from jobs.backends.demo import DemoBackend
 from jobs.breaker import FAILURE, SUCCESS, Breaker, BreakerKeys, BreakerOpen
 from jobs.constants import Keys
+from jobs.imagine import plugin as imagine_plugin
 
 REQUEST = ImageRequest("a red fox in snow", "", 512, 768, 6, 42)
 
@@ -61,9 +64,43 @@ def test_backend_by_name_or_dotted_path() -> None:
 class _Custom:
     name = "custom"
 
+    async def generate(self, request: ImageRequest, progress: object) -> ImageResult:
+        return ImageResult(png=b"png")
+
+
+MADE: list[object] = []
+
 
 def make_custom(_settings: object) -> _Custom:
+    MADE.append(_settings)
     return _Custom()
+
+
+async def test_the_image_plugin_makes_its_backend_on_the_first_job_only() -> None:
+    """A backend that loads a model does so where images are made: loading the plugins (a bot, a
+    sync, ``genbot plugins``) only finds its factory, and a wrong name still stops start-up."""
+    MADE.clear()
+    custom = load_settings(_env_file=None, backend={"name": "tests.jobs.test_backends:make_custom"})
+    plugin = imagine_plugin(custom)
+    assert MADE == []
+    (kind,) = plugin.jobs
+    job = _FakeJob()
+    for _ in range(2):
+        await kind.run(job)
+    assert len(MADE) == 1, "made once, on the first job"
+    with pytest.raises(BackendNotFound):
+        imagine_plugin(load_settings(_env_file=None, backend={"name": "no.such:thing"}))
+
+
+class _FakeJob:
+    id = 1
+    text = "a fox"
+    options: ClassVar[dict[str, int]] = {"width": 8, "height": 8, "steps": 1, "seed": 1}
+    settings = None
+    blobs = None
+
+    async def progress(self, *args: object, **kwargs: object) -> None:
+        return None
 
 
 async def test_the_breaker_counts_failures_in_a_row_over_all_workers(redis: Redis) -> None:

@@ -3,6 +3,7 @@ rows as that release did, then migrate and read them as this release does."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -14,10 +15,16 @@ from tortoise import Tortoise
 from tortoise.connection import get_connection
 from tortoise.migrations.api import migrate as run_migrations
 
+from bot.models import Actor
 from bot.views import build_view
+from jobs.backends.base import ImageRequest
 from storage import db
 from storage.store import TortoiseGenerationStore
 from tests.conftest import PG_ADMIN_URL, _pg_admin
+from tests.image_jobs import image_job
+
+BATCH = importlib.import_module("storage.migrations.0008_job_kinds").BATCH
+REQUEST = ImageRequest("a hen", "", 512, 512, 4, 1)
 
 #: A row as genbot wrote it before job kinds (migration 0007): its negative prompt in a column.
 BEFORE_KINDS = (
@@ -58,6 +65,9 @@ async def test_rows_of_the_release_before_job_kinds_read_as_image_jobs(empty_url
         conn = get_connection("default")
         for prompt, negative in (("'a fox'", "'blurry, text'"), ("'a hare'", "''")):
             await conn.execute_query(BEFORE_KINDS.format(prompt=prompt, negative=negative))
+        for _ in range(2 * BATCH + 1):  # more than one batch of the migration
+            await conn.execute_query(BEFORE_KINDS.format(prompt="'an owl'", negative="'fog'"))
+        await conn.execute_query(f'DELETE FROM "generations" WHERE "id" = {2 * BATCH + 3}')
     finally:
         await Tortoise.close_connections()
 
@@ -79,5 +89,9 @@ async def test_rows_of_the_release_before_job_kinds_read_as_image_jobs(empty_url
         )
         names = {row["name"] for row in indexes}
         assert {"generations_state_heartbeat", "generations_ticket", "generations_user_state"} <= names
+        owls = await store.get_many(list(range(3, 2 * BATCH + 3)))
+        assert len(owls) == 2 * BATCH and all(o.options["negative"] == "fog" and o.look for o in owls)
+        new = await store.create(image_job(Actor("local", "local", "bob", "Bob"), "general", REQUEST))
+        assert new.id == 2 * BATCH + 4, "the id of the row deleted before the migration is not given again"
     finally:
         await db.close()

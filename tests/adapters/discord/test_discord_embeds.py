@@ -95,3 +95,19 @@ def test_the_negative_prompt_in_the_footer_pings_no_one() -> None:
     view = replace(QUEUED, details="512x512 · without: @everyone @here <@300000000000000001>")
     footer = status_embed(view).to_dict()["footer"]["text"]
     assert footer == "512x512 · without: @\u200beveryone @\u200bhere <@\u200b300000000000000001>"
+
+
+def test_a_long_answer_and_long_details_fit_one_embed() -> None:
+    """A job's text fills the description; with a long footer the whole passes Discord's 6,000:
+    the answer gives way, and mentions in it ping no one."""
+    view = replace(
+        QUEUED,
+        state=State.SUCCEEDED,
+        text="@everyone " + "word " * 1200,
+        details="d" * 2048,
+        note="n" * 1000,
+    )
+    embed = status_embed(view)
+    assert len(embed) <= 6000 and len(embed.description or "") <= 4096
+    assert (embed.description or "").startswith("a \\*red\\* fox @\u200beveryone\n\n@\u200beveryone word")
+    assert (embed.description or "").endswith("…")
