@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from adapters.local.chat import LocalChat
 from bot.commands import admin_specs, command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
-from bot.plugins import Plugins, load_plugins
+from bot.plugins import Plugins, all_specs, load_plugins
 from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter, InboxEntry
 from bot.renderer import Renderer
 from bot.service import Genbot
@@ -559,6 +559,13 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
                     task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(render_task, 10)
+
+
+def slack_manifest(settings: Settings) -> str:
+    """The Slack app manifest for this deployment's plugins (:func:`adapters.slack.manifest.app_manifest`)."""
+    from adapters.slack.manifest import app_manifest
+
+    return app_manifest(all_specs(plugins_of(settings)))
 
 
 async def sync_discord_commands(rt: Runtime, guild: int | None = None) -> int:

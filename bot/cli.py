@@ -6,6 +6,7 @@
 - ``genbot migrate``: apply database migrations.
 - ``genbot discord sync [--guild ID]``: register the slash commands with Discord.
 - ``genbot plugins``: the plugins genbot loads, with their commands, job kinds and settings.
+- ``genbot slack manifest``: the Slack app manifest, with a slash command per plugin command.
 
 A start-up failure is one line on stderr naming what to fix, never a traceback: exit code 2 for a
 setting (:class:`~bot.config.ConfigError`: a name that is not a setting, a bad value, a token the
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     chores = discord.add_subparsers(dest="chore", required=True)
     sync = chores.add_parser("sync", help="register the slash commands (globally, or in one guild)")
     sync.add_argument("--guild", type=int, help="a guild id: register there only, effective at once")
+    slack = sub.add_parser("slack", help="Slack application chores")
+    slack_chores = slack.add_subparsers(dest="chore", required=True)
+    slack_chores.add_parser("manifest", help="print the app manifest, with the plugins' commands")
     return parser
 
 
@@ -156,6 +160,13 @@ async def _plugins(settings: Settings) -> None:
     print(describe(plugins_of(settings)), flush=True)
 
 
+async def _slack_manifest(settings: Settings) -> None:
+    from bot.app import require_platform, slack_manifest
+
+    require_platform(Platform.SLACK, "genbot slack manifest")
+    print(slack_manifest(settings), end="", flush=True)
+
+
 async def _discord_sync(settings: Settings, guild: int | None) -> None:
     from bot.app import require_platform, runtime, sync_discord_commands
 
@@ -197,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": _migrate,
         "plugins": _plugins,
         "discord": lambda s: _discord_sync(s, args.guild),
+        "slack": _slack_manifest,
     }
     try:
         asyncio.run(commands[args.command](settings))

@@ -134,9 +134,12 @@ def command_request(command: Mapping[str, Any], specs: tuple[CommandSpec, ...]) 
     if not isinstance(text, str):
         raise malformed()
     name = command.get("command")
-    if name != GENBOT and any(not spec.group and f"/{spec.name}" == name for spec in specs):
-        # A command of its own in the app's manifest, as /imagine is (should_escape: false).
+    if name == IMAGINE:  # its manifest entry has should_escape: false: the prompt as typed
         spec, options = parse_text(f"{name} {text}", specs)
+    elif name != GENBOT and any(not spec.group and f"/{spec.name}" == name for spec in specs):
+        # A plugin's command of its own (see adapters.slack.manifest): escaped, like /genbot.
+        spec, options = parse_text(f"{name} {text}", specs)
+        options = _genbot_options(spec, options)
     elif name == GENBOT:
         spec, options = parse_text("/" + text, tuple(s for s in specs if s.key != "imagine"))
         options = _genbot_options(spec, options)
@@ -270,12 +273,17 @@ def _block_actions(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _usage(spec: CommandSpec) -> str:
-    """``/genbot admin ban member [reason: ...] [duration: ...] [jobs: cancel|keep]``: the first
-    required option (or the only one) is typed bare, the others after their ``name:``."""
+    """``/genbot admin ban member [reason: ...] [duration: ...] [jobs: cancel|keep]``."""
+    return f"/genbot {spec.key} {options_usage(spec)}".rstrip()
+
+
+def options_usage(spec: CommandSpec) -> str:
+    """``member [reason: ...] [duration: ...] [jobs: cancel|keep]``: the first required option (or
+    the only one) is typed bare, the others after their ``name:``."""
     bare = next((o for o in spec.options if o.required), None) or (
         spec.options[0] if len(spec.options) == 1 else None
     )
-    parts = [f"/genbot {spec.key}"]
+    parts = []
     for option in spec.options:
         shown = "|".join(option.choices) if option.choices else "..."
         if option is bare:

@@ -26,6 +26,7 @@ from adapters.slack.payloads import (
     request_body,
 )
 from bot.app import Runtime
+from bot.commands import CommandSpec, OptionSpec
 from bot.errors import GenbotError
 from storage.models import GenerationRow
 from tests.adapters.slack.conftest import CHANNEL, SECRET, SlackClient, attached
@@ -261,3 +262,23 @@ async def test_a_prompt_about_a_payload_is_queued(
         assert (await client.command("/imagine", "a payload of apples"))[0] == 200
         row = await attached(prompt="a payload of apples")
     assert row.channel == CHANNEL and row.workspace == TEAM
+
+
+def test_a_plugin_command_of_its_own_is_read_escaped_like_genbot() -> None:
+    """``/hug`` (from ``genbot slack manifest``, ``should_escape: true``): a picked member arrives
+    as ``<@U…|name>`` and reaches the core as it is (the core reads the id); text is unescaped."""
+    specs = (
+        *every_spec(),
+        CommandSpec(
+            "hug",
+            "Hug",
+            (OptionSpec("who", "member", "Who", required=True), OptionSpec("note", "string", "N")),
+        ),
+    )
+    body = {"command": "/hug", "text": "<@U0123ABC|bob> note: fish &amp; chips", "team_id": TEAM}
+    request = command_request(
+        {**body, "user_id": "UALICE", "user_name": "alice", "channel_id": CHANNEL}, specs
+    )
+    assert (request.name, request.options) == ("hug", {"who": "<@U0123ABC|bob>", "note": "fish & chips"})
+    with pytest.raises(GenbotError):
+        command_request({**body, "text": "bob", "user_id": "UALICE", "channel_id": CHANNEL}, specs)
