@@ -63,7 +63,10 @@ def streamed(texts: list[str]) -> bool:
 async def test_ask_streams_its_answer_into_one_status_message_in_the_local_chat(
     redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    async with ask_runtime(redis_server, sqlite_url, tmp_path) as rt, stack_running(rt) as base:
+    async with (
+        ask_runtime(redis_server, sqlite_url, tmp_path, plugins=ask(0.05)) as rt,
+        stack_running(rt) as base,
+    ):
         alice = ChatClient(http, base, "alice")
         await alice.connect()
         assert await alice.command(f"/ask {QUESTION}") == {"ok": True}
@@ -137,7 +140,7 @@ async def test_ask_on_slack_as_its_own_command_and_under_genbot(
     try:
         async with (
             ask_runtime(
-                redis_server, sqlite_url, tmp_path, platform="slack", slack=slack, plugins=ask(0.05)
+                redis_server, sqlite_url, tmp_path, platform="slack", slack=slack, plugins=ask(0.1)
             ) as rt,
             worker_running(rt),
             bot_running(rt) as (base, _stop),
@@ -178,7 +181,7 @@ async def test_ask_on_discord_defers_then_streams_into_the_interaction_message(
     fake = FakeDiscord()
     await fake.start()
     try:
-        async with discord_stack(fake, redis_server, sqlite_url, tmp_path, plugins=ask(0.05)) as stack:
+        async with discord_stack(fake, redis_server, sqlite_url, tmp_path, plugins=ask(0.1)) as stack:
             payload = interaction_payload(name="ask", options={"prompt": QUESTION})
             stack.deliver(payload)
             token = payload["token"]
