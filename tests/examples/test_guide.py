@@ -64,7 +64,7 @@ async def test_the_guide_s_commands_work_in_the_local_chat(
     installed: None, redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(
-        redis_server.url, sqlite_url, tmp_path, plugins={"reverse": {"letter_delay_s": "0.01"}}
+        redis_server.url, sqlite_url, tmp_path, plugins={"reverse": {"letter_delay_s": "0.2"}}
     )
     async with runtime(settings) as rt, stack_running(rt) as base, aiohttp.ClientSession() as http:
         alice = ChatClient(http, base, "alice")
