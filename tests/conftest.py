@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -52,24 +53,30 @@ async def _pg_admin() -> asyncpg.Connection | None:
         return None
 
 
-@pytest_asyncio.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def pg_database(prefix: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database of its own for the block (dropped after it); its URL.
+    Without a server the test skips, saying why, and fails in CI, which must run it."""
     admin = await _pg_admin()
     if admin is None:
         message = f"no PostgreSQL at {PG_ADMIN_URL} (set GENBOT_TEST_POSTGRES_URL)"
         if os.environ.get("CI"):
             pytest.fail(message + "; CI must run the PostgreSQL tests")
         pytest.skip(message)
-    name = f"genbot_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     await admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    await db.migrate(url)
     try:
-        yield url
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    async with pg_database("genbot_test") as url:
+        await db.migrate(url)
+        yield url
 
 
 async def truncate_pg(url: str) -> None:

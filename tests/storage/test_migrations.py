@@ -4,8 +4,6 @@ rows as that release did, then migrate and read them as this release does."""
 from __future__ import annotations
 
 import importlib
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from bot.views import build_view
 from jobs.backends.base import ImageRequest
 from storage import db
 from storage.store import TortoiseGenerationStore
-from tests.conftest import PG_ADMIN_URL, _pg_admin
+from tests.conftest import pg_database
 from tests.image_jobs import image_job
 
 BATCH = importlib.import_module("storage.migrations.0008_job_kinds").BATCH
@@ -42,19 +40,8 @@ async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'old.sqlite3'}"
         return
-    admin = await _pg_admin()
-    if admin is None:
-        message = f"no PostgreSQL at {PG_ADMIN_URL}"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the PostgreSQL tests")
-        pytest.skip(message)
-    name = f"genbot_migrate_{uuid.uuid4().hex[:10]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with pg_database("genbot_migrate") as url:
+        yield url
 
 
 async def test_rows_of_the_release_before_job_kinds_read_as_image_jobs(empty_url: str) -> None:
