@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	PYTHONPATH=examples/ask $(BIN)/lint-imports
+	PYTHONPATH=examples/ask:examples/upscale $(BIN)/lint-imports
 
 ## Submit throughput against raw arq, printed as ratios.
 bench: $(STAMP)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from bot.attachments import Attachment
 from bot.commands import OptionSpec as Option
 from bot.config import Settings
 from bot.errors import ErrorCode, GenbotError
@@ -42,6 +43,7 @@ from bot.ports import BlobStore, ImageResult, JobStopped, TextResult
 
 __all__ = [
     "Actor",
+    "Attachment",
     "Call",
     "Command",
     "ImageResult",
@@ -73,7 +75,8 @@ class Invalid(GenbotError):
 class Call:
     """One use of a command: who, where, and the options as parsed (see :class:`Option`: text as
     ``str``, whole numbers as ``int``, numbers as ``float``, booleans as ``bool``, a member as their
-    platform id), plus the plugin's settings section (None without a model)."""
+    platform id, a file (``attachment`` or ``image``) as an :class:`Attachment` already checked and
+    kept for the job), plus the plugin's settings section (None without a model)."""
 
     actor: Actor
     channel: str
@@ -84,7 +87,8 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class JobRequest:
     """What a job command queues: ``text`` is the line its status message quotes (a prompt, a
-    question, a file name); ``options`` what the job function reads, as JSON values. Blocked terms
+    question, a file name); ``options`` what the job function reads, as JSON values (an
+    :class:`Attachment` is stored as JSON, read back by :meth:`Job.attachment`). Blocked terms
     are checked on every text option of the command, whatever ``prepare`` keeps."""
 
     text: str
@@ -106,6 +110,16 @@ class Job(Protocol):
     settings: Any
     #: Where results and previews live; a job may keep blobs of its own under ``plugins/``.
     blobs: BlobStore
+
+    def attachment(self, option: str) -> Attachment:
+        """The file the member attached to ``option`` (an ``attachment`` or ``image`` option, or
+        an :class:`Attachment` ``prepare`` kept under that name). Raises ``KeyError`` if none."""
+        ...
+
+    async def read(self, attachment: Attachment) -> bytes:
+        """The bytes of ``attachment``. Raises ``FileNotFoundError`` if they are gone (its blob
+        was removed): the job fails, and its service's breaker does not count it."""
+        ...
 
     async def progress(
         self,

@@ -214,14 +214,15 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             eta_window=settings.worker.eta_window,
             default_run_s=settings.worker.default_run_s,
         )
+        blobs = LocalBlobStore(settings.blobs.dir)
         yield Runtime(
             settings=settings,
             redis=redis,
             store=store,
             queue=queue,
             moderation=moderation,
-            blobs=LocalBlobStore(settings.blobs.dir),
-            core=Genbot(settings, store, queue, moderation, TortoiseCommandInbox(), plugins),
+            blobs=blobs,
+            core=Genbot(settings, store, queue, moderation, TortoiseCommandInbox(), plugins, blobs),
         )
     finally:
         await redis.aclose()
@@ -241,6 +242,8 @@ def build_local_chat(rt: Runtime) -> LocalChat:
         members=rt.settings.local.members,
         admins=rt.settings.local.admins,
         allowed_hosts=rt.settings.local.allowed_hosts,
+        uploads=rt.blobs,
+        upload_max_bytes=rt.settings.limits.attachment_max_bytes,
     )
 
 

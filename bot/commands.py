@@ -23,9 +23,13 @@ JOB_MAX = 2**53 - 1
 MEMBER_MAX = 64
 
 
-#: The option types every platform offers: text, whole numbers, numbers, yes/no, and a member
-#: (picked from the platform's list; the core reads their id).
-OPTION_TYPES = frozenset({"string", "integer", "number", "boolean", "member"})
+#: The option types every platform offers: text, whole numbers, numbers, yes/no, a member
+#: (picked from the platform's list; the core reads their id), and a file: any ``attachment``,
+#: or an ``image`` (see :mod:`bot.attachments`; the value an adapter gives is its reference to
+#: the file, which the core fetches through the command's responder).
+OPTION_TYPES = frozenset({"string", "integer", "number", "boolean", "member", "attachment", "image"})
+#: The longest reference to a file an adapter gives (a Discord CDN link with its signature).
+FILE_REF_MAX = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +298,8 @@ def parse_options(spec: CommandSpec, options: dict[str, str], *, text_max: int) 
     """A command's raw options as typed values (see :data:`OPTION_TYPES`): text one clean, visible
     line of at most ``text_max`` characters (and one of its ``choices``), whole numbers and
     numbers within their bounds (ASCII digits only), yes/no as ``bool``, a member as given (their
-    id: each adapter resolves pickers and mentions). Absent options are left out. Raises
+    id: each adapter resolves pickers and mentions), a file as its adapter's reference. Absent
+    options are left out. Raises
     :class:`GenbotError` (invalid_option) with one sentence for the first bad or missing one."""
     check_known(spec, options)
     values: dict[str, Any] = {}
@@ -341,6 +346,10 @@ def _typed(spec: CommandSpec, option: OptionSpec, raw: str, text_max: int) -> An
             raise invalid(f"{name.capitalize()} is yes or no.")
         return answer
     text = clean_line(raw)
+    if option.type in ("attachment", "image"):
+        if not is_visible(text) or len(text) > FILE_REF_MAX:
+            raise invalid(f"Attach a file for {name}.")
+        return text  # the adapter's reference; the core fetches the file
     if option.type == "member":
         member = member_of(text)  # a Slack or Discord mention, @name or an id: the id
         if member is None or len(member) > MEMBER_MAX or not is_visible(member) or " " in member:

@@ -187,6 +187,10 @@ class LimitsSettings(BaseModel):
     steps_min: Annotated[int, Field(ge=1)] = 1
     steps_max: Annotated[int, Field(ge=1)] = 50
     default_steps: Annotated[int, Field(ge=1)] = 20
+    #: The largest file a member may attach to a command (Discord's own default limit).
+    attachment_max_bytes: Annotated[int, Field(ge=1, le=500 * 2**20)] = 10 * 2**20
+    #: The most pixels a picture attached to an ``image`` option may have.
+    image_pixels_max: Annotated[int, Field(ge=1, le=2**28)] = 4096 * 4096
 
     @field_validator("sizes")
     @classmethod

@@ -553,8 +553,26 @@ class ChatAdapter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file a member attached to a command, as its adapter fetched it (see
+    :mod:`bot.attachments`): the name it was shared under, the type the platform gave, the bytes."""
+
+    name: str
+    data: bytes
+    content_type: str = ""
+
+
 class Responder(Protocol):
     """The answer channel of one command: what the adapter gives the core per request."""
+
+    async def fetch(self, ref: str, max_bytes: int) -> Upload:
+        """The file an attachment option names: ``ref`` is the option's value as this adapter
+        gave it (Discord: the attachment's link; Slack: a file id or link, or ``latest``; the
+        local chat: an upload's key). At most ``max_bytes`` are read. Raises
+        :class:`~bot.errors.GenbotError` (invalid_option) with one sentence for a file that is
+        not there, not the member's to use, or too large (:func:`bot.attachments.too_large`)."""
+        ...
 
     async def reply(self, text: str) -> None:
         """Say something to the member who sent the command, and only to them."""

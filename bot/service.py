@@ -20,9 +20,11 @@ from typing import Any, Generic, TypeVar
 
 from bot.admin import Admin
 from bot.api import Call, Command, JobKind, JobRequest
+from bot.attachments import ATTACHMENT_TYPES, Attachment, keep
 from bot.commands import (
     JOB_MAX,
     CommandSpec,
+    OptionSpec,
     check_known,
     cleaned,
     parse_int,
@@ -47,6 +49,7 @@ from bot.plugins import LoadedPlugin, Plugins, all_specs
 from bot.ports import (
     HANDED_OVER,
     PARTIAL,
+    BlobStore,
     Budgets,
     CommandInbox,
     GenerationStore,
@@ -60,6 +63,7 @@ from bot.ports import (
     Responder,
     Spend,
     TicketsLost,
+    Upload,
 )
 from bot.renderer import ADOPT_CLAIM_S
 from bot.text import REPLY_MAX, clean_block, clean_line, clip, shown, storable
@@ -72,6 +76,8 @@ OPTIONS_MAX_BYTES = 32 * 1024
 #: How long a job kind's verb ("Generating") and details line may be in its status message.
 VERB_MAX = 40
 DETAILS_MAX = 300
+#: How long an adapter may take to download a file a member attached (see :mod:`bot.attachments`).
+FETCH_TIMEOUT_S = 20.0
 
 
 T = TypeVar("T")
@@ -147,6 +153,9 @@ class BoundedResponder:
     async def say(self, text: str) -> None:
         await self.inner.say(clip(text, REPLY_MAX))
 
+    async def fetch(self, ref: str, max_bytes: int) -> Upload:
+        return await self.inner.fetch(ref, max_bytes)
+
     async def reply_error(self, error: ErrorText) -> None:
         await self.inner.reply_error(
             replace(error, what=clip(error.what, ERROR_PART_MAX), todo=clip(error.todo, ERROR_PART_MAX))
@@ -168,8 +177,11 @@ class Genbot:
         moderation: ModerationStore,
         inbox: CommandInbox,
         plugins: Plugins,
+        blobs: BlobStore,
     ) -> None:
         self.settings = settings
+        #: Where files members attach are kept for their jobs (:mod:`bot.attachments`).
+        self.blobs = blobs
         self.store = store
         self.queue = queue
         self.moderation = moderation
@@ -315,6 +327,11 @@ class Genbot:
                 todo="Ask one of this server's admins if something needs doing.",
             )
         options = parse_options(spec, request.options, text_max=self.settings.limits.prompt_max)
+        files = [o for o in spec.options if o.type in ATTACHMENT_TYPES and o.name in options]
+        if files:
+            await self._may(actor, _texts(spec, options))  # before any download
+            for option in files:
+                options[option.name] = await self._attachment(option, options[option.name], responder)
         call = Call(actor, request.channel, options, loaded.settings)
         if command.run is not None:
             await self._answer(command, spec, call, responder)
@@ -328,9 +345,7 @@ class Genbot:
         ``renderer.adopt_after_s`` (past that a bot would run the command again, taking it for
         one whose bot died). An admin command's use goes to the audit log."""
         actor = call.actor
-        if (ban := await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)) is not None:
-            raise self._refusal(QuotaRefused("banned", until=ban.expires_at), self.quota_for(actor))
-        await self.check_member(actor, _texts(spec, dict(call.options)))
+        await self._may(actor, _texts(spec, dict(call.options)))
         assert command.run is not None
         async with asyncio.timeout(self.settings.renderer.adopt_after_s / 2):
             answer = await command.run(call)
@@ -339,6 +354,33 @@ class Genbot:
         if command.admin:
             await self.moderation.audit(actor, spec.key, target=None, reason=None, details=dict(call.options))
         await (responder.say(answer) if command.public else responder.reply(answer))
+
+    async def _may(self, actor: Actor, texts: list[str]) -> None:
+        """Refuse a banned member, or ``texts`` with a blocked term (:meth:`check_member`), before
+        work that a job's submit would refuse only later: an answer, a download."""
+        if (ban := await self.moderation.get_ban(actor.platform, actor.workspace, actor.user_id)) is not None:
+            raise self._refusal(QuotaRefused("banned", until=ban.expires_at), self.quota_for(actor))
+        await self.check_member(actor, texts)
+
+    async def _attachment(self, option: OptionSpec, ref: str, responder: Responder) -> Attachment:
+        """The file ``ref`` names (an attachment option's value), fetched by the command's
+        adapter within :data:`FETCH_TIMEOUT_S`, checked and kept in the blob store."""
+        limits = self.settings.limits
+        try:
+            async with asyncio.timeout(FETCH_TIMEOUT_S):
+                upload = await responder.fetch(ref, limits.attachment_max_bytes)
+        except TimeoutError:
+            raise GenbotError(
+                ErrorCode.INVALID_OPTION, f"The {option.name} took too long to download. Try again."
+            ) from None
+        return await keep(
+            upload,
+            option=option.name,
+            image=option.type == "image",
+            max_bytes=limits.attachment_max_bytes,
+            pixels_max=limits.image_pixels_max,
+            blobs=self.blobs,
+        )
 
     def prepare(
         self, command: Command, spec: CommandSpec, call: Call
@@ -360,7 +402,7 @@ class Genbot:
         of at most ``limits.prompt_max`` characters, its options clean JSON of at most
         :data:`OPTIONS_MAX_BYTES`, its verb and details short clean lines. Raises
         :class:`ValueError` for options a plugin made that cannot be stored (nothing is written)."""
-        options = storable(dict(job.options))
+        options = storable({k: _json(v) for k, v in job.options.items()})
         try:
             size = len(json.dumps(options, allow_nan=False).encode())
         except (TypeError, ValueError) as exc:
@@ -1025,6 +1067,11 @@ def _texts(spec: CommandSpec, options: dict[str, Any]) -> list[str]:
         for name, value in options.items()
         if isinstance(value, str) and (option := spec.option(name)) is not None and option.type == "string"
     ]
+
+
+def _json(value: Any) -> Any:
+    """A job option as JSON: an :class:`Attachment` as its facts."""
+    return value.to_json() if isinstance(value, Attachment) else value
 
 
 def _default_request(spec: CommandSpec, options: dict[str, Any]) -> JobRequest:

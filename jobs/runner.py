@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.api import JobKind, Result
+from bot.api import Attachment, JobKind, Result
 from bot.errors import ErrorCode
 from bot.models import Generation, State
 from bot.ports import (
@@ -101,6 +101,11 @@ class JobStopped(JobStoppedBase, NotAFailure):
     """Raised from the progress callback when the row stopped being ``running`` (cancelled)."""
 
 
+class InputGone(FileNotFoundError, NotAFailure):
+    """A file a member attached is no longer in the blob store: the job fails, and the service
+    is not to blame (the breaker does not count it)."""
+
+
 class Deferred(Exception):
     """The job waited :data:`DEFER_SLICE_S` for the breaker: hand it back to arq at its ticket."""
 
@@ -142,6 +147,15 @@ class _Job:
         preview: bytes | None = None,
     ) -> None:
         await self.report(step, total, text, preview)
+
+    def attachment(self, option: str) -> Attachment:
+        return Attachment.of(self.options[option])
+
+    async def read(self, attachment: Attachment) -> bytes:
+        data = await self.blobs.get(attachment.blob)
+        if data is None:
+            raise InputGone(f"the file {attachment.name!r} of job {self.id} is gone ({attachment.blob})")
+        return data
 
 
 class GenerationRunner:

@@ -47,11 +47,22 @@ class ChatClient:
         if self._reader is not None:
             await self._reader
 
-    async def command(self, text: str) -> dict[str, Any]:
-        async with self.session.post(
-            f"{self.base_url}/api/command", json={"user_id": self.user_id, "text": text}
-        ) as resp:
+    async def command(self, text: str, files: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"user_id": self.user_id, "text": text}
+        if files is not None:
+            body["files"] = files
+        async with self.session.post(f"{self.base_url}/api/command", json=body) as resp:
             return dict(await resp.json())
+
+    async def upload(self, name: str, data: bytes) -> tuple[int, dict[str, Any]]:
+        """Upload a file as the page does (its bytes as the body); the status and the answer."""
+        async with self.session.post(
+            f"{self.base_url}/api/uploads",
+            params={"user_id": self.user_id, "name": name},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        ) as resp:
+            return resp.status, dict(await resp.json())
 
     async def structured(self, command: str, options: dict[str, str]) -> dict[str, Any]:
         async with self.session.post(

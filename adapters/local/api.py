@@ -10,6 +10,7 @@ an integer from 1 to 2**63 - 1, as a JSON integer or a string of ASCII digits. A
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from bot.commands import CommandSpec
@@ -89,6 +90,17 @@ def command_options(body: dict[str, Any], spec: CommandSpec | None) -> dict[str,
         else:
             raise BadRequest("Option values must be JSON strings.")
     return options
+
+
+def file_keys(body: dict[str, Any], key: re.Pattern[str], most: int) -> list[str]:
+    """The ``files`` a command carries (absent: none): a JSON list of at most ``most`` upload
+    keys, each matching ``key``."""
+    raw = body.get("files", [])
+    if not isinstance(raw, list) or len(raw) > most:
+        raise BadRequest(f"files must be a JSON list of at most {most} upload keys.")
+    if not all(isinstance(k, str) and key.fullmatch(k) for k in raw):
+        raise BadRequest("files must hold the keys /api/uploads answered.")
+    return list(raw)
 
 
 def message_id(body: dict[str, Any]) -> int:

@@ -17,6 +17,7 @@ import json
 import logging
 import mimetypes
 import re
+import secrets
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,11 +29,12 @@ from aiohttp import WSMsgType, web
 from adapters.local import api
 from adapters.local.guard import HOSTS_KEY, guard, json_errors, refusal, secure_headers
 from adapters.local.guard import allowed_hosts as hosts_for
+from bot.attachments import ATTACHMENT_TYPES, NAME_MAX, too_large
 from bot.commands import CommandSpec, parse_text
 from bot.errors import ErrorCode, ErrorText, GenbotError
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
-from bot.ports import ChatLog, ChatRecord, CommandHandler, MessageGone, Rate, Spend
+from bot.ports import BlobStore, ChatLog, ChatRecord, CommandHandler, MessageGone, Rate, Spend, Upload
 from bot.text import clean_block, clean_line, is_visible, shown
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,11 @@ TEXT_MAX = 4000
 BLOB_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}(?:/[A-Za-z0-9_.-]{1,128}){0,4}")
 
 BlobReader = Callable[[str], Awaitable[bytes | None]]
+#: An upload's key: 128 random bits, in hex. A command names it in ``files`` (or as an
+#: attachment option's value); its bytes and facts are blobs under ``uploads/<member>/``.
+UPLOAD_KEY = re.compile(r"[0-9a-f]{32}")
+#: Files one command may carry.
+FILES_MAX = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,16 @@ def message_json(record: ChatRecord) -> dict[str, Any]:
     }
 
 
+def too_large_http(name: str, size: int | None, max_bytes: int) -> web.HTTPException:
+    sentence = too_large(name, size, max_bytes).text.what
+    return web.HTTPRequestEntityTooLarge(
+        max_size=max_bytes,
+        actual_size=size if size is not None else max_bytes + 1,
+        text=json.dumps({"ok": False, "error": sentence}),
+        content_type="application/json",
+    )
+
+
 def error_words(error: ErrorText) -> str:
     return f"{error.title}: {error.what} {error.todo}"
 
@@ -135,6 +152,10 @@ class LocalResponder:
 
     async def reply_error(self, error: ErrorText) -> None:
         await self.reply(error_words(error))
+
+    async def fetch(self, ref: str, max_bytes: int) -> Upload:
+        """The member's own upload ``ref`` (another member's is not there for them)."""
+        return await self.chat.upload_of(self.member, ref, max_bytes)
 
     async def post_status(self, view: StatusView) -> MessageRef:
         return await self.chat.post_status(CHANNEL, view)
@@ -161,11 +182,17 @@ class LocalChat:
         members: list[str],
         admins: list[str],
         allowed_hosts: Sequence[str] = (),
+        uploads: BlobStore | None = None,
+        upload_max_bytes: int = 10 * 2**20,
     ) -> None:
         """``allowed_hosts``: host names the chat answers to besides loopback and the address it
-        listens on (``GENBOT_LOCAL__ALLOWED_HOSTS``: a name in front of it)."""
+        listens on (``GENBOT_LOCAL__ALLOWED_HOSTS``: a name in front of it). ``uploads``: where
+        files members upload are kept (None: the chat takes none), each at most
+        ``upload_max_bytes`` (``GENBOT_LIMITS__ATTACHMENT_MAX_BYTES``)."""
         self.log = log_store
         self.handler = handler
+        self.uploads = uploads
+        self.upload_max_bytes = upload_max_bytes
         #: A generous budget (the browser takes what it is sent), so the same scheduler runs here.
         self.rates = {LOCAL_CHANNEL: Rate(LOCAL_WRITES_PER_S, int(LOCAL_WRITES_PER_S))}
         self.blobs = blobs
@@ -220,6 +247,7 @@ class LocalChat:
         app.router.add_get("/api/messages", self._messages)
         app.router.add_post("/api/command", self._command)
         app.router.add_post("/api/action", self._action)
+        app.router.add_post("/api/uploads", self._upload)
         app.router.add_get("/blobs/{key:.+}", self._blob)
         app.router.add_get("/ws", self._ws)
         return app
@@ -281,6 +309,60 @@ class LocalChat:
                 )
             resolved[option.name] = match.id
         return resolved
+
+    def _with_files(self, spec: CommandSpec, options: dict[str, str], files: list[str]) -> dict[str, str]:
+        """The files sent with a command given, in order, to its file options left empty."""
+        if not files:
+            return options
+        empty = [o.name for o in spec.options if o.type in ATTACHMENT_TYPES and not options.get(o.name)]
+        if len(files) > len(empty):
+            takes = "no file" if len(empty) == 0 else f"{len(empty)} file{'s' if len(empty) > 1 else ''}"
+            raise GenbotError(
+                ErrorCode.INVALID_OPTION, f"/{spec.key} takes {takes} here; you sent {len(files)}."
+            )
+        return {**options, **dict(zip(empty, files, strict=False))}
+
+    async def upload_of(self, member: Member, ref: str, max_bytes: int) -> Upload:
+        """``member``'s upload ``ref``, as a command's file option reads it."""
+        gone = GenbotError(
+            ErrorCode.INVALID_OPTION, "That upload is not here any more: attach the file again."
+        )
+        if self.uploads is None or not UPLOAD_KEY.fullmatch(ref):
+            raise gone
+        facts, data = await asyncio.gather(
+            self.uploads.get(f"uploads/{member.id}/{ref}.json"),
+            self.uploads.get(f"uploads/{member.id}/{ref}"),
+        )
+        if facts is None or data is None:
+            raise gone
+        about = json.loads(facts)
+        if len(data) > max_bytes:
+            raise too_large(about["name"], len(data), max_bytes)
+        return Upload(about["name"], data, about["content_type"])
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """``POST /api/uploads?user_id=&name=`` with the file as the body
+        (``application/octet-stream``): kept for the member's next command, which names it by
+        the key this answers (``{"ok": true, "file": key, "name": name}``)."""
+        member = self._member(request.query.get("user_id"))
+        if self.uploads is None:
+            raise refusal(web.HTTPNotFound, "This chat takes no files.")
+        name = clean_line(request.query.get("name", ""))[:NAME_MAX] or "file"
+        limit = self.upload_max_bytes
+        if (request.content_length or 0) > limit:
+            raise too_large_http(name, request.content_length, limit)
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                raise too_large_http(name, None, limit)
+        if not data:
+            raise refusal(web.HTTPBadRequest, "The file is empty.")
+        key = secrets.token_hex(16)
+        about = {"name": name, "content_type": mimetypes.guess_type(name)[0] or "application/octet-stream"}
+        await self.uploads.put(f"uploads/{member.id}/{key}", bytes(data))
+        await self.uploads.put(f"uploads/{member.id}/{key}.json", json.dumps(about).encode())
+        return web.json_response({"ok": True, "file": key, "name": name})
 
     def actor(self, member: Member) -> Actor:
         return Actor(PLATFORM, WORKSPACE, member.id, member.name, is_admin=member.admin)
@@ -366,6 +448,9 @@ class LocalChat:
         if spec is not None and (member.admin or not spec.admin):  # else the core refuses it
             try:
                 options = self._members_as_ids(spec, options)
+                options = self._with_files(spec, options, api.file_keys(body, UPLOAD_KEY, FILES_MAX))
+            except api.BadRequest as exc:
+                raise refusal(web.HTTPBadRequest, exc.sentence) from None
             except GenbotError as exc:
                 await responder.reply_error(exc.text)
                 return web.json_response({"ok": True})

@@ -95,9 +95,16 @@ def refusal(status: type[web.HTTPException], sentence: str) -> web.HTTPException
     return status(text=json.dumps({"ok": False, "error": sentence}), content_type="application/json")
 
 
+#: The POSTs whose body is not JSON, and the type they must have. A browser sends neither JSON
+#: nor ``application/octet-stream`` across origins without asking first (a CORS preflight, which
+#: this server never grants), so a page elsewhere cannot forge either.
+BODY_TYPES = {"/api/uploads": "application/octet-stream"}
+
+
 def guard(hosts: frozenset[str]) -> Middleware:
     """The middleware that refuses, before anything else, a request for another host, from
-    another origin, or a POST that is not JSON (403, or 415 for the last)."""
+    another origin, or a POST that is not JSON (or its path's :data:`BODY_TYPES`) (403, or 415
+    for the last)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -107,8 +114,11 @@ def guard(hosts: frozenset[str]) -> Middleware:
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is not None and not origin_allowed(origin, header):
             raise refusal(web.HTTPForbidden, "Cross-origin request.")
-        if request.method == "POST" and request.content_type != "application/json":
-            raise refusal(web.HTTPUnsupportedMediaType, "Send JSON.")
+        wanted = BODY_TYPES.get(request.path, "application/json")
+        if request.method == "POST" and request.content_type != wanted:
+            raise refusal(
+                web.HTTPUnsupportedMediaType, "Send JSON." if wanted.endswith("json") else f"Send {wanted}."
+            )
         return await handler(request)
 
     return middleware

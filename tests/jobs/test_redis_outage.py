@@ -177,6 +177,7 @@ async def test_two_processes_submitting_after_a_loss_get_unique_tickets_and_posi
         rt.moderation,
         rt.core.inbox,
         rt.core.plugins,
+        rt.blobs,
     )
     try:
         outs = await asyncio.gather(

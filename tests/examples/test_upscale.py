@@ -1,0 +1,120 @@
+"""examples/upscale: a plugin from outside genbot, written against bot.api only, taking a picture
+a member attaches (``image`` option) and answering with it enlarged, through the real worker,
+renderer, Redis and database: in the local chat (an upload), on Discord (an attachment option,
+fetched from the CDN) and on Slack (a file shared first; slash commands carry none), each against
+its platform's fake speaking the wire format."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from PIL import Image
+from redis.asyncio import Redis
+
+from bot.app import Runtime, runtime
+from bot.embedded_redis import EmbeddedRedis
+from storage.models import GenerationRow
+from tests.chat_client import ChatClient
+from tests.conftest import make_settings
+from tests.stack import stack_running
+
+
+def picture(width: int = 40, height: int = 30, fmt: str = "PNG") -> bytes:
+    """A small picture with something in it (a gradient), as ``fmt``."""
+    image = Image.new("RGB", (width, height))
+    image.putdata([(x * 6 % 256, y * 8 % 256, 128) for y in range(height) for x in range(width)])
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+def size_of(png: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def upscale(max_side: int = 2048) -> dict[str, Any]:
+    return {"modules": ["genbot_upscale:plugin"], "upscale": {"max_side": max_side}}
+
+
+@contextlib.asynccontextmanager
+async def upscale_runtime(
+    redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[Runtime]:
+    overrides.setdefault("plugins", upscale())
+    async with runtime(make_settings(redis_server.url, sqlite_url, tmp_path, **overrides)) as rt:
+        yield rt
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def done(message: dict[str, Any]) -> bool:
+    return bool(message.get("status")) and message["status"]["state"] == "succeeded"
+
+
+async def test_upscale_in_the_local_chat_enlarges_the_uploaded_picture(
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with upscale_runtime(redis_server, sqlite_url, tmp_path) as rt, stack_running(rt) as base:
+        alice = ChatClient(http, base, "alice")
+        await alice.connect()
+        status, uploaded = await alice.upload("fox in snow.jpg", picture(fmt="JPEG"))
+        assert status == 200 and uploaded["name"] == "fox in snow.jpg"
+        assert await alice.command("/upscale factor: 4", files=[uploaded["file"]]) == {"ok": True}
+        finished = await alice.wait_for(done, timeout=30)
+        await alice.close()
+        async with http.get(base + finished["status"]["image_url"]) as resp:
+            result = await resp.read()
+        row = await GenerationRow.get(id=finished["status"]["job"])
+    assert size_of(result) == (160, 120)
+    assert (row.kind, row.prompt, row.options["factor"]) == ("upscale", "fox in snow.jpg", 4)
+    image = row.options["image"]
+    assert (image["content_type"], image["width"], image["height"]) == ("image/jpeg", 40, 30)
+    assert finished["status"]["prompt"] == "fox in snow.jpg"
+    assert "4x · 40x30 → 160x120" in finished["status"]["details"]
+    running = [u["status"] for u in alice.updates if u.get("status") and u["status"]["state"] == "running"]
+    assert any(u["preview_url"] for u in running), "the picture as given was the preview"
+
+
+async def test_what_is_not_a_fitting_picture_is_refused_and_queues_nothing(
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    overrides = {"plugins": upscale(max_side=100), "limits": {"attachment_max_bytes": 5000}}
+    async with (
+        upscale_runtime(redis_server, sqlite_url, tmp_path, **overrides) as rt,
+        stack_running(rt) as base,
+    ):
+        alice = ChatClient(http, base, "alice")
+        bob = ChatClient(http, base, "bob")
+        await alice.connect()
+        text = (await alice.upload("notes.png", b"these are not pixels"))[1]["file"]
+        large = (await alice.upload("big.png", picture(60, 40)))[1]["file"]
+        status, answer = await alice.upload("huge.bmp", b"x" * 6000)
+        assert status == 413 and "too large" in answer["error"]
+        cases = [
+            (alice, "/upscale", [text], "must be a picture"),
+            (alice, "/upscale factor: 2", [large], "passes the 100 px limit"),
+            (alice, "/upscale", [], "image is missing"),
+            (alice, "/upscale", ["0" * 32], "not here any more"),
+            (bob, "/upscale", [large], "not here any more"),  # alice's upload is hers
+        ]
+        for client, command, files, _said in cases:
+            assert await client.command(command, files=files) == {"ok": True}
+        await alice.command("/queue", files=[large])
+        said = [m["text"] for m in (await alice.history()) + (await bob.history()) if m.get("text")]
+        await alice.close()
+        assert await GenerationRow.all().count() == 0, "nothing queued"
+    for *_, sentence in cases:
+        assert any(sentence in text for text in said), (sentence, said)
+    assert any("/queue takes no file" in text for text in said)
