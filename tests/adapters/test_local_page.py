@@ -9,23 +9,20 @@ except under CI (``CI`` set), where they fail.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 from redis.asyncio import Redis
 
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
 from bot.models import State
 from storage.models import GenerationRow
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import make_settings
 from tests.stack import stack_running
 
@@ -62,25 +59,6 @@ document.addEventListener('securitypolicyviolation', (e) => {
   window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
 });
 """
-
-
-def chromium_path() -> str:
-    found = shutil.which(CHROMIUM)
-    if found:
-        return found
-    message = f"no Chromium at {CHROMIUM!r} (install chromium or set GENBOT_TEST_CHROMIUM)"
-    if os.environ.get("CI"):
-        pytest.fail(message + "; CI must run the browser tests")
-    pytest.skip(message)
-
-
-@pytest_asyncio.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    executable = chromium_path()
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 @contextlib.asynccontextmanager

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from PIL import Image
+from playwright.async_api import Browser, expect
 from redis.asyncio import Redis
 
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
 from storage.models import GenerationRow
+from tests.adapters.test_local_page import card_for, open_chat, send
 from tests.chat_client import ChatClient
 from tests.conftest import make_settings
 from tests.stack import stack_running
@@ -118,3 +121,27 @@ async def test_what_is_not_a_fitting_picture_is_refused_and_queues_nothing(
     for *_, sentence in cases:
         assert any(sentence in text for text in said), (sentence, said)
     assert any("/queue takes no file" in text for text in said)
+
+
+@pytest.mark.browser
+async def test_the_chat_page_attaches_a_picture_to_the_next_command(
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path, browser: Browser
+) -> None:
+    async with (
+        upscale_runtime(redis_server, sqlite_url, tmp_path) as rt,
+        stack_running(rt) as base,
+        open_chat(browser, base) as page,
+    ):
+        async with page.expect_response(lambda r: r.url.split("?")[0].endswith("/api/uploads")) as answer:
+            await page.locator("#file-input").set_input_files(
+                files=[{"name": "fox.png", "mimeType": "image/png", "buffer": picture(40, 30)}]
+            )
+        assert (await answer.value).ok
+        await expect(page.locator("#attachments .attachment")).to_contain_text("fox.png")
+        await send(page, "/upscale factor: 2")
+        await expect(page.locator("#attachments")).to_be_hidden()
+        card = card_for(page, "fox.png")
+        await expect(card).to_have_attribute("data-state", "succeeded")
+        result = card.locator("img.result")
+        await expect(result).to_have_js_property("complete", True)
+        await expect(result).to_have_js_property("naturalWidth", 80)

@@ -35,6 +35,7 @@ const state = {
   popupIndex: 0,
   popupNavigated: false, // the user moved the selection with the arrow keys
   lastSent: '',
+  files: [],             // uploads for the next command: {file: key, name}
 };
 
 // ---------------------------------------------------------------- helpers
@@ -364,11 +365,58 @@ async function send() {
   updateComposer();
   clearError();
   state.lastSent = text;
+  const body = { user_id: state.userId, text };
+  if (state.files.length && text.trim().startsWith('/')) {
+    body.files = state.files.map((f) => f.file);
+    state.files = [];
+    renderAttachments();
+  }
   try {
-    await api('POST', '/api/command', { user_id: state.userId, text });
+    await api('POST', '/api/command', body);
   } catch (err) {
     showError(err.message);
   }
+}
+
+// A file is uploaded as soon as it is picked (its bytes as the body, as docs/local-chat.md says)
+// and goes with the next command, to its file options.
+async function attach(file) {
+  clearError();
+  let res;
+  try {
+    const query = new URLSearchParams({ user_id: state.userId, name: file.name });
+    res = await fetch(`/api/uploads?${query}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/octet-stream' },
+      body: file,
+    });
+  } catch {
+    showError('Cannot reach the chat server.');
+    return;
+  }
+  let data = null;
+  try { data = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok || !data || !data.ok) {
+    showError((data && data.error) || `Upload failed: ${res.status}`);
+    return;
+  }
+  state.files.push({ file: data.file, name: data.name });
+  renderAttachments();
+  input.focus();
+}
+
+function renderAttachments() {
+  const box = $('#attachments');
+  box.replaceChildren(...state.files.map((f, i) => {
+    const chip = el('span', 'attachment', f.name);
+    const remove = el('button', null, '×');
+    remove.type = 'button';
+    remove.setAttribute('aria-label', `Remove ${f.name}`);
+    remove.addEventListener('click', () => { state.files.splice(i, 1); renderAttachments(); });
+    chip.append(remove);
+    return chip;
+  }));
+  box.hidden = state.files.length === 0;
 }
 
 async function pressButton(messageId, action, btn) {
@@ -507,7 +555,17 @@ $('#composer-form').addEventListener('submit', (e) => {
 input.addEventListener('blur', () => setTimeout(hidePopup, 150));
 input.addEventListener('focus', updateComposer);
 
-memberSelect.addEventListener('change', () => selectMember(memberSelect.value));
+memberSelect.addEventListener('change', () => {
+  state.files = []; // uploads are the member's own
+  renderAttachments();
+  selectMember(memberSelect.value);
+});
+
+$('#attach').addEventListener('click', () => $('#file-input').click());
+$('#file-input').addEventListener('change', (e) => {
+  for (const file of e.target.files) attach(file);
+  e.target.value = '';
+});
 
 // ---------------------------------------------------------------- start
 
