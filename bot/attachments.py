@@ -96,9 +96,9 @@ def _image_facts(data: bytes) -> tuple[str | None, int, int]:
 
 
 async def keep(
-    upload: Upload, *, option: str, image: bool, max_bytes: int, pixels_max: int, blobs: BlobStore
+    upload: Upload, *, image: bool, max_bytes: int, pixels_max: int, blobs: BlobStore
 ) -> Attachment:
-    """Check ``upload`` for the option ``option`` (an image option when ``image``), keep it in
+    """Check ``upload`` (for an image option when ``image``), keep it in
     ``blobs`` and return what a job needs of it. Raises :class:`GenbotError` (invalid_option)
     with one sentence for a file that is empty, too large, or not a picture where one is asked."""
     name = clean_line(upload.name)[:NAME_MAX] or "file"
@@ -112,7 +112,7 @@ async def keep(
         fmt, width, height = await asyncio.to_thread(_image_facts, upload.data)
         if fmt not in IMAGE_FORMATS:
             raise _invalid(
-                f"The {option} must be a picture (PNG, JPEG, WebP or GIF); {shown(name)} is not one."
+                f"{shown(name)} is not a picture genbot can read: attach a PNG, JPEG, WebP or GIF."
             )
         if width * height > pixels_max:
             raise _invalid(

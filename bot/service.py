@@ -375,7 +375,6 @@ class Genbot:
             ) from None
         return await keep(
             upload,
-            option=option.name,
             image=option.type == "image",
             max_bytes=limits.attachment_max_bytes,
             pixels_max=limits.image_pixels_max,

@@ -106,7 +106,7 @@ async def test_what_is_not_a_fitting_picture_is_refused_and_queues_nothing(
         status, answer = await alice.upload("huge.bmp", b"x" * 6000)
         assert status == 413 and "too large" in answer["error"]
         cases = [
-            (alice, "/upscale", [text], "must be a picture"),
+            (alice, "/upscale", [text], "not a picture genbot can read"),
             (alice, "/upscale factor: 2", [large], "passes the 100 px limit"),
             (alice, "/upscale", [], "image is missing"),
             (alice, "/upscale", ["0" * 32], "not here any more"),
