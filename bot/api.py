@@ -39,14 +39,16 @@ from bot.commands import OptionSpec as Option
 from bot.config import Settings
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor
-from bot.ports import BlobStore, ImageResult, JobStopped, TextResult
+from bot.ports import BlobStore, FileResult, ImageResult, ImagesResult, JobStopped, TextResult
 
 __all__ = [
     "Actor",
     "Attachment",
     "Call",
     "Command",
+    "FileResult",
     "ImageResult",
+    "ImagesResult",
     "Invalid",
     "Job",
     "JobKind",
@@ -60,7 +62,7 @@ __all__ = [
 ]
 
 #: What a job function returns.
-Result = ImageResult | TextResult
+Result = ImageResult | ImagesResult | TextResult | FileResult
 
 
 class Invalid(GenbotError):

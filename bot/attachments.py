@@ -83,6 +83,13 @@ def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.0f} kB"
 
 
+def content_type_of(given: str) -> str:
+    """A media type as given (``text/plain; charset=utf-8``) as genbot keeps it (``text/plain``):
+    ``application/octet-stream`` for anything that is not one."""
+    kept = given.split(";")[0].strip().lower()
+    return kept if _MIME.match(kept) else "application/octet-stream"
+
+
 def _image_facts(data: bytes) -> tuple[str | None, int, int]:
     """The picture's format (None if Pillow reads none it knows) and size, from its header; the
     whole file is checked as far as Pillow can without decoding it (PNG's checksums)."""
@@ -123,8 +130,7 @@ async def keep(
         extension = fmt.lower()
     else:
         width = height = 0
-        given = upload.content_type.split(";")[0].strip().lower()
-        content_type = given if _MIME.match(given) else "application/octet-stream"
+        content_type = content_type_of(upload.content_type)
         found = _EXTENSION.search(name)
         extension = found.group(1).lower() if found else "bin"
     blob = f"inputs/{digest}.{extension}"

@@ -215,6 +215,21 @@ class Button:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultFile:
+    """A file a finished job's status message carries besides its image: where it is in the blob
+    store, the name it is shown under, its type and size (bytes), and whether it is a picture."""
+
+    key: str
+    name: str
+    content_type: str
+    size: int
+
+    @property
+    def image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+
+@dataclass(frozen=True, slots=True)
 class StatusView:
     """What a status message shows, before any platform turns it into embeds or blocks.
 
@@ -241,6 +256,8 @@ class StatusView:
     #: How long a waiting job should wait still ("about 40 s", "3-4 min"); shown after the
     #: headline. A change of it alone is no reason to edit a message (see ``bot.views``).
     wait: str | None = None
+    #: The files a finished job's result carries besides ``image_key`` (several images; a file).
+    files: tuple[ResultFile, ...] = field(default_factory=tuple)
 
     @property
     def title(self) -> str:

@@ -516,6 +516,30 @@ class ImageResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ImagesResult:
+    """A job's result: several PNG images (2 to :data:`RESULT_FILES_MAX`). Its status message
+    shows them as one grid, like a contact sheet, and carries each image as a file of its own."""
+
+    pngs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """A job's result: a file (a document, a model, an archive), carried by its status message
+    as an attachment named ``name``. At most :data:`RESULT_FILE_MAX_BYTES`."""
+
+    data: bytes
+    name: str
+    content_type: str = "application/octet-stream"
+
+
+#: The most files one result carries: Discord's attachments per message.
+RESULT_FILES_MAX = 10
+#: The largest file result (Discord's default upload limit; a platform with a lower one says so).
+RESULT_FILE_MAX_BYTES = 10 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
 class TextResult:
     """A job's result: text (an answer), shown in its status message, cut at
     :data:`RESULT_TEXT_MAX` characters."""

@@ -8,7 +8,7 @@ import json
 import math
 
 from bot.errors import ErrorCode, describe
-from bot.models import Button, ErrorView, Generation, State, StatusView
+from bot.models import Button, ErrorView, Generation, ResultFile, State, StatusView
 
 CANCEL = Button("cancel", "Cancel", "danger")
 #: Places shown exactly at the head of the line (``GENBOT_RENDERER__EXACT_POSITIONS``).
@@ -129,6 +129,17 @@ def _text(gen: Generation) -> str | None:
     return text if isinstance(text, str) and text and gen.state in (State.RUNNING, State.SUCCEEDED) else None
 
 
+def _files(gen: Generation) -> tuple[ResultFile, ...]:
+    """The files a finished job's result carries (see ``jobs.runner``), as kept in its row."""
+    if gen.state is not State.SUCCEEDED or not isinstance(files := gen.meta.get("files"), list):
+        return ()
+    return tuple(
+        ResultFile(str(f["key"]), str(f["name"]), str(f["content_type"]), int(f["size"]))
+        for f in files
+        if isinstance(f, dict)
+    )
+
+
 def build_view(
     gen: Generation,
     position: int | None,
@@ -182,6 +193,7 @@ def build_view(
         preview_key=preview,
         image_key=gen.result_key if gen.state is State.SUCCEEDED else None,
         text=_text(gen),
+        files=_files(gen),
         note=note,
         error=error,
         buttons=((REROLL,) if gen.look.get("reroll") else ()) if gen.state.terminal else (CANCEL,),

@@ -38,6 +38,7 @@ verdict, the run time): a Redis that restarts then must not turn a made image in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -51,8 +52,10 @@ from bot.models import Generation, State
 from bot.ports import (
     RESULT_TEXT_MAX,
     BlobStore,
+    FileResult,
     GenerationStore,
     ImageResult,
+    ImagesResult,
     QueueUnavailable,
     TextResult,
 )
@@ -60,6 +63,7 @@ from bot.ports import JobStopped as JobStoppedBase
 from bot.text import clean_block
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
+from jobs.results import contact_sheet, file_of, images_files, result_key
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +112,6 @@ class InputGone(FileNotFoundError, NotAFailure):
 
 class Deferred(Exception):
     """The job waited :data:`DEFER_SLICE_S` for the breaker: hand it back to arq at its ticket."""
-
-
-def result_key(generation_id: int) -> str:
-    return f"results/{generation_id}.png"
 
 
 def preview_key(generation_id: int) -> str:
@@ -430,17 +430,33 @@ class GenerationRunner:
         return state
 
     async def _store_result(self, generation_id: int, result: Result) -> str | None:
-        """Keep ``result`` where the status message finds it: an image in the blob store (its
-        key goes on the row with the end), a text in the row's ``meta``. Returns the blob key."""
+        """Keep ``result`` where the status message finds it (see :mod:`jobs.results`): images
+        and files in the blob store, the key of the image it shows returned (it goes on the row
+        with the end), the files it carries and a text in the row's ``meta``."""
         if isinstance(result, ImageResult):
             await self.blobs.put(result_key(generation_id), result.png)
             return result_key(generation_id)
-        if isinstance(result, TextResult):
-            text = clean_block(result.text)[:RESULT_TEXT_MAX]
-            if not await self.store.record_progress(generation_id, {"text": text}):
-                raise JobStopped  # ended meanwhile (cancelled): nothing to show
+        if isinstance(result, ImagesResult):
+            files = images_files(generation_id, result)
+            sheet = await asyncio.to_thread(contact_sheet, result.pngs)
+            for file, data in zip(files, result.pngs, strict=True):
+                await self.blobs.put(file.key, data)
+            await self.blobs.put(result_key(generation_id), sheet)
+            await self._record(generation_id, {"files": [dataclasses.asdict(f) for f in files]})
+            return result_key(generation_id)
+        if isinstance(result, FileResult):
+            file = file_of(generation_id, result)
+            await self.blobs.put(file.key, result.data)
+            await self._record(generation_id, {"files": [dataclasses.asdict(file)]})
             return None
-        raise TypeError(f"a job returned {type(result).__name__}, not an ImageResult or a TextResult")
+        if isinstance(result, TextResult):
+            await self._record(generation_id, {"text": clean_block(result.text)[:RESULT_TEXT_MAX]})
+            return None
+        raise TypeError(f"a job returned {type(result).__name__}, not one of bot.api.Result")
+
+    async def _record(self, generation_id: int, patch: dict[str, Any]) -> None:
+        if not await self.store.record_progress(generation_id, patch):
+            raise JobStopped  # ended meanwhile (cancelled): nothing to show
 
     async def _generate(self, kind: JobKind, job: _Job, clock: JobClock) -> Result:
         async with asyncio.timeout(self.backend_timeout_s):

@@ -57,6 +57,9 @@ BlobReader = Callable[[str], Awaitable[bytes | None]]
 #: An upload's key: 128 random bits, in hex. A command names it in ``files`` (or as an
 #: attachment option's value); its bytes and facts are blobs under ``uploads/<member>/``.
 UPLOAD_KEY = re.compile(r"[0-9a-f]{32}")
+#: What ``/blobs/`` serves as itself (pictures that run nothing); any other blob (a plugin's
+#: file result, an upload) is a download, so that none is ever a page or script of this origin.
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 #: Files one command may carry.
 FILES_MAX = 10
 
@@ -95,6 +98,10 @@ def status_json(view: StatusView) -> dict[str, Any]:
         "progress": view.progress,
         "preview_url": f"/blobs/{view.preview_key}?v={version}" if view.preview_key else None,
         "image_url": f"/blobs/{view.image_key}" if view.image_key else None,
+        "files": [
+            {"url": f"/blobs/{f.key}", "name": f.name, "content_type": f.content_type, "size": f.size}
+            for f in view.files
+        ],
         "text": view.text,
         "note": view.note,
         "error": (
@@ -503,8 +510,12 @@ class LocalChat:
                 log.debug("no blob at %r", key, exc_info=True)
         if data is None:
             raise refusal(web.HTTPNotFound, "No such image.")
+        headers = {"Cache-Control": "max-age=3600"}
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        return web.Response(body=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
+        if content_type not in INLINE_TYPES:  # a file result: never a page of this origin
+            content_type = "application/octet-stream"
+            headers["Content-Disposition"] = "attachment"
+        return web.Response(body=data, content_type=content_type, headers=headers)
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         member = self._member(request.query.get("user_id"))

@@ -97,6 +97,12 @@ function formatTime(iso) {
   return d.toDateString() === new Date().toDateString() ? `Today at ${time}` : `${d.toLocaleDateString()} ${time}`;
 }
 
+function formatSize(bytes) {
+  const n = Number(bytes) || 0;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  return n >= 1e3 ? `${Math.round(n / 1e3)} kB` : `${n} B`;
+}
+
 const AVATAR_COLORS = ['#5865f2', '#3ba55c', '#faa61a', '#ed4245', '#eb459e', '#1abc9c', '#747f8d'];
 function avatarColor(key) {
   let h = 0;
@@ -189,6 +195,21 @@ function renderStatus(messageId, s) {
     img.alt = s.prompt ? `Generated image: ${s.prompt}` : 'Generated image';
     link.append(img);
     card.append(link);
+  }
+
+  // The files a result carries besides its image: each image of several, or a file.
+  const files = st === 'succeeded' && Array.isArray(s.files) ? s.files : [];
+  if (files.length) {
+    const list = el('div', 'result-files');
+    for (const f of files) {
+      const url = safeUrl(f.url);
+      if (!url) continue;
+      const link = el('a', 'result-file', `${f.name} · ${formatSize(f.size)}`);
+      link.href = url;
+      link.download = String(f.name || 'file');
+      list.append(link);
+    }
+    card.append(list);
   }
 
   if (s.error) {
