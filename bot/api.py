@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from bot.attachments import Attachment
 from bot.commands import OptionSpec as Option
 from bot.config import Settings
+from bot.config import StrList as ListSetting
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor
 from bot.ports import BlobStore, FileResult, ImageResult, ImagesResult, JobStopped, TextResult
@@ -54,6 +55,7 @@ __all__ = [
     "JobKind",
     "JobRequest",
     "JobStopped",
+    "ListSetting",
     "Option",
     "Plugin",
     "Result",

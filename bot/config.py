@@ -14,11 +14,12 @@ from __future__ import annotations
 import difflib
 import errno
 import json
+import logging
 import os
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
@@ -38,6 +39,9 @@ ENV_PREFIX = "GENBOT_"
 ENV_NESTED = "__"
 #: Variables of genbot's tests and benchmarks (``GENBOT_TEST_POSTGRES_URL``, ...): genbot ignores them.
 ENV_RESERVED = "GENBOT_TEST_"
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -181,42 +185,29 @@ class BackendSettings(BaseModel):
 
 
 class LimitsSettings(BaseModel):
+    """What members may give any command. (The image plugin's own limits, sizes and steps, are
+    its section's, ``GENBOT_PLUGINS__IMAGINE__*``; their names here before plugins are read for one
+    release: see :data:`MOVED`.)"""
+
     prompt_max: Annotated[int, Field(ge=1, le=4000)] = 1000
-    sizes: StrList = Field(default_factory=lambda: ["512x512", "768x768", "512x768", "768x512"])
-    default_size: str = "512x512"
-    steps_min: Annotated[int, Field(ge=1)] = 1
-    steps_max: Annotated[int, Field(ge=1)] = 50
-    default_steps: Annotated[int, Field(ge=1)] = 20
     #: The largest file a member may attach to a command (Discord's own default limit).
     attachment_max_bytes: Annotated[int, Field(ge=1, le=500 * 2**20)] = 10 * 2**20
     #: The most pixels a picture attached to an ``image`` option may have.
     image_pixels_max: Annotated[int, Field(ge=1, le=2**28)] = 4096 * 4096
+    # Moved to the image plugin's section (MOVED); None: not set under the old name.
+    sizes: StrList | None = None
+    default_size: str | None = None
+    steps_min: int | None = None
+    steps_max: int | None = None
+    default_steps: int | None = None
 
-    @field_validator("sizes")
-    @classmethod
-    def _sizes_are_wxh(cls, sizes: list[str]) -> list[str]:
-        if not sizes:
-            raise ValueError("give at least one size")
-        for size in sizes:
-            width, _, height = size.partition("x")
-            if not (width.isdigit() and height.isdigit()):
-                raise ValueError(f"{size!r} is not WIDTHxHEIGHT")
-        return sizes
 
-    @model_validator(mode="after")
-    def _defaults_within_limits(self) -> LimitsSettings:
-        if self.default_size not in self.sizes:
-            raise ValueError(
-                f"{_var('limits', 'default_size')} ({self.default_size}) must be one of "
-                f"{_var('limits', 'sizes')} ({','.join(self.sizes)})"
-            )
-        if not self.steps_min <= self.default_steps <= self.steps_max:
-            raise ValueError(
-                f"{_var('limits', 'default_steps')} ({self.default_steps}) must lie between "
-                f"{_var('limits', 'steps_min')} ({self.steps_min}) and "
-                f"{_var('limits', 'steps_max')} ({self.steps_max})"
-            )
-        return self
+#: Settings that moved to a plugin's section, ``(section, name): plugin``: the old name
+#: (``GENBOT_LIMITS__SIZES``) is read for one release, as the plugin's (``GENBOT_PLUGINS__IMAGINE__
+#: SIZES``), which wins when both are set; a warning names the new one.
+MOVED = {
+    ("limits", key): "imagine" for key in ("sizes", "default_size", "steps_min", "steps_max", "default_steps")
+}
 
 
 class QuotaSettings(BaseModel):
@@ -350,6 +341,20 @@ class PluginsSettings(BaseModel):
     def sections(self) -> list[str]:
         return sorted((self.model_extra or {}).keys())
 
+    def validated(self, name: str, model: type[M]) -> M:
+        """Plugin ``name``'s section read into its ``model``. Raises :class:`ConfigError`
+        naming the variable at fault (``GENBOT_PLUGINS__ASK__WORD_DELAY_S: ...``)."""
+        try:
+            return model.model_validate(self.section(name))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            message = "is not a setting of it" if error["type"] == "extra_forbidden" else _message(error)
+            if message.startswith(ENV_PREFIX):  # a rule between settings names them itself
+                raise ConfigError(f"{message} (plugin {name!r})") from None
+            key = ".".join(str(part) for part in error["loc"]) or "*"
+            variable = f"{PLUGIN_SECTIONS}{name}{ENV_NESTED}{key}".upper()
+            raise ConfigError(f"{variable}: {message} (plugin {name!r})") from None
+
 
 class Settings(BaseSettings):
     """All of genbot's settings. Construct with :func:`load_settings`."""
@@ -386,6 +391,24 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level.upper()
 
+    @model_validator(mode="after")
+    def _moved_settings_to_their_plugins(self) -> Settings:
+        """A setting under its old name (:data:`MOVED`) into its plugin's section, unless that
+        sets it too; a warning names the new one."""
+        sections = self.plugins.__pydantic_extra__
+        assert sections is not None  # extra="allow"
+        for (section, key), plugin in MOVED.items():
+            value = getattr(getattr(self, section), key)
+            if value is None:
+                continue
+            new = f"{PLUGIN_SECTIONS}{plugin}{ENV_NESTED}{key}".upper()
+            log.warning("%s is now %s; the old name is read until the next release", _var(section, key), new)
+            own = sections.get(plugin)
+            own = dict(own) if isinstance(own, dict) else {}
+            own.setdefault(key, value)
+            sections[plugin] = own
+        return self
+
 
 class ConfigError(Exception):
     """A setting is wrong, or missing for what was asked. One line per mistake, each naming the
@@ -407,15 +430,16 @@ class StartupError(Exception):
         return cls(f"cannot listen on {host}:{port} ({reason}): check {host_setting} and {port_setting}")
 
 
-def setting_names() -> list[str]:
+def setting_names(*, moved: bool = False) -> list[str]:
     """Every variable genbot reads, ``GENBOT_PLATFORM`` and ``GENBOT_<SECTION>__<NAME>``, in the
-    order of :class:`Settings`. A section alone (``GENBOT_REDIS`` as one JSON object, which
-    pydantic-settings would read) is not one of them: :func:`load_settings` refuses it."""
+    order of :class:`Settings` (with ``moved``: the old names of :data:`MOVED` too). A section
+    alone (``GENBOT_REDIS`` as one JSON object, which pydantic-settings would read) is not one of
+    them: :func:`load_settings` refuses it."""
     names = []
     for name, field in Settings.model_fields.items():
         section = field.annotation
         if isinstance(section, type) and issubclass(section, BaseModel):
-            names += [_var(name, sub) for sub in section.model_fields]
+            names += [_var(name, sub) for sub in section.model_fields if moved or (name, sub) not in MOVED]
         else:
             names.append(f"{ENV_PREFIX}{name}".upper())
     return names
@@ -440,7 +464,7 @@ def unknown_variables(
     setting (names compare case-insensitively, as pydantic-settings reads them), naming the
     closest setting. Names under :data:`ENV_RESERVED` are not genbot's and pass."""
     known = setting_names()
-    known_set = set(known)
+    known_set = set(setting_names(moved=True))
     lines = []
     for where, names in (("", environ), (f" in {dotenv_name}", dotenv)):
         for name in sorted(set(names)):
@@ -458,12 +482,17 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED.join(parts).upper()
 
 
+def _message(error: ErrorDetails) -> str:
+    """An error's sentence: a validator's own words, else pydantic's."""
+    ctx = error.get("ctx") or {}
+    return str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else error["msg"]
+
+
 def _error_lines(errors: list[ErrorDetails]) -> list[str]:
     """One line per variable (its first error), naming it; an item of a list by its number."""
     lines: dict[str, str] = {}
     for error in errors:
-        ctx = error.get("ctx") or {}
-        message = str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else error["msg"]
+        message = _message(error)
         if message.startswith(ENV_PREFIX):  # a rule between settings names them itself
             lines.setdefault(message, message)
             continue

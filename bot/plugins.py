@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import ValidationError
-
 from bot.api import Command, JobKind, Plugin
 from bot.commands import ADMIN, CommandSpec, admin_specs, command_specs
 from bot.config import ENV_NESTED, PLUGIN_SECTIONS, ConfigError, Settings
@@ -206,12 +204,9 @@ def _section(settings: Settings, plugin: Plugin, where: str) -> Any:
             raise PluginError(f"{_var(plugin.name, next(iter(raw)))}: {where} has no settings")
         return None
     try:
-        return plugin.settings.model_validate(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"]) or "?"
-        message = "is not a setting of it" if error["type"] == "extra_forbidden" else error["msg"]
-        raise PluginError(f"{_var(plugin.name, key)}: {message} ({where})") from None
+        return settings.plugins.validated(plugin.name, plugin.settings)
+    except ConfigError as exc:
+        raise PluginError(str(exc)) from None
 
 
 def _var(plugin: str, key: str) -> str:

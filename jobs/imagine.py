@@ -5,8 +5,9 @@ configured image backend (``GENBOT_BACKEND__NAME``: the demo, or ``package.modul
 the picture, reporting each step with a preview. A finished image offers a Reroll: the same
 options with a new seed.
 
-Its limits are still the ``GENBOT_LIMITS__*`` settings (sizes, steps) that genbot had before
-plugins, so existing deployments keep their configuration.
+Its settings are its section, ``GENBOT_PLUGINS__IMAGINE__*`` (:class:`ImagineSettings`: the
+sizes and steps members may ask for). Their names before plugins, ``GENBOT_LIMITS__SIZES`` and the
+like, are read for one release (``bot.config.MOVED``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,64 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bot.api import Call, Command, ImageResult, Job, JobKind, JobRequest, Option, Plugin, Settings
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bot.api import (
+    Call,
+    Command,
+    ImageResult,
+    Job,
+    JobKind,
+    JobRequest,
+    ListSetting,
+    Option,
+    Plugin,
+    Settings,
+)
 from jobs.backends import backend_factory
 from jobs.backends.base import ImageBackend, ImageRequest
 
 NAME = "imagine"
 SEED_MAX = 2**32 - 1
+SETTING = f"GENBOT_PLUGINS__{NAME.upper()}__"
+
+
+class ImagineSettings(BaseModel):
+    """What members may ask ``/imagine`` for: ``GENBOT_PLUGINS__IMAGINE__*``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The sizes offered, ``WIDTHxHEIGHT``.
+    sizes: ListSetting = Field(default_factory=lambda: ["512x512", "768x768", "512x768", "768x512"])
+    default_size: str = "512x512"
+    steps_min: int = Field(1, ge=1)
+    steps_max: int = Field(50, ge=1)
+    default_steps: int = Field(20, ge=1)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_are_wxh(cls, sizes: list[str]) -> list[str]:
+        if not sizes:
+            raise ValueError("give at least one size")
+        for size in sizes:
+            width, _, height = size.partition("x")
+            if not (width.isdigit() and height.isdigit()):
+                raise ValueError(f"{size!r} is not WIDTHxHEIGHT")
+        return sizes
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> ImagineSettings:
+        if self.default_size not in self.sizes:
+            raise ValueError(
+                f"{SETTING}DEFAULT_SIZE ({self.default_size}) must be one of {SETTING}SIZES "
+                f"({','.join(self.sizes)})"
+            )
+        if not self.steps_min <= self.default_steps <= self.steps_max:
+            raise ValueError(
+                f"{SETTING}DEFAULT_STEPS ({self.default_steps}) must lie between {SETTING}STEPS_MIN "
+                f"({self.steps_min}) and {SETTING}STEPS_MAX ({self.steps_max})"
+            )
+        return self
 
 
 def image_request(text: str, options: Mapping[str, Any]) -> ImageRequest:
@@ -63,7 +116,7 @@ def reroll(options: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def plugin(settings: Settings) -> Plugin:
     """The plugin, with the backend the settings name (made on the first job, in the worker)."""
-    limits = settings.limits
+    limits = settings.plugins.validated(NAME, ImagineSettings)
     make_backend = backend_factory(settings)
 
     def prepare(call: Call) -> JobRequest:
@@ -104,6 +157,7 @@ def plugin(settings: Settings) -> Plugin:
         ),
         # Keyed by the setting (a dotted path for a backend of its own), as before plugins.
         jobs=(image_kind(make_backend, settings.backend.name),),
+        settings=ImagineSettings,
     )
 
 

@@ -44,7 +44,7 @@ def refusal(text: str) -> str:
 def test_bare_text_is_the_prompt_with_defaults() -> None:
     opts = imagine("/imagine   a red fox\n in   snow ")
     assert opts.prompt == "a red fox in snow"
-    assert (opts.width, opts.height, opts.steps) == (512, 512, LIMITS.default_steps)
+    assert (opts.width, opts.height, opts.steps) == (512, 512, 20)
     assert 0 <= opts.seed <= SEED_MAX
 
 

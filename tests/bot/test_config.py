@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import plugins_of
 from bot.config import ENV_RESERVED, ConfigError, display_url, load_settings, setting_names
 
 
@@ -18,11 +19,10 @@ def test_defaults_run_the_local_demo() -> None:
 
 def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENBOT_WORKER__CONCURRENCY", "4")
-    monkeypatch.setenv("GENBOT_LIMITS__SIZES", '["256x256"]')
-    monkeypatch.setenv("GENBOT_LIMITS__DEFAULT_SIZE", "256x256")
+    monkeypatch.setenv("GENBOT_LIMITS__PROMPT_MAX", "200")
     settings = load_settings(_env_file=None)
     assert settings.worker.concurrency == 4
-    assert settings.limits.sizes == ["256x256"]
+    assert settings.limits.prompt_max == 200
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) 
         ("GENBOT_WORKER__CONCURRENCY", "many"),
         ("GENBOT_WORKER__CONCURRENCY", "0"),
         ("GENBOT_PLATFORM", "irc"),
-        ("GENBOT_LIMITS__SIZES", '["big"]'),
+        ("GENBOT_LIMITS__PROMPT_MAX", "0"),
         ("GENBOT_LOCAL__PORT", "70000"),
         ("GENBOT_LOG_LEVEL", "verbose"),
     ],
@@ -151,11 +151,10 @@ def test_lists_take_commas_or_json(clean_env: pytest.MonkeyPatch, value: str, me
 
 def test_integer_lists_take_commas(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("GENBOT_DISCORD__ADMIN_ROLE_IDS", "123, 456")
-    clean_env.setenv("GENBOT_LIMITS__SIZES", "256x256,512x512")
-    clean_env.setenv("GENBOT_LIMITS__DEFAULT_SIZE", "256x256")
+    clean_env.setenv("GENBOT_LOCAL__MEMBERS", "Ana, Bo")
     settings = load_settings(_env_file=None)
     assert settings.discord.admin_role_ids == [123, 456]
-    assert settings.limits.sizes == ["256x256", "512x512"]
+    assert settings.local.members == ["Ana", "Bo"]
 
 
 @pytest.mark.parametrize(
@@ -259,14 +258,43 @@ def test_a_bad_database_url_is_one_line_listing_what_works(
 
 def test_rules_between_settings_name_both_variables(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("GENBOT_WORKER__JOB_TIMEOUT_S", "60")
-    clean_env.setenv("GENBOT_LIMITS__DEFAULT_SIZE", "64x64")
+    clean_env.setenv("GENBOT_LOCAL__PORT", "70000")
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)
     assert str(caught.value).splitlines() == [
         "GENBOT_WORKER__JOB_TIMEOUT_S (60) must be longer than GENBOT_WORKER__BACKEND_TIMEOUT_S (300)",
-        "GENBOT_LIMITS__DEFAULT_SIZE (64x64) must be one of GENBOT_LIMITS__SIZES "
-        "(512x512,768x768,512x768,768x512)",
+        "GENBOT_LOCAL__PORT: Input should be less than or equal to 65535",
     ]
+
+
+def test_the_image_plugins_rules_name_its_variables(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("GENBOT_PLUGINS__IMAGINE__DEFAULT_SIZE", "64x64")
+    with pytest.raises(ConfigError) as caught:
+        plugins_of(load_settings(_env_file=None))
+    assert str(caught.value) == (
+        "GENBOT_PLUGINS__IMAGINE__DEFAULT_SIZE (64x64) must be one of GENBOT_PLUGINS__IMAGINE__SIZES "
+        "(512x512,768x768,512x768,768x512) (plugin 'imagine')"
+    )
+    clean_env.setenv("GENBOT_PLUGINS__IMAGINE__DEFAULT_SIZE", "512x512")
+    clean_env.setenv("GENBOT_PLUGINS__IMAGINE__SIZES", "big")
+    with pytest.raises(ConfigError) as caught:
+        plugins_of(load_settings(_env_file=None))
+    assert str(caught.value) == "GENBOT_PLUGINS__IMAGINE__SIZES: 'big' is not WIDTHxHEIGHT (plugin 'imagine')"
+
+
+def test_the_image_limits_old_names_are_read_for_one_release(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_env.setenv("GENBOT_LIMITS__SIZES", "256x256,1024x1024")
+    clean_env.setenv("GENBOT_LIMITS__DEFAULT_SIZE", "256x256")
+    clean_env.setenv("GENBOT_LIMITS__STEPS_MAX", "80")
+    clean_env.setenv("GENBOT_PLUGINS__IMAGINE__STEPS_MAX", "30")  # the new name wins
+    settings = load_settings(_env_file=None)
+    [imagine] = [c for p in plugins_of(settings).loaded for c in p.plugin.commands if c.name == "imagine"]
+    options = {o.name: o for o in imagine.options}
+    assert options["size"].choices == ("256x256", "1024x1024")
+    assert options["steps"].max == 30
+    assert "GENBOT_LIMITS__SIZES is now GENBOT_PLUGINS__IMAGINE__SIZES" in caplog.text
 
 
 @pytest.mark.parametrize(

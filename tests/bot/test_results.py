@@ -93,7 +93,7 @@ def size_of(data: bytes) -> tuple[int, int]:
 async def test_several_images_are_kept_one_by_one_and_shown_as_one_grid(
     chat: tuple[Runtime, str, ChatClient, aiohttp.ClientSession],
 ) -> None:
-    rt, base, alice, http = chat
+    _rt, base, alice, http = chat
     assert await alice.command("/grid count: 5") == {"ok": True}
     status = (await alice.wait_for(ended, timeout=30))["status"]
     assert status["state"] == "succeeded"
@@ -116,7 +116,7 @@ async def test_several_images_are_kept_one_by_one_and_shown_as_one_grid(
 async def test_a_file_is_a_download_under_a_clean_name_never_a_page(
     chat: tuple[Runtime, str, ChatClient, aiohttp.ClientSession],
 ) -> None:
-    rt, base, alice, http = chat
+    _rt, base, alice, http = chat
     assert await alice.command("/document notes") == {"ok": True}
     status = (await alice.wait_for(ended, timeout=30))["status"]
     assert status["state"] == "succeeded" and status["image_url"] is None
@@ -132,7 +132,7 @@ async def test_a_file_is_a_download_under_a_clean_name_never_a_page(
 async def test_a_result_no_platform_could_carry_fails_as_our_error(
     chat: tuple[Runtime, str, ChatClient, aiohttp.ClientSession], command: str
 ) -> None:
-    rt, base, alice, http = chat
+    _rt, _base, alice, _http = chat
     assert await alice.command(command) == {"ok": True}
     status = (await alice.wait_for(ended, timeout=30))["status"]
     assert status["state"] == "failed" and status["error"]["code"] == ErrorCode.INTERNAL.value
