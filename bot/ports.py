@@ -517,7 +517,7 @@ class ImageResult:
 
 @dataclass(frozen=True, slots=True)
 class ImagesResult:
-    """A job's result: several PNG images (2 to :data:`RESULT_FILES_MAX`). Its status message
+    """A job's result: several PNG images (1 to :data:`RESULT_FILES_MAX`). Its status message
     shows them as one grid, like a contact sheet, and carries each image as a file of its own."""
 
     pngs: tuple[bytes, ...]
@@ -533,8 +533,9 @@ class FileResult:
     content_type: str = "application/octet-stream"
 
 
-#: The most files one result carries: Discord's attachments per message.
-RESULT_FILES_MAX = 10
+#: The most files one result carries: with the grid of several images, Discord's ten attachments
+#: per message.
+RESULT_FILES_MAX = 9
 #: The largest file result (Discord's default upload limit; a platform with a lower one says so).
 RESULT_FILE_MAX_BYTES = 10 * 2**20
 

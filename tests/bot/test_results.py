@@ -128,7 +128,7 @@ async def test_a_file_is_a_download_under_a_clean_name_never_a_page(
         assert await resp.read() == b"<script>alert(1)</script>"
 
 
-@pytest.mark.parametrize("command", ["/grid count: 11", "/document empty"])
+@pytest.mark.parametrize("command", ["/grid count: 10", "/document empty"])
 async def test_a_result_no_platform_could_carry_fails_as_our_error(
     chat: tuple[Runtime, str, ChatClient, aiohttp.ClientSession], command: str
 ) -> None:
