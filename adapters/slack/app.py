@@ -41,9 +41,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.adapter import SlackChat, slack_error
+from adapters.slack.adapter import SlackChat, make_client, slack_error
 from adapters.slack.admins import SlackAdmins
 from adapters.slack.blocks import ACTION_IDS, error_text, reply_text
+from adapters.slack.files import SlackFiles, pictures_only
 from adapters.slack.payloads import (
     PLATFORM,
     MalformedRequest,
@@ -59,7 +60,7 @@ from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
-from bot.ports import CommandHandler, InboxEntry, Spend
+from bot.ports import CommandHandler, InboxEntry, Spend, Upload
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,34 @@ BOLT_LOGGERS = ("slack_bolt", "slack_bolt.AsyncRequestVerification")
 
 class SlackResponder:
     """The answers to one command or button press: ephemeral replies through ``response_url``
-    (Bolt's ``respond``), the status message through the adapter (``chat.postMessage``)."""
+    (Bolt's ``respond``), the status message through the adapter (``chat.postMessage``), and the
+    files its options name (``files``, for ``member``'s command; ``pictures``: its file options
+    are all pictures)."""
 
-    def __init__(self, respond: AsyncRespond, chat: SlackChat, channel: str) -> None:
+    def __init__(
+        self,
+        respond: AsyncRespond,
+        chat: SlackChat,
+        channel: str,
+        *,
+        files: SlackFiles | None = None,
+        member: str = "",
+        pictures: bool = False,
+    ) -> None:
         self.respond = respond
         self.chat = chat
         self.channel = channel
+        self.files = files
+        self.member = member
+        self.pictures = pictures
+
+    async def fetch(self, ref: str, max_bytes: int) -> Upload:
+        """The file ``ref`` names, shared in this channel (see :class:`SlackFiles`)."""
+        if self.files is None or not self.member:  # a button press names no file
+            raise GenbotError(ErrorCode.INVALID_OPTION, "A button takes no file.")
+        return await self.files.fetch(
+            ref, channel=self.channel, member=self.member, max_bytes=max_bytes, pictures=self.pictures
+        )
 
     async def _ephemeral(self, text: str) -> None:
         try:
@@ -171,6 +194,8 @@ class SlackBot:
         self.app_token = app_token
         self.admins = admins
         self.http_path = http_path
+        #: Files members name in commands; a 429 there is a sentence, not a wait.
+        self.files = SlackFiles(make_client(bot_token, api_base_url), bot_token, api_base_url)
         self._auth: AuthorizeResult | None = None
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
         for name in BOLT_LOGGERS:
@@ -245,7 +270,15 @@ class SlackBot:
 
     async def _run_command(self, request: CommandRequest, respond: AsyncRespond, receipt: str) -> None:
         request = replace(request, actor=await self._resolved(request.actor))
-        responder = SlackResponder(respond, self.chat, request.channel)
+        spec = next((s for s in self.specs if s.key == request.name), None)
+        responder = SlackResponder(
+            respond,
+            self.chat,
+            request.channel,
+            files=self.files,
+            member=request.actor.user_id,
+            pictures=spec is not None and pictures_only(spec),
+        )
         await self.handler.handle(request, responder, receipt=receipt)
 
     async def revive(self, entry: InboxEntry) -> None:

@@ -10,6 +10,11 @@
 a link into ``<https://...|label>``. A member option keeps that form (the core reads the id from
 it); every other option is turned back into the text as the member typed it (:func:`plain_text`).
 
+A file option (``attachment``, ``image``: Slack's slash commands carry no files) is a file id,
+the id in a file's link, or ``latest`` (the member's newest file in the channel); a required one
+the member left out is ``latest`` (see :mod:`adapters.slack.files`). Anything else is refused
+before the ack, naming the option.
+
 Who is an admin is not decided here: the actors come out with ``is_admin=False``, and the app
 resolves it (:class:`adapters.slack.admins.SlackAdmins`) after the ack.
 
@@ -28,6 +33,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.slack.blocks import ACTION_IDS
+from adapters.slack.files import LATEST, file_ref
+from bot.attachments import ATTACHMENT_TYPES
 from bot.commands import ADMIN, CommandSpec, parse_text
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor, CommandRequest
@@ -121,8 +128,36 @@ def _genbot_options(spec: CommandSpec, options: dict[str, str]) -> dict[str, str
                     "(or give their member id, U...).",
                 )
             result[name] = value.strip()
+        elif option is not None and option.type in ATTACHMENT_TYPES:
+            result[name] = value  # a link as Slack escapes it: read by file_options
         else:
             result[name] = plain_text(value)
+    return result
+
+
+def file_options(spec: CommandSpec, options: dict[str, str]) -> dict[str, str]:
+    """``options`` with each file option as the reference the responder fetches: a file id, or
+    ``latest`` (a required file option left out is ``latest``; an optional one stays out).
+    Raises :class:`GenbotError` for a value that names no Slack file."""
+    result = dict(options)
+    for option in spec.options:
+        if option.type not in ATTACHMENT_TYPES:
+            continue
+        value = result.get(option.name, "")
+        if not value.strip():
+            if option.required:
+                result[option.name] = LATEST
+            else:
+                result.pop(option.name, None)
+            continue
+        ref = file_ref(value)
+        if ref is None:
+            raise GenbotError(
+                ErrorCode.INVALID_OPTION,
+                f"{option.name.capitalize()} takes a Slack file: its link or id (F...), or nothing for "
+                "the newest file you shared in this channel.",
+            )
+        result[option.name] = ref
     return result
 
 
@@ -145,6 +180,7 @@ def command_request(command: Mapping[str, Any], specs: tuple[CommandSpec, ...]) 
         options = _genbot_options(spec, options)
     else:
         raise GenbotError(ErrorCode.INVALID_OPTION, f"genbot does not know the command {shown(str(name))}.")
+    options = file_options(spec, options)
     who = actor(command.get("team_id"), command.get("user_id"), command.get("user_name") or "")
     channel = _id(command.get("channel_id"), CHANNEL_ID)
     return CommandRequest(actor=who, channel=channel, name=spec.key, options=options)
@@ -279,14 +315,17 @@ def _usage(spec: CommandSpec) -> str:
 
 def options_usage(spec: CommandSpec) -> str:
     """``member [reason: ...] [duration: ...] [jobs: cancel|keep]``: the first required option (or
-    the only one) is typed bare, the others after their ``name:``."""
+    the only one) is typed bare, the others after their ``name:``. A file option is shown as one
+    to leave out (``[image: file id or link]``: left out, the newest file shared is taken)."""
     bare = next((o for o in spec.options if o.required), None) or (
         spec.options[0] if len(spec.options) == 1 else None
     )
     parts = []
     for option in spec.options:
         shown = "|".join(option.choices) if option.choices else "..."
-        if option is bare:
+        if option.type in ATTACHMENT_TYPES:
+            parts.append(f"[{option.name}: file id or link]")
+        elif option is bare:
             parts.append(option.name if option.required else f"[{option.name}]")
         else:
             parts.append(f"[{option.name}: {shown}]")
