@@ -36,10 +36,11 @@ import discord
 
 from adapters.discord.buttons import button_view
 from adapters.discord.embeds import status_buttons, status_embed
+from adapters.discord.files import fetch_attachment
 from adapters.discord.images import DEFAULT_LIMIT, fit_image
 from bot.errors import ErrorText
 from bot.models import MessageRef, StatusView
-from bot.ports import MessageGone, MessageUnreachable, Rate, RateLimited, Spend
+from bot.ports import MessageGone, MessageUnreachable, Rate, RateLimited, Spend, Upload
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,11 @@ class DiscordResponder:
             return
         self._placeholder = False
         await self.interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+
+    async def fetch(self, ref: str, max_bytes: int) -> Upload:
+        """The file attached to this command's option ``ref`` (its CDN link; see
+        :mod:`adapters.discord.files`)."""
+        return await fetch_attachment(ref, max_bytes, discord.http.Route.BASE)
 
     def spends(self, view: StatusView) -> list[Spend]:
         """The answer to an interaction goes through its own webhook (its own bucket, outside the

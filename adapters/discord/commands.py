@@ -2,7 +2,8 @@
 interaction into a :class:`~bot.models.CommandRequest`.
 
 Options become typed parameters: choices for ``size``, integer ranges for ``steps``, ``seed`` and
-``job``, a member picker for a ``user`` option, every one described, so Discord's client validates
+``job``, a member picker for a ``user`` option, a file picker for an ``attachment`` or ``image``
+option, every one described, so Discord's client validates
 most input before it is sent; the core still validates everything (a member can call the API
 directly).
 
@@ -22,6 +23,7 @@ from typing import Any, Optional
 import discord
 from discord import app_commands
 
+from bot.attachments import ATTACHMENT_TYPES
 from bot.commands import ADMIN, CommandSpec, OptionSpec
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor, CommandRequest
@@ -44,6 +46,8 @@ def _annotation(option: OptionSpec) -> Any:
     base: Any = str
     if option.type == "member":
         base = discord.User  # a member picker; the value may be a Member, a User or an Object
+    elif option.type in ATTACHMENT_TYPES:
+        base = discord.Attachment  # a file the member attaches (option type 11)
     elif option.type == "integer":
         base = (
             int
@@ -62,8 +66,12 @@ def _annotation(option: OptionSpec) -> Any:
 
 
 def option_text(value: Any) -> str:
-    """An option's value as the core reads it: a picked member as its user id (the core's
-    ``member_of`` takes a bare id), anything else as its text."""
+    """An option's value as the core reads it: an attached file as its CDN link (what
+    :meth:`DiscordResponder.fetch <adapters.discord.adapter.DiscordResponder.fetch>` downloads), a
+    picked member as its user id (the core's ``member_of`` takes a bare id), anything else as its
+    text."""
+    if isinstance(value, discord.Attachment):  # before Snowflake: an attachment has an id too
+        return value.url
     if isinstance(value, discord.abc.Snowflake):
         return str(value.id)
     if isinstance(value, bool):

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
@@ -91,6 +92,8 @@ class FakeDiscord:
         self.token_channels: dict[str, str] = {}  # interaction token -> its channel
         #: The one bot token accepted, as Discord would; None accepts any.
         self.bot_token: str | None = None
+        #: Files members attached, as the CDN serves them: path -> (bytes, content type).
+        self.cdn: dict[str, tuple[bytes, str]] = {}
 
     # -- control ------------------------------------------------------------------------------
 
@@ -120,6 +123,37 @@ class FakeDiscord:
 
     def new_id(self) -> str:
         return str(next(self._ids))
+
+    def attach(
+        self,
+        filename: str,
+        data: bytes,
+        content_type: str | None = "image/png",
+        channel_id: str = "500000000000000001",
+    ) -> Attached:
+        """A file a member attaches to a command: served by the fake's CDN route
+        (``/attachments/<channel>/<id>/<filename>``, a signed link as Discord gives), to put in
+        :func:`interaction_payload`'s options."""
+        aid = self.new_id()
+        path = f"/attachments/{channel_id}/{aid}/{filename}"  # as aiohttp gives it: unquoted
+        self.cdn[path] = (data, content_type or "application/octet-stream")
+        origin = self.base_url.removesuffix(API)
+        expires = format(int(time.time()) + 86400, "x")
+        obj: dict[str, Any] = {
+            "id": aid,
+            "filename": filename,
+            "size": len(data),
+            "url": f"{origin}{quote(path)}?ex={expires}&is={expires}&hm={hashlib.sha256(data).hexdigest()}&",
+            "proxy_url": f"{origin}{quote(path)}",
+            "ephemeral": True,  # an attachment option's file is sent nowhere else
+        }
+        if content_type is not None:
+            obj["content_type"] = content_type
+        return Attached(obj)
+
+    def expire(self, attached: Attached) -> None:
+        """The CDN no longer serves ``attached`` (its link expired, or it was deleted)."""
+        self.cdn.pop(unquote(urlsplit(attached.object["url"]).path), None)
 
     # -- server -------------------------------------------------------------------------------
 
@@ -220,6 +254,11 @@ class FakeDiscord:
                 failure.times -= 1
                 return reply(failure.body, status=failure.status, headers=failure.headers)
         p, m = rec.path, rec.method
+        if p.startswith("/attachments/"):  # the CDN: no token, not JSON
+            if m != "GET" or p not in self.cdn:
+                return web.Response(status=404, text="This content is no longer available.")
+            data, content_type = self.cdn[p]
+            return web.Response(body=data, headers={"Content-Type": content_type})
         if m == "GET" and p == "/users/@me":
             return reply(BOT_USER)
         if m == "GET" and p == "/oauth2/applications/@me":
@@ -415,6 +454,14 @@ class Picked:
     username: str
 
 
+@dataclass(frozen=True)
+class Attached:
+    """A file attached to an ``attachment`` option: sent as its id, the attachment object in
+    ``resolved.attachments``."""
+
+    object: dict[str, Any]
+
+
 def _user(user_id: str, username: str) -> dict[str, Any]:
     return {
         "id": user_id,
@@ -439,6 +486,9 @@ def _options(options: dict[str, Any], resolved: dict[str, Any]) -> list[dict[str
                 "permissions": "2048",
             }
             out.append({"name": key, "type": 6, "value": value.user_id})
+        elif isinstance(value, Attached):
+            resolved.setdefault("attachments", {})[value.object["id"]] = value.object
+            out.append({"name": key, "type": 11, "value": value.object["id"]})
         else:
             out.append({"name": key, "type": types[type(value)], "value": value})
     return out
@@ -458,7 +508,8 @@ def interaction_payload(
 ) -> dict[str, Any]:
     """A real-shaped INTERACTION_CREATE for a slash command (type 2). ``name`` may name a
     subcommand (``"admin ban"``): the options then nest in a type 1 option, as Discord sends them.
-    A :class:`Picked` value is a ``user`` option (type 6) with the member in ``data.resolved``."""
+    A :class:`Picked` value is a ``user`` option (type 6) with the member in ``data.resolved``, an
+    :class:`Attached` one an ``attachment`` option (type 11) with the file there."""
     iid = snowflake_now()
     resolved: dict[str, Any] = {}
     top, _, sub = name.partition(" ")
