@@ -37,7 +37,7 @@ import discord
 from adapters.discord.buttons import button_view
 from adapters.discord.embeds import status_buttons, status_embed
 from adapters.discord.files import fetch_attachment
-from adapters.discord.images import DEFAULT_LIMIT, fit_image
+from adapters.discord.images import DEFAULT_LIMIT, fit_image, fitting
 from bot.errors import ErrorText
 from bot.models import MessageRef, StatusView
 from bot.ports import MessageGone, MessageUnreachable, Rate, RateLimited, Spend, Upload
@@ -122,20 +122,36 @@ class DiscordChat:
         return [Spend(CHANNEL, ref.channel if ref is not None else channel), Spend(GLOBAL, "")]
 
     async def render(self, view: StatusView, limit: int = DEFAULT_LIMIT) -> Rendered:
-        """The embed, files and buttons of ``view``; the image is made to fit ``limit`` bytes.
+        """The embed, files and buttons of ``view``; the image is made to fit ``limit`` bytes, and
+        the result's files go with it while the whole stays within ``limit`` (the rest are named in
+        the embed as left out).
 
         A blob that is missing (a preview already replaced) is left out rather than failing."""
         files: list[discord.File] = []
         image = preview = None
         resized = False
+        used = 0
         if view.image_key and (data := await self.blobs(view.image_key)) is not None:
             upload = await asyncio.to_thread(fit_image, data, f"genbot-{view.job}", limit)
             files.append(discord.File(io.BytesIO(upload.data), filename=upload.filename))
-            image, resized = upload.filename, upload.resized
+            image, resized, used = upload.filename, upload.resized, len(upload.data)
         elif view.preview_key and (data := await self.blobs(view.preview_key)) is not None:
             preview = f"preview-{view.job}.jpg"
             files.append(discord.File(io.BytesIO(data), filename=preview))
-        embed = status_embed(view, image=image, preview=preview, resized=resized)
+            used = len(data)
+        kept, left = fitting(view.files, limit, used, len(files))
+        for result_file in kept:
+            if (data := await self.blobs(result_file.key)) is None:
+                log.error("file %s of job %s is missing from the blob store", result_file.key, view.job)
+                continue
+            files.append(discord.File(io.BytesIO(data), filename=result_file.name))
+        if left:
+            log.info(
+                "job %s: %d file(s) left out of the message (Discord's upload limit)", view.job, len(left)
+            )
+        embed = status_embed(
+            view, image=image, preview=preview, resized=resized, left_out=[f.name for f in left], limit=limit
+        )
         return Rendered(embed, files, button_view(status_buttons(view)))
 
     def interaction_ref(self, interaction: discord.Interaction, message_id: int) -> MessageRef:

@@ -8,6 +8,7 @@ like a mention).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import discord
@@ -55,12 +56,19 @@ def _cut(text: str, limit: int) -> str:
 
 
 def status_embed(
-    view: StatusView, *, image: str | None = None, preview: str | None = None, resized: bool = False
+    view: StatusView,
+    *,
+    image: str | None = None,
+    preview: str | None = None,
+    resized: bool = False,
+    left_out: Sequence[str] = (),
+    limit: int = 0,
 ) -> discord.Embed:
     """The embed of a status message.
 
     ``image`` and ``preview`` are the file names of the attachments sent with the message (shown
-    as ``attachment://name``); ``resized`` says the image was re-encoded to fit the upload limit.
+    as ``attachment://name``); ``resized`` says the image was re-encoded to fit the upload limit;
+    ``left_out`` names the result's files that did not fit in the message's ``limit`` bytes.
     """
     embed = discord.Embed(
         title=_cut(view.title, 256),
@@ -79,6 +87,16 @@ def status_embed(
         embed.add_field(
             name="Note",
             value="The image was too large to upload, so it is shown as a smaller JPEG.",
+            inline=False,
+        )
+    if left_out:
+        names = ", ".join(escape(name) for name in left_out)
+        embed.add_field(
+            name="Not attached",
+            value=_cut(
+                f"{names}: over what Discord takes in one message ({limit / 2**20:.0f} MB, 10 files).",
+                FIELD_MAX,
+            ),
             inline=False,
         )
     # The footer is plain text on Discord (markdown is not rendered there), but it quotes the

@@ -1,11 +1,18 @@
-"""The final image within Discord's upload limit. Pure (Pillow only)."""
+"""The final image, and the files a result carries, within Discord's upload limit. Pure (Pillow
+only).
+
+Discord applies its upload limit (the interaction's ``attachment_size_limit``) to a message's whole
+request in practice, not to each file alone, and takes at most ten attachments a message."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
+
+from bot.models import ResultFile
 
 #: Discord's default per-file upload limit; an interaction says its own (attachment_size_limit).
 DEFAULT_LIMIT = 10 * 1024 * 1024
@@ -39,3 +46,27 @@ def fit_image(data: bytes, stem: str, limit: int = DEFAULT_LIMIT) -> Upload:
             raise ValueError(f"cannot fit the image into {limit} bytes")
         width, height = image.size
         image = image.resize((max(1, int(width * SHRINK)), max(1, int(height * SHRINK))))
+
+
+#: The most attachments a message takes.
+ATTACHMENTS_MAX = 10
+#: What a message's request carries besides its files (the embed, the multipart framing).
+REQUEST_OVERHEAD = 64 * 1024
+
+
+def fitting(
+    files: Sequence[ResultFile], limit: int, used: int = 0, taken: int = 0
+) -> tuple[list[ResultFile], list[ResultFile]]:
+    """``files`` split into those that go with the message, in order, while their sizes with
+    ``used`` bytes (and ``taken`` attachments) already in it stay within ``limit`` and
+    :data:`ATTACHMENTS_MAX`, and those left out."""
+    kept: list[ResultFile] = []
+    left: list[ResultFile] = []
+    total = used + REQUEST_OVERHEAD
+    for file in files:
+        if taken + len(kept) < ATTACHMENTS_MAX and total + file.size <= limit:
+            kept.append(file)
+            total += file.size
+        else:
+            left.append(file)
+    return kept, left
