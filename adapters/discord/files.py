@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from adapters.download import read_limited
+from adapters.download import on_platform, read_limited
 from bot.errors import ErrorCode, GenbotError
 from bot.ports import Upload
 
@@ -48,17 +48,7 @@ def _invalid(sentence: str) -> GenbotError:
 def may_fetch(url: str, api_base_url: str) -> bool:
     """Whether genbot downloads ``url``: HTTPS on Discord's own hosts, or the configured REST
     API's own scheme, host and port (a local fake of Discord). Pure."""
-    target, api = urlsplit(url), urlsplit(api_base_url)
-    try:
-        host, port, api_port = (target.hostname or "").lower(), target.port, api.port
-    except ValueError:  # a port that is not a number
-        return False
-    if not host or target.username is not None or target.password is not None:
-        return False
-    if target.scheme == "https" and any(host == d or host.endswith("." + d) for d in DISCORD_DOMAINS):
-        return True
-    api_host = (api.hostname or "").lower()
-    return bool(api_host) and (target.scheme, host, port) == (api.scheme, api_host, api_port)
+    return on_platform(url, DISCORD_DOMAINS, api_base_url)
 
 
 def attachment_name(url: str) -> str:

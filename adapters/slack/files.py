@@ -33,7 +33,6 @@ https://docs.slack.dev/reference/objects/file-object . Both methods need the ``f
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Mapping
@@ -45,7 +44,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.download import read_limited
+from adapters.download import on_platform, read_limited
 from bot.attachments import ATTACHMENT_TYPES, content_type_of, too_large
 from bot.commands import CommandSpec
 from bot.errors import ErrorCode, GenbotError
@@ -163,29 +162,7 @@ def may_carry_token(url: str, api_base_url: str) -> bool:
     """Whether genbot may send its bot token to ``url``: HTTPS to ``slack.com``, ``*.slack.com`` or
     ``*.slack-edge.com``, or the configured Web API's own scheme and host (and port), or an HTTPS
     subdomain of that host (GovSlack: ``files.slack-gov.com`` beside ``slack-gov.com/api/``). Pure."""
-    target, api = urlsplit(url), urlsplit(api_base_url)
-    try:
-        host, port = (target.hostname or "").lower(), target.port
-    except ValueError:  # a port that is not a number
-        return False
-    if not host or target.username is not None or target.password is not None:
-        return False
-    if target.scheme == "https" and any(host == d or host.endswith("." + d) for d in SLACK_DOMAINS):
-        return True
-    api_host = (api.hostname or "").lower()
-    if not api_host:
-        return False
-    if (target.scheme, host, port) == (api.scheme, api_host, api.port):
-        return True
-    return target.scheme == "https" and not _is_address(api_host) and host.endswith("." + api_host)
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return on_platform(url, SLACK_DOMAINS, api_base_url, api_subdomains=True)
 
 
 def file_name(file: Mapping[str, Any]) -> str:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
 from redis.asyncio import Redis
 
 from adapters.discord.files import GONE
@@ -25,21 +24,27 @@ from tests.examples.test_upscale import picture, size_of, upscale
 WEBHOOK = rf"^/webhooks/{APP_ID}/"
 
 
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    server = FakeDiscord()
-    await server.start()
-    yield server
-    await server.stop()
+@contextlib.asynccontextmanager
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
 
 
 @contextlib.asynccontextmanager
 async def upscale_on_discord(
-    fake: FakeDiscord, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path, **overrides: Any
-) -> AsyncIterator[DiscordStack]:
+    redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[FakeDiscord, DiscordStack]]:
+    """genbot on Discord with the upscale plugin, a worker and the renderer, against a fake."""
     overrides.setdefault("plugins", upscale())
-    async with discord_stack(fake, redis_server, sqlite_url, tmp_path, **overrides) as stack:
-        yield stack
+    async with (
+        fake_discord() as fake,
+        discord_stack(fake, redis_server, sqlite_url, tmp_path, **overrides) as stack,
+    ):
+        yield fake, stack
 
 
 def final_png(fake: FakeDiscord, token: str) -> bytes | None:
@@ -58,17 +63,18 @@ def answers(fake: FakeDiscord, token: str) -> list[str]:
 
 
 async def test_sync_registers_the_image_option_as_an_attachment(
-    fake: FakeDiscord, redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(
-        redis_server.url,
-        sqlite_url,
-        tmp_path,
-        discord={"token": "bot-token", "api_base_url": fake.base_url},
-        plugins=upscale(),
-    )
-    async with runtime(settings) as rt:
-        await sync_discord_commands(rt, guild=42)
+    async with fake_discord() as fake:
+        settings = make_settings(
+            redis_server.url,
+            sqlite_url,
+            tmp_path,
+            discord={"token": "bot-token", "api_base_url": fake.base_url},
+            plugins=upscale(),
+        )
+        async with runtime(settings) as rt:
+            await sync_discord_commands(rt, guild=42)
     (put,) = fake.of("PUT", rf"^/applications/{APP_ID}/guilds/42/commands$")
     command = next(c for c in put.json if c["name"] == "upscale")
     options = {o["name"]: o for o in command["options"]}
@@ -79,9 +85,9 @@ async def test_sync_registers_the_image_option_as_an_attachment(
 
 
 async def test_upscale_enlarges_the_attached_picture(
-    fake: FakeDiscord, redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with upscale_on_discord(fake, redis_server, sqlite_url, tmp_path) as stack:
+    async with upscale_on_discord(redis_server, sqlite_url, tmp_path) as (fake, stack):
         fox = fake.attach("fox in snow.jpg", picture(fmt="JPEG"), "image/jpeg")
         payload = interaction_payload(name="upscale", options={"image": fox, "factor": "4"})
         stack.deliver(payload)
@@ -105,10 +111,10 @@ async def test_upscale_enlarges_the_attached_picture(
 
 
 async def test_what_cannot_be_upscaled_is_refused_and_nothing_is_queued(
-    fake: FakeDiscord, redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
     limits = {"attachment_max_bytes": 5000}
-    async with upscale_on_discord(fake, redis_server, sqlite_url, tmp_path, limits=limits) as stack:
+    async with upscale_on_discord(redis_server, sqlite_url, tmp_path, limits=limits) as (fake, stack):
         gone = fake.attach("gone.png", picture())
         fake.expire(gone)
         cases = [
