@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
@@ -180,7 +180,7 @@ class WorkerSettings(BaseModel):
 
 
 class BackendSettings(BaseModel):
-    name: str = Field("demo", description="'demo' or a dotted path to an ImageBackend factory")
+    name: str = Field("demo", description="'demo', 'a1111' or a dotted path to an ImageBackend factory")
     demo_step_delay_s: Annotated[float, Field(ge=0)] = 0.4
 
 
@@ -321,20 +321,23 @@ class BlobSettings(BaseModel):
 
 #: Where the settings of the plugin named ``<name>`` live: ``GENBOT_PLUGINS__<NAME>__<KEY>``.
 PLUGIN_SECTIONS = f"{ENV_PREFIX}PLUGINS{ENV_NESTED}"
+#: Where the settings of the image service named ``<name>`` live: ``GENBOT_BACKENDS__<NAME>__<KEY>``.
+BACKEND_SECTIONS = f"{ENV_PREFIX}BACKENDS{ENV_NESTED}"
 
 
-class PluginsSettings(BaseModel):
-    """``modules``: plugins to load besides the installed ones (the ``genbot.plugins`` entry
-    points), as ``package.module:attribute``. Every other key is one plugin's own section
-    (``GENBOT_PLUGINS__ASK__MODEL`` is ``model`` of ``ask``), which the plugin's model validates
-    when it loads (:mod:`bot.plugins`)."""
+class Sections(BaseModel):
+    """Settings sections keyed by their owner's name (``GENBOT_<GROUP>__<NAME>__<KEY>``), each read
+    into its owner's own model when the owner loads (:meth:`validated`): genbot does not know their
+    keys, so they are kept as given until then."""
 
     model_config = ConfigDict(extra="allow")
 
-    modules: StrList = Field(default_factory=list)
+    #: The variables' common prefix (``GENBOT_PLUGINS__``) and what owns a section (``plugin``).
+    PREFIX: ClassVar[str]
+    OWNER: ClassVar[str]
 
     def section(self, name: str) -> dict[str, Any]:
-        """The raw settings of plugin ``name`` (keys lowercased, as pydantic-settings reads them)."""
+        """The raw settings of ``name`` (keys lowercased, as pydantic-settings reads them)."""
         value = (self.model_extra or {}).get(name.lower(), {})
         return dict(value) if isinstance(value, dict) else {}
 
@@ -342,18 +345,38 @@ class PluginsSettings(BaseModel):
         return sorted((self.model_extra or {}).keys())
 
     def validated(self, name: str, model: type[M]) -> M:
-        """Plugin ``name``'s section read into its ``model``. Raises :class:`ConfigError`
-        naming the variable at fault (``GENBOT_PLUGINS__ASK__WORD_DELAY_S: ...``)."""
+        """``name``'s section read into its ``model``. Raises :class:`ConfigError` naming the
+        variable at fault (``GENBOT_PLUGINS__ASK__WORD_DELAY_S: ...``)."""
         try:
             return model.model_validate(self.section(name))
         except ValidationError as exc:
             error = exc.errors()[0]
             message = "is not a setting of it" if error["type"] == "extra_forbidden" else _message(error)
             if message.startswith(ENV_PREFIX):  # a rule between settings names them itself
-                raise ConfigError(f"{message} (plugin {name!r})") from None
+                raise ConfigError(f"{message} ({self.OWNER} {name!r})") from None
             key = ".".join(str(part) for part in error["loc"]) or "*"
-            variable = f"{PLUGIN_SECTIONS}{name}{ENV_NESTED}{key}".upper()
-            raise ConfigError(f"{variable}: {message} (plugin {name!r})") from None
+            variable = f"{self.PREFIX}{name}{ENV_NESTED}{key}".upper()
+            raise ConfigError(f"{variable}: {message} ({self.OWNER} {name!r})") from None
+
+
+class PluginsSettings(Sections):
+    """``modules``: plugins to load besides the installed ones (the ``genbot.plugins`` entry
+    points), as ``package.module:attribute``. Every other key is one plugin's own section
+    (``GENBOT_PLUGINS__ASK__MODEL`` is ``model`` of ``ask``), which the plugin's model validates
+    when it loads (:mod:`bot.plugins`)."""
+
+    PREFIX: ClassVar[str] = PLUGIN_SECTIONS
+    OWNER: ClassVar[str] = "plugin"
+
+    modules: StrList = Field(default_factory=list)
+
+
+class BackendsSettings(Sections):
+    """Each image service's own section (``GENBOT_BACKENDS__A1111__URL`` is ``url`` of ``a1111``),
+    which its backend's model validates when the image plugin loads (:mod:`jobs.backends`)."""
+
+    PREFIX: ClassVar[str] = BACKEND_SECTIONS
+    OWNER: ClassVar[str] = "backend"
 
 
 class Settings(BaseSettings):
@@ -374,6 +397,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
+    backends: BackendsSettings = Field(default_factory=BackendsSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
@@ -469,8 +493,11 @@ def unknown_variables(
     for where, names in (("", environ), (f" in {dotenv_name}", dotenv)):
         for name in sorted(set(names)):
             upper = name.upper()
-            if upper.startswith(PLUGIN_SECTIONS) and ENV_NESTED in upper.removeprefix(PLUGIN_SECTIONS):
-                continue  # a plugin's own section: its plugin checks it as it loads
+            if any(
+                upper.startswith(group) and ENV_NESTED in upper.removeprefix(group)
+                for group in (PLUGIN_SECTIONS, BACKEND_SECTIONS)
+            ):
+                continue  # a plugin's or a backend's own section: its owner checks it as it loads
             if upper.startswith(ENV_PREFIX) and not upper.startswith(ENV_RESERVED) and upper not in known_set:
                 lines.append(_not_a_setting(name, where, known))
     return lines

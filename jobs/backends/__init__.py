@@ -1,6 +1,7 @@
-"""Image backends. ``GENBOT_BACKEND__NAME`` is ``demo`` or a dotted path ``package.module:factory``
-(or ``package.module.factory``) to a callable that takes the :class:`~bot.config.Settings` and
-returns an :class:`~jobs.backends.base.ImageBackend`."""
+"""Image backends. ``GENBOT_BACKEND__NAME`` is ``demo``, ``a1111`` (AUTOMATIC1111, Forge, SD.Next:
+its settings are ``GENBOT_BACKENDS__A1111__*``) or a dotted path ``package.module:factory`` (or
+``package.module.factory``) to a callable that takes the :class:`~bot.config.Settings` and returns
+an :class:`~jobs.backends.base.ImageBackend`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from typing import cast
 
 from bot.config import ConfigError, Settings
+from jobs.backends.a1111 import A1111Backend, A1111Settings
 from jobs.backends.base import ImageBackend
 from jobs.backends.demo import DemoBackend
 
@@ -24,10 +26,14 @@ def load_backend(settings: Settings) -> ImageBackend:
 def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
     """What makes the backend ``GENBOT_BACKEND__NAME`` names, found now (so that a wrong name
     stops start-up) and called later, where images are made: a backend that loads a model or
-    opens a client does so in the worker only. Raises :class:`BackendNotFound`."""
+    opens a client does so in the worker only. Its own settings are read now too. Raises
+    :class:`BackendNotFound`, or :class:`ConfigError` naming a setting at fault."""
     name = settings.backend.name
     if name == "demo":
         return lambda: DemoBackend(step_delay_s=settings.backend.demo_step_delay_s)
+    if name == A1111Backend.name:
+        a1111 = settings.backends.validated(name, A1111Settings)
+        return lambda: A1111Backend(a1111)
     module_name, sep, attr = name.partition(":")
     if not sep:
         module_name, _, attr = name.rpartition(".")
@@ -35,6 +41,6 @@ def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise BackendNotFound(
-            f"GENBOT_BACKEND__NAME: no backend {name!r} (use 'demo' or 'package.module:factory')"
+            f"GENBOT_BACKEND__NAME: no backend {name!r} (use 'demo', 'a1111' or 'package.module:factory')"
         ) from exc
     return lambda: cast("ImageBackend", factory(settings))
