@@ -26,7 +26,7 @@ from adapters.local.chat import LocalChat
 from bot.commands import admin_specs, command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
 from bot.plugins import Plugins, all_specs, load_plugins
-from bot.ports import ALL_WAITING, BREAKER_EVENT, ChatAdapter, InboxEntry
+from bot.ports import ALL_WAITING, BREAKER_EVENT, BlobStore, ChatAdapter, InboxEntry
 from bot.renderer import Renderer
 from bot.service import Genbot
 from jobs.breaker import Breaker, BreakerKeys
@@ -38,7 +38,7 @@ from jobs.queue import ArqRedis, RedisJobQueue
 from jobs.runner import GenerationRunner, KindRuntime, defer_slice_s
 from jobs.worker import build_sweeper, build_worker, close_worker
 from storage import db
-from storage.blobs import LocalBlobStore
+from storage.blobs import DatabaseBlobStore, LocalBlobStore
 from storage.chatlog import TortoiseChatLog
 from storage.inbox import TortoiseCommandInbox
 from storage.moderation import TortoiseModerationStore
@@ -183,7 +183,7 @@ class Runtime:
     store: TortoiseGenerationStore
     queue: RedisJobQueue
     moderation: TortoiseModerationStore
-    blobs: LocalBlobStore
+    blobs: BlobStore
     core: Genbot
 
 
@@ -214,7 +214,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             eta_window=settings.worker.eta_window,
             default_run_s=settings.worker.default_run_s,
         )
-        blobs = LocalBlobStore(settings.blobs.dir)
+        blobs: BlobStore = (
+            DatabaseBlobStore()
+            if settings.blobs.in_database(settings.database.url)
+            else LocalBlobStore(settings.blobs.dir)
+        )
         yield Runtime(
             settings=settings,
             redis=redis,

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
@@ -316,7 +316,20 @@ class DiscordSettings(BaseModel):
 
 
 class BlobSettings(BaseModel):
+    """Where images, previews and attached files are kept (:mod:`storage.blobs`)."""
+
+    store: Literal["auto", "folder", "database"] = Field(
+        "auto",
+        description="'database' (every bot and worker shares it), 'folder' (GENBOT_BLOBS__DIR), or "
+        "'auto': the database when it is PostgreSQL, else the folder",
+    )
     dir: Path = Path("data/blobs")
+
+    def in_database(self, database_url: str) -> bool:
+        """Whether blobs go to the database at ``database_url``."""
+        if self.store == "auto":
+            return database_url.startswith(("postgres://", "postgresql://"))
+        return self.store == "database"
 
 
 #: Where the settings of the plugin named ``<name>`` live: ``GENBOT_PLUGINS__<NAME>__<KEY>``.

@@ -1,13 +1,36 @@
-"""The blob store for images: a local folder by default."""
+"""The blob store: the images, previews and files jobs make and members attach, by key.
+
+Two kinds, chosen by ``GENBOT_BLOBS__STORE`` (:func:`bot.app` wires them):
+
+- :class:`LocalBlobStore`, a folder (``GENBOT_BLOBS__DIR``): for one machine (``genbot dev``), or
+  several that share the folder;
+- :class:`DatabaseBlobStore`, the ``blobs`` table of genbot's own database: every bot and worker
+  that shares the database reads what any of them wrote, with no server of its own. The default
+  when the database is PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+from tortoise.connection import get_connection
+
+from storage.merge import is_postgres
+from storage.models import BlobRow
+from storage.reconnect import reconnecting
+
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*$")
+#: The longest key (the ``blobs`` table's ``key`` column).
+KEY_MAX = 255
+
+
+def valid_key(key: str) -> bool:
+    """Keys are relative paths of safe characters (``results/12.png``), never climbing out."""
+    return len(key) <= KEY_MAX and bool(_KEY.match(key)) and ".." not in key
 
 
 class LocalBlobStore:
@@ -18,7 +41,7 @@ class LocalBlobStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key:
+        if not valid_key(key):
             raise ValueError("invalid blob key")
         return self.root / key
 
@@ -40,3 +63,31 @@ class LocalBlobStore:
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             return None
+
+
+#: An upsert both SQLite (3.24 and later) and PostgreSQL read: a key written again is replaced.
+UPSERT = (
+    'INSERT INTO "blobs" ("key", "data", "size", "created_at") VALUES ({params}) '
+    'ON CONFLICT ("key") DO UPDATE SET "data" = excluded."data", "size" = excluded."size", '
+    '"created_at" = excluded."created_at"'
+)
+
+
+@reconnecting
+class DatabaseBlobStore:
+    """Blobs as rows of the ``blobs`` table. A write is one statement (a reader sees the old
+    bytes or the new, never half); writing a key again replaces it, so a retry is harmless."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        if not valid_key(key):
+            raise ValueError("invalid blob key")
+        conn = get_connection("default")
+        created = BlobRow._meta.fields_map["created_at"].to_db_value(datetime.now(UTC), BlobRow)
+        params = "$1, $2, $3, $4" if is_postgres(conn) else "?, ?, ?, ?"
+        await conn.execute_query(UPSERT.format(params=params), [key, data, len(data), created])
+
+    async def get(self, key: str) -> bytes | None:
+        if not valid_key(key):
+            return None
+        found = await BlobRow.filter(key=key).values_list("data", flat=True)
+        return bytes(found[0]) if found else None

@@ -172,3 +172,17 @@ class CounterRow(Model):
 
     class Meta:
         table = "counters"
+
+
+class BlobRow(Model):
+    """A blob (an image, a preview, a file a member attached) kept in the database, so that every
+    bot and worker reads what any of them wrote (:class:`storage.blobs.DatabaseBlobStore`)."""
+
+    key = fields.CharField(max_length=255, primary_key=True)
+    data = fields.BinaryField()
+    size = fields.IntField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "blobs"
+        indexes = (Index(fields=("created_at",), name="blobs_created"),)

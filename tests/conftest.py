@@ -85,7 +85,8 @@ async def truncate_pg(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "TRUNCATE generations, chat_messages, bans, blocked_terms, workspaces, audit_log, inbox, counters RESTART IDENTITY"
+            "TRUNCATE generations, chat_messages, bans, blocked_terms, workspaces, audit_log, inbox, counters, blobs "
+            "RESTART IDENTITY"
         )
     finally:
         await conn.close()

@@ -112,7 +112,6 @@ async def deployment_env(
         "GENBOT_REDIS__KEY_PREFIX": f"dep{os.getpid()}",
         "GENBOT_REDIS__QUEUE_NAME": f"dep{os.getpid()}:queue",
         "GENBOT_DATABASE__URL": postgres_url,
-        "GENBOT_BLOBS__DIR": str(tmp_path / "blobs"),
         "GENBOT_LOCAL__PORT": "0",
         "GENBOT_BACKEND__DEMO_STEP_DELAY_S": "0.02",
     }
@@ -122,17 +121,24 @@ async def deployment_env(
 async def test_migrate_worker_and_bot_as_separate_processes_on_postgres(
     deployment_env: dict[str, str], tmp_path: Path
 ) -> None:
-    migrate = await spawn("migrate", cwd=tmp_path, env=deployment_env)
+    """As on two hosts: the worker and the bot share no folder (each its own working directory,
+    each its own ``data/blobs``), only Redis and PostgreSQL, whose ``blobs`` table carries the
+    previews and the image from the worker to the bot."""
+    worker_host, bot_host = tmp_path / "worker-host", tmp_path / "bot-host"
+    worker_host.mkdir()
+    bot_host.mkdir()
+    migrate = await spawn("migrate", cwd=bot_host, env=deployment_env)
     out, _ = await asyncio.wait_for(migrate.communicate(), 60)
     assert migrate.returncode == 0, out.decode()
-    worker = await spawn("worker", cwd=tmp_path, env=deployment_env)
-    bot = await spawn("bot", cwd=tmp_path, env=deployment_env)
+    worker = await spawn("worker", cwd=worker_host, env=deployment_env)
+    bot = await spawn("bot", cwd=bot_host, env=deployment_env)
     try:
         base = await read_url(bot)
-        await imagine_until_done(base, "a blue whale")
+        await imagine_until_done(base, "a blue whale")  # the image, served by the bot
     finally:
         codes = [await stop(bot, signal.SIGTERM), await stop(worker, signal.SIGTERM)]
     assert codes == [0, 0]
+    assert not (worker_host / "data").exists() and not (bot_host / "data").exists(), "no folder shared"
 
 
 async def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
