@@ -20,6 +20,13 @@ workspace's (Tier 3, about 50 a minute); an image costs its upload too. An image
 Slack's three steps (``files.getUploadURLExternal``, the upload, ``files.completeUploadExternal``);
 the file id is kept in the message reference after the upload, so a completion refused (a 429)
 is resumed, never uploaded again into an orphan file.
+
+A finished job's files (each image of several, a file result: ``StatusView.files``) are shared
+once, together, under the message (in its thread unless ``thread_images`` is off): each uploaded
+under its own name, then one ``files.completeUploadExternal`` with them all. The ids uploaded so far
+(``result_files``) and the share (``files_shared``) are kept in the reference as they happen, so a
+429 anywhere resumes where it stopped and no file is uploaded twice. The message then says where
+they are.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.blocks import fallback_text, status_blocks
+from adapters.slack.blocks import fallback_text, files_where, status_blocks
 from bot.models import MessageRef, StatusView
 from bot.ports import PARTIAL, MessageGone, MessageUnreachable, NotYet, Rate, RateLimited, Spend
 
@@ -145,7 +152,9 @@ class SlackChat:
             return [Spend(CHANNEL, channel)]
         writes = 1
         if view.image_key and not (ref.extra.get("image_key") == view.image_key and ref.extra.get("file_id")):
-            writes = 2  # the file shared in the channel, then the message edited to show it
+            writes += 1  # the file shared in the channel, then the message edited to show it
+        if view.files and not ref.extra.get("files_shared"):
+            writes += 1  # the result's files shared under the message
         return [Spend(CHANNEL, ref.channel, writes), Spend(UPDATE, "")]
 
     async def post_status(self, channel: str, view: StatusView) -> MessageRef:
@@ -168,9 +177,9 @@ class SlackChat:
                 raise
             log.error("cannot post the status message of job %s in %s: %s", view.job, channel, words)
             raise MessageUnreachable(words) from None
-        # With a finished image, the message is posted without it and marked partial: the
-        # renderer stores the reference first, then edits the image in (uploading it once).
-        extra = {PARTIAL: True} if view.image_key else {}
+        # With a finished image or files, the message is posted without them and marked partial:
+        # the renderer stores the reference first, then edits them in (uploading each once).
+        extra = {PARTIAL: True} if view.image_key or view.files else {}
         return MessageRef(
             platform=PLATFORM, channel=str(resp["channel"]), message_id=str(resp["ts"]), extra=extra
         )
@@ -183,17 +192,26 @@ class SlackChat:
         :class:`RateLimited` on a 429 (with what was done so far in its reference), and
         :class:`NotYet` while Slack does not show the new file yet.
         """
+        files_note = None
+        if view.files:
+            try:
+                ref = await self._share_files_once(ref, view)
+            except UploadRefused as refused:
+                files_note = str(refused)
+            else:
+                files_note = files_where(view.files, threaded=self.thread_images)
         if not view.image_key:
-            await self._update(ref, view, status_blocks(view))
+            await self._update(ref, view, status_blocks(view, files_elsewhere=files_note))
             return ref
         try:
             ref = await self._upload_once(ref, view)
         except UploadRefused as refused:  # the message can be edited, but no file posted here
-            await self._update(ref, view, status_blocks(view, image_elsewhere=str(refused)))
+            blocks = status_blocks(view, image_elsewhere=str(refused), files_elsewhere=files_note)
+            await self._update(ref, view, blocks)
             return ref
         file_id = ref.extra.get("file_id") if ref.extra.get("image_key") == view.image_key else None
         if file_id is None:  # the blob is gone: show the rest
-            await self._update(ref, view, status_blocks(view))
+            await self._update(ref, view, status_blocks(view, files_elsewhere=files_note))
             return ref
         tries = int(ref.extra.get("image_tries") or 0)
         if tries > len(self.image_retry_delays):
@@ -202,10 +220,15 @@ class SlackChat:
                 if self.thread_images
                 else "The image is posted in this channel."
             )
-            await self._update(ref, view, status_blocks(view, image_elsewhere=where))
+            await self._update(
+                ref, view, status_blocks(view, image_elsewhere=where, files_elsewhere=files_note)
+            )
             return ref
         blocks = status_blocks(
-            view, image_file_id=str(file_id), image_block_id=f"genbot-image-{file_id}-{tries}"
+            view,
+            image_file_id=str(file_id),
+            image_block_id=f"genbot-image-{file_id}-{tries}",
+            files_elsewhere=files_note,
         )
         try:
             await self._update(ref, view, blocks, raise_invalid_blocks=True)
@@ -258,7 +281,7 @@ class SlackChat:
                         "the image %s of job %s is missing from the blob store", view.image_key, view.job
                     )
                     return ref
-                uploaded = await self._upload_bytes(view, data)
+                uploaded = await self._upload_bytes(f"genbot-{view.job}.png", data, view.prompt)
                 ref = replace(
                     ref,
                     extra={
@@ -295,10 +318,47 @@ class SlackChat:
             },
         )
 
-    async def _upload_bytes(self, view: StatusView, data: bytes) -> str:
+    async def _share_files_once(self, ref: MessageRef, view: StatusView) -> MessageRef:
+        """Share ``view``'s files under the message, once: each uploaded (resuming after the ones
+        ``result_files`` holds), then one completion for them all. Returns the reference with
+        ``files_shared``. Raises :class:`RateLimited` (with the progress in its reference) and
+        :class:`UploadRefused` as :meth:`_upload_once` does."""
+        if ref.extra.get("files_shared"):
+            return ref
+        uploaded = [str(i) for i in ref.extra.get("result_files") or []]
+        try:
+            for file in view.files[len(uploaded) :]:
+                data = await self.blobs(file.key)
+                if data is None:
+                    log.error("file %s of job %s is missing from the blob store", file.key, view.job)
+                    uploaded.append("")  # keeps the places of the others
+                else:
+                    uploaded.append(await self._upload_bytes(file.name, data, file.name))
+                ref = replace(ref, extra={**ref.extra, "result_files": list(uploaded)})
+            shared: list[dict[str, str | None]] = [
+                {"id": i, "title": f.name} for i, f in zip(uploaded, view.files, strict=True) if i
+            ]
+            if shared:
+                await self.client.files_completeUploadExternal(
+                    files=shared,
+                    channel_id=ref.channel,
+                    thread_ts=ref.message_id if self.thread_images else None,
+                )
+        except SlackApiError as exc:
+            if (limited := rate_limited(exc, ref.channel)) is not None:
+                limited.ref = ref  # what is up stays up: the next try goes on from there
+                raise limited from None
+            words = UNAVAILABLE.get(slack_error(exc))
+            if words is None:
+                raise
+            log.error("cannot share the files of job %s in %s: %s", view.job, ref.channel, words)
+            raise UploadRefused(f"genbot could not post the files here. {words}") from None
+        return replace(ref, extra={**ref.extra, "result_files": None, "files_shared": True})
+
+    async def _upload_bytes(self, filename: str, data: bytes, alt: str) -> str:
         """Steps one and two of Slack's upload: an upload URL, then the bytes. Returns the file id."""
         resp = await self.client.files_getUploadURLExternal(
-            filename=f"genbot-{view.job}.png", length=len(data), alt_txt=view.prompt[:1000]
+            filename=filename, length=len(data), alt_txt=alt[:1000]
         )
         async with (
             aiohttp.ClientSession() as session,

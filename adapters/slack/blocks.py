@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from bot.errors import ErrorText
-from bot.models import StatusView
+from bot.models import ResultFile, StatusView
 
 CANCEL_ACTION = "genbot_cancel"
 REROLL_ACTION = "genbot_reroll"
@@ -59,12 +60,14 @@ def status_blocks(
     image_file_id: str | None = None,
     image_block_id: str | None = None,
     image_elsewhere: str | None = None,
+    files_elsewhere: str | None = None,
 ) -> list[Block]:
     """The status message of ``view``.
 
     ``image_file_id`` (an uploaded Slack file, ``F...``) adds an image block showing it, with
     ``image_block_id`` as its block id (a new one per update, as Slack asks). ``image_elsewhere``
-    is a sentence saying where the image is when it cannot be shown in the message itself.
+    is a sentence saying where the image is when it cannot be shown in the message itself, and
+    ``files_elsewhere`` one saying where the result's files are (:func:`files_where`).
     The Cancel button (action ``genbot_cancel``, value = the job number) is there while the view
     offers it, that is while the job is not finished.
     """
@@ -107,6 +110,8 @@ def status_blocks(
         )
     elif image_elsewhere:
         blocks.append({"type": "context", "elements": [_mrkdwn(escape(image_elsewhere))]})
+    if files_elsewhere:
+        blocks.append({"type": "context", "elements": [_mrkdwn(_clip(escape(files_elsewhere), SECTION_MAX))]})
     buttons = [
         {
             "type": "button",
@@ -121,6 +126,14 @@ def status_blocks(
     if buttons:
         blocks.append({"type": "actions", "block_id": f"genbot-actions-{view.job}", "elements": buttons})
     return blocks
+
+
+def files_where(files: Sequence[ResultFile], *, threaded: bool) -> str:
+    """Where a result's files are: ``The 4 files are in the thread under this message.``"""
+    where = "in the thread under this message" if threaded else "posted in this channel"
+    if len(files) == 1:
+        return f"The file {files[0].name} is {where}."
+    return f"The {len(files)} files are {where}."
 
 
 #: The core names its commands as the local chat and Discord spell them (``/queue``, ``/admin
