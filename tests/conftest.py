@@ -28,6 +28,7 @@ from bot.config import Settings, load_settings
 from bot.embedded_redis import EmbeddedRedis, embedded_redis
 from storage import db
 from tests.browser import browser  # noqa: F401 (the session's Chromium, a fixture for every test)
+from tests.results_plugin import results_module  # noqa: F401 (a plugin of image and file results)
 
 PG_ADMIN_URL = os.environ.get("GENBOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 

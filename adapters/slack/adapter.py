@@ -79,6 +79,22 @@ class UploadRefused(Exception):
     """Slack refused the image upload for good; the message says so instead of showing it."""
 
 
+def upload_failure(exc: SlackApiError, ref: MessageRef, what: str, job: int) -> Exception:
+    """What an upload's refusal means for the renderer: a 429 is :class:`RateLimited` carrying
+    ``ref`` (with what is uploaded so far: the next try goes on from there); an error no retry fixes
+    is :class:`UploadRefused` with the member's words; anything else is ``exc`` itself."""
+    if (limited := rate_limited(exc, ref.channel)) is not None:
+        limited.ref = ref
+        return limited
+    # chat:write.public lets genbot post in a public channel it has not joined; files do not: the
+    # upload answers not_in_channel there.
+    words = UNAVAILABLE.get(slack_error(exc))
+    if words is None:
+        return exc
+    log.error("cannot upload %s of job %s in %s: %s", what, job, ref.channel, words)
+    return UploadRefused(f"genbot could not post {what} here. {words}")
+
+
 def make_client(token: str, base_url: str, *, wait_out_429: bool = False) -> AsyncWebClient:
     """A Web API client that retries dropped connections. For message writes a 429 is not retried
     here: it raises (see :func:`rate_limited`) and the renderer's scheduler holds the channel.
@@ -297,16 +313,7 @@ class SlackChat:
                 thread_ts=ref.message_id if self.thread_images else None,
             )
         except SlackApiError as exc:
-            if (limited := rate_limited(exc, ref.channel)) is not None:
-                limited.ref = ref  # the bytes are up: the next try only completes
-                raise limited from None
-            # chat:write.public lets genbot post in a public channel it has not joined; files do
-            # not: the upload answers not_in_channel there.
-            words = UNAVAILABLE.get(slack_error(exc))
-            if words is None:
-                raise
-            log.error("cannot upload the image of job %s in %s: %s", view.job, ref.channel, words)
-            raise UploadRefused(f"genbot could not post the image here. {words}") from None
+            raise upload_failure(exc, ref, "the image", view.job) from None  # the bytes are up
         return replace(
             ref,
             extra={
@@ -345,14 +352,7 @@ class SlackChat:
                     thread_ts=ref.message_id if self.thread_images else None,
                 )
         except SlackApiError as exc:
-            if (limited := rate_limited(exc, ref.channel)) is not None:
-                limited.ref = ref  # what is up stays up: the next try goes on from there
-                raise limited from None
-            words = UNAVAILABLE.get(slack_error(exc))
-            if words is None:
-                raise
-            log.error("cannot share the files of job %s in %s: %s", view.job, ref.channel, words)
-            raise UploadRefused(f"genbot could not post the files here. {words}") from None
+            raise upload_failure(exc, ref, "the files", view.job) from None  # what is up stays up
         return replace(ref, extra={**ref.extra, "result_files": None, "files_shared": True})
 
     async def _upload_bytes(self, filename: str, data: bytes, alt: str) -> str:

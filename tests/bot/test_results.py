@@ -5,8 +5,7 @@ kept one by one and shown as one grid, a file kept under a clean name and carrie
 from __future__ import annotations
 
 import io
-import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,44 +22,7 @@ from jobs.results import GRID_GAP, contact_sheet
 from storage.models import GenerationRow
 from tests.chat_client import ChatClient
 from tests.conftest import make_settings
-from tests.plugin_path import on_path
 from tests.stack import stack_running
-
-PLUGIN = """
-import io
-from PIL import Image
-from bot.api import Command, FileResult, ImagesResult, JobKind, Option, Plugin
-
-def png(width, height, colour):
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(out, "PNG")
-    return out.getvalue()
-
-async def grid(job):
-    count = int(job.options.get("count", 4))
-    return ImagesResult(tuple(png(30 + n, 20, (n * 20, 0, 0)) for n in range(count)))
-
-async def document(job):
-    if job.text == "empty":
-        return FileResult(b"", "empty.txt")
-    return FileResult(b"<script>alert(1)</script>", job.text + "\\x00.html", "text/html; charset=utf-8")
-
-plugin = Plugin(
-    name="results",
-    commands=(
-        Command("grid", "Several images", (Option("count", "integer", "How many", min=1, max=20),), job="grid"),
-        Command("document", "A file", (Option("name", "string", "Its name", required=True),), job="document"),
-    ),
-    jobs=(JobKind("grid", grid, verb="Drawing"), JobKind("document", document, verb="Writing")),
-)
-"""
-
-
-@pytest.fixture
-def results_module(tmp_path: Path) -> Iterator[None]:
-    (tmp_path / "plugin_results.py").write_text(textwrap.dedent(PLUGIN))
-    with on_path(tmp_path, "plugin_results"):
-        yield
 
 
 @pytest_asyncio.fixture

@@ -21,8 +21,8 @@ from bot.models import State
 from storage.models import GenerationRow
 from tests.adapters.discord.conftest import discord_stack
 from tests.adapters.discord.fake import APP_ID, FakeDiscord, interaction_payload
-from tests.adapters.slack.conftest import CHANNEL, GENEROUS, SECRET, SlackClient
-from tests.adapters.slack.fake_slack import TOKEN, FakeSlack
+from tests.adapters.slack.conftest import CHANNEL, SlackClient, slack_section
+from tests.adapters.slack.fake_slack import FakeSlack
 from tests.chat_client import ChatClient
 from tests.conftest import make_settings
 from tests.stack import bot_running, stack_running, worker_running
@@ -129,14 +129,7 @@ async def test_ask_on_slack_as_its_own_command_and_under_genbot(
 ) -> None:
     fake = FakeSlack()
     await fake.start()
-    slack = {
-        "bot_token": TOKEN,
-        "signing_secret": SECRET,
-        "api_base_url": fake.api_url,
-        "http_host": "127.0.0.1",
-        "http_port": 0,
-        **GENEROUS,
-    }
+    slack = slack_section(fake)
     try:
         async with (
             ask_runtime(
@@ -221,11 +214,10 @@ async def test_a_public_answer_is_for_the_whole_channel_on_every_platform(
 
     fake = FakeSlack()
     await fake.start()
-    slack = {"bot_token": TOKEN, "signing_secret": SECRET, "api_base_url": fake.api_url, "http_port": 0}
     try:
         async with (
             ask_runtime(
-                redis_server, sqlite_url, tmp_path, platform="slack", slack={**slack, **GENEROUS}
+                redis_server, sqlite_url, tmp_path, platform="slack", slack=slack_section(fake)
             ) as rt,
             bot_running(rt) as (base, _stop),
         ):

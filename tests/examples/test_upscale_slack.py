@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from adapters.slack.files import NOT_HERE, none_shared
 from bot.embedded_redis import EmbeddedRedis
 from storage.models import GenerationRow
-from tests.adapters.slack.conftest import CHANNEL, GENEROUS, SECRET, SlackClient
-from tests.adapters.slack.fake_slack import TOKEN, FakeSlack, Message
+from tests.adapters.slack.conftest import CHANNEL, SlackClient, slack_section
+from tests.adapters.slack.fake_slack import FakeSlack, Message
 from tests.adapters.slack.test_slack_app import headline, image_of
 from tests.examples.test_upscale import picture, size_of, upscale_runtime
 from tests.stack import bot_running, worker_running
@@ -34,14 +34,7 @@ async def upscale_on_slack(
     fake Web API; yields the fake and a client that sends signed slash commands."""
     fake = FakeSlack()
     await fake.start()
-    slack = {
-        "bot_token": TOKEN,
-        "signing_secret": SECRET,
-        "api_base_url": fake.api_url,
-        "http_host": "127.0.0.1",
-        "http_port": 0,
-        **GENEROUS,
-    }
+    slack = slack_section(fake)
     try:
         async with (
             upscale_runtime(

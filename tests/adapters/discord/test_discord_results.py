@@ -5,11 +5,9 @@ message (the interaction's upload limit) named in the embed instead of failing t
 from __future__ import annotations
 
 import io
-import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from PIL import Image
 from redis.asyncio import Redis
@@ -20,17 +18,8 @@ from jobs.results import contact_sheet
 from storage.models import GenerationRow
 from tests.adapters.discord.conftest import DiscordStack, discord_stack
 from tests.adapters.discord.fake import APP_ID, FakeDiscord, Recorded, interaction_payload
-from tests.bot.test_results import PLUGIN
-from tests.plugin_path import on_path
 
 WEBHOOK = rf"^/webhooks/{APP_ID}/"
-
-
-@pytest.fixture
-def results_module(tmp_path: Path) -> Iterator[None]:
-    (tmp_path / "plugin_results.py").write_text(textwrap.dedent(PLUGIN))
-    with on_path(tmp_path, "plugin_results"):
-        yield
 
 
 @pytest_asyncio.fixture

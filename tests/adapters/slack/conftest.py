@@ -42,6 +42,20 @@ async def attached(**filters: Any) -> GenerationRow:
 GENEROUS = {"channel_writes_per_s": 100, "channel_burst": 100, "updates_per_min": 6000, "updates_burst": 100}
 
 
+def slack_section(fake: FakeSlack, **extra: Any) -> dict[str, Any]:
+    """The Slack settings of a test against ``fake``: HTTP mode on a free port, and budgets that
+    never hold it back (:data:`GENEROUS`; ``test_slack_limits.py`` keeps Slack's own)."""
+    return {
+        "bot_token": TOKEN,
+        "signing_secret": SECRET,
+        "api_base_url": fake.api_url,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        **GENEROUS,
+        **extra,
+    }
+
+
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
     server = FakeSlack()
@@ -61,17 +75,7 @@ async def slack_rt(
         sqlite_url,
         tmp_path,
         platform="slack",
-        slack={
-            "bot_token": TOKEN,
-            "signing_secret": SECRET,
-            "api_base_url": fake.api_url,
-            "http_host": "127.0.0.1",
-            "http_port": 0,
-            "admin_user_ids": [ADMIN],
-            # This fake enforces no rate limit (test_slack_limits.py runs one that does): the
-            # flow tests run with budgets that never hold them back.
-            **GENEROUS,
-        },
+        slack=slack_section(fake, admin_user_ids=[ADMIN]),
     )
     async with runtime(settings) as rt:
         yield rt

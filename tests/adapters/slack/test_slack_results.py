@@ -4,32 +4,21 @@ the upload on its way; a channel that takes no files gets a sentence in the mess
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
 from bot.app import Runtime, runtime
 from bot.embedded_redis import EmbeddedRedis
 from storage.models import GenerationRow
-from tests.adapters.slack.conftest import CHANNEL, GENEROUS, SECRET, SlackClient
-from tests.adapters.slack.fake_slack import TOKEN, FakeSlack, Message
+from tests.adapters.slack.conftest import CHANNEL, SlackClient, slack_section
+from tests.adapters.slack.fake_slack import FakeSlack, Message
 from tests.adapters.slack.test_slack_app import headline, image_of
-from tests.bot.test_results import PLUGIN
 from tests.conftest import make_settings
-from tests.plugin_path import on_path
 from tests.stack import bot_running, worker_running
-
-
-@pytest.fixture
-def results_module(tmp_path: Path) -> Iterator[None]:
-    (tmp_path / "plugin_results.py").write_text(textwrap.dedent(PLUGIN))
-    with on_path(tmp_path, "plugin_results"):
-        yield
 
 
 @pytest_asyncio.fixture
@@ -46,14 +35,7 @@ async def results_rt(
         sqlite_url,
         tmp_path,
         platform="slack",
-        slack={
-            "bot_token": TOKEN,
-            "signing_secret": SECRET,
-            "api_base_url": fake.api_url,
-            "http_host": "127.0.0.1",
-            "http_port": 0,
-            **GENEROUS,
-        },
+        slack=slack_section(fake),
         plugins={"modules": ["plugin_results:plugin"]},
     )
     async with runtime(settings) as rt:
