@@ -264,19 +264,17 @@ class A1111Backend:
     async def _check_names(self, service: Service) -> None:
         """The configured model and sampler are ones the service has. Raises :class:`A1111Error`."""
         s = self.settings
-        if s.model is not None:
-            models = names_of(await service.call("GET", "/sdapi/v1/sd-models"), "title", "model_name")
-            if s.model not in models:
+        for name, setting, path, keys in (
+            (s.model, "MODEL", "/sdapi/v1/sd-models", ("title", "model_name")),
+            (s.sampler, "SAMPLER", "/sdapi/v1/samplers", ("name", "aliases")),
+        ):
+            if name is None:
+                continue
+            offered = names_of(await service.call("GET", path), *keys)
+            if name not in offered:
                 raise A1111Error(
-                    f"{SETTING}MODEL: the service has no model {s.model!r}; "
-                    f"it has: {', '.join(sorted(models))}"
-                )
-        if s.sampler is not None:
-            samplers = names_of(await service.call("GET", "/sdapi/v1/samplers"), "name", "aliases")
-            if s.sampler not in samplers:
-                raise A1111Error(
-                    f"{SETTING}SAMPLER: the service has no sampler {s.sampler!r}; "
-                    f"it has: {', '.join(sorted(samplers))}"
+                    f"{SETTING}{setting}: the service has no {setting.lower()} {name!r}; "
+                    f"it has: {', '.join(sorted(offered))}"
                 )
 
 
