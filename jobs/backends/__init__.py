@@ -1,7 +1,8 @@
 """Image backends. ``GENBOT_BACKEND__NAME`` is ``demo``, ``a1111`` (AUTOMATIC1111, Forge, SD.Next:
-its settings are ``GENBOT_BACKENDS__A1111__*``) or a dotted path ``package.module:factory`` (or
-``package.module.factory``) to a callable that takes the :class:`~bot.config.Settings` and returns
-an :class:`~jobs.backends.base.ImageBackend`."""
+its settings are ``GENBOT_BACKENDS__A1111__*``), ``openai`` (OpenAI Images and compatible
+services, with the ``openai`` extra: ``GENBOT_BACKENDS__OPENAI__*``) or a dotted path
+``package.module:factory`` (or ``package.module.factory``) to a callable that takes the
+:class:`~bot.config.Settings` and returns an :class:`~jobs.backends.base.ImageBackend`."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
     if name == A1111Backend.name:
         a1111 = settings.backends.validated(name, A1111Settings)
         return lambda: A1111Backend(a1111)
+    if name == "openai":
+        try:
+            from jobs.backends.openai_images import OpenAIImagesBackend, OpenAISettings
+        except ImportError:
+            raise ConfigError(
+                "GENBOT_BACKEND__NAME=openai needs the openai package: pip install 'genbot[openai]'"
+            ) from None
+        chosen = settings.backends.validated(name, OpenAISettings)
+        return lambda: OpenAIImagesBackend(chosen)
     module_name, sep, attr = name.partition(":")
     if not sep:
         module_name, _, attr = name.rpartition(".")
@@ -41,6 +51,7 @@ def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise BackendNotFound(
-            f"GENBOT_BACKEND__NAME: no backend {name!r} (use 'demo', 'a1111' or 'package.module:factory')"
+            f"GENBOT_BACKEND__NAME: no backend {name!r} "
+            "(use 'demo', 'a1111', 'openai' or 'package.module:factory')"
         ) from exc
     return lambda: cast("ImageBackend", factory(settings))

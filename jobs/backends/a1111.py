@@ -33,7 +33,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import io
 import json
 import logging
 import uuid
@@ -42,21 +41,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from bot.api import ImageResult
 from jobs.backends.base import ImageRequest, ProgressCallback
+from jobs.backends.images import as_png, preview_of
 
 log = logging.getLogger(__name__)
 
 NAME = "a1111"
 SETTING = f"GENBOT_BACKENDS__{NAME.upper()}__"
-#: The preview's longest side.
-PREVIEW_SIDE = 256
 #: How long asking the service to stop may take, once the job is over.
 INTERRUPT_TIMEOUT_S = 5.0
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class A1111Settings(BaseModel):
@@ -132,33 +128,6 @@ def decoded(b64: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise A1111Error("the service sent an image that is not base64") from None
-
-
-def as_png(data: bytes) -> bytes:
-    """``data`` as a PNG (the service sends JPEG or WebP when its samples format says so). Raises
-    :class:`A1111Error` for bytes that are no picture."""
-    if data.startswith(PNG_MAGIC):
-        return data
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            out = io.BytesIO()
-            image.save(out, "PNG")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise A1111Error(f"the service sent an image Pillow cannot read ({exc})") from None
-    return out.getvalue()
-
-
-def preview_of(data: bytes) -> bytes | None:
-    """The live image as a small JPEG, or None if it is no picture (a preview is best effort)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            small = image.convert("RGB")
-    except (UnidentifiedImageError, OSError):
-        return None
-    small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=70)
-    return out.getvalue()
 
 
 def names_of(listed: Any, *keys: str) -> set[str]:
