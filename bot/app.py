@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -38,7 +39,7 @@ from jobs.queue import ArqRedis, RedisJobQueue
 from jobs.runner import GenerationRunner, KindRuntime, defer_slice_s
 from jobs.worker import build_sweeper, build_worker, close_worker
 from storage import db
-from storage.blobs import DatabaseBlobStore, LocalBlobStore
+from storage.blobs import DatabaseBlobStore, LocalBlobStore, prune_blobs
 from storage.chatlog import TortoiseChatLog
 from storage.inbox import TortoiseCommandInbox
 from storage.moderation import TortoiseModerationStore
@@ -587,7 +588,16 @@ async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
     back to the queue (see :class:`jobs.runner.GenerationRunner`)."""
     workers = [
         build_worker(rt.settings, runner=build_runner(rt), queue=rt.queue, handle_signals=False),
-        build_sweeper(rt.settings, reconcile=rt.core.reconcile, handle_signals=False),
+        build_sweeper(
+            rt.settings,
+            reconcile=rt.core.reconcile,
+            prune_blobs=(
+                functools.partial(prune_blobs, rt.blobs, rt.settings.blobs.keep_days)
+                if rt.settings.blobs.keep_days > 0
+                else None
+            ),
+            handle_signals=False,
+        ),
     ]
     tasks = [asyncio.create_task(w.async_run(), name=f"genbot-{w.queue_name}") for w in workers]
     stopper = asyncio.create_task(stop.wait())

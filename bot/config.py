@@ -326,6 +326,11 @@ class BlobSettings(BaseModel):
         "'auto': the database when it is PostgreSQL, else the folder",
     )
     dir: Path = Path("data/blobs")
+    keep_days: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="blobs (results, previews, attached files) last written longer ago than this are "
+        "removed by the sweep, hourly; 0 keeps them forever",
+    )
 
     def in_database(self, database_url: str) -> bool:
         """Whether blobs go to the database at ``database_url``."""

@@ -507,6 +507,10 @@ class BlobStore(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
+    async def prune(self, older_than: datetime, most: int) -> int:
+        """Remove at most ``most`` blobs last written before ``older_than``; how many went."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ImageResult:

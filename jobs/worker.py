@@ -121,38 +121,72 @@ async def close_worker(worker: Worker) -> None:
             raise
 
 
+#: How long one pruning run may take.
+PRUNE_TIMEOUT_S = 600
+
+
+async def prune(ctx: dict[str, Any]) -> int:
+    """The arq cron job: remove the blobs older than ``blobs.keep_days`` (``prune_blobs``)."""
+    prune_blobs: Callable[[], Awaitable[int]] = ctx["prune_blobs"]
+    removed = await prune_blobs()
+    if removed:
+        log.info("removed %d blobs older than the retention", removed)
+    return removed
+
+
 def build_sweeper(
-    settings: Settings, *, reconcile: Callable[[], Awaitable[int]], handle_signals: bool = True
+    settings: Settings,
+    *,
+    reconcile: Callable[[], Awaitable[int]],
+    prune_blobs: Callable[[], Awaitable[int]] | None = None,
+    handle_signals: bool = True,
 ) -> Worker:
     """An arq worker of its own queue that runs :func:`sweep` every ``worker.sweep_every_min``
-    minutes (and at start). Its own queue, because a cron job in the generation queue would wait
-    behind every waiting job (their scores are tickets); ``unique`` cron ids make one worker
-    process of many run each sweep."""
+    minutes (and at start), and with ``prune_blobs`` :func:`prune` hourly (and at start). Its own
+    queue, because a cron job in the generation queue would wait behind every waiting job (their
+    scores are tickets); ``unique`` cron ids make one worker process of many run each."""
     every = settings.worker.sweep_every_min
     if every < 1:  # every few seconds
         minute, second = None, set(range(0, 60, max(1, round(every * 60))))
     else:
         minute, second = set(range(0, 60, round(every))), {0}
-    return PatientWorker(
-        functions=[],
-        cron_jobs=[
+    jobs = [
+        cron(
+            sweep,
+            name="genbot-sweep",
+            minute=minute,
+            second=second,
+            run_at_startup=True,
+            unique=True,
+            timeout=max(60, every * 60),
+        )
+    ]
+    if prune_blobs is not None:
+        jobs.append(
             cron(
-                sweep,
-                name="genbot-sweep",
-                minute=minute,
-                second=second,
+                prune,
+                name="genbot-prune",
+                minute={0},
+                second={30},
                 run_at_startup=True,
                 unique=True,
-                timeout=max(60, every * 60),
+                timeout=PRUNE_TIMEOUT_S,
             )
-        ],
+        )
+    return PatientWorker(
+        functions=[],
+        cron_jobs=jobs,
         queue_name=settings.redis.queue_name + SWEEP_QUEUE_SUFFIX,
         redis_pool=redis_pool(settings.redis.url),
         max_jobs=1,
         keep_result=0,
         poll_delay=1.0,
         handle_signals=handle_signals,
-        ctx={"reconcile": reconcile, "outage": Outage("sweep (skipped while Redis is away)", log)},
+        ctx={
+            "reconcile": reconcile,
+            "prune_blobs": prune_blobs,
+            "outage": Outage("sweep (skipped while Redis is away)", log),
+        },
     )
 
 

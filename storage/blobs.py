@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tortoise.connection import get_connection
 
+from bot.ports import BlobStore
 from storage.merge import is_postgres
 from storage.models import BlobRow
 from storage.reconnect import reconnecting
@@ -53,6 +54,25 @@ class LocalBlobStore:
 
     async def put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._write, self._path(key), data)
+
+    async def prune(self, older_than: datetime, most: int) -> int:
+        """Remove at most ``most`` files last written before ``older_than`` (their mtime)."""
+        return await asyncio.to_thread(self._prune, older_than.timestamp(), most)
+
+    def _prune(self, cutoff: float, most: int) -> int:
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for path in self.root.rglob("*"):
+            if removed >= most:
+                break
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process pruned it first
+                continue
+        return removed
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -91,3 +111,30 @@ class DatabaseBlobStore:
             return None
         found = await BlobRow.filter(key=key).values_list("data", flat=True)
         return bytes(found[0]) if found else None
+
+    async def prune(self, older_than: datetime, most: int) -> int:
+        """Remove at most ``most`` rows written before ``older_than`` (oldest first)."""
+        old = BlobRow.filter(created_at__lt=older_than).order_by("created_at").limit(most)
+        keys = await old.values_list("key", flat=True)
+        if not keys:
+            return 0
+        return int(await BlobRow.filter(key__in=list(keys), created_at__lt=older_than).delete())
+
+
+#: Blobs removed per statement (or per walk of the folder) when they are pruned.
+PRUNE_BATCH = 1000
+#: Batches one pruning run removes at most; the next run goes on.
+PRUNE_BATCHES_MAX = 20
+
+
+async def prune_blobs(blobs: BlobStore, keep_days: float, now: datetime | None = None) -> int:
+    """Remove the blobs last written more than ``keep_days`` ago, in batches (at most
+    :data:`PRUNE_BATCHES_MAX` of :data:`PRUNE_BATCH`); how many went."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    removed = 0
+    for _ in range(PRUNE_BATCHES_MAX):
+        gone = await blobs.prune(cutoff, PRUNE_BATCH)
+        removed += gone
+        if gone < PRUNE_BATCH:
+            break
+    return removed

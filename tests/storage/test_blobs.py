@@ -4,15 +4,20 @@ every bot and worker sharing the database reads."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from bot.config import BlobSettings
+from bot.config import BlobSettings, load_settings
+from bot.embedded_redis import EmbeddedRedis
+from jobs.worker import build_sweeper
+from storage import blobs as blobs_module
 from storage import db
-from storage.blobs import DatabaseBlobStore, LocalBlobStore
+from storage.blobs import DatabaseBlobStore, LocalBlobStore, prune_blobs
 from storage.models import BlobRow
 
 
@@ -68,3 +73,60 @@ def test_the_database_is_the_default_store_on_postgresql_only() -> None:
     assert not auto.in_database("sqlite://data/genbot.sqlite3")
     assert BlobSettings(store="database").in_database("sqlite://data/genbot.sqlite3")
     assert not BlobSettings(store="folder").in_database("postgres://db/genbot")
+
+
+async def test_blobs_past_the_retention_are_pruned_in_batches(
+    database: DatabaseBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    for n in range(5):
+        await database.put(f"results/{n}.png", b"old")
+    await database.put("results/new.png", b"new")
+    await (
+        BlobRow.filter(key__startswith="results/")
+        .exclude(key="results/new.png")
+        .update(created_at=now - timedelta(days=31))
+    )
+    monkeypatch.setattr(blobs_module, "PRUNE_BATCH", 2)  # three batches: 2, 2, 1
+
+    assert await prune_blobs(database, keep_days=30, now=now) == 5
+    assert [row.key for row in await BlobRow.all()] == ["results/new.png"]
+    assert await prune_blobs(database, keep_days=30, now=now) == 0
+
+
+async def test_a_folder_prunes_the_files_written_before_the_retention(tmp_path: Path) -> None:
+    folder = LocalBlobStore(tmp_path)
+    await folder.put("results/old.png", b"old")
+    await folder.put("previews/new.jpg", b"new")
+    month_ago = (datetime.now(UTC) - timedelta(days=31)).timestamp()
+    os.utime(tmp_path / "results" / "old.png", (month_ago, month_ago))
+
+    assert await prune_blobs(folder, keep_days=30) == 1
+    assert await folder.get("results/old.png") is None
+    assert await folder.get("previews/new.jpg") == b"new"
+
+
+async def test_the_sweeper_prunes_hourly_only_when_a_retention_is_set(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = load_settings(_env_file=None, redis={"url": redis_server.url})
+
+    async def nothing() -> int:
+        return 0
+
+    calls: list[str] = []
+
+    async def pruned() -> int:
+        calls.append("pruned")
+        return 3
+
+    keeping = build_sweeper(settings, reconcile=nothing, prune_blobs=pruned, handle_signals=False)
+    forever = build_sweeper(settings, reconcile=nothing, handle_signals=False)
+    try:
+        (prune_job,) = [c for c in keeping.cron_jobs if c.name == "genbot-prune"]
+        assert (prune_job.minute, prune_job.run_at_startup) == ({0}, True)
+        assert [c.name for c in forever.cron_jobs] == ["genbot-sweep"]
+        assert await prune_job.coroutine(keeping.ctx) == 3 and calls == ["pruned"]
+    finally:
+        await keeping.close()
+        await forever.close()
