@@ -133,10 +133,13 @@ class Job(Protocol):
         *,
         text: str | None = None,
         preview: bytes | None = None,
+        waiting: str | None = None,
     ) -> None:
         """Report how far the job is: ``step`` of ``total`` (the percent in the status message),
         the text so far (``text``: a streamed answer, shown as it grows) and a small JPEG or PNG
-        ``preview``. Reports are thinned to one per ``worker.progress_interval_s`` (the last step
+        ``preview``; or that it waits in its service's own line (``waiting``: ``"waiting on the
+        Horde, #12, about 40 s"``, shown in the headline instead of the percent until a report
+        with a step). Reports are thinned to one per ``worker.progress_interval_s`` (the last step
         always goes out). Raises :class:`JobStopped` once the job was cancelled."""
         ...
 

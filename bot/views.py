@@ -97,6 +97,9 @@ def _headline(
     if gen.state is State.RUNNING:
         percent = _percent(gen)
         verb = str(gen.look.get("verb") or "Working")
+        waiting = gen.meta.get("waiting")
+        if isinstance(waiting, str) and waiting:  # in its service's own line (the Horde's)
+            return f"{verb} · {waiting}"
         return f"{verb} · starting" if percent is None else f"{verb} · {math.floor(percent * 100 + 0.5)}%"
     if gen.state is State.SUCCEEDED:
         if gen.started_at and gen.finished_at:

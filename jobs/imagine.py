@@ -167,8 +167,13 @@ def image_kind(make_backend: Callable[[], ImageBackend], backend_name: str) -> J
     made: list[ImageBackend] = []
 
     async def generate(job: Job) -> ImageResult:
-        async def progress(step: int, total: int, preview: bytes | None) -> None:
-            await job.progress(step, total, preview=preview)
+        async def progress(
+            step: int, total: int, preview: bytes | None, *, waiting: str | None = None
+        ) -> None:
+            if waiting is not None:
+                await job.progress(waiting=waiting)
+            else:
+                await job.progress(step, total, preview=preview)
 
         if not made:
             made.append(make_backend())

@@ -61,7 +61,7 @@ from bot.ports import (
     TextResult,
 )
 from bot.ports import JobStopped as JobStoppedBase
-from bot.text import clean_block
+from bot.text import clean_block, clean_line
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
 from jobs.results import contact_sheet, file_of, images_files, result_key
@@ -119,6 +119,10 @@ def preview_key(generation_id: int) -> str:
     return f"previews/{generation_id}.jpg"
 
 
+#: The longest ``waiting`` line a job may report.
+WAITING_MAX = 200
+
+
 @dataclass(frozen=True, slots=True)
 class KindRuntime:
     """A job kind as a worker runs it: its plugin's settings, and its backend's breaker."""
@@ -137,7 +141,7 @@ class _Job:
     options: Mapping[str, Any]
     settings: Any
     blobs: BlobStore
-    report: Callable[[int | None, int | None, str | None, bytes | None], Any]
+    report: Callable[[int | None, int | None, str | None, bytes | None, str | None], Any]
 
     async def progress(
         self,
@@ -146,8 +150,9 @@ class _Job:
         *,
         text: str | None = None,
         preview: bytes | None = None,
+        waiting: str | None = None,
     ) -> None:
-        await self.report(step, total, text, preview)
+        await self.report(step, total, text, preview, waiting)
 
     def attachment(self, option: str) -> Attachment:
         return Attachment.of(self.options[option])
@@ -365,7 +370,7 @@ class GenerationRunner:
                 log.debug("progress event of %s not published: Redis is unreachable", generation_id)
 
         async def progress(
-            step: int | None, total: int | None, text: str | None, preview: bytes | None
+            step: int | None, total: int | None, text: str | None, preview: bytes | None, waiting: str | None
         ) -> None:
             nonlocal last_report, telling
             now = time.monotonic()
@@ -376,6 +381,9 @@ class GenerationRunner:
             patch: dict[str, object] = {}
             if step is not None and total is not None:
                 patch["progress"] = {"step": step, "total": total}
+                patch["waiting"] = None  # a step ends a wait in the service's line
+            if waiting is not None:
+                patch["waiting"] = clean_line(waiting)[:WAITING_MAX] or None
             if text is not None:
                 patch["text"] = clean_block(text)[:RESULT_TEXT_MAX]
             try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,8 +25,13 @@ class ImageRequest:
         return f"{self.width}x{self.height}"
 
 
-#: ``progress(step, total, preview)``: ``preview`` is a small JPEG or None.
-ProgressCallback = Callable[[int, int, bytes | None], Awaitable[None]]
+class ProgressCallback(Protocol):
+    """``progress(step, total, preview)``: ``preview`` is a small JPEG or None; ``waiting`` says
+    where the job waits in the service's own line (``"waiting on the Horde, about 40 s"``)."""
+
+    def __call__(
+        self, step: int, total: int, preview: bytes | None, *, waiting: str | None = None
+    ) -> Awaitable[None]: ...
 
 
 class ImageBackend(Protocol):
