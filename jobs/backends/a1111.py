@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bot.api import ImageResult
-from jobs.backends.base import ImageRequest, ProgressCallback
+from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl
 from jobs.backends.images import as_png, preview_of
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class A1111Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: The web UI's address, as started with ``--api`` (``http://127.0.0.1:7860``).
-    url: str
+    url: ServiceUrl
     #: ``--api-auth``'s user and password (HTTP basic), if the service asks for them.
     username: str | None = None
     password: SecretStr | None = None
@@ -75,13 +75,6 @@ class A1111Settings(BaseModel):
     connect_timeout_s: float = Field(10.0, gt=0)
     #: How often the progress (and the preview) is read while the image is made.
     poll_interval_s: float = Field(1.0, gt=0, le=60)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, such as http://127.0.0.1:7860")
-        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> A1111Settings:

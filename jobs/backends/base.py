@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
+
+from pydantic import AfterValidator
 
 from bot.api import ImageResult
 
@@ -23,6 +25,16 @@ class ImageRequest:
     @property
     def size(self) -> str:
         return f"{self.width}x{self.height}"
+
+
+def _service_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+#: A service's address in a backend's settings: http(s), kept without a trailing slash.
+ServiceUrl = Annotated[str, AfterValidator(_service_url)]
 
 
 class ProgressCallback(Protocol):

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bot.api import ImageResult, ListSetting, Refused
-from jobs.backends.base import ImageRequest, ProgressCallback
+from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl
 from jobs.backends.images import as_png
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class HordeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = "https://aihorde.net/api"
+    url: ServiceUrl = "https://aihorde.net/api"
     api_key: SecretStr = SecretStr(ANONYMOUS)
     #: Models the request may be drawn with (any the Horde's workers serve if empty).
     models: ListSetting = Field(default_factory=list)
@@ -69,13 +69,6 @@ class HordeSettings(BaseModel):
     client_agent: str = "genbot:1:unknown"
     #: How often the request's place is read (the Horde limits how often a client may ask).
     poll_interval_s: float = Field(2.0, ge=0.01, le=60)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, such as https://aihorde.net/api")
-        return url.rstrip("/")
 
 
 class HordeError(Exception):

@@ -28,10 +28,10 @@ import logging
 from typing import Literal
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bot.api import ImageResult, Refused
-from jobs.backends.base import ImageRequest, ProgressCallback
+from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl
 from jobs.backends.images import as_png, preview_of
 
 log = logging.getLogger(__name__)
@@ -52,20 +52,13 @@ class OpenAISettings(BaseModel):
 
     #: The API key (required for OpenAI itself; a compatible service may take none).
     api_key: SecretStr | None = None
-    base_url: str = OPENAI_URL
+    base_url: ServiceUrl = OPENAI_URL
     model: str = "gpt-image-1"
     quality: Literal["auto", "low", "medium", "high"] = "auto"
     #: Previews streamed before the image (0 to 3); each is one step of the status message.
     partial_images: int = Field(2, ge=0, le=3)
     #: Time for one request (the job's own time is the worker's backend timeout).
     timeout_s: float = Field(300.0, gt=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _key_for_openai(self) -> OpenAISettings:

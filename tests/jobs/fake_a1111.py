@@ -29,6 +29,8 @@ from typing import Any
 from aiohttp import hdrs, web
 from PIL import Image
 
+from tests.fake_server import serve
+
 SAMPLERS = [
     {"name": "DPM++ 2M", "aliases": ["k_dpmpp_2m"], "options": {}},
     {"name": "Euler a", "aliases": ["k_euler_a", "k_euler_ancestral"], "options": {}},
@@ -100,11 +102,7 @@ class FakeA1111:
         app.router.add_post("/sdapi/v1/interrupt", self._interrupt)
         app.router.add_get("/sdapi/v1/sd-models", self._listing(MODELS))
         app.router.add_get("/sdapi/v1/samplers", self._listing(SAMPLERS))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.url = f"http://127.0.0.1:{port}"
         return self.url
 

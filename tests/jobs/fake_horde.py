@@ -24,6 +24,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from tests.fake_server import serve
+
 KEYS = {"0000000000", "registered-key"}
 
 
@@ -66,11 +68,7 @@ class FakeHorde:
         app.router.add_get("/api/v2/generate/status/{id}", self._status)
         app.router.add_delete("/api/v2/generate/status/{id}", self._delete)
         app.router.add_get("/r2/{id}.webp", self._r2)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.url = f"http://127.0.0.1:{port}/api"
         return self.url
 

@@ -25,6 +25,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from tests.fake_server import serve
+
 KEY = "sk-test-genbot"
 SIZES = {"1024x1024", "1536x1024", "1024x1536"}
 
@@ -58,11 +60,7 @@ class FakeOpenAI:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1/images/generations", self._generate)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve(app)
         self.url = f"http://127.0.0.1:{port}/v1"
         return self.url
 

@@ -8,63 +8,37 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
-from bot.app import runtime
 from bot.config import ConfigError, load_settings
 from bot.embedded_redis import EmbeddedRedis
 from jobs.backends import backend_factory
 from jobs.backends.a1111 import A1111Backend, A1111Error, A1111Settings, step_of, txt2img_payload
 from jobs.backends.base import ImageRequest
 from tests.chat_client import ChatClient
-from tests.conftest import make_settings
+from tests.jobs.backend_chat import backend_chat, ended
 from tests.jobs.fake_a1111 import MODELS, FakeA1111
-from tests.stack import stack_running
 
 REQUEST = ImageRequest("a red fox in snow", "blur", 512, 768, 6, 42)
 
 
-@contextlib.asynccontextmanager
-async def a1111_chat(
+def a1111_chat(
     redis_server: EmbeddedRedis,
     sqlite_url: str,
     tmp_path: Path,
     fake: FakeA1111,
     a1111: dict[str, Any] | None = None,
     **overrides: Any,
-) -> AsyncIterator[ChatClient]:
-    """genbot on the local chat, drawing through ``fake``; yields a member's chat client."""
-    url = await fake.start()
-    settings = make_settings(
-        redis_server.url,
-        sqlite_url,
-        tmp_path,
-        backend={"name": "a1111"},
-        backends={"a1111": {"url": url, "poll_interval_s": 0.02, **(a1111 or {})}},
-        **overrides,
+) -> contextlib.AbstractAsyncContextManager[ChatClient]:
+    section = {"poll_interval_s": 0.02, **(a1111 or {})}
+    return backend_chat(
+        redis_server, sqlite_url, tmp_path, fake, "a1111", section, url_key="url", **overrides
     )
-    try:
-        async with runtime(settings) as rt, stack_running(rt) as base, aiohttp.ClientSession() as http:
-            alice = ChatClient(http, base, "alice")
-            await alice.connect()
-            try:
-                yield alice
-            finally:
-                await alice.close()
-    finally:
-        await fake.stop()
-
-
-def ended(message: dict[str, Any]) -> bool:
-    status = message.get("status")
-    return bool(status) and status["state"] in ("succeeded", "failed", "cancelled", "timed_out")
 
 
 def test_the_request_maps_onto_txt2img() -> None:

@@ -8,58 +8,33 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
-from bot.app import runtime
 from bot.embedded_redis import EmbeddedRedis
 from jobs.backends.base import ImageRequest
 from jobs.backends.horde import HordeSettings, generate_payload, waiting_words
 from tests.chat_client import ChatClient
-from tests.conftest import make_settings
+from tests.jobs.backend_chat import backend_chat, ended
 from tests.jobs.fake_horde import FakeHorde
-from tests.stack import stack_running
 
 
-@contextlib.asynccontextmanager
-async def horde_chat(
+def horde_chat(
     redis_server: EmbeddedRedis,
     sqlite_url: str,
     tmp_path: Path,
     fake: FakeHorde,
     horde: dict[str, Any] | None = None,
     **overrides: Any,
-) -> AsyncIterator[ChatClient]:
-    url = await fake.start()
-    settings = make_settings(
-        redis_server.url,
-        sqlite_url,
-        tmp_path,
-        backend={"name": "horde"},
-        backends={"horde": {"url": url, "poll_interval_s": 0.05, **(horde or {})}},
-        **overrides,
+) -> contextlib.AbstractAsyncContextManager[ChatClient]:
+    section = {"poll_interval_s": 0.05, **(horde or {})}
+    return backend_chat(
+        redis_server, sqlite_url, tmp_path, fake, "horde", section, url_key="url", **overrides
     )
-    try:
-        async with runtime(settings) as rt, stack_running(rt) as base, aiohttp.ClientSession() as http:
-            alice = ChatClient(http, base, "alice")
-            await alice.connect()
-            try:
-                yield alice
-            finally:
-                await alice.close()
-    finally:
-        await fake.stop()
-
-
-def ended(message: dict[str, Any]) -> bool:
-    status = message.get("status")
-    return bool(status) and status["state"] in ("succeeded", "failed", "cancelled", "timed_out")
 
 
 def headlines(alice: ChatClient) -> list[str]:

@@ -9,59 +9,34 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
-from bot.app import runtime
 from bot.config import ConfigError, load_settings
 from bot.embedded_redis import EmbeddedRedis
 from jobs.backends import backend_factory
 from jobs.backends.openai_images import size_for
 from tests.chat_client import ChatClient
-from tests.conftest import make_settings
+from tests.jobs.backend_chat import backend_chat, ended
 from tests.jobs.fake_openai import KEY, FakeOpenAI
-from tests.stack import stack_running
 
 
-@contextlib.asynccontextmanager
-async def openai_chat(
+def openai_chat(
     redis_server: EmbeddedRedis,
     sqlite_url: str,
     tmp_path: Path,
     fake: FakeOpenAI,
     key: str = KEY,
     **overrides: Any,
-) -> AsyncIterator[ChatClient]:
-    url = await fake.start()
-    settings = make_settings(
-        redis_server.url,
-        sqlite_url,
-        tmp_path,
-        backend={"name": "openai"},
-        backends={"openai": {"api_key": key, "base_url": url}},
-        **overrides,
+) -> contextlib.AbstractAsyncContextManager[ChatClient]:
+    section = {"api_key": key}
+    return backend_chat(
+        redis_server, sqlite_url, tmp_path, fake, "openai", section, url_key="base_url", **overrides
     )
-    try:
-        async with runtime(settings) as rt, stack_running(rt) as base, aiohttp.ClientSession() as http:
-            alice = ChatClient(http, base, "alice")
-            await alice.connect()
-            try:
-                yield alice
-            finally:
-                await alice.close()
-    finally:
-        await fake.stop()
-
-
-def ended(message: dict[str, Any]) -> bool:
-    status = message.get("status")
-    return bool(status) and status["state"] in ("succeeded", "failed", "cancelled", "timed_out")
 
 
 def test_the_size_asked_picks_the_models_size_of_that_shape() -> None:
