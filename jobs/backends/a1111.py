@@ -33,7 +33,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -44,7 +43,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bot.api import ImageResult
-from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl
+from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl, error_words
 from jobs.backends.images import as_png, preview_of
 
 log = logging.getLogger(__name__)
@@ -259,21 +258,9 @@ class Service:
             if response.status == 404:
                 raise A1111Error(f"the service has no {path} (HTTP 404): is it started with --api?")
             if response.status != 200:
-                said = _said(await response.text(errors="replace"))
+                said = error_words(await response.text(errors="replace"), ("error", "detail", "errors"))
                 raise A1111Error(f"the service answered {method} {path} with HTTP {response.status}: {said}")
             try:
                 return await response.json(content_type=None)
             except ValueError:
                 raise A1111Error(f"the service answered {method} {path} with what is not JSON") from None
-
-
-def _said(text: str) -> str:
-    """What an error answer says (the web UI's ``{"error", "detail", "errors"}``), briefly. Pure."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text[:500]
-    if isinstance(body, dict):
-        parts = [str(body[k]) for k in ("error", "detail", "errors") if body.get(k)]
-        return "; ".join(parts)[:500] or text[:500]
-    return text[:500]

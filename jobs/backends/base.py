@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Protocol
@@ -52,3 +53,16 @@ class ImageBackend(Protocol):
     async def generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
         """Make one image. Cancellation (``asyncio.CancelledError``) must stop the work."""
         ...
+
+
+def error_words(text: str, keys: tuple[str, ...]) -> str:
+    """What a service's error answer says, briefly (at most 500 characters): the values of
+    ``keys`` in its JSON object, else the text itself. Pure."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:500]
+    if isinstance(body, dict):
+        parts = [str(body[k]) for k in keys if body.get(k)]
+        return " ".join(parts)[:500] or text[:500]
+    return text[:500]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bot.api import ImageResult, ListSetting, Refused
-from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl
+from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl, error_words
 from jobs.backends.images import as_png
 
 log = logging.getLogger(__name__)
@@ -192,7 +191,7 @@ class Horde:
             if response.status == 401:
                 raise HordeError(f"the Horde refused the API key (HTTP 401): check {SETTING}API_KEY")
             if response.status not in (200, 202):
-                said = _said(await response.text(errors="replace"))
+                said = error_words(await response.text(errors="replace"), ("message", "rc"))
                 raise HordeError(f"the Horde answered {method} {path} with HTTP {response.status}: {said}")
             try:
                 return await response.json(content_type=None)
@@ -217,15 +216,3 @@ class Horde:
             log.info("took request %s off the Horde", request_id)
         except (HordeError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not take request %s off the Horde: %s", request_id, exc)
-
-
-def _said(text: str) -> str:
-    """What an error answer says (the Horde's ``message`` and ``rc``), briefly. Pure."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return text[:500]
-    if isinstance(body, dict):
-        parts = [str(body[k]) for k in ("message", "rc") if body.get(k)]
-        return " ".join(parts)[:500] or text[:500]
-    return text[:500]
