@@ -30,7 +30,7 @@ from bot.api import (
     Plugin,
     Settings,
 )
-from jobs.backends import backend_factory
+from jobs.backends import FEATURES, backend_factory, backend_features
 from jobs.backends.base import ImageBackend, ImageRequest
 
 NAME = "imagine"
@@ -101,11 +101,14 @@ def job_options(request: ImageRequest) -> dict[str, Any]:
     return options
 
 
-def details(options: Mapping[str, Any]) -> str:
-    """``512x512 · 20 steps · seed 42 · without: blur``."""
-    parts = [f"{options.get('width')}x{options.get('height')}", f"{options.get('steps')} steps"]
-    parts.append(f"seed {options.get('seed')}")
-    if options.get("negative"):
+def details(options: Mapping[str, Any], features: frozenset[str] = FEATURES) -> str:
+    """``512x512 · 20 steps · seed 42 · without: blur``: what the backend took (``features``)."""
+    parts = [f"{options.get('width')}x{options.get('height')}"]
+    if "steps" in features:
+        parts.append(f"{options.get('steps')} steps")
+    if "seed" in features:
+        parts.append(f"seed {options.get('seed')}")
+    if options.get("negative") and "negative" in features:
         parts.append(f"without: {options['negative']}")
     return " · ".join(parts)
 
@@ -118,6 +121,7 @@ def plugin(settings: Settings) -> Plugin:
     """The plugin, with the backend the settings name (made on the first job, in the worker)."""
     limits = settings.plugins.validated(NAME, ImagineSettings)
     make_backend = backend_factory(settings)
+    features = backend_features(settings)
 
     def prepare(call: Call) -> JobRequest:
         opts = call.options
@@ -138,32 +142,39 @@ def plugin(settings: Settings) -> Plugin:
             Command(
                 NAME,
                 "Make an image from a text prompt",
-                (
-                    Option("prompt", "string", "What to draw", required=True),
-                    Option("negative", "string", "What to keep out of the image"),
-                    Option("size", "string", "Width x height", choices=tuple(limits.sizes)),
-                    Option(
-                        "steps",
-                        "integer",
-                        "More steps: finer, slower",
-                        min=limits.steps_min,
-                        max=limits.steps_max,
-                    ),
-                    Option("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
+                tuple(
+                    option
+                    for option in (
+                        Option("prompt", "string", "What to draw", required=True),
+                        Option("negative", "string", "What to keep out of the image"),
+                        Option("size", "string", "Width x height", choices=tuple(limits.sizes)),
+                        Option(
+                            "steps",
+                            "integer",
+                            "More steps: finer, slower",
+                            min=limits.steps_min,
+                            max=limits.steps_max,
+                        ),
+                        Option("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
+                    )
+                    # Only what the service takes: OpenAI Images has no negative, steps or seed.
+                    if option.name in ("prompt", "size") or option.name in features
                 ),
                 job=NAME,
                 prepare=prepare,
             ),
         ),
         # Keyed by the setting (a dotted path for a backend of its own), as before plugins.
-        jobs=(image_kind(make_backend, settings.backend.name),),
+        jobs=(image_kind(make_backend, settings.backend.name, features),),
         settings=ImagineSettings,
     )
 
 
-def image_kind(make_backend: Callable[[], ImageBackend], backend_name: str) -> JobKind:
+def image_kind(
+    make_backend: Callable[[], ImageBackend], backend_name: str, features: frozenset[str] = FEATURES
+) -> JobKind:
     """The ``imagine`` job kind, drawing with the backend ``make_backend`` makes on its first job
-    (whose breaker and ETA are ``backend_name``'s)."""
+    (whose breaker and ETA are ``backend_name``'s, which takes ``features``)."""
     made: list[ImageBackend] = []
 
     async def generate(job: Job) -> ImageResult:
@@ -185,6 +196,6 @@ def image_kind(make_backend: Callable[[], ImageBackend], backend_name: str) -> J
         generate,
         verb="Generating",
         backend=backend_name,
-        details=lambda options: details(options) + demo,
+        details=lambda options: details(options, features) + demo,
         reroll=reroll,
     )

@@ -17,6 +17,17 @@ from jobs.backends.base import ImageBackend
 from jobs.backends.demo import DemoBackend
 from jobs.backends.horde import HordeBackend, HordeSettings
 
+#: What ``/imagine`` offers besides the prompt and the size, where the service takes it.
+FEATURES = frozenset({"negative", "steps", "seed"})
+#: The services that take fewer (OpenAI Images has no negative prompt, steps or seed).
+FEATURES_OF = {"openai": frozenset[str]()}
+
+
+def backend_features(settings: Settings) -> frozenset[str]:
+    """Which of :data:`FEATURES` the backend ``GENBOT_BACKEND__NAME`` names takes (a backend of
+    one's own takes them all)."""
+    return FEATURES_OF.get(settings.backend.name, FEATURES)
+
 
 class BackendNotFound(ConfigError):
     """``GENBOT_BACKEND__NAME`` names nothing that can be imported."""

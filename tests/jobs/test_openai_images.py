@@ -20,6 +20,7 @@ from bot.config import ConfigError, load_settings
 from bot.embedded_redis import EmbeddedRedis
 from jobs.backends import backend_factory
 from jobs.backends.openai_images import size_for
+from jobs.imagine import plugin as imagine_plugin
 from tests.chat_client import ChatClient
 from tests.jobs.backend_chat import backend_chat, ended
 from tests.jobs.fake_openai import KEY, FakeOpenAI
@@ -58,7 +59,7 @@ async def test_imagine_streams_previews_then_the_image(
 ) -> None:
     fake = FakeOpenAI(delay_s=0.1)
     async with openai_chat(redis_server, sqlite_url, tmp_path, fake) as alice:
-        assert await alice.command("/imagine a red fox in snow size: 768x512 steps: 30") == {"ok": True}
+        assert await alice.command("/imagine a red fox in snow size: 768x512") == {"ok": True}
         final = (await alice.wait_for(ended, timeout=30))["status"]
         async with alice.session.get(alice.base_url + final["image_url"]) as resp:
             image = await resp.read()
@@ -146,3 +147,26 @@ async def test_a_wrong_key_and_a_failing_service_read_as_service_errors(
     assert final["error"]["title"] == "Service error"
     assert "answered HTTP 500: The server had an error" in caplog.text
     assert len(fake.requests) == 1, "the SDK does not retry: the breaker and the queue decide"
+
+
+async def test_imagine_offers_only_what_the_service_takes(
+    redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
+) -> None:
+    """No negative prompt, steps or seed: /imagine has no such options with this backend (Discord
+    and Slack list none), and the status message claims none."""
+    settings = load_settings(
+        _env_file=None, backend={"name": "openai"}, backends={"openai": {"api_key": "k"}}
+    )
+    (command,) = imagine_plugin(settings).commands
+    assert [o.name for o in command.options] == ["prompt", "size"]
+
+    fake = FakeOpenAI()
+    async with openai_chat(redis_server, sqlite_url, tmp_path, fake) as alice:
+        assert await alice.command("/imagine an owl size: 512x768") == {"ok": True}
+        final = (await alice.wait_for(ended, timeout=30))["status"]
+
+    assert final["state"] == "succeeded"
+    assert final["details"].startswith("512x768") and "steps" not in final["details"]
+    assert "seed" not in final["details"] and "without" not in final["details"]
+    (sent,) = fake.requests
+    assert sent["prompt"] == "an owl" and sent["size"] == "1024x1536"
