@@ -61,3 +61,11 @@ def ended(message: dict[str, Any]) -> bool:
     """A status message whose job has ended, however."""
     status = message.get("status")
     return bool(status) and status["state"] in ("succeeded", "failed", "cancelled", "timed_out")
+
+
+def drawing_with_preview(message: dict[str, Any]) -> bool:
+    """A status message of a job under way, with a step and a preview shown."""
+    status = message.get("status") or {}
+    return (
+        status.get("state") == "running" and bool(status.get("preview_url")) and bool(status.get("progress"))
+    )

@@ -13,7 +13,8 @@ with ``progress``, ``eta_relative``, ``state`` (``sampling_step``, ``sampling_st
 errors as its exception handler shapes them (``error``, ``detail``, ``body``, ``errors``).
 
 It can be told to fail (``fail_next``: status and message, as a CUDA out-of-memory would read), to
-hang (``hang``: txt2img never answers) and to draw slowly (``step_delay_s``).
+hang (``hang``: txt2img never answers), to stay at a step (``hold_at``) and to draw slowly
+(``step_delay_s``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class FakeA1111:
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body)
         self.interrupts = 0
         self.hang = False
+        #: A step the drawing stays at while this is set (a test sees that moment, then lets go).
+        self.hold_at: int | None = None
         self.finished: list[str] = []  # the tasks that ended, in order
         self.stopped_at = 0  # the step the last generation ended at
         self._idle = asyncio.Event()
@@ -154,6 +157,8 @@ class FakeA1111:
                         break
                     await asyncio.sleep(self.step_delay_s)
                     self._running.step = step
+                    while self.hold_at == step and not self._interrupted:
+                        await asyncio.sleep(0.02)
             finally:
                 self.finished.append(task)
                 self.stopped_at = self._running.step

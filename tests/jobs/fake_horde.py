@@ -10,7 +10,8 @@ the request off; an unknown id is 404 ``{"message", "rc": "RequestNotFound"}``; 
 know is 401 ``{"message": "Invalid API Key", "rc": "InvalidAPIKey"}``.
 
 Each request waits ``ahead`` checks in line (its place going down), is drawn for ``drawing`` checks,
-then is done; ``impossible``, ``faulted`` and ``censor`` make every new request so.
+then is done (``hold`` keeps them in a phase); ``impossible``, ``faulted`` and ``censor`` make every
+new request so.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class FakeHorde:
         self.impossible = False
         self.faulted = False
         self.censor = False
+        #: A phase (``"waiting"``, ``"drawing"``) requests stay in while this is set.
+        self.hold: str | None = None
         self.requests: dict[str, Request] = {}
         self.deleted: list[str] = []
         self.downloads = 0
@@ -117,7 +120,10 @@ class FakeHorde:
         req = self._found(request)
         if req is None:
             return web.json_response({"message": "Request Not found", "rc": "RequestNotFound"}, status=404)
-        req.checks += 1
+        state = self._state(req)
+        phase = "waiting" if state["waiting"] else "drawing" if state["processing"] else "done"
+        if phase != self.hold:
+            req.checks += 1
         return web.json_response(self._state(req))
 
     async def _status(self, request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from jobs.backends import backend_factory
 from jobs.backends.a1111 import A1111Backend, A1111Error, A1111Settings, step_of, txt2img_payload
 from jobs.backends.base import ImageRequest
 from tests.chat_client import ChatClient
-from tests.jobs.backend_chat import backend_chat, ended
+from tests.jobs.backend_chat import backend_chat, drawing_with_preview, ended
 from tests.jobs.fake_a1111 import MODELS, FakeA1111
 
 REQUEST = ImageRequest("a red fox in snow", "blur", 512, 768, 6, 42)
@@ -99,6 +99,7 @@ async def test_imagine_draws_through_the_service_with_progress_and_previews(
     redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
     fake = FakeA1111(step_delay_s=0.05, credentials=("genbot", "s3cret"))
+    fake.hold_at = 3  # the drawing stays at step 3 until the message has shown it
     a1111 = {
         "username": "genbot",
         "password": "s3cret",
@@ -109,6 +110,11 @@ async def test_imagine_draws_through_the_service_with_progress_and_previews(
         assert await alice.command("/imagine a red fox in snow size: 512x768 steps: 8 seed: 7") == {
             "ok": True
         }
+        at_three = await alice.wait_for(
+            lambda m: drawing_with_preview(m) and m["status"]["progress"] == 3 / 8
+        )
+        midway = at_three["status"]
+        fake.hold_at = None
         final = (await alice.wait_for(ended, timeout=30))["status"]
         async with alice.session.get(alice.base_url + final["image_url"]) as resp:
             image = await resp.read()
@@ -124,11 +130,8 @@ async def test_imagine_draws_through_the_service_with_progress_and_previews(
     )
     assert sent["override_settings"] == {"sd_model_checkpoint": "v1-5-pruned-emaonly"}
     assert fake.called("/sdapi/v1/sd-models") and fake.called("/sdapi/v1/samplers"), "names checked"
-    running = [u["status"] for u in alice.updates if u.get("status") and u["status"]["state"] == "running"]
-    assert any(r["progress"] and 0 < r["progress"] < 1 for r in running), (
-        "the service's steps reached the message"
-    )
-    assert any(r["preview_url"] for r in running), "its live image was the preview"
+    assert midway["progress"] == 3 / 8, "the service's step reached the message"
+    assert midway["preview_url"], "its live image was the preview"
     assert fake.interrupts == 0
 
 

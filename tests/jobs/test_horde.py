@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,6 @@ def horde_chat(
     return backend_chat(
         redis_server, sqlite_url, tmp_path, fake, "horde", section, url_key="url", **overrides
     )
-
-
-def headlines(alice: ChatClient) -> list[str]:
-    return [u["status"]["headline"] for u in alice.updates if u.get("status")]
 
 
 def test_the_request_maps_onto_the_hordes() -> None:
@@ -79,19 +76,25 @@ async def test_imagine_waits_on_the_horde_then_shows_its_image(
     redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
     fake = FakeHorde(ahead=3, drawing=2)
+    fake.hold = "waiting"  # each phase holds until the message has shown it
+
+    def headline_is(start: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda m: str((m.get("status") or {}).get("headline", "")).startswith(start)
+
     async with horde_chat(redis_server, sqlite_url, tmp_path, fake) as alice:
         assert await alice.command("/imagine a red fox in snow size: 512x768 steps: 12") == {"ok": True}
+        waiting = await alice.wait_for(headline_is("Generating · waiting on the Horde"), timeout=30)
+        fake.hold = "drawing"
+        drawing = await alice.wait_for(headline_is("Generating · drawing on the Horde"), timeout=30)
+        fake.hold = None
         final = (await alice.wait_for(ended, timeout=30))["status"]
         async with alice.session.get(alice.base_url + final["image_url"]) as resp:
             image = await resp.read()
 
     assert final["state"] == "succeeded"
     assert Image.open(io.BytesIO(image)).size == (64, 96), "the fake's WebP, as a PNG"
-    seen = headlines(alice)
-    assert any(
-        h.startswith("Generating · waiting on the Horde, #") and "in its line, about" in h for h in seen
-    ), seen
-    assert any(h.startswith("Generating · drawing on the Horde") for h in seen), seen
+    assert waiting["status"]["headline"] == "Generating · waiting on the Horde, #4 in its line, about 40 s"
+    assert drawing["status"]["headline"] == "Generating · drawing on the Horde, about 5 s"
     (req,) = fake.requests.values()
     assert req.headers["apikey"] == "0000000000" and req.headers["Client-Agent"] == "genbot:1:unknown"
     assert fake.downloads == 1 and fake.deleted == []

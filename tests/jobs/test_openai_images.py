@@ -22,7 +22,7 @@ from jobs.backends import backend_factory
 from jobs.backends.openai_images import size_for
 from jobs.imagine import plugin as imagine_plugin
 from tests.chat_client import ChatClient
-from tests.jobs.backend_chat import backend_chat, ended
+from tests.jobs.backend_chat import backend_chat, drawing_with_preview, ended
 from tests.jobs.fake_openai import KEY, FakeOpenAI
 
 
@@ -58,8 +58,11 @@ async def test_imagine_streams_previews_then_the_image(
     redis_server: EmbeddedRedis, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
     fake = FakeOpenAI(delay_s=0.1)
+    fake.hang = True  # the stream holds after its first partial image until the message showed it
     async with openai_chat(redis_server, sqlite_url, tmp_path, fake) as alice:
         assert await alice.command("/imagine a red fox in snow size: 768x512") == {"ok": True}
+        midway = (await alice.wait_for(drawing_with_preview, timeout=30))["status"]
+        fake.hang = False
         final = (await alice.wait_for(ended, timeout=30))["status"]
         async with alice.session.get(alice.base_url + final["image_url"]) as resp:
             image = await resp.read()
@@ -74,9 +77,8 @@ async def test_imagine_streams_previews_then_the_image(
         True,
     )
     assert sent["partial_images"] == 2 and "seed" not in sent and "steps" not in sent
-    running = [u["status"] for u in alice.updates if u.get("status") and u["status"]["state"] == "running"]
-    assert any(r["preview_url"] for r in running), "a partial image was the preview"
-    assert any(r["progress"] and 0 < r["progress"] < 1 for r in running)
+    assert midway["preview_url"], "a partial image was the preview"
+    assert midway["progress"] == 1 / 3, "the first of two partial images, then the image"
 
 
 async def test_cancel_closes_the_stream(
