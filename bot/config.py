@@ -181,7 +181,8 @@ class WorkerSettings(BaseModel):
 
 class BackendSettings(BaseModel):
     name: str = Field(
-        "demo", description="'demo', 'a1111', 'openai', 'horde' or a dotted path to an ImageBackend factory"
+        "demo",
+        description="'demo', 'a1111', 'comfyui', 'openai', 'horde' or package.module:factory",
     )
     demo_step_delay_s: Annotated[float, Field(ge=0)] = 0.4
 

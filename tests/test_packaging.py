@@ -198,7 +198,11 @@ def test_the_wheel_marks_every_package_typed_and_keeps_its_data(wheel: zipfile.Z
     for package in PACKAGES:
         assert f"{package}/py.typed" in names
         assert (ROOT / package / "py.typed").is_file()
-    assert {"adapters/local/static/index.html", "adapters/slack/manifest.yaml"} <= names
+    assert {
+        "adapters/local/static/index.html",
+        "adapters/slack/manifest.yaml",
+        "jobs/backends/workflows/txt2img.json",  # ComfyUI's default workflow
+    } <= names
     assert "storage/migrations/0001_initial.py" in names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
 

@@ -1,7 +1,7 @@
 """Image backends. ``GENBOT_BACKEND__NAME`` is ``demo``, ``a1111`` (AUTOMATIC1111, Forge, SD.Next:
 its settings are ``GENBOT_BACKENDS__A1111__*``), ``openai`` (OpenAI Images and compatible
 services, with the ``openai`` extra: ``GENBOT_BACKENDS__OPENAI__*``), ``horde`` (AI Horde:
-``GENBOT_BACKENDS__HORDE__*``) or a dotted path
+``GENBOT_BACKENDS__HORDE__*``), ``comfyui`` (ComfyUI: ``GENBOT_BACKENDS__COMFYUI__*``) or a dotted path
 ``package.module:factory`` (or ``package.module.factory``) to a callable that takes the
 :class:`~bot.config.Settings` and returns an :class:`~jobs.backends.base.ImageBackend`."""
 
@@ -14,6 +14,7 @@ from typing import cast
 from bot.config import ConfigError, Settings
 from jobs.backends.a1111 import A1111Backend, A1111Settings
 from jobs.backends.base import ImageBackend
+from jobs.backends.comfyui import ComfyUIBackend, ComfyUISettings
 from jobs.backends.demo import DemoBackend
 from jobs.backends.horde import HordeBackend, HordeSettings
 
@@ -51,6 +52,9 @@ def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
     if name == HordeBackend.name:
         horde = settings.backends.validated(name, HordeSettings)
         return lambda: HordeBackend(horde)
+    if name == ComfyUIBackend.name:
+        comfyui = settings.backends.validated(name, ComfyUISettings)
+        return lambda: ComfyUIBackend(comfyui)
     if name == "openai":
         try:
             from jobs.backends.openai_images import OpenAIImagesBackend, OpenAISettings
@@ -68,6 +72,6 @@ def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
     except (ImportError, AttributeError, ValueError) as exc:
         raise BackendNotFound(
             f"GENBOT_BACKEND__NAME: no backend {name!r} "
-            "(use 'demo', 'a1111', 'openai', 'horde' or 'package.module:factory')"
+            "(use 'demo', 'a1111', 'comfyui', 'openai', 'horde' or 'package.module:factory')"
         ) from exc
     return lambda: cast("ImageBackend", factory(settings))
