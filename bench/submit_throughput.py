@@ -246,12 +246,15 @@ def make_ops(rt: Runtime, run_tag: str) -> tuple[Op, Op]:
 
 
 async def check_round(rt: Runtime, side: str, n: int) -> None:
-    """What a round must leave in Redis: n arq jobs (and, for genbot, n waiting entries)."""
-    queued = await rt.redis.zcard(rt.settings.redis.queue_name)
+    """What a round must leave in Redis: n arq jobs (and, for genbot, n waiting entries in the
+    demo backend's line)."""
+    line = rt.settings.backend.name
+    arq_queue = rt.queue.line_queue(line) if side == "genbot" else rt.settings.redis.queue_name
+    queued = await rt.redis.zcard(arq_queue)
     if queued != n:
         raise RuntimeError(f"{side}: {queued} jobs in the arq queue, expected {n}")
     if side == "genbot":
-        waiting = await rt.redis.zcard(f"{rt.settings.redis.key_prefix}:waiting")
+        waiting = await rt.redis.zcard(rt.queue.keys.waiting(line))
         if waiting != n:
             raise RuntimeError(f"genbot: {waiting} waiting entries, expected {n}")
 
@@ -338,7 +341,7 @@ async def breakdown(rt: Runtime, args: argparse.Namespace, watched: Watched) -> 
         ids.append((await store.create(core.new_job(actor, "bench", kind, job, uuid.uuid4().hex))).id)
 
     async def lua(i: int) -> None:
-        await queue.submit(ids[i])
+        await queue.submit(ids[i], line=kind.backend_name)
 
     async def attach(i: int) -> None:
         await store.update(ids[i], message={"message_id": str(i)}, meta={"rendered": "x"}, ticket=i + 1)

@@ -303,10 +303,39 @@ class Admin:
                 f"• waiting jobs per member: {quota.max_queued} ({mark('max_queued')})",
                 f"• requests per member: {quota.rate_count} per {format_duration(quota.rate_window_s)} "
                 f"({mark('rate_count')}; window {mark('rate_window_s')})",
-                f"• running jobs per member: {quota.max_running}, waiting jobs in all: {quota.global_max} "
+                f"• running jobs per member: {quota.max_running}, waiting jobs per line: {quota.global_max} "
                 "(for every server of this bot)",
             ]
         )
+
+    async def _backend(
+        self, actor: Actor, _spec: CommandSpec, options: dict[str, str], reason: str | None
+    ) -> str:
+        """Show the backend this workspace's jobs run on, or choose it (``default``: the
+        deployment's). Jobs already queued stay in the line they are in."""
+        offered = self.core.plugins.choosable_backends()
+        kinds = [kind for kind, _loaded in self.core.plugins.kinds.values() if len(kind.lines) > 1]
+        if not offered:
+            return "This bot runs every job on one backend: there is nothing to choose."
+        default = kinds[0].backend_name
+        wanted = options.get("name")
+        chosen = await self.moderation.get_backend(actor.platform, actor.workspace)
+        if wanted:
+            same = [b for b in offered if b.lower() == wanted.lower()]
+            new = None if wanted.lower() == "default" else same[0] if same else ""
+            if new == "":
+                raise GenbotError(
+                    ErrorCode.INVALID_OPTION, f"The backends are {', '.join(offered)} (or default)."
+                )
+            await self.moderation.set_backend(actor.platform, actor.workspace, new, actor.user_id)
+            self.core.forget_backend(actor.platform, actor.workspace)
+            await self.moderation.audit(actor, "backend", target=new or "default", reason=reason)
+            chosen = new
+            which = chosen or f"{default} (the default)"
+            return f"New jobs here now run on {which}; jobs already queued keep their place."
+        now = chosen if chosen in offered else None
+        said = f"{now} (chosen here)" if now else f"{default} (the default)"
+        return f"Jobs here run on {said}. The backends: {', '.join(offered)}."
 
     async def _queue(self, actor: Actor, *_: object) -> str:
         gens = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED, State.RUNNING])
@@ -314,10 +343,19 @@ class Admin:
             return "The queue is empty."
         paused = await self.queue.is_paused(actor.platform, actor.workspace)
         running = [g for g in gens if g.state is State.RUNNING]
-        positions = {gid: i + 1 for i, gid in enumerate(await self.queue.waiting())}  # one read
+        order: dict[int, int] = {}  # ticket order, across the lines
+        positions: dict[int, int] = {}  # place in its own line
+        ahead: dict[str, int] = {}
+        for index, (gid, line) in enumerate(await self.queue.lined_up()):  # one read
+            order[gid] = index
+            positions[gid] = ahead[line] = ahead.get(line, 0) + 1
         in_line = [g for g in gens if g.state is State.QUEUED]
-        placed = sorted(((positions[g.id], g) for g in in_line if g.id in positions), key=lambda p: p[0])
+        placed = sorted(
+            ((positions[g.id], g) for g in in_line if g.id in positions), key=lambda p: order[p[1].id]
+        )
         waiting_aside = [g for g in in_line if g.id not in positions]
+        # With several lines, each place says whose line it is in.
+        several = bool(self.core.plugins.choosable_backends()) or len({g.backend for g in gens}) > 1
         queued = len(placed) + len(waiting_aside)
         lines = [f"The queue{' (paused)' if paused else ''}: {len(running)} running, {queued} queued."]
         for gen in running:
@@ -326,7 +364,11 @@ class Admin:
             shown = f" {round(100 * step / total)}%" if isinstance(step, int) and total else ""
             lines.append(_line(f"running{shown}", gen, f"started {_ago(gen.started_at)}"))
         for position, gen in placed:
-            lines.append(_line(f"#{position}", gen, _ago(gen.created_at)))
+            lines.append(
+                _line(
+                    f"#{position} for {gen.backend}" if several else f"#{position}", gen, _ago(gen.created_at)
+                )
+            )
         for gen in waiting_aside:
             lines.append(_line(await self.queue.aside(gen) or "starting", gen, _ago(gen.created_at)))
         if len(lines) > LIST_MAX + 1:

@@ -81,12 +81,15 @@ class Call:
     """One use of a command: who, where, and the options as parsed (see :class:`Option`: text as
     ``str``, whole numbers as ``int``, numbers as ``float``, booleans as ``bool``, a member as their
     platform id, a file (``attachment`` or ``image``) as an :class:`Attachment` already checked and
-    kept for the job), plus the plugin's settings section (None without a model)."""
+    kept for the job), plus the plugin's settings section (None without a model) and ``backend``:
+    the line its job joins unless :class:`JobRequest` names another of its kind's ``backends``
+    (the one the workspace's admins chose with ``/admin backend``, else the kind's ``backend``)."""
 
     actor: Actor
     channel: str
     options: Mapping[str, Any]
     settings: Any = None
+    backend: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +97,12 @@ class JobRequest:
     """What a job command queues: ``text`` is the line its status message quotes (a prompt, a
     question, a file name); ``options`` what the job function reads, as JSON values (an
     :class:`Attachment` is stored as JSON, read back by :meth:`Job.attachment`). Blocked terms
-    are checked on every text option of the command, whatever ``prepare`` keeps."""
+    are checked on every text option of the command, whatever ``prepare`` keeps. ``backend``: which
+    of its kind's ``backends`` runs it (None: :attr:`Call.backend`)."""
 
     text: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    backend: str | None = None
 
 
 class Job(Protocol):
@@ -113,6 +118,8 @@ class Job(Protocol):
     options: Mapping[str, Any]
     #: The plugin's settings section, validated (None without a model).
     settings: Any
+    #: The backend the job runs on: one of its kind's ``backends``.
+    backend: str
     #: Where results and previews live; a job may keep blobs of its own under ``plugins/``.
     blobs: BlobStore
 
@@ -159,9 +166,14 @@ def _no_details(options: Mapping[str, Any]) -> str:
 class JobKind:
     """A kind of job: its function and how its status message reads.
 
-    ``backend``: the name of the service the function calls; jobs of one backend share a circuit
-    breaker (it opens after ``worker.breaker_fail_max`` failures in a row, and waiting jobs then
-    say that the service is unavailable) and an ETA. Defaults to the kind's name.
+    ``backend``: the name of the service the function calls; jobs of one backend wait in one line
+    (positions count the jobs ahead in it; the workers that serve it start them) and share a
+    circuit breaker (it opens after ``worker.breaker_fail_max`` failures in a row, and waiting jobs
+    then say that the service is unavailable) and an ETA. Defaults to the kind's name.
+    ``backends``: for a kind whose function can call one of several services (:attr:`Job.backend`
+    says which), their names; ``backend`` is then the default among them (the first if unset). A
+    workspace's admins choose among them with ``/admin backend``, and a command may choose per job
+    (:attr:`JobRequest.backend`).
     ``verb``: the running headline, "Generating · 40%". ``details``: the small line under the
     text (sizes, steps; the job number is added). ``reroll``: the options of a new job like this
     one, for the Reroll button a finished job shows (None, the default: no such button).
@@ -173,10 +185,17 @@ class JobKind:
     backend: str | None = None
     details: Callable[[Mapping[str, Any]], str] = _no_details
     reroll: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] = _no_reroll
+    backends: tuple[str, ...] = ()
 
     @property
     def backend_name(self) -> str:
-        return self.backend or self.name
+        """The default backend (and line) of this kind's jobs."""
+        return self.backend or (self.backends[0] if self.backends else self.name)
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """Every backend this kind's jobs may run on, the default first."""
+        return (self.backend_name, *(b for b in self.backends if b != self.backend_name))
 
     @property
     def rerolls(self) -> bool:

@@ -37,7 +37,7 @@ from jobs.constants import RENDER_GROUP, Keys
 from jobs.events import RedisEventFeed
 from jobs.queue import ArqRedis, RedisJobQueue
 from jobs.runner import GenerationRunner, KindRuntime, defer_slice_s
-from jobs.worker import build_sweeper, build_worker, close_worker
+from jobs.worker import build_sweeper, build_worker, close_worker, served_lines
 from storage import db
 from storage.blobs import DatabaseBlobStore, LocalBlobStore, prune_blobs
 from storage.chatlog import TortoiseChatLog
@@ -425,16 +425,21 @@ def build_breaker(rt: Runtime, backend: str) -> Breaker:
     )
 
 
+def all_lines(plugins: Plugins) -> list[str]:
+    """Every line the loaded plugins' jobs wait in: each kind's backends, defaults first."""
+    return list(dict.fromkeys(line for kind, _loaded in plugins.kinds.values() for line in kind.lines))
+
+
 def build_runner(rt: Runtime) -> GenerationRunner:
     w = rt.settings.worker
     breakers: dict[str, Breaker] = {}
     kinds: dict[str, KindRuntime] = {}
     for name, (kind, loaded) in rt.core.plugins.kinds.items():
         # One breaker per backend, keyed as the rows are: the bot reads the breaker of ``gen.backend``.
-        backend = kind.backend_name
-        if backend not in breakers:
-            breakers[backend] = build_breaker(rt, backend)
-        kinds[name] = KindRuntime(kind, breakers[backend], loaded.settings)
+        for backend in kind.lines:
+            if backend not in breakers:
+                breakers[backend] = build_breaker(rt, backend)
+        kinds[name] = KindRuntime(kind, {b: breakers[b] for b in kind.lines}, loaded.settings)
     return GenerationRunner(
         store=rt.store,
         queue=rt.queue,
@@ -584,10 +589,18 @@ async def sync_discord_commands(rt: Runtime, guild: int | None = None) -> int:
 
 
 async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
-    """Run an arq worker and the sweep until ``stop`` is set. Running jobs are cancelled and go
-    back to the queue (see :class:`jobs.runner.GenerationRunner`)."""
+    """Run an arq worker per line served (:func:`jobs.worker.served_lines`) and the sweep until
+    ``stop`` is set. Running jobs are cancelled and go back to the queue (see
+    :class:`jobs.runner.GenerationRunner`)."""
+    runner = build_runner(rt)
+    lines = served_lines(rt.settings, all_lines(rt.core.plugins))
     workers = [
-        build_worker(rt.settings, runner=build_runner(rt), queue=rt.queue, handle_signals=False),
+        *(
+            build_worker(
+                rt.settings, runner=runner, queue=rt.queue, line=line, concurrency=jobs, handle_signals=False
+            )
+            for line, jobs in lines.items()
+        ),
         build_sweeper(
             rt.settings,
             reconcile=rt.core.reconcile,

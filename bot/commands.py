@@ -97,9 +97,14 @@ def command_specs() -> tuple[CommandSpec, ...]:
     )
 
 
-def admin_specs() -> tuple[CommandSpec, ...]:
+#: The most choices an option may offer (Discord's limit).
+CHOICES_MAX = 25
+
+
+def admin_specs(backends: tuple[str, ...] = ()) -> tuple[CommandSpec, ...]:
     """The admin commands: ``/admin <name>`` on every platform. Only admins may run them; the
-    core checks it for every call, whatever the platform's client shows."""
+    core checks it for every call, whatever the platform's client shows. ``backends``: those a
+    workspace may choose among (``/admin backend``), offered as its choices."""
 
     def admin(name: str, description: str, *options: OptionSpec) -> CommandSpec:
         return CommandSpec(name, description, options, group=ADMIN)
@@ -152,6 +157,17 @@ def admin_specs() -> tuple[CommandSpec, ...]:
             OptionSpec("queued", "integer", "Jobs one member may have waiting", min=0, max=100),
             OptionSpec("rate", "integer", "Requests one member may send per window", min=0, max=1000),
             OptionSpec("window", "integer", "The rate limit's window, in minutes", min=0, max=1440),
+            _REASON,
+        ),
+        admin(
+            "backend",
+            "Show or choose the backend this server's jobs run on",
+            OptionSpec(
+                "name",
+                "string",
+                "A backend, or default",
+                choices=(*backends, "default") if 1 < len(backends) < CHOICES_MAX else None,
+            ),
             _REASON,
         ),
         admin("queue", "The whole queue: positions, members, ages"),

@@ -155,8 +155,14 @@ class DatabaseSettings(BaseModel):
         return url
 
 
+#: The most jobs of one line a worker runs at once.
+CONCURRENCY_MAX = 64
+
+
 class WorkerSettings(BaseModel):
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    concurrency: Annotated[int, Field(ge=1, le=CONCURRENCY_MAX)] = 1
+    #: The lines (backends) this worker serves, ``name`` or ``name=jobs at once``; all if empty.
+    lines: StrList = Field(default_factory=list)
     job_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     backend_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     progress_interval_s: Annotated[float, Field(ge=0)] = 1.0
@@ -184,6 +190,9 @@ class BackendSettings(BaseModel):
         "demo",
         description="'demo', 'a1111', 'comfyui', 'openai', 'horde' or package.module:factory",
     )
+    #: More backends a workspace (``/admin backend``) or a member (``/imagine backend:``) may
+    #: choose, besides ``name`` (the default).
+    choices: StrList = Field(default_factory=list)
     demo_step_delay_s: Annotated[float, Field(ge=0)] = 0.4
 
 

@@ -79,6 +79,14 @@ class Plugins:
         """The plugin command typed as ``key`` (``ask``, ``admin purge``)."""
         return self.commands.get(key)
 
+    def choosable_backends(self) -> tuple[str, ...]:
+        """The backends a workspace may choose among: those of the kinds that have several."""
+        return tuple(
+            dict.fromkeys(
+                b for kind, _loaded in self.kinds.values() if len(kind.lines) > 1 for b in kind.lines
+            )
+        )
+
     def kind(self, name: str) -> tuple[JobKind, LoadedPlugin] | None:
         return self.kinds.get(name)
 
@@ -101,9 +109,13 @@ class Plugins:
                 )
             if kind.name in self.kinds or kind.name in kinds:
                 raise PluginError(f"{where}: job kind {kind.name!r} is defined twice")
-            if not 0 < len(kind.backend_name) <= BACKEND_MAX:
+            if not all(0 < len(backend) <= BACKEND_MAX for backend in kind.lines):
                 raise PluginError(
-                    f"{where}: job kind {kind.name!r}: its backend name is 1 to {BACKEND_MAX} characters"
+                    f"{where}: job kind {kind.name!r}: its backend names are 1 to {BACKEND_MAX} characters"
+                )
+            if kind.backends and kind.backend_name not in kind.backends:
+                raise PluginError(
+                    f"{where}: job kind {kind.name!r}: its backends lack its backend {kind.backend_name!r}"
                 )
             kinds[kind.name] = kind
         taken = set(reserved) | set(self.commands)
@@ -173,7 +185,7 @@ def _check_options(where: str, command: Command) -> None:
 def all_specs(plugins: Plugins) -> tuple[CommandSpec, ...]:
     """Every command, as the platforms register them: the plugins' commands (``/imagine`` first),
     genbot's member commands, then the admin commands."""
-    return plugins.specs() + command_specs() + admin_specs()
+    return plugins.specs() + command_specs() + admin_specs(plugins.choosable_backends())
 
 
 def _import(target: str) -> object:
@@ -261,7 +273,7 @@ def describe(plugins: Plugins) -> str:
             what = f"queues {command.job}" if command.job else "answers"
             lines.append(f"  /{key} {options}".rstrip() + f"  ({what}) {command.description}")
         for kind in plugin.jobs:
-            lines.append(f"  job kind {kind.name}: backend {kind.backend_name}")
+            lines.append(f"  job kind {kind.name}: backend {', '.join(kind.lines)}")
         if plugin.settings is not None:
             for name, info in plugin.settings.model_fields.items():
                 default = "required" if info.is_required() else f"default {info.default!r}"

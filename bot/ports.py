@@ -282,6 +282,14 @@ class ModerationStore(Protocol):
         """Merge ``changes`` into them (None: back to the deployment's); returns the result."""
         ...
 
+    async def get_backend(self, platform: str, workspace: str) -> str | None:
+        """The backend the workspace's admins chose for its jobs (None: the default)."""
+        ...
+
+    async def set_backend(self, platform: str, workspace: str, backend: str | None, by: str) -> None:
+        """Choose the workspace's backend (None: back to the default)."""
+        ...
+
     async def audit(
         self,
         actor: Actor,
@@ -331,12 +339,13 @@ class TicketsLost(Exception):
 
 
 class JobQueue(Protocol):
-    """Positions and the job queue (Redis + arq)."""
+    """Positions and the job queue (Redis + arq). A job waits in the **line** of its backend
+    (``line``: its row's ``backend``); positions count the jobs ahead in that line only."""
 
     async def submit(
-        self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
+        self, generation_id: int, *, line: str, ticket: int | None = None, quota: Quota | None = None
     ) -> tuple[int, int]:
-        """Give the generation a ticket and a position, then enqueue its job, atomically.
+        """Give the generation a ticket and a position in ``line``, then enqueue its job, atomically.
 
         Returns ``(ticket, position)``. Idempotent for one generation: a second call returns the
         existing ticket and does not enqueue twice. ``ticket`` re-uses a ticket the row already
@@ -419,7 +428,7 @@ class JobQueue(Protocol):
         """The pending confirmation code (and forget it), or None."""
         ...
 
-    async def restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
+    async def restore(self, generation_id: int, ticket: int | None, *, line: str) -> tuple[int, int, bool]:
         """:meth:`submit` at the row's own ticket (a new one if it has none); also returns
         whether anything was missing from Redis and has been put back."""
         ...
@@ -433,19 +442,28 @@ class JobQueue(Protocol):
         """:meth:`job_state` of each of ``generation_ids``, in few round trips."""
         ...
 
-    async def position(self, generation_id: int) -> int | None:
-        """1-based position among waiting jobs, or None when not waiting. O(log N)."""
+    async def position(self, generation_id: int, *, line: str) -> int | None:
+        """1-based position among the jobs waiting in ``line``, or None when not waiting. O(log N)."""
         ...
 
-    async def ticket_of(self, generation_id: int) -> int | None:
+    async def ticket_of(self, generation_id: int, *, line: str) -> int | None:
         """The ticket a waiting job holds in the line, or None when it is not waiting."""
         ...
 
-    async def waiting(self) -> list[int]:
-        """The waiting generation ids, position 1 first."""
+    async def waiting(self, line: str | None = None) -> list[int]:
+        """The generation ids waiting in ``line``, position 1 first; without a line, those of
+        every line in ticket order."""
         ...
 
-    async def remove_waiting(self, generation_id: int) -> bool:
+    async def lined_up(self) -> list[tuple[int, str]]:
+        """``(id, line)`` of every waiting job, in ticket order."""
+        ...
+
+    async def leave_legacy_line(self) -> int:
+        """Empty the one line of releases before lines (its rows go back into their own)."""
+        ...
+
+    async def remove_waiting(self, generation_id: int, *, line: str) -> bool:
         """Take a queued job out of the queue (cancel). True if it was waiting."""
         ...
 
@@ -454,7 +472,8 @@ class JobQueue(Protocol):
         ...
 
     async def eta_basis(self, backend: str) -> tuple[float, int]:
-        """``(mean run time in s over the recent window, capacity of the live workers)``."""
+        """``(mean run time in s over the recent window, capacity of the live workers of its
+        line)``."""
         ...
 
     async def backend_down(self, backend: str) -> float | None:

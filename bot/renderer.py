@@ -376,19 +376,21 @@ class Renderer:
         :attr:`Priority.HEAD`, further back at :attr:`Priority.FAR`)."""
         self._places_dirty = False
         self._places_at = time.monotonic()
-        order = await self.queue.waiting()
+        lined_up = await self.queue.lined_up()
         exact = self.settings.exact_positions
-        waiting = set(order)
+        waiting = {gid for gid, _line in lined_up}
         for gid in [g for g in self._shown if g not in waiting]:
             del self._shown[gid]
         for gid in [g for g, c in self._channel.items() if c is None and g not in waiting]:
             del self._channel[gid]  # another platform's, gone from the line
-        for index, gid in enumerate(order):
+        ahead: dict[str, int] = {}  # per line: a position counts the jobs of its own line
+        for gid, line in lined_up:
+            position = ahead[line] = ahead.get(line, 0) + 1
             if self._channel.get(gid, "") is None:
                 continue
-            low = place(index + 1, exact)[0]
+            low = place(position, exact)[0]
             if self._shown.get(gid) != low:
-                self._schedule(gid, Priority.HEAD if index < exact else Priority.FAR)
+                self._schedule(gid, Priority.HEAD if position <= exact else Priority.FAR)
 
     # -- lanes --------------------------------------------------------------------------------
 
@@ -472,7 +474,7 @@ class Renderer:
         eta = None
         down = False
         if gen.state is State.QUEUED:
-            position = await self.queue.position(gen.id)
+            position = await self.queue.position(gen.id, line=gen.backend)
             basis, down_in = await self._backend(gen.backend)
             down = down_in is not None
             if position is None:
@@ -631,7 +633,7 @@ class Renderer:
             cancelled = await self.store.transition(
                 gen.id, State.CANCELLED, error_code=ErrorCode.CHAT_UNAVAILABLE.value
             )
-            if cancelled is not None and not await self.queue.remove_waiting(gen.id):
+            if cancelled is not None and not await self.queue.remove_waiting(gen.id, line=gen.backend):
                 await self.queue.abort_running(gen.id)
             self._forget(gen.id)
             return
@@ -649,7 +651,7 @@ class Renderer:
                 {k: v for k, v in ref.extra.items() if k != PARTIAL},
             )
         # Its command stored no ticket either: the one it holds in the line, if it waits there.
-        ticket = await self.queue.ticket_of(gen.id) if gen.ticket is None else None
+        ticket = await self.queue.ticket_of(gen.id, line=gen.backend) if gen.ticket is None else None
         await self.store.update(
             gen.id,
             message=ref.to_json(),

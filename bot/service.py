@@ -194,6 +194,7 @@ class Genbot:
         self._reviving: set[str] = set()
         self._terms: _Recent[TermMatcher] = _Recent(TERMS_TTL_S)
         self._limits: _Recent[dict[str, int]] = _Recent(TERMS_TTL_S)
+        self._backends: _Recent[str | None] = _Recent(TERMS_TTL_S)
         #: The platform's write budgets, shared with its renderers (``bot.app`` sets them): a
         #: command posts its status message itself only within them.
         self.budgets: Budgets | None = None
@@ -332,7 +333,9 @@ class Genbot:
             await self._may(actor, _texts(spec, options))  # before any download
             for option in files:
                 options[option.name] = await self._attachment(option, options[option.name], responder)
-        call = Call(actor, request.channel, options, loaded.settings)
+        found = self.plugins.kind(command.job) if command.job is not None else None
+        backend = await self.backend_for(actor, found[0]) if found is not None else ""
+        call = Call(actor, request.channel, options, loaded.settings, backend)
         if command.run is not None:
             await self._answer(command, spec, call, responder)
             return
@@ -392,6 +395,8 @@ class Genbot:
         assert found is not None
         options = dict(call.options)
         job = command.prepare(call) if command.prepare is not None else _default_request(spec, options)
+        if job.backend is None:
+            job = replace(job, backend=call.backend or None)
         return found[0], job, _texts(spec, options)
 
     def new_job(
@@ -399,8 +404,9 @@ class Genbot:
     ) -> NewGeneration:
         """The row of ``job``, of ``kind``, as :meth:`submit` takes it: its text one clean line
         of at most ``limits.prompt_max`` characters, its options clean JSON of at most
-        :data:`OPTIONS_MAX_BYTES`, its verb and details short clean lines. Raises
-        :class:`ValueError` for options a plugin made that cannot be stored (nothing is written)."""
+        :data:`OPTIONS_MAX_BYTES`, its verb and details short clean lines, its backend one of the
+        kind's. Raises :class:`ValueError` for options a plugin made that cannot be stored, and
+        :class:`GenbotError` for a backend the kind does not have (nothing is written)."""
         options = storable({k: _json(v) for k, v in job.options.items()})
         try:
             size = len(json.dumps(options, allow_nan=False).encode())
@@ -408,6 +414,12 @@ class Genbot:
             raise ValueError(f"job kind {kind.name}: its options are not JSON ({exc})") from None
         if size > OPTIONS_MAX_BYTES:
             raise ValueError(f"job kind {kind.name}: its options take {size} bytes, over {OPTIONS_MAX_BYTES}")
+        backend = job.backend or kind.backend_name
+        if backend not in kind.lines:
+            raise GenbotError(
+                ErrorCode.INVALID_OPTION,
+                f"There is no such backend for this; choose one of {', '.join(kind.lines)}.",
+            )
         look = {
             "verb": clean_line(kind.verb)[:VERB_MAX] or "Working",
             "details": clean_line(kind.details(options))[:DETAILS_MAX],
@@ -419,7 +431,7 @@ class Genbot:
             kind=kind.name,
             text=clean_line(job.text)[: self.settings.limits.prompt_max],
             options=options,
-            backend=kind.backend_name,
+            backend=backend,
             look=look,
             request_key=request_key,
         )
@@ -437,7 +449,9 @@ class Genbot:
         if found is None or options is None:
             raise GenbotError(ErrorCode.INVALID_OPTION, "That button does nothing any more.")
         texts = [gen.prompt, *(v for v in options.values() if isinstance(v, str))]
-        job = JobRequest(gen.prompt, options)
+        # The same backend, while it is one of the kind's; else the one the workspace runs on now.
+        same = gen.backend if gen.backend in found[0].lines else await self.backend_for(actor, found[0])
+        job = JobRequest(gen.prompt, options, backend=same)
         await self._start(actor, gen.channel, found[0], job, texts, responder, receipt=receipt)
 
     async def _start(
@@ -591,6 +605,18 @@ class Genbot:
     def forget_limits(self, platform: str, workspace: str) -> None:
         self._limits.forget((platform, workspace))
 
+    async def backend_for(self, actor: Actor, kind: JobKind) -> str:
+        """The backend a new job of ``kind`` in ``actor``'s workspace runs on: the one its admins
+        chose (``/admin backend``) when the kind has it, else the kind's default."""
+        chosen = await self._backends.get(
+            (actor.platform, actor.workspace),
+            lambda: self.moderation.get_backend(actor.platform, actor.workspace),
+        )
+        return chosen if chosen in kind.lines else kind.backend_name
+
+    def forget_backend(self, platform: str, workspace: str) -> None:
+        self._backends.forget((platform, workspace))
+
     async def check_member(self, actor: Actor, texts: list[str]) -> None:
         """Refuse a request whose ``texts`` (its text options) hold a blocked term, counting it:
         ``strikes`` of them within the window give the member a temporary ban. (Bans themselves
@@ -663,7 +689,7 @@ class Genbot:
             # further than the queue: nothing to enqueue. The caller reads where it stands.
             return gen, None
         try:
-            ticket, position = await self._enqueue(gen.id, quota=quota)
+            ticket, position = await self._enqueue(gen.id, line=gen.backend, quota=quota)
         except QuotaRefused as refused:
             await self.store.discard(gen.id)
             error = self._refusal(refused, quota or self.quota_for(new.actor))
@@ -682,26 +708,27 @@ class Genbot:
         return replace(gen, ticket=ticket), position
 
     async def _enqueue(
-        self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
+        self, generation_id: int, *, line: str, ticket: int | None = None, quota: Quota | None = None
     ) -> tuple[int, int]:
         """:meth:`JobQueue.submit`, seeding the tickets first if Redis lost them."""
         try:
-            return await self.queue.submit(generation_id, ticket=ticket, quota=quota)
+            return await self.queue.submit(generation_id, line=line, ticket=ticket, quota=quota)
         except TicketsLost:
             await self.seed_tickets()
         try:
-            return await self.queue.submit(generation_id, ticket=ticket, quota=quota)
+            return await self.queue.submit(generation_id, line=line, ticket=ticket, quota=quota)
         except TicketsLost:  # Redis restarted again meanwhile
             raise QueueUnavailable from None
 
-    async def _restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
-        """:meth:`JobQueue.restore`, seeding the tickets first if Redis lost them."""
+    async def _restore(self, gen: Generation) -> tuple[int, int, bool]:
+        """:meth:`JobQueue.restore` of ``gen`` at its ticket, in its line, seeding the tickets
+        first if Redis lost them."""
         try:
-            return await self.queue.restore(generation_id, ticket)
+            return await self.queue.restore(gen.id, gen.ticket, line=gen.backend)
         except TicketsLost:
             await self.seed_tickets()
         try:
-            return await self.queue.restore(generation_id, ticket)
+            return await self.queue.restore(gen.id, gen.ticket, line=gen.backend)
         except TicketsLost:  # Redis restarted again meanwhile
             raise QueueUnavailable from None
 
@@ -814,7 +841,7 @@ class Genbot:
         if position == 0:
             position, aside = None, "held"
         elif gen.state is State.QUEUED and position is None:
-            position = await self.queue.position(gen.id)
+            position = await self.queue.position(gen.id, line=gen.backend)
             if position is None:
                 aside = await self.queue.aside(gen)
         eta = None
@@ -907,7 +934,7 @@ class Genbot:
         queued = await self.store.list_workspace(actor.platform, actor.workspace, [State.QUEUED])
         for gen in sorted(queued, key=lambda g: (g.ticket is None, g.ticket or 0, g.id)):
             if paused:
-                await self.queue.remove_waiting(gen.id)
+                await self.queue.remove_waiting(gen.id, line=gen.backend)
             else:
                 ticket = await self._put_back(gen)
                 if ticket is not None and ticket != gen.ticket:
@@ -930,7 +957,7 @@ class Genbot:
         return done
 
     async def _dequeue_cancelled(self, gen: Generation) -> None:
-        if await self.queue.remove_waiting(gen.id):
+        if await self.queue.remove_waiting(gen.id, line=gen.backend):
             await self.queue.publish(gen.id, "dequeued")
         elif await self.queue.unhold(gen.member, gen.id):
             pass  # it was held aside (its member's running cap): it no longer counts as queued
@@ -974,13 +1001,13 @@ class Genbot:
                 continue
             if gen.attempts >= self.settings.worker.stuck_retries:
                 if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
-                    await self.queue.remove_waiting(gen.id)
+                    await self.queue.remove_waiting(gen.id, line=gen.backend)
                     await self.queue.publish(gen.id, "finished")
                     healed += 1
                 continue
-            ticket, _position, _ = await self._restore(gen.id, gen.ticket)
+            ticket, _position, _ = await self._restore(gen)
             if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
-                await self.queue.remove_waiting(gen.id)  # it finished meanwhile
+                await self.queue.remove_waiting(gen.id, line=gen.backend)  # it finished meanwhile
                 continue
             healed += await self._restored(gen, ticket)
         # A secret outlives its row's end by at most its lifetime; two sweeps of slack.
@@ -998,6 +1025,9 @@ class Genbot:
         :meth:`reconcile`); with ``new_tickets`` False only those that have a ticket (while the
         ticket counter is being seeded). Returns how many it put back."""
         healed = 0
+        moved = await self.queue.leave_legacy_line()
+        if moved:
+            log.info("moved %d jobs of the queue before lines into their lines", moved)
         await self.queue.sync_paused(self.moderation.paused_workspaces)
         await self.queue.sync_bans(self._bans_in_force)
         paused = set(await self.moderation.paused_workspaces())
@@ -1018,14 +1048,14 @@ class Genbot:
                 or await self.queue.held_behind_running(gen.member, gen.id)
             ):
                 continue
-            ticket, _position, restored = await self._restore(gen.id, gen.ticket)
+            ticket, _position, restored = await self._restore(gen)
             if restored and await self._still_queued(gen):
                 healed += await self._restored(gen, ticket)
         return healed
 
     async def _put_back(self, gen: Generation) -> int | None:
         """Put a queued job back in line at its ticket; None if it turned out to have moved on."""
-        ticket, _position, _restored = await self._restore(gen.id, gen.ticket)
+        ticket, _position, _restored = await self._restore(gen)
         return ticket if await self._still_queued(gen) else None
 
     async def _still_queued(self, gen: Generation) -> bool:
@@ -1035,7 +1065,7 @@ class Genbot:
         current = await self.store.get(gen.id)
         if current is not None and current.state is State.QUEUED:
             return True
-        await self.queue.remove_waiting(gen.id)
+        await self.queue.remove_waiting(gen.id, line=gen.backend)
         return False
 
     async def _bans_in_force(self) -> list[tuple[str, datetime | None]]:

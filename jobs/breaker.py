@@ -176,13 +176,13 @@ class BreakerKeys:
     tripped: str
     probe: str
     failures: str
-    #: The line of waiting jobs: the half-open probe goes to its head.
+    #: The backend's line of waiting jobs: the half-open probe goes to its head.
     waiting: str
 
     @classmethod
     def of(cls, keys: Keys, backend: str) -> BreakerKeys:
         part = functools.partial(keys.breaker, backend)
-        return cls(part("open"), part("tripped"), part("probe"), part("failures"), keys.waiting)
+        return cls(part("open"), part("tripped"), part("probe"), part("failures"), keys.waiting(backend))
 
 
 async def breaker_retry_in(redis: Redis, keys: BreakerKeys) -> float | None:

@@ -1,5 +1,10 @@
 """Every Redis key genbot uses, in one place. arq's own keys (``arq:job:``, ``arq:in-progress:``...)
-come from ``arq.constants``; the arq queue name is a setting."""
+come from ``arq.constants``; the arq queue names start with a setting (``GENBOT_REDIS__QUEUE_NAME``).
+
+Jobs wait in **lines**, one per backend (the service a job calls: ``a1111``, ``horde``, a plugin's
+own): each line has its waiting set (the positions), its arq queue (the workers that serve it), its
+live workers and their capacity (the ETA), its run times and its circuit breaker. The ticket
+counter is one for all lines, so that tickets order every line the same way."""
 
 from __future__ import annotations
 
@@ -9,6 +14,17 @@ from dataclasses import dataclass
 GENERATE_FUNCTION = "generate"
 #: The arq queue of the maintenance worker (the sweep) is the generation queue's name plus this.
 SWEEP_QUEUE_SUFFIX = ":maintenance"
+#: The arq queue of one line is the generation queue's name plus this and the line's name.
+LINE_QUEUE_INFIX = ":line:"
+#: What separates a job's id from its line in the member's queued set (``1234@a1111``).
+LINE_SEPARATOR = "@"
+
+
+def line_queue(queue_name: str, line: str) -> str:
+    """The arq queue of ``line``'s jobs."""
+    return f"{queue_name}{LINE_QUEUE_INFIX}{line}"
+
+
 #: The renderer's consumer group on the event stream (one per platform).
 RENDER_GROUP = "render:{platform}"
 #: How long an enqueued job's payload lives in Redis before arq drops it unrun.
@@ -41,9 +57,26 @@ class Keys:
         """A short lock shared by every process (``SET NX PX``), e.g. while tickets are seeded."""
         return f"{self.prefix}:lock:{name}"
 
+    def waiting(self, line: str) -> str:
+        """Sorted set of the generation ids waiting in ``line``, scored by ticket; ZRANK + 1 is
+        the position."""
+        return f"{self.prefix}:waiting:{line}"
+
     @property
-    def waiting(self) -> str:
-        """Sorted set of waiting generation ids scored by ticket; ZRANK + 1 is the position."""
+    def waiting_prefix(self) -> str:
+        """:meth:`waiting` of a line is this and the line's name (the scripts that move jobs of
+        several lines build the keys)."""
+        return f"{self.prefix}:waiting:"
+
+    @property
+    def lines(self) -> str:
+        """Set of the lines jobs were submitted to."""
+        return f"{self.prefix}:lines"
+
+    @property
+    def legacy_waiting(self) -> str:
+        """The one waiting set of releases before lines (emptied at start-up: see
+        ``RedisJobQueue.leave_legacy_line``)."""
         return f"{self.prefix}:waiting"
 
     @property
@@ -51,15 +84,13 @@ class Keys:
         """Stream of ``{id, kind}`` events for the renderers."""
         return f"{self.prefix}:events"
 
-    @property
-    def workers(self) -> str:
-        """Sorted set of live worker ids scored by their last heartbeat (ms)."""
-        return f"{self.prefix}:workers"
+    def workers(self, line: str) -> str:
+        """Sorted set of the live workers of ``line``, scored by their last heartbeat (ms)."""
+        return f"{self.prefix}:workers:{line}"
 
-    @property
-    def worker_capacity(self) -> str:
-        """Hash: worker id -> how many jobs it runs at once."""
-        return f"{self.prefix}:worker-capacity"
+    def worker_capacity(self, line: str) -> str:
+        """Hash: worker id -> how many jobs of ``line`` it runs at once."""
+        return f"{self.prefix}:worker-capacity:{line}"
 
     def breaker(self, backend: str, part: str) -> str:
         """The circuit breaker of one backend, shared by every worker (``jobs/breaker.py``):
@@ -83,8 +114,8 @@ class Keys:
         return f"{self.prefix}:banned"
 
     def member_queued(self, member: str) -> str:
-        """Sorted set of one member's submitted generation ids (by ticket), pruned to those
-        still waiting whenever a quota is checked."""
+        """Sorted set of one member's submitted jobs as ``<id>@<line>`` (by ticket), pruned to
+        those still waiting whenever a quota is checked."""
         return f"{self.prefix}:member:{member}:queued"
 
     def member_recent(self, member: str) -> str:

@@ -1,9 +1,11 @@
 """Image generation: genbot's first plugin, written against :mod:`bot.api` like any other.
 
-``/imagine prompt [negative] [size] [steps] [seed]`` queues an ``imagine`` job; the job asks the
-configured image backend (``GENBOT_BACKEND__NAME``: the demo, or ``package.module:factory``) for
-the picture, reporting each step with a preview. A finished image offers a Reroll: the same
-options with a new seed.
+``/imagine prompt [negative] [size] [steps] [seed] [backend]`` queues an ``imagine`` job; the job
+asks its image backend for the picture, reporting each step with a preview. The backends are
+``GENBOT_BACKEND__NAME`` (the default) and ``GENBOT_BACKEND__CHOICES``: each is a line of its own
+(its positions, workers, ETA and breaker); a workspace's admins choose its backend with ``/admin
+backend``, and with several the command offers a ``backend`` option. A finished image offers a
+Reroll: the same options with a new seed, on the same backend.
 
 Its settings are its section, ``GENBOT_PLUGINS__IMAGINE__*`` (:class:`ImagineSettings`: the
 sizes and steps members may ask for). Their names before plugins, ``GENBOT_LIMITS__SIZES`` and the
@@ -22,6 +24,7 @@ from bot.api import (
     Call,
     Command,
     ImageResult,
+    Invalid,
     Job,
     JobKind,
     JobRequest,
@@ -30,7 +33,7 @@ from bot.api import (
     Plugin,
     Settings,
 )
-from jobs.backends import FEATURES, backend_factory, backend_features
+from jobs.backends import FEATURES, backend_factory, backend_features, offered_backends
 from jobs.backends.base import ImageBackend, ImageRequest
 
 NAME = "imagine"
@@ -102,7 +105,8 @@ def job_options(request: ImageRequest) -> dict[str, Any]:
 
 
 def details(options: Mapping[str, Any], features: frozenset[str] = FEATURES) -> str:
-    """``512x512 · 20 steps · seed 42 · without: blur``: what the backend took (``features``)."""
+    """``512x512 · 20 steps · seed 42 · without: blur``: what the backend took (``features``),
+    and ``· on a1111`` when the job chose among several backends."""
     parts = [f"{options.get('width')}x{options.get('height')}"]
     if "steps" in features:
         parts.append(f"{options.get('steps')} steps")
@@ -110,6 +114,8 @@ def details(options: Mapping[str, Any], features: frozenset[str] = FEATURES) -> 
         parts.append(f"seed {options.get('seed')}")
     if options.get("negative") and "negative" in features:
         parts.append(f"without: {options['negative']}")
+    if options.get("backend"):
+        parts.append(f"on {options['backend']}")
     return " · ".join(parts)
 
 
@@ -118,13 +124,23 @@ def reroll(options: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def plugin(settings: Settings) -> Plugin:
-    """The plugin, with the backend the settings name (made on the first job, in the worker)."""
+    """The plugin, with the backends the settings name (each made on its first job, in the
+    worker)."""
     limits = settings.plugins.validated(NAME, ImagineSettings)
-    make_backend = backend_factory(settings)
-    features = backend_features(settings)
+    names = offered_backends(settings)
+    makers = {name: backend_factory(settings, name) for name in names}
+    features_of = {name: backend_features(settings, name) for name in names}
+    features = frozenset[str]().union(*features_of.values())
 
     def prepare(call: Call) -> JobRequest:
         opts = call.options
+        backend = str(opts.get("backend") or call.backend or names[0])
+        lacking = [o for o in ("negative", "steps", "seed") if o in opts and o not in features_of[backend]]
+        if lacking:
+            raise Invalid(
+                f"The {backend} backend takes no {' or '.join(lacking)}: leave "
+                f"{'it' if len(lacking) == 1 else 'them'} out, or choose another backend."
+            )
         width, _, height = str(opts.get("size") or limits.default_size).partition("x")
         request = ImageRequest(
             prompt=str(opts["prompt"]),
@@ -134,7 +150,10 @@ def plugin(settings: Settings) -> Plugin:
             steps=int(opts.get("steps", limits.default_steps)),
             seed=int(opts.get("seed", secrets.randbelow(SEED_MAX + 1))),
         )
-        return JobRequest(request.prompt, job_options(request))
+        options = job_options(request)
+        if len(names) > 1:
+            options["backend"] = backend  # for the details line
+        return JobRequest(request.prompt, options, backend=backend)
 
     return Plugin(
         name=NAME,
@@ -156,26 +175,31 @@ def plugin(settings: Settings) -> Plugin:
                             max=limits.steps_max,
                         ),
                         Option("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
+                        Option("backend", "string", "The image service to draw with", choices=names),
                     )
-                    # Only what the service takes: OpenAI Images has no negative, steps or seed.
-                    if option.name in ("prompt", "size") or option.name in features
+                    # Only what the services take: OpenAI Images has no negative, steps or seed.
+                    if option.name in ("prompt", "size")
+                    or option.name in features
+                    or (option.name == "backend" and len(names) > 1)
                 ),
                 job=NAME,
                 prepare=prepare,
             ),
         ),
-        # Keyed by the setting (a dotted path for a backend of its own), as before plugins.
-        jobs=(image_kind(make_backend, settings.backend.name, features),),
+        # Keyed by the settings (a dotted path for a backend of its own), as before plugins.
+        jobs=(image_kind(makers, features_of),),
         settings=ImagineSettings,
     )
 
 
 def image_kind(
-    make_backend: Callable[[], ImageBackend], backend_name: str, features: frozenset[str] = FEATURES
+    makers: Mapping[str, Callable[[], ImageBackend]], features_of: Mapping[str, frozenset[str]] | None = None
 ) -> JobKind:
-    """The ``imagine`` job kind, drawing with the backend ``make_backend`` makes on its first job
-    (whose breaker and ETA are ``backend_name``'s, which takes ``features``)."""
-    made: list[ImageBackend] = []
+    """The ``imagine`` job kind, drawing with the backend of the job's line: ``makers`` makes
+    each (by name, the default first) on its first job; ``features_of`` says which options each
+    takes (all of :data:`FEATURES` if unsaid)."""
+    made: dict[str, ImageBackend] = {}
+    default = next(iter(makers))
 
     async def generate(job: Job) -> ImageResult:
         async def progress(
@@ -186,16 +210,21 @@ def image_kind(
             else:
                 await job.progress(step, total, preview=preview)
 
-        if not made:
-            made.append(make_backend())
-        return await made[0].generate(image_request(job.text, job.options), progress)
+        if job.backend not in made:
+            made[job.backend] = makers[job.backend]()
+        return await made[job.backend].generate(image_request(job.text, job.options), progress)
 
-    demo = " · demo backend" if backend_name == "demo" else ""
+    def described(options: Mapping[str, Any]) -> str:
+        backend = str(options.get("backend") or default)
+        demo = " · demo backend" if backend == "demo" else ""
+        return details(options, (features_of or {}).get(backend, FEATURES)) + demo
+
     return JobKind(
         NAME,
         generate,
         verb="Generating",
-        backend=backend_name,
-        details=lambda options: details(options, features) + demo,
+        backend=default,
+        backends=tuple(makers) if len(makers) > 1 else (),
+        details=described,
         reroll=reroll,
     )

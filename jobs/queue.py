@@ -36,18 +36,23 @@ from jobs.constants import (
     EVENTS_MAXLEN,
     GENERATE_FUNCTION,
     JOB_PAYLOAD_TTL_MS,
+    LINE_QUEUE_INFIX,
+    LINE_SEPARATOR,
     WORKER_ALIVE_MS,
     Keys,
+    line_queue,
 )
 
 __all__ = ["ArqRedis", "RedisJobQueue"]
 
-# KEYS: ticket, waiting, arq job key, arq queue, paused set, member's queued set,
-#       member's recent submissions, banned hash, member's held set (a held job still counts as
-#       queued), member's running set, ticket life
+# KEYS: ticket, waiting (of the job's line), arq job key, arq queue (of the line), paused set,
+#       member's queued set, member's recent submissions, banned hash, member's held set (a held
+#       job still counts as queued), member's running set, ticket life, set of lines
 # ARGV: generation id, job payload, payload ttl ms, ticket to reuse or "", arq job id,
-#       quota check ("" for none, else now in ms), workspace, global max, exempt ("1"/"0"),
-#       member max queued, rate count, rate window ms, member, in-progress key prefix, max running
+#       quota check ("" for none, else now in ms), workspace, global max (of the line), exempt
+#       ("1"/"0"), member max queued, rate count, rate window ms, member, in-progress key prefix,
+#       max running, the job's entry in the member's queued set (``id@line``), waiting key
+#       prefix, line
 # Returns {ticket, position, added (1 if the waiting entry or the arq job had to be written)};
 # position 0: the member already runs as many jobs as they may, so the job is held aside (no
 # waiting entry, no arq job) until one of theirs ends (RELEASE).
@@ -76,11 +81,12 @@ if now and not score then
     if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[8]) then return {-2, 0, 0} end
     if ARGV[9] == '0' then
         local queued = 0
-        for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
-            if redis.call('ZSCORE', KEYS[2], id) or redis.call('ZSCORE', KEYS[9], id) then
+        for _, entry in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+            local id, line = string.match(entry, '^(%d+)@(.+)$')
+            if id and (redis.call('ZSCORE', ARGV[17] .. line, id) or redis.call('ZSCORE', KEYS[9], id)) then
                 queued = queued + 1
             else
-                redis.call('ZREM', KEYS[6], id)
+                redis.call('ZREM', KEYS[6], entry)
             end
         end
         if queued >= tonumber(ARGV[10]) then return {-3, 0, 0} end
@@ -109,7 +115,7 @@ end
 local added = 0
 if now and not score then
     local window = tonumber(ARGV[12])
-    redis.call('ZADD', KEYS[6], ticket, ARGV[1])
+    redis.call('ZADD', KEYS[6], ticket, ARGV[16])
     redis.call('ZADD', KEYS[7], now, ARGV[1])
     redis.call('PEXPIRE', KEYS[6], 7 * 24 * 3600 * 1000)
     redis.call('PEXPIRE', KEYS[7], window)
@@ -123,6 +129,7 @@ if now and not score then
 end
 if not score then
     redis.call('ZADD', KEYS[2], ticket, ARGV[1])
+    redis.call('SADD', KEYS[12], ARGV[18])
     added = 1
 end
 if redis.call('EXISTS', KEYS[3]) == 0 then
@@ -165,9 +172,11 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 """
 
-# KEYS: waiting, member's running set, member's held set, member's queued set, arq queue, paused set
+# KEYS: waiting (of the job's line), member's running set, member's held set, member's queued set,
+#       (unused), paused set
 # ARGV: generation id, max running, arq in-progress key prefix of genbot jobs, ticket,
-#       arq job key prefix of genbot jobs, arq job id prefix, workspace
+#       arq job key prefix of genbot jobs, arq job id prefix, workspace, waiting key prefix,
+#       arq queue name prefix of the lines
 # Returns {1 (started; it was waiting) | 0 (started; it was not waiting) | -1 (held) | -2 (its
 # workspace is paused: out of the waiting set, not started), moved ids...}.
 # Held: the member already runs max running jobs, so it waits aside, keeping its ticket. Started:
@@ -190,12 +199,13 @@ redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 local result = {redis.call('ZREM', KEYS[1], ARGV[1])}
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-        local ticket = redis.call('ZSCORE', KEYS[1], id)
+    for _, entry in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+        local id, line = string.match(entry, '^(%d+)@(.+)$')
+        local ticket = id and redis.call('ZSCORE', ARGV[8] .. line, id)
         if ticket then
-            redis.call('ZREM', KEYS[1], id)
+            redis.call('ZREM', ARGV[8] .. line, id)
             redis.call('ZADD', KEYS[3], ticket, id)
-            redis.call('ZREM', KEYS[5], ARGV[6] .. id)
+            redis.call('ZREM', ARGV[9] .. line, ARGV[6] .. id)
             redis.call('DEL', ARGV[5] .. id)
             table.insert(result, tonumber(id))
         end
@@ -224,6 +234,22 @@ return popped
 _IN_PROGRESS = in_progress_key_prefix + JOB_ID_PREFIX
 _REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate", -5: "banned"}
 _TICKETS_LOST = -6
+
+# KEYS: the waiting set of releases before lines, their arq queue. ARGV: arq job id prefix of
+# genbot jobs, arq job key prefix of genbot jobs. Empties both of genbot's jobs (their rows go back
+# in their lines at the next heal); returns how many jobs it took out.
+LEAVE_LEGACY = """
+local taken = 0
+for _, job in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if string.sub(job, 1, string.len(ARGV[1])) == ARGV[1] then
+        redis.call('ZREM', KEYS[2], job)
+        redis.call('DEL', ARGV[2] .. string.sub(job, string.len(ARGV[1]) + 1))
+        taken = taken + 1
+    end
+end
+if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then redis.call('DEL', KEYS[1]) end
+return taken
+"""
 
 # KEYS: ticket counter, ticket life. ARGV: the last ticket to count as given.
 # The counter starts there (never lower than it is) in this life of the server.
@@ -269,7 +295,11 @@ def _ms() -> int:
 @unavailable_on_outage
 class RedisJobQueue:
     """Submit, position, cancel and ETA over one Redis. Every method is one round trip or one
-    atomic script, so any number of bot and worker processes can share it."""
+    atomic script, so any number of bot and worker processes can share it.
+
+    A job waits in the line of its backend (``line``: its row's ``backend``): its position counts
+    the jobs ahead of it in that line only, and only the workers that serve the line start it
+    (:func:`jobs.constants.line_queue`)."""
 
     def __init__(
         self,
@@ -293,19 +323,34 @@ class RedisJobQueue:
         self._seed = redis.register_script(SEED)
         self._ticket_state = redis.register_script(TICKET_STATE)
         self._unlock = redis.register_script(UNLOCK)
+        self._leave_legacy = redis.register_script(LEAVE_LEGACY)
+
+    def line_queue(self, line: str) -> str:
+        """The arq queue of ``line``'s jobs."""
+        return line_queue(self.queue_name, line)
 
     async def submit(
-        self, generation_id: int, *, ticket: int | None = None, quota: Quota | None = None
+        self, generation_id: int, *, line: str, ticket: int | None = None, quota: Quota | None = None
     ) -> tuple[int, int]:
         """See :meth:`bot.ports.JobQueue.submit`."""
-        taken, position, _added = await self._run_submit(generation_id, ticket, quota)
+        taken, position, _added = await self._run_submit(generation_id, line, ticket, quota)
         return taken, position
 
-    async def restore(self, generation_id: int, ticket: int | None) -> tuple[int, int, bool]:
-        return await self._run_submit(generation_id, ticket, None)
+    async def restore(self, generation_id: int, ticket: int | None, *, line: str) -> tuple[int, int, bool]:
+        return await self._run_submit(generation_id, line, ticket, None)
+
+    async def leave_legacy_line(self) -> int:
+        """Take genbot's jobs out of the one waiting set and arq queue of releases before lines
+        (their rows go back in their own lines at the next heal); how many it took. Harmless
+        once they are gone."""
+        taken = await self._leave_legacy(
+            keys=[self.keys.legacy_waiting, self.queue_name],
+            args=[JOB_ID_PREFIX, job_key_prefix + JOB_ID_PREFIX],
+        )
+        return int(taken)
 
     async def _run_submit(
-        self, generation_id: int, ticket: int | None, quota: Quota | None
+        self, generation_id: int, line: str, ticket: int | None, quota: Quota | None
     ) -> tuple[int, int, bool]:
         job_id = job_id_for(generation_id)
         payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
@@ -327,9 +372,9 @@ class RedisJobQueue:
         result: list[Any] = await self._submit(
             keys=[
                 self.keys.ticket,
-                self.keys.waiting,
+                self.keys.waiting(line),
                 job_key_prefix + job_id,
-                self.queue_name,
+                self.line_queue(line),
                 self.keys.paused,
                 self.keys.member_queued(member),
                 self.keys.member_recent(member),
@@ -337,6 +382,7 @@ class RedisJobQueue:
                 self.keys.member_held(member),
                 self.keys.member_running(member),
                 self.keys.ticket_life,
+                self.keys.lines,
             ],
             args=[
                 generation_id,
@@ -345,6 +391,9 @@ class RedisJobQueue:
                 "" if ticket is None else ticket,
                 job_id,
                 *checks,
+                f"{generation_id}{LINE_SEPARATOR}{line}",
+                self.keys.waiting_prefix,
+                line,
             ],
         )
         first = int(result[0])
@@ -456,14 +505,14 @@ class RedisJobQueue:
         value = await self.redis.getdel(self.keys.confirm(member, action))
         return value.decode() if value is not None else None
 
-    async def repair(self, generation_id: int) -> bool:
+    async def repair(self, generation_id: int, *, line: str) -> bool:
         """Give a waiting job its arq job back if it has none. Run after every job ends: a job set
         aside (held, paused) may have been put back while arq was still finishing its run, and
         arq's clean-up then deleted the arq job the restore found in place."""
         job_id = job_id_for(generation_id)
         payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
         repaired = await self._repair(
-            keys=[self.keys.waiting, job_key_prefix + job_id, self.queue_name],
+            keys=[self.keys.waiting(line), job_key_prefix + job_id, self.line_queue(line)],
             args=[generation_id, payload, JOB_PAYLOAD_TTL_MS, job_id],
         )
         return bool(repaired)
@@ -491,24 +540,51 @@ class RedisJobQueue:
                 states.append("running" if running else "queued" if queued else None)
         return states
 
-    async def position(self, generation_id: int) -> int | None:
-        rank = await self.redis.zrank(self.keys.waiting, str(generation_id))
+    async def position(self, generation_id: int, *, line: str) -> int | None:
+        rank = await self.redis.zrank(self.keys.waiting(line), str(generation_id))
         return None if rank is None else int(rank) + 1
 
-    async def ticket_of(self, generation_id: int) -> int | None:
-        score = await self.redis.zscore(self.keys.waiting, str(generation_id))
+    async def ticket_of(self, generation_id: int, *, line: str) -> int | None:
+        score = await self.redis.zscore(self.keys.waiting(line), str(generation_id))
         return None if score is None else int(score)
 
-    async def waiting(self) -> list[int]:
-        members = await self.redis.zrange(self.keys.waiting, 0, -1)
-        return [int(m) for m in members]
+    async def lines(self) -> list[str]:
+        """Every line a job was ever submitted to (their waiting sets may be empty)."""
+        members: list[bytes] = await self.redis.smembers(self.keys.lines)  # type: ignore[misc]
+        return sorted(m.decode() for m in members)
 
-    async def mark_running(self, generation_id: int) -> bool:
+    async def waiting(self, line: str | None = None) -> list[int]:
+        """The ids waiting in ``line``, first first; without one, those of every line in ticket
+        order (one pipelined round trip after the read of the lines)."""
+        if line is not None:
+            return [int(m) for m in await self.redis.zrange(self.keys.waiting(line), 0, -1)]
+        return [gid for gid, _line in await self.lined_up()]
+
+    async def lined_up(self) -> list[tuple[int, str]]:
+        """``(id, line)`` of every waiting job, in ticket order."""
+        lines = await self.lines()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for line in lines:
+                pipe.zrange(self.keys.waiting(line), 0, -1, withscores=True)
+            read: list[list[tuple[bytes, float]]] = await pipe.execute()
+        entries = [
+            (score, int(m), line) for line, members in zip(lines, read, strict=True) for m, score in members
+        ]
+        return [(gid, line) for _score, gid, line in sorted(entries)]
+
+    async def mark_running(self, generation_id: int, *, line: str) -> bool:
         """Take a starting job out of the waiting set. True if it was waiting."""
-        return bool(await self.redis.zrem(self.keys.waiting, str(generation_id)))
+        return bool(await self.redis.zrem(self.keys.waiting(line), str(generation_id)))
 
     async def start(
-        self, generation_id: int, member: str, max_running: int, ticket: int, *, workspace: tuple[str, str]
+        self,
+        generation_id: int,
+        member: str,
+        max_running: int,
+        ticket: int,
+        *,
+        workspace: tuple[str, str],
+        line: str,
     ) -> tuple[bool | str | None, list[int]]:
         """Take a starting job out of the waiting set and count it as running for its member.
         Returns whether it was waiting (``None``: held, because the member already runs
@@ -518,11 +594,11 @@ class RedisJobQueue:
         this one filled their places."""
         result: list[int] = await self._start(
             keys=[
-                self.keys.waiting,
+                self.keys.waiting(line),
                 self.keys.member_running(member),
                 self.keys.member_held(member),
                 self.keys.member_queued(member),
-                self.queue_name,
+                self.keys.lines,
                 self.keys.paused,
             ],
             args=[
@@ -533,6 +609,8 @@ class RedisJobQueue:
                 job_key_prefix + JOB_ID_PREFIX,
                 JOB_ID_PREFIX,
                 workspace_key(*workspace),
+                self.keys.waiting_prefix,
+                self.queue_name + LINE_QUEUE_INFIX,
             ],
         )
         status = int(result[0])
@@ -558,7 +636,7 @@ class RedisJobQueue:
         """The job stopped running: free its member's place. Returns ``(id, ticket)`` of the
         member's oldest held job when it may start now (the caller puts it back in the queue)."""
         popped: list[bytes] | None = await self._release(
-            keys=[self.keys.waiting, self.keys.member_running(member), self.keys.member_held(member)],
+            keys=[self.keys.lines, self.keys.member_running(member), self.keys.member_held(member)],
             args=["" if generation_id is None else generation_id, max_running, _IN_PROGRESS],
         )
         if not popped:
@@ -581,14 +659,14 @@ class RedisJobQueue:
         await self.redis.zrem(self.keys.member_held(member), str(generation_id))
         return False
 
-    async def mark_done(self, generation_id: int) -> None:
+    async def mark_done(self, generation_id: int, *, line: str) -> None:
         """Make sure a finished (or cancelled) job holds no place in the waiting set."""
-        await self.redis.zrem(self.keys.waiting, str(generation_id))
+        await self.redis.zrem(self.keys.waiting(line), str(generation_id))
 
-    async def remove_waiting(self, generation_id: int) -> bool:
+    async def remove_waiting(self, generation_id: int, *, line: str) -> bool:
         job_id = job_id_for(generation_id)
         removed = await self._remove(
-            keys=[self.keys.waiting, self.queue_name, job_key_prefix + job_id],
+            keys=[self.keys.waiting(line), self.line_queue(line), job_key_prefix + job_id],
             args=[generation_id, job_id],
         )
         return bool(removed)
@@ -613,31 +691,32 @@ class RedisJobQueue:
             return self.default_run_s
         return sum(float(v) for v in values) / len(values)
 
-    async def worker_heartbeat(self, worker_id: str, capacity: int) -> None:
+    async def worker_heartbeat(self, worker_id: str, capacity: int, *, line: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.keys.workers, {worker_id: _ms()})
-            pipe.hset(self.keys.worker_capacity, worker_id, str(capacity))
-            pipe.zremrangebyscore(self.keys.workers, "-inf", _ms() - 10 * WORKER_ALIVE_MS)
+            pipe.zadd(self.keys.workers(line), {worker_id: _ms()})
+            pipe.hset(self.keys.worker_capacity(line), worker_id, str(capacity))
+            pipe.zremrangebyscore(self.keys.workers(line), "-inf", _ms() - 10 * WORKER_ALIVE_MS)
             await pipe.execute()
 
-    async def worker_gone(self, worker_id: str) -> None:
+    async def worker_gone(self, worker_id: str, *, line: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.keys.workers, worker_id)
-            pipe.hdel(self.keys.worker_capacity, worker_id)
+            pipe.zrem(self.keys.workers(line), worker_id)
+            pipe.hdel(self.keys.worker_capacity(line), worker_id)
             await pipe.execute()
 
-    async def capacity(self) -> int:
-        """How many jobs the live workers run at once (0 when no worker is alive)."""
-        alive = await self.redis.zrangebyscore(self.keys.workers, _ms() - WORKER_ALIVE_MS, "+inf")
+    async def capacity(self, line: str) -> int:
+        """How many jobs of ``line`` its live workers run at once (0 when none is alive)."""
+        alive = await self.redis.zrangebyscore(self.keys.workers(line), _ms() - WORKER_ALIVE_MS, "+inf")
         if not alive:
             return 0
         caps: list[bytes | None] = await self.redis.hmget(  # type: ignore[misc]
-            self.keys.worker_capacity, alive
+            self.keys.worker_capacity(line), alive
         )
         return sum(int(c) for c in caps if c is not None)
 
     async def eta_basis(self, backend: str) -> tuple[float, int]:
-        return await self.mean_runtime(backend), await self.capacity()
+        """The mean run time of ``backend``'s recent jobs and the capacity of its line."""
+        return await self.mean_runtime(backend), await self.capacity(backend)
 
     async def publish(self, generation_id: int, kind: str) -> None:
         await self.redis.xadd(

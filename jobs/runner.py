@@ -125,10 +125,10 @@ WAITING_MAX = 200
 
 @dataclass(frozen=True, slots=True)
 class KindRuntime:
-    """A job kind as a worker runs it: its plugin's settings, and its backend's breaker."""
+    """A job kind as a worker runs it: its plugin's settings, and its backends' breakers (by name)."""
 
     kind: JobKind
-    breaker: Breaker
+    breakers: Mapping[str, Breaker]
     settings: Any = None
 
 
@@ -141,6 +141,7 @@ class _Job:
     options: Mapping[str, Any]
     settings: Any
     blobs: BlobStore
+    backend: str
     report: Callable[[int | None, int | None, str | None, bytes | None, str | None], Any]
 
     async def progress(
@@ -190,24 +191,38 @@ class GenerationRunner:
         #: Generations whose job is waiting for the breaker right now (see :meth:`waiting_for_backend`).
         self._waiting: set[int] = set()
 
-    async def run(self, generation_id: int, *, last_try: bool = False, ticket: int | None = None) -> str:
+    async def run(
+        self,
+        generation_id: int,
+        *,
+        line: str | None = None,
+        last_try: bool = False,
+        ticket: int | None = None,
+    ) -> str:
         """Run the generation; returns its final state (or why nothing ran).
 
         ``last_try``: arq will not run this job again, so an interruption fails the row
         (``worker_lost``) instead of queueing it again. ``ticket``: the job's arq score, which
-        is its ticket, for when the row does not have it yet.
+        is its ticket, for when the row does not have it yet. ``line``: the line the job was taken
+        from (the worker's), where a job whose row is gone is cleaned from.
         """
         gen = await self.store.get(generation_id)
         if gen is None or gen.state.terminal:
-            await self.queue.mark_done(generation_id)
+            if gen is not None or line is not None:
+                await self.queue.mark_done(generation_id, line=gen.backend if gen else str(line))
             return gen.state.value if gen else "missing"
         runtime = self.kinds.get(gen.kind)
-        if runtime is None:
-            # Its plugin is not installed on this worker: the job cannot run here, or anywhere
-            # its line is read from (every worker reads the same queue).
-            log.error("generation %s is of job kind %r, which no loaded plugin defines", gen.id, gen.kind)
-            return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
-        breaker = runtime.breaker
+        breaker = runtime.breakers.get(gen.backend) if runtime is not None else None
+        if runtime is None or breaker is None:
+            # Its plugin (or that backend of it) is not loaded on this worker: the job cannot
+            # run here, or anywhere its line is read from (every worker of a line is alike).
+            log.error(
+                "generation %s is of job kind %r on backend %r, which no loaded plugin runs",
+                gen.id,
+                gen.kind,
+                gen.backend,
+            )
+            return await self._finish(gen, State.FAILED, ErrorCode.INTERNAL)
         if gen.state is State.QUEUED and await self.queue.is_paused(gen.platform, gen.workspace):
             # An admin paused the workspace as this job was picked: set it aside. Resuming puts
             # it back in its place (and the sweep would, were a resume to race with this).
@@ -225,6 +240,7 @@ class GenerationRunner:
                     self.max_running,
                     int(place),
                     workspace=(gen.platform, gen.workspace),
+                    line=gen.backend,
                 )
                 if was_waiting == "paused":  # paused between the check above and now
                     return await self._set_aside(gen, place, "paused")
@@ -252,12 +268,14 @@ class GenerationRunner:
             await self.queue.publish(generation_id, "started")
             try:
                 async with asyncio.timeout(self.job_timeout_s) as deadline:
-                    return await self._generate_and_store(gen, runtime, admission, JobClock(deadline))
+                    return await self._generate_and_store(
+                        gen, runtime, breaker, admission, JobClock(deadline)
+                    )
             except TimeoutError:  # the job timeout (the backend's own is handled inside)
                 log.warning("generation %s exceeded the job timeout", generation_id)
-                return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
+                return await self._finish(gen, State.TIMED_OUT, ErrorCode.TIMED_OUT)
             except asyncio.CancelledError:
-                await self._interrupted(generation_id, last_try=last_try, ticket=ticket)
+                await self._interrupted(gen, last_try=last_try, ticket=ticket)
                 raise
             finally:
                 await self._release(gen)
@@ -267,7 +285,7 @@ class GenerationRunner:
     async def _set_aside(self, gen: Generation, ticket: int | None, why: str) -> str:
         """The job does not start now and is out of the line; its row stays ``queued`` and keeps
         its ticket (the arq score, if the row does not have it yet), so it comes back in its place."""
-        await self.queue.mark_done(gen.id)
+        await self.queue.mark_done(gen.id, line=gen.backend)
         if gen.ticket is None and ticket:
             await self.store.update(gen.id, ticket=int(ticket))
         await self.queue.publish(gen.id, "dequeued")
@@ -287,9 +305,11 @@ class GenerationRunner:
                     continue  # cancelled while held: take the next one
                 if await self.queue.is_paused(row.platform, row.workspace):
                     return  # the resume puts it back in line, with the rest of its workspace
-                await self.queue.restore(held_id, ticket)
+                await self.queue.restore(held_id, ticket, line=row.backend)
                 if (again := await self.store.get(held_id)) is None or again.state is not State.QUEUED:
-                    await self.queue.remove_waiting(held_id)  # cancelled while it was put back
+                    await self.queue.remove_waiting(
+                        held_id, line=row.backend
+                    )  # cancelled while it was put back
                 await self.queue.publish(held_id, "dequeued")
                 return
         except Exception:
@@ -341,7 +361,7 @@ class GenerationRunner:
                 log.info("generation %s waits for the image service (breaker open)", gen.id)
                 # The status message learns why it waits (the renderer reads the breaker).
                 await self.queue.publish(gen.id, "waiting")
-            if gen.state is State.QUEUED and await self.queue.position(gen.id) is None:
+            if gen.state is State.QUEUED and await self.queue.position(gen.id, line=gen.backend) is None:
                 current = await self.store.get(gen.id)
                 if current is None or current.state is not State.QUEUED:
                     return None  # cancelled meanwhile (or Redis lost it: the sweep puts it back)
@@ -353,7 +373,7 @@ class GenerationRunner:
             await asyncio.sleep(min(max(retry_in, 0.05), BREAKER_POLL_S, left))
 
     async def _generate_and_store(
-        self, gen: Generation, runtime: KindRuntime, admission: Admission, clock: JobClock
+        self, gen: Generation, runtime: KindRuntime, breaker: Breaker, admission: Admission, clock: JobClock
     ) -> str:
         """Run the job's function, store its result, end the row, then record the run time.
         ``clock`` (the job timeout) runs while the result is made and stored, and stops while the
@@ -403,38 +423,38 @@ class GenerationRunner:
             if telling is None or telling.done():
                 telling = asyncio.create_task(tell(), name=f"genbot-progress-{generation_id}")
 
-        job = _Job(gen.id, gen.prompt, dict(gen.options), runtime.settings, self.blobs, progress)
+        job = _Job(gen.id, gen.prompt, dict(gen.options), runtime.settings, self.blobs, gen.backend, progress)
         started = time.monotonic()
         try:
             try:
                 # The timeout sits inside the breaker: a backend that hangs is a failing backend.
-                result = await runtime.breaker.call(admission, self._generate, runtime.kind, job, clock)
+                result = await breaker.call(admission, self._generate, runtime.kind, job, clock)
             finally:
                 if telling is not None and not telling.done():
                     telling.cancel()
         except JobStopped:  # a progress report found the row ended (cancelled): it stays so
-            return await self._finish(generation_id, None, None)
+            return await self._finish(gen, None, None)
         except TimeoutError:
-            return await self._finish(generation_id, State.TIMED_OUT, ErrorCode.TIMED_OUT)
+            return await self._finish(gen, State.TIMED_OUT, ErrorCode.TIMED_OUT)
         except Refused as refused:
             log.info("the service refused job %s of kind %s: %s", generation_id, gen.kind, refused)
-            return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_REFUSED)
+            return await self._finish(gen, State.FAILED, ErrorCode.BACKEND_REFUSED)
         except Exception:
             log.exception("job %s of kind %s failed", generation_id, gen.kind)
-            return await self._finish(generation_id, State.FAILED, ErrorCode.BACKEND_ERROR)
+            return await self._finish(gen, State.FAILED, ErrorCode.BACKEND_ERROR)
 
         took = time.monotonic() - started
         clock.resume()
         try:
             key = await self._store_result(generation_id, result)
         except JobStopped:  # cancelled as it ended: nothing to show
-            return await self._finish(generation_id, None, None)
+            return await self._finish(gen, None, None)
         except Exception:
             log.exception("storing the result of generation %s failed", generation_id)
-            return await self._finish(generation_id, State.FAILED, ErrorCode.INTERNAL)
+            return await self._finish(gen, State.FAILED, ErrorCode.INTERNAL)
         clock.stop()
         # The row first: it is the truth, and the result is there.
-        state = await self._finish(generation_id, State.SUCCEEDED, None, result_key=key)
+        state = await self._finish(gen, State.SUCCEEDED, None, result_key=key)
         try:
             await self.queue.record_runtime(gen.backend, took)
         except Exception:  # only the ETA needs it
@@ -476,22 +496,23 @@ class GenerationRunner:
         clock.stop()  # the breaker hears of it next: see _generate_and_store
         return result
 
-    async def _interrupted(self, generation_id: int, *, last_try: bool, ticket: int | None) -> None:
+    async def _interrupted(self, gen: Generation, *, last_try: bool, ticket: int | None) -> None:
         """The job was cancelled under us: by a member's cancel (the row is already
         ``cancelled``: nothing to do) or by the worker shutting down (the row is still
         ``running``). On shutdown arq runs the job again, so the row goes back to ``queued`` at
         its old place, unless this was arq's last try: then it fails as ``worker_lost``."""
+        generation_id = gen.id
         current = await self.store.get(generation_id)
         if current is None or current.state is not State.RUNNING:
-            await self.queue.mark_done(generation_id)
+            await self.queue.mark_done(generation_id, line=gen.backend)
         elif last_try:
-            await self._finish(generation_id, State.FAILED, ErrorCode.WORKER_LOST)
+            await self._finish(gen, State.FAILED, ErrorCode.WORKER_LOST)
             return
         elif (ticket := current.ticket or ticket) is not None:
             # Back into the waiting set first, so that the row never reads "queued" without a place.
-            await self.queue.submit(generation_id, ticket=ticket)
+            await self.queue.submit(generation_id, line=gen.backend, ticket=ticket)
             if await self.store.transition(generation_id, State.QUEUED, retry=True) is None:
-                await self.queue.remove_waiting(generation_id)  # cancelled meanwhile
+                await self.queue.remove_waiting(generation_id, line=gen.backend)  # cancelled meanwhile
             else:
                 await self.store.update_meta(generation_id, {"progress": None, "preview": None, "text": None})
                 log.info("generation %s interrupted by shutdown; queued again", generation_id)
@@ -499,19 +520,20 @@ class GenerationRunner:
 
     async def _finish(
         self,
-        generation_id: int,
+        gen: Generation,
         state: State | None,
         error: ErrorCode | None,
         *,
         result_key: str | None = None,
     ) -> str:
         """Move the row to ``state`` (None: it already moved on), clean Redis, tell the renderer."""
+        generation_id = gen.id
         done = None
         if state is not None:
             done = await self.store.transition(
                 generation_id, state, error_code=error.value if error else None, result_key=result_key
             )
-        await self.queue.mark_done(generation_id)
+        await self.queue.mark_done(generation_id, line=gen.backend)
         await self.queue.publish(generation_id, "finished")
         if done is None:
             current = await self.store.get(generation_id)

@@ -1,7 +1,8 @@
 """The arq worker of ``genbot worker`` (and of ``genbot dev``).
 
-:func:`build_worker` makes an ``arq.Worker`` from the settings and ready dependencies; the process
-that calls it owns the database connection and the Redis pool.
+:func:`build_worker` makes the ``arq.Worker`` of one line (a backend's jobs: see
+:mod:`jobs.constants`) from the settings and ready dependencies; a process runs one per line it
+serves (:func:`served_lines`), and owns the database connection and the Redis pool.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from arq import Retry, Worker
@@ -20,7 +21,7 @@ from arq.constants import retry_key_prefix
 from arq.cron import cron
 from arq.worker import func
 
-from bot.config import Settings
+from bot.config import CONCURRENCY_MAX, ConfigError, Settings
 from bot.models import JOB_ID_PREFIX, job_id_for
 from bot.ports import QueueUnavailable
 from jobs.connections import REDIS_DOWN, Outage, redis_pool
@@ -46,7 +47,9 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
     its score, its ticket, unchanged, so it keeps its place."""
     runner: GenerationRunner = ctx["runner"]
     try:
-        return await runner.run(generation_id, last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score"))
+        return await runner.run(
+            generation_id, line=ctx["line"], last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score")
+        )
     except Deferred:
         await _give_try_back(ctx, generation_id)
         raise Retry(defer=0) from None
@@ -190,36 +193,60 @@ def build_sweeper(
     )
 
 
+def served_lines(settings: Settings, lines: Iterable[str]) -> dict[str, int]:
+    """The lines a worker serves and how many jobs of each it runs at once: ``worker.lines``
+    (``name`` or ``name=jobs``; every one of ``lines`` if empty), ``worker.concurrency`` where no
+    number is given. Raises :class:`ConfigError` for a line no loaded plugin has."""
+    known = list(dict.fromkeys(lines))
+    if not settings.worker.lines:
+        return dict.fromkeys(known, settings.worker.concurrency)
+    served: dict[str, int] = {}
+    for entry in settings.worker.lines:
+        name, sep, jobs = entry.rpartition("=")
+        if not sep:
+            name, jobs = entry, str(settings.worker.concurrency)
+        if name not in known:
+            raise ConfigError(
+                f"GENBOT_WORKER__LINES: no job kind runs on {name!r}; the lines are {', '.join(known)}"
+            )
+        if not jobs.isdigit() or not 1 <= int(jobs) <= CONCURRENCY_MAX:
+            raise ConfigError(f"GENBOT_WORKER__LINES: {entry!r}: the jobs at once are 1 to {CONCURRENCY_MAX}")
+        served[name] = int(jobs)
+    return served
+
+
 def build_worker(
     settings: Settings,
     *,
     runner: GenerationRunner,
     queue: RedisJobQueue,
+    line: str,
+    concurrency: int,
     handle_signals: bool = True,
     burst: bool = False,
 ) -> Worker:
-    """An arq worker that runs generation jobs in ticket order, ``worker.concurrency`` at a time,
-    and beats a heartbeat so the ETA knows how many workers are alive."""
+    """An arq worker that runs the jobs of ``line`` in ticket order, ``concurrency`` at a time,
+    and beats a heartbeat so the ETA knows the line's live capacity."""
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     beat_task: asyncio.Task[None] | None = None
 
     async def beat() -> None:
         while True:
             with contextlib.suppress(Exception):
-                await queue.worker_heartbeat(worker_id, settings.worker.concurrency)
+                await queue.worker_heartbeat(worker_id, concurrency, line=line)
             await asyncio.sleep(WORKER_ALIVE_MS / 3000)
 
     async def on_startup(_ctx: dict[str, Any]) -> None:
         nonlocal beat_task
-        await queue.worker_heartbeat(worker_id, settings.worker.concurrency)
-        beat_task = asyncio.create_task(beat(), name="genbot-worker-heartbeat")
+        await queue.worker_heartbeat(worker_id, concurrency, line=line)
+        beat_task = asyncio.create_task(beat(), name=f"genbot-worker-heartbeat-{line}")
 
     async def after_job_end(ctx: dict[str, Any]) -> None:
         # After arq's own clean-up of the run: see RedisJobQueue.repair.
         job_id = str(ctx.get("job_id", ""))
         if job_id.startswith(JOB_ID_PREFIX):
             with contextlib.suppress(Exception):
-                await queue.repair(int(job_id.removeprefix(JOB_ID_PREFIX)))
+                await queue.repair(int(job_id.removeprefix(JOB_ID_PREFIX)), line=line)
 
     async def on_shutdown(_ctx: dict[str, Any]) -> None:
         if beat_task is not None:
@@ -227,7 +254,7 @@ def build_worker(
             with contextlib.suppress(asyncio.CancelledError):
                 await beat_task
         with contextlib.suppress(Exception):
-            await queue.worker_gone(worker_id)
+            await queue.worker_gone(worker_id, line=line)
 
     return PatientWorker(
         functions=[
@@ -240,15 +267,15 @@ def build_worker(
                 max_tries=MAX_TRIES,
             )
         ],
-        queue_name=settings.redis.queue_name,
+        queue_name=queue.line_queue(line),
         redis_pool=redis_pool(settings.redis.url),
-        max_jobs=settings.worker.concurrency,
+        max_jobs=concurrency,
         allow_abort_jobs=True,
         keep_result=60,
         poll_delay=0.2,
         handle_signals=handle_signals,
         burst=burst,
-        ctx={"runner": runner},
+        ctx={"runner": runner, "line": line},
         on_startup=on_startup,
         after_job_end=after_job_end,
         on_shutdown=on_shutdown,

@@ -108,14 +108,16 @@ class BlockedTermRow(Model):
 
 
 class WorkspaceRow(Model):
-    """Per-workspace switches set by its admins: whether its queue is paused, and the member
-    limits it sets for itself (``limits``, setting name to value; null: the deployment's)."""
+    """Per-workspace switches set by its admins: whether its queue is paused, the member limits
+    it sets for itself (``limits``, setting name to value; null: the deployment's) and the backend
+    its jobs run on (``backend``; null: the deployment's default)."""
 
     id = fields.BigIntField(primary_key=True)
     platform = fields.CharField(max_length=16)
     workspace = fields.CharField(max_length=64)
     paused = fields.BooleanField(default=False)
     limits: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
+    backend = fields.CharField(max_length=100, null=True)
     changed_by = fields.CharField(max_length=64, null=True)
     changed_at = fields.DatetimeField(null=True)
 

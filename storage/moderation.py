@@ -129,6 +129,18 @@ class TortoiseModerationStore:
             await row.save(update_fields=["limits", "changed_by", "changed_at"])
         return limits
 
+    async def get_backend(self, platform: str, workspace: str) -> str | None:
+        found = await WorkspaceRow.filter(platform=platform, workspace=workspace).values_list(
+            "backend", flat=True
+        )
+        return str(found[0]) if found and found[0] else None
+
+    async def set_backend(self, platform: str, workspace: str, backend: str | None, by: str) -> None:
+        now = datetime.now(UTC)
+        async with in_transaction():
+            row, _created = await WorkspaceRow.get_or_create(platform=platform, workspace=workspace)
+            await WorkspaceRow.filter(id=row.id).update(backend=backend, changed_by=by, changed_at=now)
+
     async def paused_workspaces(self) -> list[tuple[str, str]]:
         rows = await WorkspaceRow.filter(paused=True).values_list("platform", "workspace")
         return [(str(p), str(w)) for p, w in rows]

@@ -39,8 +39,10 @@ def image_job(
 def image_kinds(
     backend: ImageBackend, breaker: Breaker, backend_name: str | None = None
 ) -> dict[str, KindRuntime]:
-    """A runner's job kinds: ``imagine`` only, drawing with ``backend``."""
-    return {NAME: KindRuntime(image_kind(lambda: backend, backend_name or backend.name), breaker)}
+    """A runner's job kinds: ``imagine`` only, drawing with ``backend`` (in the line
+    ``backend_name``, its name by default)."""
+    name = backend_name or backend.name
+    return {NAME: KindRuntime(image_kind({name: lambda: backend}), {name: breaker})}
 
 
 def every_spec() -> tuple[CommandSpec, ...]:

@@ -24,10 +24,16 @@ FEATURES = frozenset({"negative", "steps", "seed"})
 FEATURES_OF = {"openai": frozenset[str]()}
 
 
-def backend_features(settings: Settings) -> frozenset[str]:
-    """Which of :data:`FEATURES` the backend ``GENBOT_BACKEND__NAME`` names takes (a backend of
-    one's own takes them all)."""
-    return FEATURES_OF.get(settings.backend.name, FEATURES)
+def offered_backends(settings: Settings) -> tuple[str, ...]:
+    """The backends image jobs may run on: ``GENBOT_BACKEND__NAME`` (the default) first, then
+    ``GENBOT_BACKEND__CHOICES``."""
+    return tuple(dict.fromkeys((settings.backend.name, *settings.backend.choices)))
+
+
+def backend_features(settings: Settings, name: str | None = None) -> frozenset[str]:
+    """Which of :data:`FEATURES` the backend ``name`` (``GENBOT_BACKEND__NAME``'s by default)
+    takes (a backend of one's own takes them all)."""
+    return FEATURES_OF.get(name or settings.backend.name, FEATURES)
 
 
 class BackendNotFound(ConfigError):
@@ -38,12 +44,12 @@ def load_backend(settings: Settings) -> ImageBackend:
     return backend_factory(settings)()
 
 
-def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
-    """What makes the backend ``GENBOT_BACKEND__NAME`` names, found now (so that a wrong name
-    stops start-up) and called later, where images are made: a backend that loads a model or
-    opens a client does so in the worker only. Its own settings are read now too. Raises
+def backend_factory(settings: Settings, name: str | None = None) -> Callable[[], ImageBackend]:
+    """What makes the backend ``name`` (``GENBOT_BACKEND__NAME``'s by default), found now (so that
+    a wrong name stops start-up) and called later, where images are made: a backend that loads a
+    model or opens a client does so in the worker only. Its own settings are read now too. Raises
     :class:`BackendNotFound`, or :class:`ConfigError` naming a setting at fault."""
-    name = settings.backend.name
+    name = name or settings.backend.name
     if name == "demo":
         return lambda: DemoBackend(step_delay_s=settings.backend.demo_step_delay_s)
     if name == A1111Backend.name:
@@ -70,8 +76,9 @@ def backend_factory(settings: Settings) -> Callable[[], ImageBackend]:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
+        setting = "GENBOT_BACKEND__NAME" if name == settings.backend.name else "GENBOT_BACKEND__CHOICES"
         raise BackendNotFound(
-            f"GENBOT_BACKEND__NAME: no backend {name!r} "
+            f"{setting}: no backend {name!r} "
             "(use 'demo', 'a1111', 'comfyui', 'openai', 'horde' or 'package.module:factory')"
         ) from exc
     return lambda: cast("ImageBackend", factory(settings))

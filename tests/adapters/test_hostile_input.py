@@ -266,8 +266,8 @@ def visible(text: str) -> bool:
 async def queue_sizes(rt: Runtime, redis: Redis) -> tuple[int, int, int]:
     return (
         await GenerationRow.all().count(),
-        await redis.zcard(rt.queue.keys.waiting),
-        await redis.zcard(rt.settings.redis.queue_name),
+        await redis.zcard(rt.queue.keys.waiting("demo")),
+        await redis.zcard(rt.queue.line_queue("demo")),
     )
 
 

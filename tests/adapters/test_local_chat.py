@@ -142,7 +142,7 @@ async def test_cancel_a_queued_job_moves_the_ones_behind_it_up(
             )
         )
         assert moved
-        assert await rt.queue.position(second["status"]["job"]) is None
+        assert await rt.queue.position(second["status"]["job"], line="demo") is None
         done = await bob.wait_for(lambda m: m["id"] == third["id"] and m["status"]["state"] == "succeeded")
         assert done["status"]["image_url"]
         cancelled = await rt.store.get(second["status"]["job"])
@@ -182,8 +182,8 @@ async def test_bad_input_is_refused_and_changes_nothing(
         assert says in reply["text"]
         assert "Traceback" not in reply["text"]
         assert await GenerationRow.all().count() == 0
-        assert await redis.zcard(rt.queue.keys.waiting) == 0
-        assert await redis.zcard(rt.settings.redis.queue_name) == 0
+        assert await redis.zcard(rt.queue.keys.waiting("demo")) == 0
+        assert await redis.zcard(rt.queue.line_queue("demo")) == 0
         assert [m for m in await bob.history() if m.get("ephemeral_to")] == [], "only Alice sees it"
         await alice.close()
         await bob.close()
@@ -257,7 +257,7 @@ async def test_a_worker_shutting_down_puts_its_job_back_at_the_front(
         assert back["status"]["headline"].startswith("Queued · #1 in line")
         gen = await rt.store.get(job)
         assert gen is not None and gen.state is State.QUEUED and gen.attempts == 1
-        assert await rt.queue.position(job) == 1
+        assert await rt.queue.position(job, line="demo") == 1
 
         async with worker_running(rt):
             done = await alice.wait_for(

@@ -106,8 +106,8 @@ async def test_a_ban_cancels_the_members_queued_jobs_when_asked(mrt: Runtime) ->
     for job in jobs:
         gen = await mrt.store.get(job)
         assert gen is not None and gen.state is State.CANCELLED and gen.error_code == "cancelled_by_admin"
-        assert await mrt.queue.position(job) is None
-    assert await mrt.queue.position(alice_job) == 1  # moved up
+        assert await mrt.queue.position(job, line="demo") is None
+    assert await mrt.queue.position(alice_job, line="demo") == 1  # moved up
     [row] = await AuditRow.all()
     assert (row.action, row.target, row.reason) == ("ban", "bob", "spam")
     assert row.details == {"duration_s": 7200, "jobs": "cancel", "cancelled": jobs}
@@ -125,7 +125,7 @@ async def test_a_ban_keeps_the_queued_jobs_when_asked_and_unban_lifts_it(mrt: Ru
     assert "until unbanned" in out.replies[0] and "stay in the queue" in out.replies[0]
     gen = await mrt.store.get(job)
     assert gen is not None and gen.state is State.QUEUED
-    assert await mrt.queue.position(job) == 1
+    assert await mrt.queue.position(job, line="demo") == 1
     assert (await imagine(mrt, BOB)).errors[0].code.value == "banned"
 
     listed = (await admin(mrt, "bans")).replies[0]
@@ -223,8 +223,10 @@ async def test_pause_holds_queued_jobs_in_place_and_resume_restores_their_order(
 
     out = await admin(mrt, "pause", reason="maintenance")
     assert out.replies[0].startswith("Paused the queue. 2 queued job(s) keep their place")
-    assert await mrt.queue.position(a) is None and await mrt.queue.position(b) is None
-    assert await mrt.queue.position(other) == 1  # another workspace is not paused
+    assert (
+        await mrt.queue.position(a, line="demo") is None and await mrt.queue.position(b, line="demo") is None
+    )
+    assert await mrt.queue.position(other, line="demo") == 1  # another workspace is not paused
     gen = await mrt.store.get(a)
     assert gen is not None and gen.state is State.QUEUED
     view = await mrt.core.view(gen)
@@ -237,7 +239,7 @@ async def test_pause_holds_queued_jobs_in_place_and_resume_restores_their_order(
     assert (await admin(mrt, "pause")).errors[0].code.value == "invalid_option"
     assert "(paused)" in (await admin(mrt, "queue")).replies[0]
     await mrt.core.reconcile()  # the sweep must not put paused jobs back
-    assert await mrt.queue.position(a) is None
+    assert await mrt.queue.position(a, line="demo") is None
 
     late = (await imagine(mrt, elsewhere, "later, other server")).posted[0].job
     assert (await admin(mrt, "resume")).replies == [
@@ -276,7 +278,7 @@ async def test_admin_cancel_queue_stats_and_audit(mrt: Runtime) -> None:
     assert (await admin(mrt, "cancel", job=str(a), reason="off topic")).replies == [
         f"Cancelled job {a} of Alice."
     ]
-    assert await mrt.queue.position(b) == 1
+    assert await mrt.queue.position(b, line="demo") == 1
     assert (await admin(mrt, "cancel", job=str(a))).errors[0].code.value == "not_found"
     assert (await admin(mrt, "cancel", job="x")).errors[0].code.value == "invalid_option"
 
@@ -366,7 +368,7 @@ async def test_a_cancel_racing_with_a_resume_leaves_no_place_behind(mrt: Runtime
     assert snapshot is not None
     await run(mrt, ALICE, "cancel", job=str(job))  # ...the member cancelled
     assert await mrt.core._put_back(snapshot) is None  # the resume's restore undoes itself
-    assert await mrt.queue.position(job) is None
+    assert await mrt.queue.position(job, line="demo") is None
     assert await redis.zscore("arq:abort", f"gen:{job}") is None  # nothing to abort: it was not running
 
 

@@ -74,7 +74,7 @@ async def test_a_backend_exception_reaches_the_member_as_catalogue_words_only(rt
             raise RuntimeError('Traceback: File "x.py" CUDA error at 0xdeadbeef, secret-detail gen:1 arq:job')
 
     gen, _ = await rt.core.submit(
-        image_job(ALICE, "general", ImageRequest("a fox", "", 64, 64, 3, 1), "demo")
+        image_job(ALICE, "general", ImageRequest("a fox", "", 64, 64, 3, 1), "fake")
     )
     assert await runner_for(rt, LeakyBackend()).run(gen.id) == "failed"
     row = await rt.store.get(gen.id)

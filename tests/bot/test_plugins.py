@@ -135,7 +135,11 @@ def test_a_plugin_that_cannot_load_stops_start_up_with_one_line_naming_it(
         ("Plugin(name='bad', jobs=(JobKind('k', run), JobKind('k', run)))", "job kind 'k' is defined twice"),
         (
             "Plugin(name='bad', jobs=(JobKind('k', run, backend='b' * 101),))",
-            "job kind 'k': its backend name is 1 to 100 characters",
+            "job kind 'k': its backend names are 1 to 100 characters",
+        ),
+        (
+            "Plugin(name='bad', jobs=(JobKind('k', run, backend='a', backends=('b', 'c')),))",
+            "job kind 'k': its backends lack its backend 'a'",
         ),
         ("Plugin(name='bad', commands=(Command('admin', 'A', run=answer),))", "command 'admin' must be 1-32"),
         ("Plugin(name='bad', commands=(Command('help', 'A', run=answer),))", "command 'help' must be 1-32"),

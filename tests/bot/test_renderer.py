@@ -92,7 +92,7 @@ async def test_a_burst_of_dequeues_edits_each_waiting_message_once(rt: Runtime) 
     assert sum(chat.edits.values()) == 0
 
     for gen_id, _ in jobs[:8]:  # eight jobs start in a burst before the renderer reads
-        await rt.queue.mark_running(gen_id)
+        await rt.queue.mark_running(gen_id, line="demo")
         await rt.queue.publish(gen_id, "dequeued")
     await _drain(renderer)
 
@@ -111,7 +111,7 @@ async def test_far_places_are_edited_only_when_their_band_changes(rt: Runtime) -
     jobs = await _submit(rt, chat, 8, exact=3)
     await _drain(renderer)
     assert sum(chat.edits.values()) == 0, "each message shows its place already"
-    await rt.queue.mark_running(jobs[0][0])
+    await rt.queue.mark_running(jobs[0][0], line="demo")
     await rt.queue.publish(jobs[0][0], "dequeued")
     await _drain(renderer)
     # Places after the move: #1 #2 #3 exact, then the bands #4-5 and #6-10.
@@ -128,7 +128,7 @@ async def test_a_deleted_message_is_posted_again_and_the_row_follows(rt: Runtime
     await renderer.feed.ensure_group()
     [(gen_id, message_id)] = await _submit(rt, chat, 1)
     chat.gone.add(message_id)
-    await rt.queue.mark_running(gen_id)
+    await rt.queue.mark_running(gen_id, line="demo")
     await rt.store.transition(gen_id, State.RUNNING)
     await rt.queue.publish(gen_id, "started")
     await _drain(renderer)
@@ -182,7 +182,7 @@ async def test_a_failed_read_keeps_the_messages_scheduled(rt: Runtime) -> None:
     jobs = await _submit(rt, chat, 3)
     await _drain(renderer)
     renderer.store = FlakyStore(rt.store, failures=2)  # type: ignore[assignment]
-    await rt.queue.mark_running(jobs[0][0])
+    await rt.queue.mark_running(jobs[0][0], line="demo")
     await rt.queue.publish(jobs[0][0], "dequeued")
     await _drain(renderer)  # the events are read and acknowledged; the schedule must stay
     failed = [gid for gid, _ in jobs if gid in renderer._failures]
@@ -400,7 +400,7 @@ async def test_stopping_the_renderer_delivers_the_edits_held_back_by_the_edit_bu
     [(gid, mid)] = await _submit(rt, chat, 1)
     await _drain(renderer)
     # A first edit, then the job runs and finishes while the budget holds every edit back.
-    await rt.queue.mark_running(gid)
+    await rt.queue.mark_running(gid, line="demo")
     await rt.store.transition(gid, State.RUNNING)
     await rt.store.record_progress(gid, {"progress": {"step": 1, "total": 5}})
     await rt.queue.publish(gid, "progress")
@@ -471,7 +471,7 @@ async def test_a_request_whose_message_cannot_be_posted_is_cancelled_not_run(rt:
     await renderer.flush()
     row = await rt.store.get(gen_id)
     assert row is not None and row.state is State.CANCELLED and row.error_code == "chat_unavailable"
-    assert await rt.queue.position(gen_id) is None
+    assert await rt.queue.position(gen_id, line="demo") is None
 
 
 async def test_a_message_whose_lease_is_slow_to_come_gets_one_write_not_one_a_second(rt: Runtime) -> None:
@@ -514,10 +514,10 @@ async def test_a_renderer_keeps_nothing_of_messages_that_show_their_end(rt: Runt
     jobs = await _submit(rt, chat, 5)
     await _drain(renderer)
     for gen_id, _ in jobs[:3]:
-        await rt.queue.mark_running(gen_id)
+        await rt.queue.mark_running(gen_id, line="demo")
         await rt.store.transition(gen_id, State.RUNNING)
         await rt.store.transition(gen_id, State.SUCCEEDED)
-        await rt.queue.mark_done(gen_id)
+        await rt.queue.mark_done(gen_id, line="demo")
         await rt.queue.publish(gen_id, "finished")
     await _drain(renderer)
     ended = {gen_id for gen_id, _ in jobs[:3]}

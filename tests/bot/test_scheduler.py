@@ -111,7 +111,7 @@ async def test_two_renderers_never_repeat_an_edit_nor_land_an_older_state(rt: Ru
 
     async def work() -> None:
         for gid, _mid in jobs:
-            await rt.queue.mark_running(gid)
+            await rt.queue.mark_running(gid, line="demo")
             await rt.store.transition(gid, State.RUNNING)
             await rt.queue.publish(gid, "dequeued")
             for step in range(1, 5):
@@ -180,7 +180,7 @@ async def test_a_channel_budget_paces_writes_and_finals_go_first(rt: Runtime) ->
     await renderer.feed.ensure_group()
     jobs = await _submit(rt, chat, 24, exact=10)  # type: ignore[arg-type]
     for gid, _mid in jobs:
-        await rt.queue.mark_running(gid)
+        await rt.queue.mark_running(gid, line="demo")
         await rt.store.transition(gid, State.RUNNING)
     for gid, _mid in jobs[12:]:
         await rt.store.record_progress(gid, {"progress": {"step": 1, "total": 2}})
@@ -230,7 +230,7 @@ async def test_a_first_post_that_meets_a_429_is_posted_by_the_renderer_not_cance
     assert responder.replies == [], "no error for the member: their message is coming"
     [gen] = await rt.store.list_active("local")
     assert gen.state is State.QUEUED and gen.meta[HANDED_OVER] is True
-    assert await rt.queue.position(gen.id) == 1
+    assert await rt.queue.position(gen.id, line="demo") == 1
 
     async def posted() -> bool:
         row = await rt.store.get(gen.id)
@@ -248,19 +248,19 @@ async def test_a_place_that_goes_back_says_why(rt: Runtime) -> None:
     await renderer.feed.ensure_group()
     jobs = await _submit(rt, chat, 3, exact=10)  # type: ignore[arg-type]
     (held, _), (_second, second_mid), _third = jobs
-    ticket = await rt.queue.ticket_of(held)
+    ticket = await rt.queue.ticket_of(held, line="demo")
     assert ticket is not None
-    await rt.queue.remove_waiting(held)  # set aside (as a held job is), keeping its ticket
+    await rt.queue.remove_waiting(held, line="demo")  # set aside (as a held job is), keeping its ticket
     await rt.queue.publish(held, "dequeued")
     await _drain(renderer)
     assert chat.writes[second_mid][-1][1].title.startswith("Queued · #1 in line")
     assert chat.writes[second_mid][-1][1].note is None
-    await rt.queue.restore(held, ticket)  # it rejoins, ahead, at its ticket
+    await rt.queue.restore(held, ticket, line="demo")  # it rejoins, ahead, at its ticket
     await rt.queue.publish(held, "dequeued")
     await _drain(renderer)
     back = chat.writes[second_mid][-1][1]
     assert back.title.startswith("Queued · #2 in line") and back.note == MOVED_BACK
-    await rt.queue.mark_running(held)  # it starts: the others move up, and the note goes
+    await rt.queue.mark_running(held, line="demo")  # it starts: the others move up, and the note goes
     await rt.queue.publish(held, "dequeued")
     await _drain(renderer)
     assert chat.writes[second_mid][-1][1].note is None

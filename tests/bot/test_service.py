@@ -97,7 +97,7 @@ async def test_cancel_without_a_job_takes_my_newest(rt: Runtime) -> None:
     first = (await run(rt, ALICE, "imagine", prompt="first")).posted[0].job
     second = (await run(rt, ALICE, "imagine", prompt="second")).posted[0].job
     assert (await run(rt, ALICE, "cancel")).replies == [f"Cancelled job {second}."]
-    assert await rt.queue.position(first) == 1
+    assert await rt.queue.position(first, line="demo") == 1
 
 
 async def test_status_reposts_and_the_new_message_is_kept_up_to_date(rt: Runtime) -> None:
@@ -116,14 +116,14 @@ async def test_reconcile_re_enqueues_what_redis_lost_in_ticket_order(rt: Runtime
     jobs = [(await run(rt, ALICE, "imagine", prompt=f"p{i}")).posted[0].job for i in range(5)]
     await rt.core.cancel(ALICE, jobs[1])
     await redis.flushall()  # Redis lost everything
-    assert await rt.queue.position(jobs[0]) is None
+    assert await rt.queue.position(jobs[0], line="demo") is None
     assert await rt.core.reconcile() == 4
     assert await rt.queue.waiting() == [jobs[0], jobs[2], jobs[3], jobs[4]]
     assert await rt.core.reconcile() == 0, "idempotent"
     # New submissions get tickets after the old ones.
     new = (await run(rt, BOB, "imagine", prompt="new")).posted[0].job
-    assert await rt.queue.position(new) == 5
-    arq_order = [m.decode() for m in await redis.zrange(rt.settings.redis.queue_name, 0, -1)]
+    assert await rt.queue.position(new, line="demo") == 5
+    arq_order = [m.decode() for m in await redis.zrange(rt.queue.line_queue("demo"), 0, -1)]
     assert arq_order == [f"gen:{j}" for j in [jobs[0], jobs[2], jobs[3], jobs[4], new]]
 
 
@@ -150,7 +150,7 @@ async def test_a_running_row_nobody_holds_is_retried_once_then_failed_as_stuck(
     rt: Runtime, redis: Redis
 ) -> None:
     jobs = [(await run(rt, ALICE, "imagine", prompt=f"p{i}")).posted[0].job for i in range(3)]
-    await rt.queue.mark_running(jobs[0])
+    await rt.queue.mark_running(jobs[0], line="demo")
     await rt.store.transition(jobs[0], State.RUNNING)
     await _age(jobs[0], 10)
     await redis.set(f"arq:in-progress:gen:{jobs[0]}", b"1")
@@ -167,7 +167,7 @@ async def test_a_running_row_nobody_holds_is_retried_once_then_failed_as_stuck(
     assert gen is not None and gen.state is State.QUEUED and gen.attempts == 1
 
     # It starts again and gets stuck again: this time it fails, in plain words.
-    await rt.queue.mark_running(jobs[0])
+    await rt.queue.mark_running(jobs[0], line="demo")
     await rt.store.transition(jobs[0], State.RUNNING)
     await redis.delete(f"arq:job:gen:{jobs[0]}")
     await _age(jobs[0], 10)
@@ -179,19 +179,19 @@ async def test_a_running_row_nobody_holds_is_retried_once_then_failed_as_stuck(
 
 async def test_a_queued_job_a_worker_is_starting_is_left_alone(rt: Runtime, redis: Redis) -> None:
     job = (await run(rt, ALICE, "imagine", prompt="fox")).posted[0].job
-    await rt.queue.mark_running(job)  # the worker took it out of the waiting set...
+    await rt.queue.mark_running(job, line="demo")  # the worker took it out of the waiting set...
     await redis.set(f"arq:in-progress:gen:{job}", b"1")  # ...and holds it; the row is still queued
     assert await rt.core.reconcile() == 0
-    assert await rt.queue.position(job) is None
+    assert await rt.queue.position(job, line="demo") is None
 
 
 async def test_reconcile_gives_a_waiting_entry_its_lost_arq_job_back(rt: Runtime, redis: Redis) -> None:
     job = (await run(rt, ALICE, "imagine", prompt="fox")).posted[0].job
     await redis.delete(f"arq:job:gen:{job}")
-    await redis.zrem(rt.settings.redis.queue_name, f"gen:{job}")
+    await redis.zrem(rt.queue.line_queue("demo"), f"gen:{job}")
     assert await rt.core.reconcile() == 1
     assert await redis.exists(f"arq:job:gen:{job}")
-    assert await rt.queue.position(job) == 1
+    assert await rt.queue.position(job, line="demo") == 1
 
 
 async def test_reroll_makes_a_new_job_with_the_same_prompt_and_a_new_seed(rt: Runtime) -> None:
@@ -217,7 +217,7 @@ async def test_reroll_makes_a_new_job_with_the_same_prompt_and_a_new_seed(rt: Ru
     )
     assert old.options["seed"] == 5
     assert new.user_id == "alice" and new.state is State.QUEUED
-    assert await rt.queue.position(view.job) == 2
+    assert await rt.queue.position(view.job, line="demo") == 2
 
     by_admin = Recorder()
     await rt.core.handle_action(ADMIN, first.job, "reroll", by_admin)

@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GENBOT = [sys.executable, "-m", "bot.cli"]
 URL_LINE = re.compile(r"genbot local chat: (http://\S+)")
 PREFIX = "flt"
+#: The line of the demo backend's jobs (the default backend here).
+LINE = "demo"
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 #: How many jobs each scenario submits: small in ``make test``, bigger in ``make reliability``.
 BATCH = int(os.environ.get("GENBOT_TEST_FAULT_BATCH", "6"))
@@ -155,7 +157,10 @@ class Cluster:
 
         async def up() -> bool:
             assert proc.returncode is None, f"{name} exited at start-up:\n{self.log_tail()}"
-            return any(m.startswith(beat) for m in await redis.zrange(Keys(PREFIX).workers, 0, -1))
+            for line in await redis.keys(Keys(PREFIX).workers("*")):  # whatever its backend's line
+                if any(m.startswith(beat) for m in await redis.zrange(line, 0, -1)):
+                    return True
+            return False
 
         try:
             await wait_until(up, f"{name} to start", 60)

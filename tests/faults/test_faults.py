@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from bot.embedded_redis import EmbeddedRedis, embedded_redis, free_port
 from bot.ports import HANDED_OVER
+from jobs.constants import Keys
 from tests.adapters.slack.conftest import SECRET, SlackClient
 from tests.adapters.slack.fake_slack import TOKEN, FakeSlack
 from tests.chat_client import ChatClient
@@ -35,6 +36,7 @@ from tests.conftest import PG_ADMIN_URL, truncate_pg
 from tests.faults.flaky_backend import CALLS, FAIL_NEXT
 from tests.faults.harness import (
     BATCH,
+    LINE,
     PREFIX,
     Cluster,
     Figures,
@@ -137,7 +139,7 @@ async def test_redis_restarted_with_its_data_gone(
     async def positions_rebuilt() -> bool:
         redis = Redis.from_url(own_redis.url)
         try:
-            waiting = [int(m) for m in await redis.zrange(f"{PREFIX}:waiting", 0, -1)]
+            waiting = [int(m) for m in await redis.zrange(Keys(PREFIX).waiting(LINE), 0, -1)]
         finally:
             await redis.aclose()
         queued = sorted(r["id"] for r in await cluster.rows() if r["state"] == "queued")

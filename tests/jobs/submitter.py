@@ -29,7 +29,7 @@ async def main(redis_url: str, prefix: str, queue_name: str, ids: list[int]) -> 
         await pool.incr(f"{BARRIER}:ready")
         if await pool.blpop([f"{BARRIER}:go"], timeout=30) is None:
             raise SystemExit("no start signal")
-        results = await asyncio.gather(*(queue.submit(gid) for gid in ids))
+        results = await asyncio.gather(*(queue.submit(gid, line="demo") for gid in ids))
         rows = [[gid, ticket, position] for gid, (ticket, position) in zip(ids, results, strict=True)]
         print(json.dumps(rows), flush=True)
     finally:

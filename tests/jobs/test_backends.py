@@ -98,6 +98,7 @@ class _FakeJob:
     options: ClassVar[dict[str, int]] = {"width": 8, "height": 8, "steps": 1, "seed": 1}
     settings = None
     blobs = None
+    backend = "tests.jobs.test_backends:make_custom"
 
     async def progress(self, *args: object, **kwargs: object) -> None:
         return None
@@ -140,7 +141,7 @@ async def test_half_open_the_probe_is_the_head_jobs(redis: Redis) -> None:
     2's worker asking first does not make it the probe: position 1 is the next job to start."""
     keys = Keys("bt")
     breaker = Breaker(redis, BreakerKeys.of(keys, "demo"), fail_max=1, reset_s=0.2, probe_ttl_s=30.0)
-    await redis.zadd(keys.waiting, {"1": 1, "2": 2})
+    await redis.zadd(keys.waiting("demo"), {"1": 1, "2": 2})
 
     async def failing() -> None:
         raise RuntimeError("backend down")
@@ -224,7 +225,7 @@ async def test_half_open_a_job_behind_takes_the_probe_when_the_head_does_not(
     monkeypatch.setattr(breaker_module, "PROBE_HEAD_GRACE_S", 0.2)
     keys = Keys("bt")
     breaker = Breaker(redis, BreakerKeys.of(keys, "demo"), fail_max=1, reset_s=0.1, probe_ttl_s=30.0)
-    await redis.zadd(keys.waiting, {"1": 1, "2": 2})
+    await redis.zadd(keys.waiting("demo"), {"1": 1, "2": 2})
 
     async def failing() -> None:
         raise RuntimeError("backend down")

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from bot.embedded_redis import EmbeddedRedis
 from bot.models import job_id_for
-from jobs.constants import Keys
+from jobs.constants import Keys, line_queue
 from jobs.queue import RedisJobQueue
 from jobs.worker import close_worker
 from tests.jobs.burst_worker import BARRIER as WORKER_BARRIER
@@ -30,6 +30,9 @@ from tests.jobs.submitter import BARRIER
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = Keys("gt")
 QUEUE_NAME = "gt:queue"
+LINE = "demo"
+#: The arq queue the jobs of that line wait in.
+ARQ_QUEUE = line_queue(QUEUE_NAME, LINE)
 PER_PROCESS = 200
 TOTAL = 2 * PER_PROCESS
 #: Two bot processes; their ids interleave and span 1 to 3 digits, so that an order by arq job id
@@ -61,8 +64,8 @@ async def probe(redis: Redis, into: list[tuple[int, int, int]], stop: asyncio.Ev
     while not stop.is_set():
         async with redis.pipeline(transaction=True) as pipe:
             pipe.get(KEYS.ticket)
-            pipe.zcard(KEYS.waiting)
-            pipe.zcard(QUEUE_NAME)
+            pipe.zcard(KEYS.waiting(LINE))
+            pipe.zcard(ARQ_QUEUE)
             ticket, waiting, queued = await pipe.execute()
         into.append((int(ticket or 0), int(waiting), int(queued)))
         await asyncio.sleep(0)
@@ -119,7 +122,7 @@ async def submit_from_processes(
 
 
 async def run_burst_worker(redis_url: str) -> None:
-    worker = recording_worker(redis_url, QUEUE_NAME)
+    worker = recording_worker(redis_url, ARQ_QUEUE)
     try:
         await asyncio.wait_for(worker.async_run(), 30)
     finally:
@@ -134,7 +137,7 @@ async def run_worker_processes(redis_url: str, redis: Redis, names: list[str]) -
             "-m",
             "tests.jobs.burst_worker",
             redis_url,
-            QUEUE_NAME,
+            ARQ_QUEUE,
             name,
             str(len(names)),
             cwd=ROOT,
@@ -187,17 +190,17 @@ async def test_concurrent_submissions_get_unique_gapless_positions(
     assert all(ticket == position for _, ticket, position in rows)
 
     # the waiting set: every job once, scored by its ticket, ranks 1..N with no gap
-    waiting = await redis.zrange(KEYS.waiting, 0, -1, withscores=True)
+    waiting = await redis.zrange(KEYS.waiting(LINE), 0, -1, withscores=True)
     by_id = {gid: (ticket, position) for gid, ticket, position in rows}
     assert len(waiting) == TOTAL
     for rank, (member, score) in enumerate(waiting, start=1):
         gid = int(member)
         assert by_id[gid] == (int(score), rank)
-        assert await queue.position(gid) == rank
+        assert await queue.position(gid, line=LINE) == rank
     assert await queue.waiting() == [int(m) for m, _ in waiting]
 
     # arq's queue holds the same jobs in the same order, each scored by its ticket, each payload there
-    arq_queue = await redis.zrange(QUEUE_NAME, 0, -1, withscores=True)
+    arq_queue = await redis.zrange(ARQ_QUEUE, 0, -1, withscores=True)
     assert [m.decode() for m, _ in arq_queue] == [job_id_for(int(m)) for m, _ in waiting]
     assert [s for _, s in arq_queue] == [s for _, s in waiting]
     assert await redis.exists(*(job_key_prefix + job_id_for(gid) for gid in by_id)) == TOTAL
@@ -214,7 +217,7 @@ async def test_a_worker_starts_jobs_in_position_order(
     await run_burst_worker(redis_server.url)
 
     assert [gid for _, gid in await started_jobs(redis)] == order
-    assert await redis.zcard(QUEUE_NAME) == 0
+    assert await redis.zcard(ARQ_QUEUE) == 0
 
 
 async def test_a_worker_busy_during_the_submissions_starts_jobs_in_ticket_order(
@@ -223,7 +226,7 @@ async def test_a_worker_busy_during_the_submissions_starts_jobs_in_ticket_order(
     """The worker takes jobs while the two bot processes are still submitting. Because the ticket
     and the arq job appear in one atomic step, a job never reaches arq's queue after a job with a
     later ticket, so the worker can never start a later ticket first."""
-    worker = recording_worker(redis_server.url, QUEUE_NAME, burst=False)
+    worker = recording_worker(redis_server.url, ARQ_QUEUE, burst=False)
     task = asyncio.create_task(worker.async_run())
     try:
         await submit_from_processes(redis_server.url, redis)
@@ -298,7 +301,7 @@ async def test_two_worker_processes_take_jobs_in_position_order(
         mine = [rank[gid] for worker, gid in runs if worker == name]
         assert mine, f"worker {name} ran no job"
         assert mine == sorted(mine), f"worker {name} started its jobs out of ticket order"
-    assert await redis.zcard(QUEUE_NAME) == 0
+    assert await redis.zcard(ARQ_QUEUE) == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,25 +313,25 @@ async def test_removing_a_middle_job_moves_everyone_behind_it_up(
 ) -> None:
     ids = [11, 2, 303, 4, 55, 6, 7]
     for expected, gid in enumerate(ids, start=1):
-        assert await queue.submit(gid) == (expected, expected)
+        assert await queue.submit(gid, line=LINE) == (expected, expected)
 
-    assert await queue.remove_waiting(55) is True
+    assert await queue.remove_waiting(55, line=LINE) is True
 
     remaining = [11, 2, 303, 4, 6, 7]
     assert await queue.waiting() == remaining
-    assert [await queue.position(gid) for gid in remaining] == [1, 2, 3, 4, 5, 6]
-    assert await queue.position(55) is None
+    assert [await queue.position(gid, line=LINE) for gid in remaining] == [1, 2, 3, 4, 5, 6]
+    assert await queue.position(55, line=LINE) is None
     # the arq job is gone too, so no worker will ever start it; the others are untouched
-    assert await redis.zscore(QUEUE_NAME, job_id_for(55)) is None
+    assert await redis.zscore(ARQ_QUEUE, job_id_for(55)) is None
     assert not await redis.exists(job_key_prefix + job_id_for(55))
-    assert [m.decode() for m in await redis.zrange(QUEUE_NAME, 0, -1)] == [job_id_for(g) for g in remaining]
+    assert [m.decode() for m in await redis.zrange(ARQ_QUEUE, 0, -1)] == [job_id_for(g) for g in remaining]
     # removing it again, or an id that never waited, is a no-op
-    assert await queue.remove_waiting(55) is False
-    assert await queue.remove_waiting(999) is False
+    assert await queue.remove_waiting(55, line=LINE) is False
+    assert await queue.remove_waiting(999, line=LINE) is False
     assert await queue.waiting() == remaining
 
     # the next submission goes to the back, behind everyone, with no gap
-    assert await queue.submit(8) == (len(ids) + 1, len(remaining) + 1)
+    assert await queue.submit(8, line=LINE) == (len(ids) + 1, len(remaining) + 1)
 
     # a worker now starts exactly the waiting jobs, in position order, and never the removed one
     await run_burst_worker(redis_server.url)
@@ -336,24 +339,24 @@ async def test_removing_a_middle_job_moves_everyone_behind_it_up(
 
 
 async def test_position_of_an_unknown_job_is_none(queue: RedisJobQueue) -> None:
-    assert await queue.position(12345) is None
-    await queue.submit(1)
-    assert await queue.position(12345) is None
-    assert await queue.position(1) == 1
+    assert await queue.position(12345, line=LINE) is None
+    await queue.submit(1, line=LINE)
+    assert await queue.position(12345, line=LINE) is None
+    assert await queue.position(1, line=LINE) == 1
 
 
 async def test_submitting_twice_is_idempotent(redis: Redis, queue: RedisJobQueue) -> None:
-    assert await queue.submit(7) == (1, 1)
-    assert await queue.submit(8) == (2, 2)
+    assert await queue.submit(7, line=LINE) == (1, 1)
+    assert await queue.submit(8, line=LINE) == (2, 2)
     payload = await redis.get(job_key_prefix + job_id_for(7))
 
-    assert await queue.submit(7) == (1, 1)
-    results = await asyncio.gather(*(queue.submit(7) for _ in range(20)))
+    assert await queue.submit(7, line=LINE) == (1, 1)
+    results = await asyncio.gather(*(queue.submit(7, line=LINE) for _ in range(20)))
     assert set(results) == {(1, 1)}
 
     assert int(await redis.get(KEYS.ticket)) == 2, "a repeated submission took a ticket"
     assert await queue.waiting() == [7, 8]
-    assert await redis.zrange(QUEUE_NAME, 0, -1, withscores=True) == [
+    assert await redis.zrange(ARQ_QUEUE, 0, -1, withscores=True) == [
         (job_id_for(7).encode(), 1.0),
         (job_id_for(8).encode(), 2.0),
     ]
@@ -363,14 +366,14 @@ async def test_submitting_twice_is_idempotent(redis: Redis, queue: RedisJobQueue
 async def test_a_reused_ticket_keeps_the_old_place(redis: Redis, queue: RedisJobQueue) -> None:
     """Re-enqueueing with the ticket the row already has (Redis lost the job) puts it back in
     its old place, and later tickets never collide with it."""
-    assert await queue.submit(1) == (1, 1)
-    assert await queue.submit(2) == (2, 2)
-    assert await queue.submit(3) == (3, 3)
-    assert await queue.remove_waiting(2) is True  # say Redis forgot it
-    assert await queue.submit(2, ticket=2) == (2, 2)
+    assert await queue.submit(1, line=LINE) == (1, 1)
+    assert await queue.submit(2, line=LINE) == (2, 2)
+    assert await queue.submit(3, line=LINE) == (3, 3)
+    assert await queue.remove_waiting(2, line=LINE) is True  # say Redis forgot it
+    assert await queue.submit(2, ticket=2, line=LINE) == (2, 2)
     assert await queue.waiting() == [1, 2, 3]
-    assert await queue.submit(9, ticket=7) == (7, 4)  # a ticket beyond the counter moves it on
-    assert await queue.submit(10) == (8, 5)
-    assert [m.decode() for m in await redis.zrange(QUEUE_NAME, 0, -1)] == [
+    assert await queue.submit(9, ticket=7, line=LINE) == (7, 4)  # a ticket beyond the counter moves it on
+    assert await queue.submit(10, line=LINE) == (8, 5)
+    assert [m.decode() for m in await redis.zrange(ARQ_QUEUE, 0, -1)] == [
         job_id_for(g) for g in (1, 2, 3, 9, 10)
     ]

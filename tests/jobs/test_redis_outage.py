@@ -242,8 +242,10 @@ async def test_a_claim_cut_short_by_an_outage_gives_its_worker_slot_back(
     """arq counts a job and takes a slot before it claims it (a WATCH transaction); a connection
     lost in that transaction escapes arq with both still taken. PatientWorker gives them back, so
     the worker does not run short of slots for good."""
-    worker = build_worker(rt.settings, runner=build_runner(rt), queue=rt.queue, handle_signals=False)
-    await worker.pool.zadd(rt.settings.redis.queue_name, {"gen:1": 1})
+    worker = build_worker(
+        rt.settings, runner=build_runner(rt), queue=rt.queue, line="demo", concurrency=1, handle_signals=False
+    )
+    await worker.pool.zadd(rt.queue.line_queue("demo"), {"gen:1": 1})
     slots_before = worker.sem._value
 
     async def lost(*_args: object, **_kwargs: object) -> None:

@@ -89,12 +89,13 @@ def runner_for(
     progress_interval_s: float = 0.0,
     job_timeout_s: float | None = None,
     defer_slice_s: float = 60.0,
+    line: str = "fake",
 ) -> GenerationRunner:
     return GenerationRunner(
         store=store or rt.store,
         queue=rt.queue,
         blobs=rt.blobs,
-        kinds=image_kinds(backend, breaker or shared_breaker(rt), "fake"),
+        kinds=image_kinds(backend, breaker or shared_breaker(rt), line),
         backend_timeout_s=backend_timeout_s,
         progress_interval_s=progress_interval_s,
         job_timeout_s=job_timeout_s,
@@ -114,7 +115,7 @@ async def submitted(rt: Runtime, steps: int = 4) -> Generation:
             backend="fake",
         )
     )
-    assert await rt.queue.position(gen.id) == position
+    assert await rt.queue.position(gen.id, line="fake") == position
     return gen
 
 
@@ -132,8 +133,8 @@ async def events(rt: Runtime, generation_id: int) -> list[str]:
 
 async def assert_not_queued_or_running(rt: Runtime, generation_id: int) -> None:
     keys = Keys(rt.settings.redis.key_prefix)
-    assert await rt.redis.zscore(keys.waiting, str(generation_id)) is None
-    assert await rt.queue.position(generation_id) is None
+    assert await rt.redis.zscore(keys.waiting("fake"), str(generation_id)) is None
+    assert await rt.queue.position(generation_id, line="fake") is None
 
 
 async def assert_succeeded_once(rt: Runtime, generation_id: int) -> Generation:
@@ -280,7 +281,7 @@ async def test_a_job_cancelled_in_the_database_only_is_dropped_from_the_queue(rt
     picks the job up still does not run it, and takes it out of the waiting set."""
     gen = await submitted(rt)
     assert await rt.store.transition(gen.id, State.CANCELLED, error_code="cancelled") is not None
-    assert await rt.queue.position(gen.id) == 1
+    assert await rt.queue.position(gen.id, line="fake") == 1
     backend = FakeBackend()
 
     assert await runner_for(rt, backend).run(gen.id) == "cancelled"
@@ -377,7 +378,7 @@ async def test_five_backend_failures_open_the_breaker_and_the_next_job_waits_in_
     for gen, position in ((first, 1), (second, 2)):
         after = await row(rt, gen.id)
         assert (after.state, after.attempts, after.error_code) == (State.QUEUED, 0, None)
-        assert await rt.queue.position(gen.id) == position
+        assert await rt.queue.position(gen.id, line="fake") == position
     assert backend.calls == 5, "the open breaker let a call through"
     assert "waiting" in await events(rt, first.id)
     assert await rt.queue.backend_down("fake") is not None
@@ -524,14 +525,17 @@ async def test_a_job_waiting_for_the_breaker_is_set_aside_when_its_workspace_is_
     assert backend.calls == 0
     assert (await row(rt, gen.id)).state is State.QUEUED
     await rt.core.pause(admin, paused=False)
-    assert await rt.queue.position(gen.id) == 1  # back in its place
+    assert await rt.queue.position(gen.id, line="fake") == 1  # back in its place
 
 
 async def test_start_sets_aside_a_job_of_a_paused_workspace(rt: Runtime) -> None:
     gen = await submitted(rt)
     await rt.queue.pause("local", "local", True)
-    assert await rt.queue.start(gen.id, ACTOR.member, 1, 1, workspace=("local", "local")) == ("paused", [])
-    assert await rt.queue.position(gen.id) is None
+    assert await rt.queue.start(gen.id, ACTOR.member, 1, 1, workspace=("local", "local"), line="fake") == (
+        "paused",
+        [],
+    )
+    assert await rt.queue.position(gen.id, line="fake") is None
     assert await rt.redis.scard(rt.queue.keys.member_running(ACTOR.member)) == 0  # type: ignore[misc]
 
 
@@ -650,7 +654,7 @@ async def test_an_interruption_before_the_ticket_reached_the_row_keeps_the_arq_t
     with pytest.raises(asyncio.CancelledError):
         await run
     assert (await row(rt, gen.id)).state is State.QUEUED
-    assert await rt.redis.zscore(Keys(rt.settings.redis.key_prefix).waiting, str(gen.id)) == ticket
+    assert await rt.redis.zscore(Keys(rt.settings.redis.key_prefix).waiting("fake"), str(gen.id)) == ticket
 
 
 # ---------------------------------------------------------------------------------------------
@@ -748,6 +752,6 @@ async def test_run_times_count_for_the_backend_setting_the_rows_carry(rt: Runtim
         image_job(ACTOR, "general", ImageRequest("a fox", "", 64, 64, 2, 1), backend="mypkg.sd:make")
     )
     assert await rt.queue.mean_runtime("mypkg.sd:make") == rt.settings.worker.default_run_s
-    assert await runner_for(rt, FakeBackend()).run(gen.id) == "succeeded"
+    assert await runner_for(rt, FakeBackend(), line="mypkg.sd:make").run(gen.id) == "succeeded"
     assert await rt.queue.mean_runtime("mypkg.sd:make") < rt.settings.worker.default_run_s
     assert await rt.redis.llen(rt.queue.keys.runtimes(FakeBackend.name)) == 0

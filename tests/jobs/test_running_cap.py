@@ -86,7 +86,10 @@ async def test_a_job_beyond_the_running_cap_waits_aside_and_rejoins_at_its_place
     rt = capped
     first = await submit(rt, ALICE, "first")
     await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)  # a worker took it
-    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (True, [])
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local"), line="demo") == (
+        True,
+        [],
+    )
     await rt.store.transition(first, State.RUNNING)
 
     new = image_job(ALICE, "general", ImageRequest("second", "", 64, 64, 6, 1), "demo")
@@ -95,13 +98,13 @@ async def test_a_job_beyond_the_running_cap_waits_aside_and_rejoins_at_its_place
     assert (await rt.core.view(second, position)).headline == "Queued · waits for your other job"
     await rt.store.update(second.id, ticket=second.ticket)
     bob = await submit(rt, BOB, "bob")
-    assert await rt.queue.position(bob) == 1  # not #2: Alice's second job is not in his way
+    assert await rt.queue.position(bob, line="demo") == 1  # not #2: Alice's second job is not in his way
     assert not await rt.redis.exists(f"arq:job:gen:{second.id}")
 
     # Alice's job ends: her held job rejoins the line at its own ticket, ahead of Bob's.
     await rt.redis.delete(f"arq:in-progress:gen:{first}")
     assert await rt.queue.release(ALICE.member, first, 1) == (second.id, second.ticket)
-    await rt.queue.restore(second.id, second.ticket)
+    await rt.queue.restore(second.id, second.ticket, line="demo")
     assert await rt.queue.waiting() == [second.id, bob]
     assert await rt.redis.exists(f"arq:job:gen:{second.id}")
 
@@ -113,14 +116,14 @@ async def test_a_held_job_reads_so_and_the_sweep_leaves_it_while_its_member_runs
     # A worker took the first job and holds its arq in-progress key.
     in_progress = f"arq:in-progress:gen:{first}"
     await rt.redis.set(in_progress, b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local"), line="demo") == (
         True,
         [second],
     )  # moved aside
     await rt.store.transition(first, State.RUNNING)
-    assert await rt.queue.position(second) is None
+    assert await rt.queue.position(second, line="demo") is None
     assert not await rt.redis.exists(f"arq:job:gen:{second}")
-    assert await rt.queue.start(second, ALICE.member, 1, 2, workspace=("local", "local")) == (
+    assert await rt.queue.start(second, ALICE.member, 1, 2, workspace=("local", "local"), line="demo") == (
         None,
         [],
     )  # a stale pick: held
@@ -130,13 +133,13 @@ async def test_a_held_job_reads_so_and_the_sweep_leaves_it_while_its_member_runs
     assert view.headline == "Queued · waits for your other job"
 
     await rt.core.reconcile()  # the member runs a job: the held one stays aside
-    assert await rt.queue.position(second) is None
+    assert await rt.queue.position(second, line="demo") is None
     # The first job's worker died (its in-progress key expired) and nothing released the place:
     # the sweep puts the held job back, at its ticket.
     await rt.redis.delete(in_progress)
     await rt.core.reconcile()
-    assert await rt.queue.position(second) == 1
-    ticket = await rt.redis.zscore(rt.queue.keys.waiting, str(second))
+    assert await rt.queue.position(second, line="demo") == 1
+    ticket = await rt.redis.zscore(rt.queue.keys.waiting("demo"), str(second))
     assert ticket == 2
 
 
@@ -146,7 +149,7 @@ async def test_held_jobs_still_count_against_the_queued_cap(capped: Runtime) -> 
     first = await submit(rt, ALICE, "one")
     second = await submit(rt, ALICE, "two")
     await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local"), line="demo") == (
         True,
         [second],
     )  # second: held
@@ -154,7 +157,7 @@ async def test_held_jobs_still_count_against_the_queued_cap(capped: Runtime) -> 
         image_job(ALICE, "general", ImageRequest("three", "", 64, 64, 6, 1), "demo")
     )
     with pytest.raises(QuotaRefused) as refused:
-        await rt.queue.submit(third.id, quota=tight)
+        await rt.queue.submit(third.id, quota=tight, line="demo")
     assert refused.value.reason == "queued"  # the held job still counts
 
 
@@ -162,21 +165,24 @@ async def test_repair_gives_a_waiting_job_its_arq_job_back(capped: Runtime) -> N
     rt = capped
     job = await submit(rt, ALICE, "lost")
     await rt.redis.delete(f"arq:job:gen:{job}")
-    await rt.redis.zrem(rt.settings.redis.queue_name, f"gen:{job}")
-    assert await rt.queue.repair(job) is True
+    await rt.redis.zrem(rt.queue.line_queue("demo"), f"gen:{job}")
+    assert await rt.queue.repair(job, line="demo") is True
     assert await rt.redis.exists(f"arq:job:gen:{job}")
-    assert await rt.redis.zscore(rt.settings.redis.queue_name, f"gen:{job}") == 1  # its ticket
-    assert await rt.queue.repair(job) is False  # nothing missing
-    await rt.queue.mark_done(job)
+    assert await rt.redis.zscore(rt.queue.line_queue("demo"), f"gen:{job}") == 1  # its ticket
+    assert await rt.queue.repair(job, line="demo") is False  # nothing missing
+    await rt.queue.mark_done(job, line="demo")
     await rt.redis.delete(f"arq:job:gen:{job}")
-    assert await rt.queue.repair(job) is False  # not waiting: nothing to give back
+    assert await rt.queue.repair(job, line="demo") is False  # not waiting: nothing to give back
 
 
 async def test_cancelling_a_held_job_gives_its_place_in_the_quota_back(capped: Runtime) -> None:
     rt = capped
     first = await submit(rt, ALICE, "running")
     await rt.redis.set(f"arq:in-progress:gen:{first}", b"1", px=60_000)
-    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local")) == (True, [])
+    assert await rt.queue.start(first, ALICE.member, 1, 1, workspace=("local", "local"), line="demo") == (
+        True,
+        [],
+    )
     await rt.store.transition(first, State.RUNNING)
     tight = replace(rt.core.quota_for(ALICE), max_queued=1)
 

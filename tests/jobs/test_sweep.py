@@ -29,11 +29,11 @@ ALICE = Actor("local", "local", "alice", "Alice")
 async def test_a_worker_sweeps_a_stuck_job_back_into_the_queue_and_runs_it(rt: Runtime, redis: Redis) -> None:
     new = image_job(ALICE, "general", ImageRequest("a stuck fox", "", 64, 64, 3, 1), "demo")
     gen, _position = await rt.core.submit(new)
-    await rt.queue.mark_running(gen.id)
+    await rt.queue.mark_running(gen.id, line="demo")
     await rt.store.transition(gen.id, State.RUNNING)
     # Its worker died long ago and arq forgot the job.
     await redis.delete(f"arq:job:gen:{gen.id}")
-    await redis.zrem(rt.settings.redis.queue_name, f"gen:{gen.id}")
+    await redis.zrem(rt.queue.line_queue("demo"), f"gen:{gen.id}")
     await GenerationRow.filter(id=gen.id).update(heartbeat_at=datetime.now(UTC) - timedelta(minutes=30))
 
     async with worker_running(rt):  # the sweep runs at start, then every minute
@@ -94,7 +94,7 @@ async def test_the_sweep_removes_expired_interaction_tokens_and_response_urls(rt
         },
     )
     for gid in (expired_finished, old_finished):
-        await rt.queue.remove_waiting(gid)
+        await rt.queue.remove_waiting(gid, line="demo")
         await rt.store.transition(gid, State.CANCELLED, error_code="cancelled")
 
     await rt.core.reconcile()

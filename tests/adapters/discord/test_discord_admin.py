@@ -164,8 +164,8 @@ async def test_a_member_cannot_run_any_admin_command(
     for gen in (job, bobs):
         row = await idle.rt.store.get(gen.id)
         assert row is not None and row.state is State.QUEUED and row.error_code is None
-    assert await idle.rt.queue.position(job.id) == 1
-    assert await idle.rt.queue.position(bobs.id) == 2
+    assert await idle.rt.queue.position(job.id, line="demo") == 1
+    assert await idle.rt.queue.position(bobs.id, line="demo") == 2
     # The refusals were the only messages: each to its sender, none in the channel.
     for r in idle.fake.requests[before:]:
         if r.method == "POST" and r.path.startswith("/webhooks/"):
@@ -186,7 +186,7 @@ async def test_ban_cancels_the_members_queued_jobs_and_refuses_their_next_imagin
     first_message, first = await imagine(idle, "first of bob's")
     second_message, second = await imagine(idle, "second of bob's")
     alices_message, alices = await imagine(idle, "alice's job", user=ALICE)
-    assert await idle.rt.queue.position(alices.id) == 3
+    assert await idle.rt.queue.position(alices.id, line="demo") == 3
 
     # The member option arrives as Discord sends it: the id, with the member in data.resolved.
     text = await admin(idle, "ban", {"member": Picked(BOB, "bob"), "jobs": "cancel", "reason": "spam"})
@@ -196,7 +196,7 @@ async def test_ban_cancels_the_members_queued_jobs_and_refuses_their_next_imagin
         row = await idle.rt.store.get(gen.id)
         assert row is not None and row.state is State.CANCELLED
         assert row.error_code == "cancelled_by_admin"
-    assert await idle.rt.queue.position(alices.id) == 1, "the jobs behind move up"
+    assert await idle.rt.queue.position(alices.id, line="demo") == 1, "the jobs behind move up"
     # The renderer edits both status messages.
     await idle.until(
         lambda: all(title_of(idle, m) == "Cancelled by an admin" for m in (first_message, second_message))
@@ -237,7 +237,7 @@ async def test_ban_with_jobs_keep_leaves_the_queue_alone(idle: DiscordStack) -> 
     assert text.endswith("Their queued jobs stay in the queue.")
     row = await idle.rt.store.get(queued.id)
     assert row is not None and row.state is State.QUEUED
-    assert await idle.rt.queue.position(queued.id) == 1
+    assert await idle.rt.queue.position(queued.id, line="demo") == 1
     (audit,) = await audit_rows()
     assert (audit.action, audit.details["jobs"], audit.details["duration_s"]) == ("ban", "keep", 7200)
 
@@ -312,7 +312,7 @@ async def test_pause_refuses_new_requests_until_resume(idle: DiscordStack) -> No
     assert [g.prompt for g in await idle.rt.store.list_active("discord")] == ["queued before the pause"]
 
     assert await admin(idle, "resume") == "Resumed the queue: 1 queued job(s) go on in their order."
-    assert await idle.rt.queue.position(waiting.id) == 1
+    assert await idle.rt.queue.position(waiting.id, line="demo") == 1
     await imagine(idle, "after the pause")
     rows = await audit_rows()
     assert [(r.action, r.actor_id, r.reason) for r in rows] == [

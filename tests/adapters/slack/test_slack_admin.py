@@ -99,7 +99,7 @@ async def test_a_member_cannot_run_any_admin_command_and_is_told_why(
     assert await BlockedTermRow.all().count() == 0
     assert not await WorkspaceRow.filter(paused=True).exists()
     assert (await GenerationRow.get(id=job.id)).state == State.QUEUED.value
-    assert await slack_rt.queue.position(job.id) == 1
+    assert await slack_rt.queue.position(job.id, line="demo") == 1
     assert len(fake.called("chat.postMessage")) == 1  # bob's status message, nothing else public
 
 
@@ -139,6 +139,7 @@ async def test_a_workspace_owner_per_users_info_runs_every_admin_command(
         assert "requests: 2" in await admin("stats")
         assert "admin action(s)" in await admin("audit limit: 50")
         assert "waiting jobs per member: 2 (set here)" in await admin("limits queued: 2")
+        assert "one backend: there is nothing to choose" in await admin("backend")
 
     assert ran == {spec.name for spec in admin_specs()}
     assert users_info_of(fake, OWNER) == 1
@@ -190,7 +191,7 @@ async def test_a_ban_cancels_the_members_queued_jobs_and_refuses_their_next_imag
     for job in bob_jobs:
         assert (rows[job.id].state, rows[job.id].error_code) == (State.CANCELLED.value, "cancelled_by_admin")
     assert rows[alice_job.id].state == State.QUEUED.value
-    assert await slack_rt.queue.position(alice_job.id) == 1, "the jobs behind moved up"
+    assert await slack_rt.queue.position(alice_job.id, line="demo") == 1, "the jobs behind moved up"
     [ban] = await BanRow.all()
     assert (ban.platform, ban.workspace, ban.user_id, ban.reason, ban.created_by) == (
         "slack",
@@ -264,7 +265,7 @@ async def test_a_paused_queue_refuses_imagine_until_it_is_resumed(
         await people["alice"].imagine("a fox")
 
     assert (await GenerationRow.get(id=waiting.id)).state == State.QUEUED.value
-    assert await slack_rt.queue.position(waiting.id) == 1, "the held job kept its place"
+    assert await slack_rt.queue.position(waiting.id, line="demo") == 1, "the held job kept its place"
     assert await audit_actions() == [("pause", ADMIN, None), ("resume", ADMIN, None)]
     assert [r.reason for r in await AuditRow.all().order_by("id")] == ["maintenance", None]
 
