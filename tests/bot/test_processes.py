@@ -17,6 +17,8 @@ import pytest_asyncio
 
 from bot.embedded_redis import EmbeddedRedis
 from tests.conftest import truncate_pg
+from tests.jobs.fake_a1111 import FakeA1111
+from tests.jobs.fake_comfyui import FakeComfyUI
 
 GENBOT = [sys.executable, "-m", "bot.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,30 @@ async def test_genbot_dev_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: 
         assert [m["status"]["state"] for m in messages if m["status"]] == ["succeeded"]
     finally:
         assert await stop(proc, signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("service", ["a1111", "comfyui"])
+async def test_genbot_dev_draws_with_an_image_service_given_two_settings(
+    tmp_path: Path, service: str
+) -> None:
+    """What the README promises: ``genbot dev`` pointed at AUTOMATIC1111 or ComfyUI with the
+    backend's name and the service's address, nothing else (here the fakes that speak their API)."""
+    fake: FakeA1111 | FakeComfyUI = FakeA1111() if service == "a1111" else FakeComfyUI()
+    url = await fake.start()
+    env = {"GENBOT_BACKEND__NAME": service, f"GENBOT_BACKENDS__{service.upper()}__URL": url}
+    proc = await spawn("dev", "--port", "0", cwd=tmp_path, env=env)
+    try:
+        base = await read_url(proc)
+        await imagine_until_done(base, "a fox from the service")
+    finally:
+        code = await stop(proc, signal.SIGINT)
+        await fake.stop()
+    assert code == 0
+    if isinstance(fake, FakeA1111):
+        assert [body["prompt"] for body in fake.called("/sdapi/v1/txt2img")] == ["a fox from the service"]
+    else:
+        (sent,) = fake.prompts()
+        assert sent["prompt"]["6"]["inputs"]["text"] == "a fox from the service"
 
 
 @pytest_asyncio.fixture
