@@ -7,6 +7,7 @@
 - ``genbot discord sync [--guild ID]``: register the slash commands with Discord.
 - ``genbot plugins``: the plugins genbot loads, with their commands, job kinds and settings.
 - ``genbot slack manifest``: the Slack app manifest, with a slash command per plugin command.
+- ``genbot --version``: the installed genbot's version (its package metadata).
 
 A start-up failure is one line on stderr naming what to fix, never a traceback: exit code 2 for a
 setting (:class:`~bot.config.ConfigError`: a name that is not a setting, a bad value, a token the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -40,6 +42,7 @@ DEV_DATA = Path("data")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genbot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"genbot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="run everything locally: embedded Redis, SQLite, local chat")
     dev.add_argument("--port", type=_port, help="local chat port (default 8000; 0: any free one)")
@@ -56,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     slack_chores = slack.add_subparsers(dest="chore", required=True)
     slack_chores.add_parser("manifest", help="print the app manifest, with the plugins' commands")
     return parser
+
+
+def _version() -> str:
+    """The version of the installed ``genbot`` distribution (pyproject's ``version``); a checkout on
+    the path that was never installed has none, and says so."""
+    try:
+        return importlib.metadata.version("genbot")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def _port(text: str) -> int:
