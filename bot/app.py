@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,9 @@ from redis.exceptions import RedisError
 from adapters.local.chat import LocalChat
 from bot.commands import admin_specs, command_specs
 from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
+from bot.metrics import BREAKER_OPEN, QUEUE_DEPTH
+from bot.ops import Check, Ops
+from bot.ops import serve as serve_ops
 from bot.plugins import Plugins, all_specs, load_plugins
 from bot.ports import ALL_WAITING, BREAKER_EVENT, BlobStore, ChatAdapter, InboxEntry
 from bot.renderer import Renderer
@@ -430,6 +433,11 @@ def all_lines(plugins: Plugins) -> list[str]:
     return list(dict.fromkeys(line for kind, _loaded in plugins.kinds.values() for line in kind.lines))
 
 
+def worker_lines(rt: Runtime) -> dict[str, int]:
+    """The lines this worker serves, and how many jobs of each at once (``GENBOT_WORKER__LINES``)."""
+    return served_lines(rt.settings, all_lines(rt.core.plugins))
+
+
 def build_runner(rt: Runtime) -> GenerationRunner:
     w = rt.settings.worker
     breakers: dict[str, Breaker] = {}
@@ -453,8 +461,59 @@ def build_runner(rt: Runtime) -> GenerationRunner:
     )
 
 
+class PlatformWatch:
+    """Whether a bot's session with its platform is up (``/readyz``): the local chat or Slack's
+    app once started, Discord's gateway while it is connected and ready."""
+
+    def __init__(self) -> None:
+        self.probe: Callable[[], bool] = lambda: False
+
+    async def check(self) -> None:
+        if not self.probe():
+            raise RuntimeError("the session with the chat platform is not up")
+
+
+@contextlib.asynccontextmanager
+async def ops_running(
+    rt: Runtime, *, watch: PlatformWatch | None = None, lines: Iterable[str] = ()
+) -> AsyncIterator[int | None]:
+    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`bot.ops`) on ``ops.host:ops.port``
+    while inside; yields the port (None: ``GENBOT_OPS__PORT`` is unset, nothing is served). A bot
+    passes its ``watch``; a worker the ``lines`` it serves (their breakers are checked)."""
+    settings = rt.settings.ops
+    if settings.port is None:
+        yield None
+        return
+    checks: dict[str, Check] = {"redis": rt.redis.ping, "database": db.ping}
+    if watch is not None:
+        checks["platform"] = watch.check
+    for line in lines:
+        checks[f"breaker {line}"] = functools.partial(_breaker_closed, rt.queue, line)
+
+    async def refresh() -> None:
+        for line in await rt.queue.lines():
+            QUEUE_DEPTH.labels(line).set(await rt.queue.depth(line))
+            BREAKER_OPEN.labels(line).set(0 if await rt.queue.backend_down(line) is None else 1)
+
+    runner, port = await serve_ops(Ops(checks, refresh), settings.host, settings.port)
+    log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", settings.host, port)
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+async def _breaker_closed(queue: RedisJobQueue, line: str) -> None:
+    retry_in = await queue.backend_down(line)
+    if retry_in is not None:
+        raise RuntimeError(f"the service is failing: its breaker is open (next try in {retry_in:.0f} s)")
+
+
 async def serve_bot(
-    rt: Runtime, stop: asyncio.Event, on_listening: Callable[[int], object] | None = None
+    rt: Runtime,
+    stop: asyncio.Event,
+    on_listening: Callable[[int], object] | None = None,
+    watch: PlatformWatch | None = None,
 ) -> None:
     """Run the chat adapter and the renderer until ``stop`` is set. ``on_listening`` gets the
     port the adapter listens on (the local chat, Slack's HTTP mode) once it accepts connections.
@@ -463,7 +522,7 @@ async def serve_bot(
     commands, let the acknowledged ones finish (each posts its status message and links it to its
     row), then flush the renders, then close."""
     if rt.settings.platform is Platform.DISCORD:
-        await serve_discord(rt, stop)
+        await serve_discord(rt, stop, watch)
         return
     frontend = build_frontend(rt)
     await rt.core.reconcile()
@@ -472,6 +531,8 @@ async def serve_bot(
     renders_stop = asyncio.Event()
     try:
         port = await frontend.start()
+        if watch is not None:
+            watch.probe = lambda: True
         if on_listening is not None and port is not None:
             on_listening(port)
         render_task = asyncio.create_task(renderer.run(renders_stop), name="genbot-renderer")
@@ -498,6 +559,8 @@ async def serve_bot(
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
     finally:
+        if watch is not None:
+            watch.probe = lambda: False
         await frontend.stop()
 
 
@@ -537,11 +600,13 @@ async def revive_loop(
             await asyncio.wait_for(stop.wait(), every)
 
 
-async def serve_discord(rt: Runtime, stop: asyncio.Event) -> None:
+async def serve_discord(rt: Runtime, stop: asyncio.Event, watch: PlatformWatch | None = None) -> None:
     """Run the Discord client (all shards, one process) and the renderer, which edits through the
     client's HTTP client, until ``stop`` is set. Commands are not synced here: ``genbot discord
     sync`` does that, once per change."""
     async with discord_session(rt) as client:
+        if watch is not None:
+            watch.probe = lambda: client.is_ready() and not client.is_closed()
         await rt.core.reconcile()
         renderer = build_renderer(rt, client.chat)
         await renderer.feed.ensure_group()
@@ -593,7 +658,7 @@ async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
     ``stop`` is set. Running jobs are cancelled and go back to the queue (see
     :class:`jobs.runner.GenerationRunner`)."""
     runner = build_runner(rt)
-    lines = served_lines(rt.settings, all_lines(rt.core.plugins))
+    lines = worker_lines(rt)
     workers = [
         *(
             build_worker(

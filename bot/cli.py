@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from bot.config import ConfigError, Platform, Settings, StartupError, load_settings
 from bot.devlock import data_folder_lock
 from bot.embedded_redis import RedisNotFound, embedded_redis
+from bot.logs import configure as configure_logging
 
 log = logging.getLogger("genbot")
 
@@ -91,7 +92,7 @@ async def _dev(settings: Settings) -> None:
 
 
 async def _dev_locked(settings: Settings, stop: asyncio.Event) -> None:
-    from bot.app import migrate, runtime, serve_bot, serve_worker
+    from bot.app import PlatformWatch, all_lines, migrate, ops_running, runtime, serve_bot, serve_worker
 
     async with embedded_redis(DEV_DATA / "redis") as redis:
         settings = settings.model_copy(
@@ -106,25 +107,29 @@ async def _dev_locked(settings: Settings, stop: asyncio.Event) -> None:
         )
         await migrate(settings.database.url)
         async with runtime(settings) as rt:
-            listening = asyncio.Event()
+            watch = PlatformWatch()
+            async with ops_running(rt, watch=watch, lines=all_lines(rt.core.plugins)):
+                listening = asyncio.Event()
 
-            def ready(_port: int) -> None:
-                log.info("embedded Redis at %s, SQLite at %s", redis.url, settings.database.url)
-                listening.set()
+                def ready(_port: int) -> None:
+                    log.info("embedded Redis at %s, SQLite at %s", redis.url, settings.database.url)
+                    listening.set()
 
-            bot = asyncio.create_task(serve_bot(rt, stop, on_listening=ready), name="genbot-dev-bot")
-            # The worker starts once the chat listens: a port in use stops `genbot dev` before
-            # anything else ran, with one line.
-            worker = asyncio.create_task(
-                _once(listening, stop, lambda: serve_worker(rt, stop)), name="genbot-dev-worker"
-            )
-            try:
-                await asyncio.gather(bot, worker)
-            finally:
-                # If one failed, the other stops in order before the runtime closes under it; the
-                # failure is what the command line reports.
-                stop.set()
-                await asyncio.wait({bot, worker})
+                bot = asyncio.create_task(
+                    serve_bot(rt, stop, on_listening=ready, watch=watch), name="genbot-dev-bot"
+                )
+                # The worker starts once the chat listens: a port in use stops `genbot dev` before
+                # anything else ran, with one line.
+                worker = asyncio.create_task(
+                    _once(listening, stop, lambda: serve_worker(rt, stop)), name="genbot-dev-worker"
+                )
+                try:
+                    await asyncio.gather(bot, worker)
+                finally:
+                    # If one failed, the other stops in order before the runtime closes under it; the
+                    # failure is what the command line reports.
+                    stop.set()
+                    await asyncio.wait({bot, worker})
 
 
 async def _once(ready: asyncio.Event, stop: asyncio.Event, work: Callable[[], Awaitable[None]]) -> None:
@@ -140,21 +145,22 @@ async def _once(ready: asyncio.Event, stop: asyncio.Event, work: Callable[[], Aw
 
 
 async def _bot(settings: Settings) -> None:
-    from bot.app import require_platform, runtime, serve_bot
+    from bot.app import PlatformWatch, ops_running, require_platform, runtime, serve_bot
 
     require_platform(settings.platform)  # before connecting: a missing extra is the one complaint
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with runtime(settings) as rt:
-        await serve_bot(rt, stop)
+    watch = PlatformWatch()
+    async with runtime(settings) as rt, ops_running(rt, watch=watch):
+        await serve_bot(rt, stop, watch=watch)
 
 
 async def _worker(settings: Settings) -> None:
-    from bot.app import runtime, serve_worker
+    from bot.app import ops_running, runtime, serve_worker, worker_lines
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with runtime(settings) as rt:
+    async with runtime(settings) as rt, ops_running(rt, lines=worker_lines(rt)):
         await serve_worker(rt, stop)
 
 
@@ -202,10 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     except ConfigError as exc:
         return _fail(exc, 2)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # At DEBUG these print interaction tokens (webhook URLs) and raw Slack payloads: never that.
     for chatty in ("discord.webhook", "discord.http", "slack_sdk", "slack_bolt"):
         logging.getLogger(chatty).setLevel(max(logging.INFO, logging.getLogger().level))

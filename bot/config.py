@@ -327,13 +327,59 @@ class DiscordSettings(BaseModel):
         return url.rstrip("/")
 
 
+class OpsSettings(BaseModel):
+    """Health, readiness and metrics over HTTP (:mod:`bot.ops`), off unless ``port`` is set."""
+
+    host: str = "127.0.0.1"
+    #: 0: a free port (it is logged); unset: no such server.
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+
+
+class S3Settings(BaseModel):
+    """An S3-compatible bucket for the blobs (``GENBOT_BLOBS__STORE=s3``, the ``s3`` extra:
+    :mod:`storage.s3`). Without keys, the standard AWS credential chain finds them (``AWS_*``
+    variables, ``~/.aws``, an instance or task role)."""
+
+    bucket: str = Field("", description="the bucket's name; GENBOT_BLOBS__STORE=s3 needs it")
+    endpoint_url: str = Field(
+        "", description="the service's URL (MinIO, Cloudflare R2, Backblaze B2, ...); empty: AWS S3"
+    )
+    region: str = Field("", description="the bucket's region; empty: the AWS configuration's")
+    access_key_id: str = ""
+    secret_access_key: SecretStr = SecretStr("")
+    prefix: str = Field("genbot/", description="the start of every key genbot writes in the bucket")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, such as http://127.0.0.1:9000")
+        return url
+
+    @field_validator("prefix")
+    @classmethod
+    def _relative(cls, prefix: str) -> str:
+        if prefix.startswith("/"):
+            raise ValueError("must not start with '/' (keys are relative: genbot/ makes genbot/results/...)")
+        return prefix
+
+    @model_validator(mode="after")
+    def _both_keys_or_neither(self) -> S3Settings:
+        if bool(self.access_key_id) != bool(self.secret_access_key.get_secret_value()):
+            raise ValueError(
+                f"{_var('blobs', 's3__access_key_id')} and {_var('blobs', 's3__secret_access_key')} "
+                "go together: set both, or neither to use the AWS credential chain"
+            )
+        return self
+
+
 class BlobSettings(BaseModel):
     """Where images, previews and attached files are kept (:mod:`storage.blobs`)."""
 
-    store: Literal["auto", "folder", "database"] = Field(
+    store: Literal["auto", "folder", "database", "s3"] = Field(
         "auto",
-        description="'database' (every bot and worker shares it), 'folder' (GENBOT_BLOBS__DIR), or "
-        "'auto': the database when it is PostgreSQL, else the folder",
+        description="'database' (every bot and worker shares it), 'folder' (GENBOT_BLOBS__DIR), "
+        "'s3' (GENBOT_BLOBS__S3__*), or 'auto': the database when it is PostgreSQL, else the folder",
     )
     dir: Path = Path("data/blobs")
     keep_days: Annotated[float, Field(ge=0)] = Field(
@@ -341,6 +387,24 @@ class BlobSettings(BaseModel):
         description="blobs (results, previews, attached files) last written longer ago than this are "
         "removed by the sweep, hourly; 0 keeps them forever",
     )
+    s3: S3Settings = Field(default_factory=S3Settings)
+
+    @model_validator(mode="after")
+    def _a_bucket_for_s3(self) -> BlobSettings:
+        if self.store == "s3" and not self.s3.bucket:
+            raise ValueError(
+                f"{_var('blobs', 's3__bucket')}: set the bucket's name to keep blobs in S3 "
+                f"({_var('blobs', 'store')}=s3)"
+            )
+        if self.store != "s3" and self.s3.bucket:
+            log.warning(
+                "%s is set but %s is %r: the bucket is not used (set %s=s3 to use it)",
+                _var("blobs", "s3__bucket"),
+                _var("blobs", "store"),
+                self.store,
+                _var("blobs", "store"),
+            )
+        return self
 
     def in_database(self, database_url: str) -> bool:
         """Whether blobs go to the database at ``database_url``."""
@@ -423,6 +487,9 @@ class Settings(BaseSettings):
 
     platform: Platform = Platform.LOCAL
     log_level: str = "INFO"
+    #: ``text`` (a line per record) or ``json`` (an object per line, for a log collector).
+    log_format: Literal["text", "json"] = "text"
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -493,9 +560,23 @@ def setting_names(*, moved: bool = False) -> list[str]:
     for name, field in Settings.model_fields.items():
         section = field.annotation
         if isinstance(section, type) and issubclass(section, BaseModel):
-            names += [_var(name, sub) for sub in section.model_fields if moved or (name, sub) not in MOVED]
+            subs = [sub for sub in section.model_fields if moved or (name, sub) not in MOVED]
+            names += [_var(name, sub) for sub in _nested_names(section, subs)]
         else:
             names.append(f"{ENV_PREFIX}{name}".upper())
+    return names
+
+
+def _nested_names(section: type[BaseModel], subs: list[str]) -> list[str]:
+    """``subs`` of ``section``, a sub-section (``s3`` of ``blobs``) as each of its own names
+    (``s3__bucket``, ...)."""
+    names = []
+    for sub in subs:
+        inner = section.model_fields[sub].annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            names += [f"{sub}{ENV_NESTED}{name}" for name in _nested_names(inner, list(inner.model_fields))]
+        else:
+            names.append(sub)
     return names
 
 

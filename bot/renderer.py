@@ -44,6 +44,8 @@ from typing import Any
 
 from bot.config import RendererSettings
 from bot.errors import ErrorCode
+from bot.logs import working_on
+from bot.metrics import PLATFORM_RATE_LIMITED, PLATFORM_WRITES, RENDER_LAG
 from bot.models import Generation, MessageRef, State, StatusView
 from bot.ports import (
     ALL_WAITING,
@@ -446,6 +448,10 @@ class Renderer:
     async def _write(self, gid: int) -> float:
         """Render ``gid`` now if its view changed. Returns how long its channel must wait before
         the next write (0: at once)."""
+        with working_on(gid, self.adapter.platform):
+            return await self._write_now(gid)
+
+    async def _write_now(self, gid: int) -> float:
         pending = self._pending.get(gid)
         if pending is None:
             return 0.0
@@ -548,6 +554,7 @@ class Renderer:
         if new_ref is None:
             return 0.0
         self.edits += 1
+        self._written(gen, "edit" if new_ref.message_id == ref.message_id else "post")
         self._last_edit[gen.id] = time.monotonic()
         self._failures.pop(gen.id, None)
         partial = bool(new_ref.extra.get(PARTIAL))
@@ -571,6 +578,7 @@ class Renderer:
         """A 429: hold its scope in every process; the message stays pending. A scope of the
         message alone holds only it; any other holds the lane."""
         log.info("rate limited on %s for %.1f s (job %s)", limited.scope, limited.retry_after, gen.id)
+        PLATFORM_RATE_LIMITED.labels(self.adapter.platform).inc()
         if limited.ref is not None:
             await self.store.update_message(gen.id, limited.ref.to_json())
         if self.budgets is not None:
@@ -580,6 +588,14 @@ class Renderer:
             return limited.retry_after
         self._requeue(gen.id, taken, time.monotonic() + limited.retry_after)
         return 0.0
+
+    def _written(self, gen: Generation, action: str) -> None:
+        """Count a write to the platform, and how long after the job's last change it came."""
+        PLATFORM_WRITES.labels(self.adapter.platform, action).inc()
+        changed = max(t for t in (gen.created_at, gen.started_at, gen.heartbeat_at, gen.finished_at) if t)
+        RENDER_LAG.labels(self.adapter.platform).observe(
+            max(0.0, (datetime.now(UTC) - changed).total_seconds())
+        )
 
     async def _edit(self, gen: Generation, ref: MessageRef, view: StatusView) -> MessageRef | None:
         try:
@@ -641,6 +657,7 @@ class Renderer:
             await self.store.update_meta(gen.id, {"adopting": None})  # another round may claim it
             raise
         self.edits += 1
+        self._written(gen, "post")
         self._last_edit[gen.id] = time.monotonic()
         partial = bool(ref.extra.get(PARTIAL))
         if partial:

@@ -32,6 +32,8 @@ from bot.commands import (
 )
 from bot.config import Platform, Settings
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
+from bot.logs import at_work
+from bot.metrics import PLATFORM_RATE_LIMITED, PLATFORM_WRITES, SWEEP_ACTIONS
 from bot.models import (
     SECRET_LIFETIME_S,
     Actor,
@@ -237,6 +239,7 @@ class Genbot:
     async def _handle(
         self, request: CommandRequest, responder: BoundedResponder, receipt: str | None
     ) -> None:
+        at_work(platform=request.actor.platform)  # on the records of this command's task
         try:
             request = cleaned(request)
             spec = self.specs.get(request.name)
@@ -476,6 +479,7 @@ class Genbot:
         await self.check_member(actor, texts)
         new = self.new_job(actor, channel, kind, job, receipt or uuid.uuid4().hex)
         gen, position = await self.submit(new, quota=await self.member_quota(actor))
+        at_work(job=gen.id)
         if gen.message.get("message_id"):
             return  # an earlier run of this command posted it
         if receipt in self._reviving:
@@ -492,7 +496,7 @@ class Genbot:
             budget -= (datetime.now(UTC) - gen.created_at).total_seconds()
         try:
             async with asyncio.timeout(max(budget, 0)):
-                ref = await self._post_first(responder, view)
+                ref = await self._post_first(responder, view, actor.platform)
         except MessageUnreachable:
             # No message, no job: nobody could follow it, and the member reads why.
             await self.cancel_row(gen, ErrorCode.CANCELLED)
@@ -515,18 +519,21 @@ class Genbot:
             return
         await self.attach_message(gen.id, ref, view, ticket=gen.ticket, position=position)
 
-    async def _post_first(self, responder: Responder, view: StatusView) -> MessageRef | None:
+    async def _post_first(self, responder: Responder, view: StatusView, platform: str) -> MessageRef | None:
         """Post a status message if the platform's budget allows it now (None if not); a 429
         holds its scope for every process."""
         spends = responder.spends(view)
         if self.budgets is not None and spends and await self.budgets.take(spends) > 0:
             return None
         try:
-            return await responder.post_status(view)
+            posted = await responder.post_status(view)
         except RateLimited as limited:
+            PLATFORM_RATE_LIMITED.labels(platform).inc()
             if self.budgets is not None:
                 await self.budgets.hold(limited.scope, limited.retry_after)
             raise
+        PLATFORM_WRITES.labels(platform, "post").inc()
+        return posted
 
     async def _hand_over(self, generation_id: int) -> None:
         """Leave the first post of ``generation_id`` to the renderers (see :data:`HANDED_OVER`)."""
@@ -1003,12 +1010,14 @@ class Genbot:
                 if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
                     await self.queue.remove_waiting(gen.id, line=gen.backend)
                     await self.queue.publish(gen.id, "finished")
+                    SWEEP_ACTIONS.labels("failed_stuck").inc()
                     healed += 1
                 continue
             ticket, _position, _ = await self._restore(gen)
             if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
                 await self.queue.remove_waiting(gen.id, line=gen.backend)  # it finished meanwhile
                 continue
+            SWEEP_ACTIONS.labels("retried_stuck").inc()
             healed += await self._restored(gen, ticket)
         # A secret outlives its row's end by at most its lifetime; two sweeps of slack.
         look_back = timedelta(seconds=SECRET_LIFETIME_S + 2 * 60 * self.settings.worker.sweep_every_min)
@@ -1050,6 +1059,7 @@ class Genbot:
                 continue
             ticket, _position, restored = await self._restore(gen)
             if restored and await self._still_queued(gen):
+                SWEEP_ACTIONS.labels("requeued").inc()
                 healed += await self._restored(gen, ticket)
         return healed
 

@@ -548,6 +548,10 @@ class RedisJobQueue:
         score = await self.redis.zscore(self.keys.waiting(line), str(generation_id))
         return None if score is None else int(score)
 
+    async def depth(self, line: str) -> int:
+        """How many jobs wait in ``line``."""
+        return int(await self.redis.zcard(self.keys.waiting(line)))
+
     async def lines(self) -> list[str]:
         """Every line a job was ever submitted to (their waiting sets may be empty)."""
         members: list[bytes] = await self.redis.smembers(self.keys.lines)  # type: ignore[misc]

@@ -48,6 +48,8 @@ from typing import Any
 
 from bot.api import Attachment, JobKind, Result
 from bot.errors import ErrorCode
+from bot.logs import at_work, working_on
+from bot.metrics import JOB_RUN, JOB_WAIT, JOBS_FINISHED
 from bot.models import Generation, State
 from bot.ports import (
     RESULT_TEXT_MAX,
@@ -206,7 +208,13 @@ class GenerationRunner:
         is its ticket, for when the row does not have it yet. ``line``: the line the job was taken
         from (the worker's), where a job whose row is gone is cleaned from.
         """
+        with working_on(generation_id):
+            return await self._run(generation_id, line=line, last_try=last_try, ticket=ticket)
+
+    async def _run(self, generation_id: int, *, line: str | None, last_try: bool, ticket: int | None) -> str:
         gen = await self.store.get(generation_id)
+        if gen is not None:
+            at_work(platform=gen.platform)
         if gen is None or gen.state.terminal:
             if gen is not None or line is not None:
                 await self.queue.mark_done(generation_id, line=gen.backend if gen else str(line))
@@ -263,6 +271,9 @@ class GenerationRunner:
                         await self._release(gen)
                     return "skipped"
                 gen = started
+                if started.started_at is not None:
+                    wait = (started.started_at - started.created_at).total_seconds()
+                    JOB_WAIT.labels(gen.backend).observe(max(0.0, wait))
             else:  # running again: its worker died
                 await self.queue.claim_running(gen.member, generation_id)
             await self.queue.publish(generation_id, "started")
@@ -456,6 +467,7 @@ class GenerationRunner:
         # The row first: it is the truth, and the result is there.
         state = await self._finish(gen, State.SUCCEEDED, None, result_key=key)
         try:
+            JOB_RUN.labels(gen.backend).observe(took)
             await self.queue.record_runtime(gen.backend, took)
         except Exception:  # only the ETA needs it
             log.warning("recording the run time failed", exc_info=True)
@@ -535,6 +547,9 @@ class GenerationRunner:
             )
         await self.queue.mark_done(generation_id, line=gen.backend)
         await self.queue.publish(generation_id, "finished")
+        if done is not None:
+            outcome = error.value if error is not None and done.state is State.FAILED else done.state.value
+            JOBS_FINISHED.labels(gen.kind, gen.backend, outcome).inc()
         if done is None:
             current = await self.store.get(generation_id)
             return current.state.value if current else "missing"

@@ -51,6 +51,12 @@ def _ensure_sqlite_dir(db_url: str) -> None:
             raise DatabaseUnavailable.of(exc) from exc
 
 
+async def ping() -> None:
+    """One ``SELECT 1`` on the default connection (a readiness check); raises what the driver
+    raises when the database does not answer."""
+    await get_connection("default").execute_query("SELECT 1")
+
+
 async def _reachable() -> None:
     """Raise :class:`DatabaseUnavailable` unless the default connection answers a query."""
     try:

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from bot.app import Runtime, serve_bot, serve_worker
+from bot.app import PlatformWatch, Runtime, serve_bot, serve_worker
 
 
 @contextlib.asynccontextmanager
-async def bot_running(rt: Runtime) -> AsyncIterator[tuple[str, asyncio.Event]]:
+async def bot_running(
+    rt: Runtime, watch: PlatformWatch | None = None
+) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """Start the local chat and the renderer; yields ``(base_url, stop)``. Stops on exit."""
     stop = asyncio.Event()
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve_bot(rt, stop, on_listening=ready.set_result))
+    task = asyncio.create_task(serve_bot(rt, stop, on_listening=ready.set_result, watch=watch))
     port = await asyncio.wait_for(ready, 10)
     try:
         yield f"http://127.0.0.1:{port}", stop

@@ -4,6 +4,7 @@ deployment runs them, each a separate OS process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -102,6 +103,46 @@ async def test_genbot_dev_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path: 
         assert [m["status"]["state"] for m in messages if m["status"]] == ["succeeded"]
     finally:
         assert await stop(proc, signal.SIGTERM) == 0
+
+
+async def test_genbot_dev_serves_health_and_metrics_and_logs_json(tmp_path: Path) -> None:
+    """``GENBOT_OPS__PORT`` and ``GENBOT_LOG_FORMAT=json`` on the real command: every log line is a
+    JSON object, one of them says where the health and metrics are, and they answer."""
+    env = {"GENBOT_OPS__PORT": "0", "GENBOT_LOG_FORMAT": "json", "GENBOT_BACKEND__DEMO_STEP_DELAY_S": "0.02"}
+    proc = await spawn("dev", "--port", "0", cwd=tmp_path, env=env)
+    assert proc.stdout is not None
+    logged: list[dict[str, object]] = []
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, "exited before listening"
+            if line.startswith("genbot local chat: "):
+                base = line.split(": ", 1)[1].strip()
+                break
+            logged.append(json.loads(line))  # every log line is JSON
+        drain = asyncio.get_running_loop().create_task(proc.stdout.read())
+        (where,) = [str(r["message"]) for r in logged if "health and metrics on" in str(r["message"])]
+        ops = re.search(r"http://\S+:\d+", where)
+        assert ops is not None
+        await imagine_until_done(base, "a fox for the metrics")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{ops.group(0)}/readyz") as resp:
+                ready = (resp.status, await resp.json())
+            async with http.get(f"{ops.group(0)}/metrics") as resp:
+                metrics = await resp.text()
+    finally:
+        code = await stop(proc, signal.SIGINT)
+    await drain
+    assert code == 0
+    assert ready == (
+        200,
+        {
+            "status": "ready",
+            "checks": {"redis": "ok", "database": "ok", "platform": "ok", "breaker demo": "ok"},
+        },
+    )
+    assert 'genbot_jobs_finished_total{backend="demo",kind="imagine",outcome="succeeded"} 1.0' in metrics
+    assert all({"time", "level", "logger", "message", "job", "platform"} <= r.keys() for r in logged)
 
 
 @pytest.mark.parametrize("service", ["a1111", "comfyui"])
