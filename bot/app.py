@@ -25,7 +25,15 @@ from redis.exceptions import RedisError
 
 from adapters.local.chat import LocalChat
 from bot.commands import admin_specs, command_specs
-from bot.config import DISCORD_API, ConfigError, Platform, Settings, StartupError, display_url
+from bot.config import (
+    DISCORD_API,
+    BlobSettings,
+    ConfigError,
+    Platform,
+    Settings,
+    StartupError,
+    display_url,
+)
 from bot.metrics import BREAKER_OPEN, QUEUE_DEPTH
 from bot.ops import Check, Ops
 from bot.ops import serve as serve_ops
@@ -83,6 +91,7 @@ class Extra:
 DISCORD = Extra("discord", {"discord": "discord.py"})
 SLACK = Extra("slack", {"slack_bolt": "slack-bolt", "slack_sdk": "slack-sdk"})
 POSTGRES = Extra("postgres", {"asyncpg": "asyncpg"})
+S3 = Extra("s3", {"aiobotocore": "aiobotocore"})
 PLATFORM_EXTRAS = {Platform.DISCORD: DISCORD, Platform.SLACK: SLACK}
 
 
@@ -99,6 +108,44 @@ def require_platform(platform: Platform, needed_by: str | None = None) -> None:
     extra = PLATFORM_EXTRAS.get(platform)
     if extra is not None:
         _require(extra, needed_by or f"GENBOT_PLATFORM={platform.value}")
+
+
+def require_blob_store(blobs: BlobSettings) -> None:
+    """Raise :class:`ConfigError`, one line naming the extra to install, when the blob store
+    chosen is S3 and aiobotocore is not installed (the others need nothing beyond the core)."""
+    if blobs.store == "s3":
+        _require(S3, "GENBOT_BLOBS__STORE=s3")
+
+
+@contextlib.asynccontextmanager
+async def blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
+    """The blob store ``GENBOT_BLOBS__STORE`` chooses, for the life of the block. Raises, before
+    the block runs, :class:`StartupError` naming the ``GENBOT_BLOBS__S3__*`` settings when the S3
+    bucket cannot be used (out of reach, missing, or refusing the credentials)."""
+    blobs = settings.blobs
+    if blobs.store != "s3":
+        yield DatabaseBlobStore() if blobs.in_database(settings.database.url) else LocalBlobStore(blobs.dir)
+        return
+    from storage.s3 import BucketUnusable, s3_blob_store
+
+    s3 = blobs.s3
+    async with s3_blob_store(
+        s3.bucket,
+        s3.prefix,
+        endpoint_url=s3.endpoint_url or None,
+        region=s3.region or None,
+        access_key_id=s3.access_key_id or None,
+        secret_access_key=s3.secret_access_key.get_secret_value() or None,
+    ) as store:
+        try:
+            await store.check()
+        except BucketUnusable as exc:
+            where = display_url(s3.endpoint_url) if s3.endpoint_url else "AWS S3"
+            raise StartupError(
+                f"cannot use the S3 bucket {s3.bucket!r} at {where} ({exc}): check "
+                "GENBOT_BLOBS__S3__BUCKET, GENBOT_BLOBS__S3__ENDPOINT_URL and the credentials"
+            ) from None
+        yield store
 
 
 def require_database(db_url: str) -> None:
@@ -193,14 +240,16 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Connect to the database and Redis for the life of the block.
+    """Connect to the database, Redis and the blob store for the life of the block.
 
-    Raises, before the block runs: :class:`StartupError` naming ``GENBOT_DATABASE__URL`` or
-    ``GENBOT_REDIS__URL`` for a server out of reach, :class:`ConfigError` for a database that
-    lacks this release's migrations (run ``genbot migrate``) or whose driver is not installed
-    (:func:`require_database`), or a plugin that does not load. The platform's packages are not
-    checked: a worker needs none."""
+    Raises, before the block runs: :class:`StartupError` naming ``GENBOT_DATABASE__URL``,
+    ``GENBOT_REDIS__URL`` or the ``GENBOT_BLOBS__S3__*`` settings for a server out of reach,
+    :class:`ConfigError` for a database that lacks this release's migrations (run ``genbot
+    migrate``), a database driver or an S3 library that is not installed
+    (:func:`require_database`, :func:`require_blob_store`), or a plugin that does not load. The
+    platform's packages are not checked: a worker needs none."""
     require_database(settings.database.url)
+    require_blob_store(settings.blobs)
     plugins = plugins_of(settings)
     await _connect_database(settings.database.url)
     try:
@@ -218,20 +267,16 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             eta_window=settings.worker.eta_window,
             default_run_s=settings.worker.default_run_s,
         )
-        blobs: BlobStore = (
-            DatabaseBlobStore()
-            if settings.blobs.in_database(settings.database.url)
-            else LocalBlobStore(settings.blobs.dir)
-        )
-        yield Runtime(
-            settings=settings,
-            redis=redis,
-            store=store,
-            queue=queue,
-            moderation=moderation,
-            blobs=blobs,
-            core=Genbot(settings, store, queue, moderation, TortoiseCommandInbox(), plugins, blobs),
-        )
+        async with blob_store(settings) as blobs:
+            yield Runtime(
+                settings=settings,
+                redis=redis,
+                store=store,
+                queue=queue,
+                moderation=moderation,
+                blobs=blobs,
+                core=Genbot(settings, store, queue, moderation, TortoiseCommandInbox(), plugins, blobs),
+            )
     finally:
         await redis.aclose()
         await db.close()

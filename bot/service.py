@@ -116,25 +116,47 @@ def _cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-class _Recent(Generic[T]):
+class Recent(Generic[T]):
     """Per-workspace values read from the database at most every ``ttl_s`` seconds. This
-    process forgets one at once when its admins change it; other processes within the TTL."""
+    process forgets one at once when its admins change it; other processes within the TTL.
+
+    One load per key at a time, however many callers want it (single flight): those that come
+    while it runs wait for it, so a stale value brings one query, not one per request. A caller
+    cancelled meanwhile leaves the load to the others; a failed load is not kept. A value read
+    before a :meth:`forget` of its key is handed to its callers but not kept."""
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._values: dict[tuple[str, str], tuple[float, T]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Task[T]] = {}
+        self._forgotten: dict[tuple[str, str], int] = {}
 
     async def get(self, key: tuple[str, str], load: Callable[[], Awaitable[T]]) -> T:
-        now = time.monotonic()
         cached = self._values.get(key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load(key, load, self._forgotten.get(key, 0)))
+            self._loading[key] = task
+
+            def loaded(done: asyncio.Task[T]) -> None:
+                if self._loading.get(key) is done:  # not a newer load, after a forget
+                    del self._loading[key]
+
+            task.add_done_callback(loaded)
+        return await asyncio.shield(task)
+
+    async def _load(self, key: tuple[str, str], load: Callable[[], Awaitable[T]], era: int) -> T:
         value = await load()
-        self._values[key] = (now + self.ttl_s, value)
+        if self._forgotten.get(key, 0) == era:
+            self._values[key] = (time.monotonic() + self.ttl_s, value)
         return value
 
     def forget(self, key: tuple[str, str]) -> None:
         self._values.pop(key, None)
+        self._forgotten[key] = self._forgotten.get(key, 0) + 1
+        self._loading.pop(key, None)  # the next caller loads afresh
 
 
 #: The longest "what happened" and "what to do" sentences of an error reply: with the title, the
@@ -194,9 +216,9 @@ class Genbot:
         self.admin = Admin(self)
         #: Receipts of commands being run again after their bot died (see revive_commands).
         self._reviving: set[str] = set()
-        self._terms: _Recent[TermMatcher] = _Recent(TERMS_TTL_S)
-        self._limits: _Recent[dict[str, int]] = _Recent(TERMS_TTL_S)
-        self._backends: _Recent[str | None] = _Recent(TERMS_TTL_S)
+        self._terms: Recent[TermMatcher] = Recent(TERMS_TTL_S)
+        self._limits: Recent[dict[str, int]] = Recent(TERMS_TTL_S)
+        self._backends: Recent[str | None] = Recent(TERMS_TTL_S)
         #: The platform's write budgets, shared with its renderers (``bot.app`` sets them): a
         #: command posts its status message itself only within them.
         self.budgets: Budgets | None = None
@@ -656,7 +678,7 @@ class Genbot:
         raise GenbotError(ErrorCode.CONTENT_BLOCKED, detail)
 
     async def blocked_terms(self, platform: str, workspace: str) -> TermMatcher:
-        """The workspace's blocked terms, compiled and cached (see :class:`_Recent`)."""
+        """The workspace's blocked terms, compiled and cached (see :class:`Recent`)."""
 
         async def load() -> TermMatcher:
             return TermMatcher(await self.moderation.list_terms(platform, workspace))
