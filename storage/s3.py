@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Tries of one request, the first included, when the service does not answer or answers 5xx
+#: or "slow down" (botocore's standard retries, with a jittered, growing pause between).
+ATTEMPTS = 3
 #: The most keys one DeleteObjects request takes (S3's limit).
 DELETE_MAX = 1000
 #: A GetObject's answer for a key the bucket does not have (AWS, MinIO, R2 and B2 say NoSuchKey).
@@ -159,7 +162,7 @@ async def s3_blob_store(
     config = AioConfig(
         connect_timeout=5,
         read_timeout=30,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": ATTEMPTS},
         # Services other than AWS are reached by path (http://host:9000/bucket/key): a name such
         # as `minio` in compose has no `bucket.minio` beside it.
         s3={"addressing_style": "path" if endpoint_url else "auto"},

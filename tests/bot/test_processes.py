@@ -20,6 +20,7 @@ from bot.embedded_redis import EmbeddedRedis
 from tests.conftest import truncate_pg
 from tests.jobs.fake_a1111 import FakeA1111
 from tests.jobs.fake_comfyui import FakeComfyUI
+from tests.s3_server import Bucket
 
 GENBOT = [sys.executable, "-m", "bot.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,12 +186,17 @@ async def deployment_env(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("blobs", ["database", "s3"])
 async def test_migrate_worker_and_bot_as_separate_processes_on_postgres(
-    deployment_env: dict[str, str], tmp_path: Path
+    deployment_env: dict[str, str], tmp_path: Path, blobs: str, request: pytest.FixtureRequest
 ) -> None:
     """As on two hosts: the worker and the bot share no folder (each its own working directory,
-    each its own ``data/blobs``), only Redis and PostgreSQL, whose ``blobs`` table carries the
-    previews and the image from the worker to the bot."""
+    each its own ``data/blobs``), only Redis and PostgreSQL, and the blob store that carries the
+    previews and the image from the worker to the bot: PostgreSQL's ``blobs`` table, or an S3
+    bucket."""
+    bucket = await Bucket.new(request.getfixturevalue("s3_server")) if blobs == "s3" else None
+    if bucket is not None:
+        deployment_env = {**deployment_env, **bucket.env()}
     worker_host, bot_host = tmp_path / "worker-host", tmp_path / "bot-host"
     worker_host.mkdir()
     bot_host.mkdir()
@@ -206,6 +212,8 @@ async def test_migrate_worker_and_bot_as_separate_processes_on_postgres(
         codes = [await stop(bot, signal.SIGTERM), await stop(worker, signal.SIGTERM)]
     assert codes == [0, 0]
     assert not (worker_host / "data").exists() and not (bot_host / "data").exists(), "no folder shared"
+    if bucket is not None:
+        assert [key for key in await bucket.keys() if key.startswith("genbot/results/")]
 
 
 async def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
