@@ -68,7 +68,8 @@ RENDER_LAG = Histogram(
 SWEEP_ACTIONS = Counter(
     "genbot_sweep_actions",
     "What the sweep did: queued rows put back in line (requeued), stuck running rows run again"
-    " (retried_stuck) or failed (failed_stuck)",
+    " (retried_stuck) or failed (failed_stuck), rows of a backend no longer configured failed"
+    " (failed_unserved)",
     ["action"],
     registry=REGISTRY,
 )

@@ -459,8 +459,9 @@ class JobQueue(Protocol):
         """``(id, line)`` of every waiting job, in ticket order."""
         ...
 
-    async def leave_legacy_line(self) -> int:
-        """Empty the one line of releases before lines (its rows go back into their own)."""
+    async def leave_legacy_line(self) -> dict[int, int]:
+        """Empty the one line of releases before lines (its rows go back into their own); the
+        ids that waited there, with their tickets."""
         ...
 
     async def remove_waiting(self, generation_id: int, *, line: str) -> bool:

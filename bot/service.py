@@ -476,6 +476,8 @@ class Genbot:
         texts = [gen.prompt, *(v for v in options.values() if isinstance(v, str))]
         # The same backend, while it is one of the kind's; else the one the workspace runs on now.
         same = gen.backend if gen.backend in found[0].lines else await self.backend_for(actor, found[0])
+        if "backend" in options:  # the image plugin's details say where it runs
+            options = {**options, "backend": same}
         job = JobRequest(gen.prompt, options, backend=same)
         await self._start(actor, gen.channel, found[0], job, texts, responder, receipt=receipt)
 
@@ -1056,15 +1058,21 @@ class Genbot:
         :meth:`reconcile`); with ``new_tickets`` False only those that have a ticket (while the
         ticket counter is being seeded). Returns how many it put back."""
         healed = 0
-        moved = await self.queue.leave_legacy_line()
-        if moved:
-            log.info("moved %d jobs of the queue before lines into their lines", moved)
+        waited = await self.queue.leave_legacy_line()
+        if waited:
+            log.info("moving %d jobs of the queue before lines into their lines", len(waited))
         await self.queue.sync_paused(self.moderation.paused_workspaces)
         await self.queue.sync_bans(self._bans_in_force)
         paused = set(await self.moderation.paused_workspaces())
         queued = await self.store.list_queued()
         held = await self.queue.job_states([gen.id for gen in queued])
         for gen, state in zip(queued, held, strict=True):
+            if gen.ticket is None and gen.id in waited:  # its ticket was only in the old line
+                await self.store.update(gen.id, ticket=waited[gen.id])
+                gen = replace(gen, ticket=waited[gen.id])
+            if not self._served(gen):
+                healed += await self._fail_unserved(gen)
+                continue
             if gen.ticket is None and not gen.message.get("message_id"):
                 # Never in line, and never posted: its bot died between the two. Its message is
                 # posted first (by a renderer of its platform, once the command is surely dead);
@@ -1084,6 +1092,32 @@ class Genbot:
                 SWEEP_ACTIONS.labels("requeued").inc()
                 healed += await self._restored(gen, ticket)
         return healed
+
+    def _served(self, gen: Generation) -> bool:
+        """Whether a job of ``gen``'s kind and backend can run here: its plugin is loaded and
+        the backend is one of its kind's (the settings may have dropped it since)."""
+        found = self.plugins.kind(gen.kind)
+        return found is not None and gen.backend in found[0].lines
+
+    async def _fail_unserved(self, gen: Generation) -> int:
+        """A queued job whose kind or backend is no longer configured would wait for ever in a
+        line no worker serves: it fails as a service error (trying again runs it where the
+        workspace's jobs run now)."""
+        if (
+            await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.BACKEND_ERROR.value)
+            is None
+        ):
+            return 0
+        log.warning(
+            "job %s of kind %r waited for backend %r, which the settings no longer name: failed",
+            gen.id,
+            gen.kind,
+            gen.backend,
+        )
+        await self.queue.remove_waiting(gen.id, line=gen.backend)
+        await self.queue.publish(gen.id, "finished")
+        SWEEP_ACTIONS.labels("failed_unserved").inc()
+        return 1
 
     async def _put_back(self, gen: Generation) -> int | None:
         """Put a queued job back in line at its ticket; None if it turned out to have moved on."""

@@ -38,6 +38,8 @@ from jobs.backends.base import ImageBackend, ImageRequest
 
 NAME = "imagine"
 SEED_MAX = 2**32 - 1
+#: The most choices an option may list (Discord's limit).
+CHOICES_MAX = 25
 SETTING = f"GENBOT_PLUGINS__{NAME.upper()}__"
 
 
@@ -135,6 +137,8 @@ def plugin(settings: Settings) -> Plugin:
     def prepare(call: Call) -> JobRequest:
         opts = call.options
         backend = str(opts.get("backend") or call.backend or names[0])
+        if backend not in makers:  # more backends than a choice list holds: typed, and checked here
+            raise Invalid(f"The backends are {', '.join(names)}.")
         lacking = [o for o in ("negative", "steps", "seed") if o in opts and o not in features_of[backend]]
         if lacking:
             raise Invalid(
@@ -175,7 +179,12 @@ def plugin(settings: Settings) -> Plugin:
                             max=limits.steps_max,
                         ),
                         Option("seed", "integer", "Same seed, same image", min=0, max=SEED_MAX),
-                        Option("backend", "string", "The image service to draw with", choices=names),
+                        Option(
+                            "backend",
+                            "string",
+                            "The image service to draw with",
+                            choices=names if len(names) <= CHOICES_MAX else None,
+                        ),
                     )
                     # Only what the services take: OpenAI Images has no negative, steps or seed.
                     if option.name in ("prompt", "size")

@@ -68,8 +68,28 @@ _RUN_ID = """
 local function RUN_ID() return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') end
 """
 
+#: A member's queued entry as ``id, line``: ``id@line``, or a bare id of a release before lines,
+#: whose line is found (and the entry rewritten as ``id@line``) or is nil when it waits in none.
+_ENTRY = """
+local function ENTRY(queued_key, entry, waiting_prefix, lines_key)
+    local id, line = string.match(entry, '^(%d+)@(.+)$')
+    if id then return id, line end
+    if not string.match(entry, '^%d+$') then return nil, nil end
+    for _, other in ipairs(redis.call('SMEMBERS', lines_key)) do
+        if redis.call('ZSCORE', waiting_prefix .. other, entry) then
+            local score = redis.call('ZSCORE', queued_key, entry)
+            redis.call('ZREM', queued_key, entry)
+            redis.call('ZADD', queued_key, score, entry .. '@' .. other)
+            return entry, other
+        end
+    end
+    return entry, nil
+end
+"""
+
 SUBMIT = (
     _RUN_ID
+    + _ENTRY
     + """
 local ticket
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -82,8 +102,9 @@ if now and not score then
     if ARGV[9] == '0' then
         local queued = 0
         for _, entry in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
-            local id, line = string.match(entry, '^(%d+)@(.+)$')
-            if id and (redis.call('ZSCORE', ARGV[17] .. line, id) or redis.call('ZSCORE', KEYS[9], id)) then
+            local id, line = ENTRY(KEYS[6], entry, ARGV[17], KEYS[12])
+            local waits = line and redis.call('ZSCORE', ARGV[17] .. line, id)
+            if id and (waits or redis.call('ZSCORE', KEYS[9], id)) then
                 queued = queued + 1
             else
                 redis.call('ZREM', KEYS[6], entry)
@@ -173,7 +194,7 @@ end
 """
 
 # KEYS: waiting (of the job's line), member's running set, member's held set, member's queued set,
-#       (unused), paused set
+#       set of lines, paused set
 # ARGV: generation id, max running, arq in-progress key prefix of genbot jobs, ticket,
 #       arq job key prefix of genbot jobs, arq job id prefix, workspace, waiting key prefix,
 #       arq queue name prefix of the lines
@@ -185,6 +206,7 @@ end
 # positions stay exact.
 START = (
     _PRUNE_RUNNING
+    + _ENTRY
     + """
 if redis.call('SISMEMBER', KEYS[6], ARGV[7]) == 1 then
     redis.call('ZREM', KEYS[1], ARGV[1])
@@ -200,8 +222,8 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 local result = {redis.call('ZREM', KEYS[1], ARGV[1])}
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
     for _, entry in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-        local id, line = string.match(entry, '^(%d+)@(.+)$')
-        local ticket = id and redis.call('ZSCORE', ARGV[8] .. line, id)
+        local id, line = ENTRY(KEYS[4], entry, ARGV[8], KEYS[5])
+        local ticket = line and redis.call('ZSCORE', ARGV[8] .. line, id)
         if ticket then
             redis.call('ZREM', ARGV[8] .. line, id)
             redis.call('ZADD', KEYS[3], ticket, id)
@@ -236,19 +258,24 @@ _REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate", -5: "banned"}
 _TICKETS_LOST = -6
 
 # KEYS: the waiting set of releases before lines, their arq queue. ARGV: arq job id prefix of
-# genbot jobs, arq job key prefix of genbot jobs. Empties both of genbot's jobs (their rows go back
-# in their lines at the next heal); returns how many jobs it took out.
+# genbot jobs, arq job key prefix of genbot jobs, arq in-progress key prefix of genbot jobs.
+# Empties both of genbot's jobs (their rows go back in their lines at the next heal), but for a job
+# a worker of the release before still runs (its keys are that worker's); returns the ids and
+# tickets that waited, flat: {id, ticket, id, ticket, ...}.
 LEAVE_LEGACY = """
-local taken = 0
 for _, job in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if string.sub(job, 1, string.len(ARGV[1])) == ARGV[1] then
+    local id = string.sub(job, string.len(ARGV[1]) + 1)
+    if string.sub(job, 1, string.len(ARGV[1])) == ARGV[1] and redis.call('EXISTS', ARGV[3] .. id) == 0 then
         redis.call('ZREM', KEYS[2], job)
-        redis.call('DEL', ARGV[2] .. string.sub(job, string.len(ARGV[1]) + 1))
-        taken = taken + 1
+        redis.call('DEL', ARGV[2] .. id)
     end
 end
-if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then redis.call('DEL', KEYS[1]) end
-return taken
+local waited = {}
+if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then
+    waited = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    redis.call('DEL', KEYS[1])
+end
+return waited
 """
 
 # KEYS: ticket counter, ticket life. ARGV: the last ticket to count as given.
@@ -339,15 +366,15 @@ class RedisJobQueue:
     async def restore(self, generation_id: int, ticket: int | None, *, line: str) -> tuple[int, int, bool]:
         return await self._run_submit(generation_id, line, ticket, None)
 
-    async def leave_legacy_line(self) -> int:
+    async def leave_legacy_line(self) -> dict[int, int]:
         """Take genbot's jobs out of the one waiting set and arq queue of releases before lines
-        (their rows go back in their own lines at the next heal); how many it took. Harmless
-        once they are gone."""
-        taken = await self._leave_legacy(
+        (their rows go back in their own lines at the next heal); the ids that waited there, with
+        their tickets. Harmless once they are gone."""
+        waited: list[bytes] = await self._leave_legacy(
             keys=[self.keys.legacy_waiting, self.queue_name],
-            args=[JOB_ID_PREFIX, job_key_prefix + JOB_ID_PREFIX],
+            args=[JOB_ID_PREFIX, job_key_prefix + JOB_ID_PREFIX, _IN_PROGRESS],
         )
-        return int(taken)
+        return {int(gid): int(float(ticket)) for gid, ticket in zip(waited[::2], waited[1::2], strict=True)}
 
     async def _run_submit(
         self, generation_id: int, line: str, ticket: int | None, quota: Quota | None

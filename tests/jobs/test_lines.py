@@ -7,15 +7,19 @@ lines of its rows."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from redis.asyncio import Redis
 
 from bot.app import Runtime, all_lines, plugins_of, runtime
 from bot.config import ConfigError, Settings
 from bot.embedded_redis import EmbeddedRedis
 from bot.models import JOB_ID_PREFIX, Actor, State
+from bot.ports import QuotaRefused
 from jobs.backends.base import ImageRequest
 from jobs.worker import served_lines
 from tests.conftest import make_settings
@@ -111,7 +115,6 @@ async def test_the_running_cap_sets_a_members_jobs_aside_in_every_line(rt: Runti
 
 async def test_the_member_limit_counts_waiting_jobs_over_all_lines(rt: Runtime) -> None:
     from bot.models import Quota
-    from bot.ports import QuotaRefused
 
     quota = Quota(
         member=ALICE.member,
@@ -132,31 +135,75 @@ async def test_the_member_limit_counts_waiting_jobs_over_all_lines(rt: Runtime) 
     assert refused.value.reason == "queued"
 
 
-async def test_jobs_of_the_one_line_before_lines_move_into_their_own(rt: Runtime) -> None:
-    """A Redis left by a release before lines: its one waiting set and arq queue hold the jobs.
-    The heal takes them out and puts each row back in its own line at its ticket."""
+@pytest_asyncio.fixture
+async def rt2(two_lines: Settings, redis: Redis) -> AsyncIterator[Runtime]:
+    """A deployment with two backends, demo (the default) and a1111."""
+    async with runtime(two_lines) as value:
+        await value.core.check_tickets()
+        yield value
+
+
+async def test_jobs_of_the_one_line_before_lines_move_into_their_own(rt2: Runtime) -> None:
+    """A Redis left by a release before lines: its one waiting set and arq queue hold the jobs, and
+    the members' queued sets bare ids. The heal takes them out and puts each row back in its own
+    line at its ticket (one that only Redis knew included); a job a worker of the old release still
+    runs keeps its keys; the members' old entries still count for their quota."""
+    rt = rt2
     rows = []
     for n, line in enumerate(("a1111", "demo", "a1111")):
         gen = await rt.store.create(image_job(ALICE, "general", request(f"old {n}"), backend=line))
-        await rt.store.update(gen.id, ticket=n + 1)
+        if n != 1:  # the second's ticket never reached its row: its command was caught in between
+            await rt.store.update(gen.id, ticket=n + 1)
         rows.append(gen)
+    running = await rt.store.create(image_job(BOB, "general", request("running"), backend="demo"))
     legacy_queue = rt.settings.redis.queue_name
     for n, gen in enumerate(rows):
         await rt.redis.zadd(rt.queue.keys.legacy_waiting, {str(gen.id): n + 1})
         await rt.redis.zadd(legacy_queue, {f"{JOB_ID_PREFIX}{gen.id}": n + 1})
         await rt.redis.set(f"arq:job:{JOB_ID_PREFIX}{gen.id}", b"old payload")
-    await rt.redis.zadd(legacy_queue, {"someone-elses-job": 1})
+        await rt.redis.zadd(rt.queue.keys.member_queued(ALICE.member), {str(gen.id): n + 1})
+    await rt.redis.zadd(legacy_queue, {"someone-elses-job": 1, f"{JOB_ID_PREFIX}{running.id}": 0})
+    await rt.redis.set(f"arq:job:{JOB_ID_PREFIX}{running.id}", b"old payload")
+    await rt.redis.set(f"arq:in-progress:{JOB_ID_PREFIX}{running.id}", b"1")
 
     await rt.core.reconcile()
 
     assert not await rt.redis.exists(rt.queue.keys.legacy_waiting)
-    assert await rt.redis.zrange(legacy_queue, 0, -1) == [b"someone-elses-job"], "only genbot's jobs moved"
+    assert await rt.redis.zrange(legacy_queue, 0, -1) == [
+        f"{JOB_ID_PREFIX}{running.id}".encode(),
+        b"someone-elses-job",
+    ], "only genbot's jobs moved, and not one an old worker runs"
+    assert await rt.redis.exists(f"arq:job:{JOB_ID_PREFIX}{running.id}")
     assert await rt.queue.waiting("a1111") == [rows[0].id, rows[2].id]
     assert await rt.queue.waiting("demo") == [rows[1].id]
     assert [await rt.queue.ticket_of(g.id, line=g.backend) for g in rows] == [1, 2, 3]
+    assert (await rt.store.get(rows[1].id)).ticket == 2  # type: ignore[union-attr]
     for gen in rows:
         assert await rt.queue.job_state(gen.id) == "queued"
         assert (await rt.store.get(gen.id)).state is State.QUEUED  # type: ignore[union-attr]
+
+    quota = replace(rt.core.quota_for(ALICE), max_queued=3)
+    extra = await rt.store.create(image_job(ALICE, "general", request("one too many"), backend="demo"))
+    with pytest.raises(QuotaRefused):
+        await rt.queue.submit(extra.id, line="demo", quota=quota)
+    entries = sorted(
+        m.decode() for m in await rt.redis.zrange(rt.queue.keys.member_queued(ALICE.member), 0, -1)
+    )
+    assert entries == sorted(f"{g.id}@{g.backend}" for g in rows), "the old entries, rewritten"
+
+
+async def test_a_job_of_a_backend_no_longer_configured_fails_instead_of_waiting_for_ever(rt: Runtime) -> None:
+    """Rows queued for a backend the settings dropped (or a kind no plugin defines) would wait in a
+    line no worker serves: the heal fails them as a service error, and leaves the others."""
+    kept, _ = await rt.core.submit(image_job(ALICE, "general", request("kept"), backend="demo"))
+    dropped, _ = await rt.core.submit(image_job(ALICE, "general", request("dropped"), backend="horde"))
+
+    await rt.core.reconcile()
+
+    gone = await rt.store.get(dropped.id)
+    assert gone is not None and gone.state is State.FAILED and gone.error_code == "backend_error"
+    assert await rt.queue.waiting("horde") == []
+    assert await rt.queue.waiting("demo") == [kept.id]
 
 
 def serving(settings: Settings, *lines: str) -> Settings:
