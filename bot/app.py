@@ -506,6 +506,11 @@ def build_runner(rt: Runtime) -> GenerationRunner:
     )
 
 
+#: A renderer's consumer that has read nothing for this long, and holds no pending event, is a
+#: stopped bot's: the next bot to start removes it (a live renderer reads every few seconds).
+STOPPED_CONSUMER_IDLE_MS = 10 * 60 * 1000
+
+
 class PlatformWatch:
     """Whether a bot's session with its platform is up (``/readyz``): the local chat or Slack's
     app once started, Discord's gateway while it is connected and ready."""
@@ -573,6 +578,7 @@ async def serve_bot(
     await rt.core.reconcile()
     renderer = build_renderer(rt, frontend.adapter)
     await renderer.feed.ensure_group()
+    await renderer.feed.forget_idle_consumers(STOPPED_CONSUMER_IDLE_MS)
     renders_stop = asyncio.Event()
     try:
         port = await frontend.start()
@@ -655,6 +661,7 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event, watch: PlatformWatch |
         await rt.core.reconcile()
         renderer = build_renderer(rt, client.chat)
         await renderer.feed.ensure_group()
+        await renderer.feed.forget_idle_consumers(STOPPED_CONSUMER_IDLE_MS)
         renders_stop = asyncio.Event()
         revivals_stop = asyncio.Event()
         gateway = asyncio.create_task(client.connect(reconnect=True), name="genbot-discord-gateway")

@@ -30,6 +30,24 @@ class RedisEventFeed:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
             await self.redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
 
+    async def forget_idle_consumers(self, idle_ms: int) -> int:
+        """Remove the group's consumers (other than this one) that hold no pending event and
+        have not read for ``idle_ms``: the renderers of stopped bots, one per start, which would
+        pile up otherwise. A consumer with pending events stays until they are claimed. Returns
+        how many went."""
+        try:
+            consumers = await self.redis.xinfo_consumers(self.stream, self.group)
+        except ResponseError:  # no stream or group yet: nothing to forget
+            return 0
+        gone = 0
+        for consumer in consumers:
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name != self.consumer and int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms:
+                await self.redis.xgroup_delconsumer(self.stream, self.group, name)
+                gone += 1
+        return gone
+
     @staticmethod
     def _events(entries: Sequence[Any]) -> list[Event]:
         events = []

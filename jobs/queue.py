@@ -254,6 +254,9 @@ return popped
 )
 #: arq's in-progress key of a genbot job, but for the generation id.
 _IN_PROGRESS = in_progress_key_prefix + JOB_ID_PREFIX
+#: A worker whose last beat is older than this is forgotten (it counts for nothing after
+#: ``WORKER_ALIVE_MS`` already; this bounds the keys).
+DEAD_AFTER_MS = 2 * WORKER_ALIVE_MS
 _REFUSALS = {-1: "paused", -2: "global", -3: "queued", -4: "rate", -5: "banned"}
 _TICKETS_LOST = -6
 
@@ -299,6 +302,19 @@ local seeded = last and redis.call('GET', KEYS[2]) == RUN_ID()
 return {last, seeded and 1 or 0}
 """
 )
+
+# KEYS: the line's live workers, their capacity. ARGV: worker id, its capacity, now ms, the beat
+# before which a worker is dead. Records the beat, and removes the dead from both.
+HEARTBEAT = """
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+if #dead > 0 then
+    redis.call('HDEL', KEYS[2], unpack(dead))
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+end
+return #dead
+"""
 
 # KEYS: lock. ARGV: token. Deletes the lock only if the token still holds it.
 UNLOCK = """
@@ -351,6 +367,7 @@ class RedisJobQueue:
         self._ticket_state = redis.register_script(TICKET_STATE)
         self._unlock = redis.register_script(UNLOCK)
         self._leave_legacy = redis.register_script(LEAVE_LEGACY)
+        self._heartbeat = redis.register_script(HEARTBEAT)
 
     def line_queue(self, line: str) -> str:
         """The arq queue of ``line``'s jobs."""
@@ -723,11 +740,12 @@ class RedisJobQueue:
         return sum(float(v) for v in values) / len(values)
 
     async def worker_heartbeat(self, worker_id: str, capacity: int, *, line: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.keys.workers(line), {worker_id: _ms()})
-            pipe.hset(self.keys.worker_capacity(line), worker_id, str(capacity))
-            pipe.zremrangebyscore(self.keys.workers(line), "-inf", _ms() - 10 * WORKER_ALIVE_MS)
-            await pipe.execute()
+        """Say that ``worker_id`` serves ``line`` with ``capacity``; and forget the workers of the
+        line that stopped beating (their entries and their capacity), so neither grows."""
+        await self._heartbeat(
+            keys=[self.keys.workers(line), self.keys.worker_capacity(line)],
+            args=[worker_id, capacity, _ms(), _ms() - DEAD_AFTER_MS],
+        )
 
     async def worker_gone(self, worker_id: str, *, line: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
