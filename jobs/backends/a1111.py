@@ -43,7 +43,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bot.api import ImageResult
-from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl, error_words
+from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl, error_words, service_session
 from jobs.backends.images import as_png, preview_of
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,7 @@ class A1111Backend:
 
     def _service(self) -> Service:
         s = self.settings
-        headers = {}
-        if s.username is not None and s.password is not None:
-            headers["Authorization"] = aiohttp.encode_basic_auth(s.username, s.password.get_secret_value())
-        # No total timeout: the worker's backend timeout bounds the job.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s)
-        return Service(aiohttp.ClientSession(headers=headers, timeout=timeout), s.url)
+        return Service(service_session(s.username, s.password, s.connect_timeout_s), s.url)
 
     async def generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
         task_id = f"genbot-{uuid.uuid4().hex}"

@@ -7,7 +7,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Protocol
 
-from pydantic import AfterValidator
+import aiohttp
+from pydantic import AfterValidator, SecretStr
 
 from bot.api import ImageResult
 
@@ -66,3 +67,15 @@ def error_words(text: str, keys: tuple[str, ...]) -> str:
         parts = [str(body[k]) for k in keys if body.get(k)]
         return " ".join(parts)[:500] or text[:500]
     return text[:500]
+
+
+def service_session(
+    username: str | None, password: SecretStr | None, connect_timeout_s: float
+) -> aiohttp.ClientSession:
+    """A session for a service's HTTP API: HTTP basic when both ``username`` and ``password`` are
+    given, a connect timeout, and no total timeout (the worker's backend timeout bounds a job)."""
+    headers = {}
+    if username is not None and password is not None:
+        headers["Authorization"] = aiohttp.encode_basic_auth(username, password.get_secret_value())
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
+    return aiohttp.ClientSession(headers=headers, timeout=timeout)

@@ -57,7 +57,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, FilePath, PrivateAttr, SecretStr, model_validator
 
 from bot.api import ImageResult
-from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl, error_words
+from jobs.backends.base import ImageRequest, ProgressCallback, ServiceUrl, error_words, service_session
 from jobs.backends.images import as_png, preview_of
 
 log = logging.getLogger(__name__)
@@ -347,11 +347,7 @@ class ComfyUIBackend:
 
     def _service(self) -> Service:
         s = self.settings
-        headers = {}
-        if s.username is not None and s.password is not None:
-            headers["Authorization"] = aiohttp.encode_basic_auth(s.username, s.password.get_secret_value())
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s)
-        return Service(aiohttp.ClientSession(headers=headers, timeout=timeout), s.url)
+        return Service(service_session(s.username, s.password, s.connect_timeout_s), s.url)
 
     async def generate(self, request: ImageRequest, progress: ProgressCallback) -> ImageResult:
         client_id = uuid.uuid4().hex
