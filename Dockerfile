@@ -8,7 +8,7 @@ ARG PYTHON_VERSION=3.12
 
 # -- build: genbot and its dependencies into a venv, from wheels (no compiler needed on x86-64 or arm64)
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
-ARG EXTRAS=discord,slack,postgres,openai
+ARG EXTRAS=discord,slack,postgres,openai,sentry,otel
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/genbot
 WORKDIR /src

@@ -29,6 +29,7 @@ from bot.config import (
     DISCORD_API,
     BlobSettings,
     ConfigError,
+    DatabaseSettings,
     Platform,
     Settings,
     StartupError,
@@ -156,13 +157,19 @@ def require_database(db_url: str) -> None:
         _require(POSTGRES, f"GENBOT_DATABASE__URL={scheme}://...")
 
 
-async def migrate(db_url: str) -> None:
+def database_pool(database: DatabaseSettings) -> db.Pool:
+    """The PostgreSQL pool of ``GENBOT_DATABASE__POOL_MIN``, ``POOL_MAX`` and
+    ``STATEMENT_CACHE_SIZE``."""
+    return db.Pool(database.pool_min, database.pool_max, database.statement_cache_size)
+
+
+async def migrate(db_url: str, pool: db.Pool | None = None) -> None:
     """Apply the database migrations (:func:`storage.db.migrate`). Raises :class:`StartupError`
     naming ``GENBOT_DATABASE__URL`` when the database cannot be reached, :class:`ConfigError`
     when its driver is not installed (:func:`require_database`)."""
     require_database(db_url)
     try:
-        await db.migrate(db_url)
+        await db.migrate(db_url, pool)
     except db.DatabaseUnavailable as exc:
         raise _database_unreachable(db_url, exc) from None
 
@@ -176,11 +183,11 @@ def _database_unreachable(db_url: str, exc: db.DatabaseUnavailable) -> StartupEr
     return StartupError(f"cannot reach the database at {display_url(db_url)} ({exc}): {check}")
 
 
-async def _connect_database(db_url: str) -> None:
+async def _connect_database(db_url: str, pool: db.Pool) -> None:
     """Connect, and refuse a database that lacks this release's migrations (:class:`ConfigError`:
     never migrated, or by an older release)."""
     try:
-        await db.connect(db_url)
+        await db.connect(db_url, pool)
     except db.DatabaseUnavailable as exc:
         raise _database_unreachable(db_url, exc) from None
     try:
@@ -211,12 +218,12 @@ def _quiet(logger: str) -> Iterator[None]:
         log_.setLevel(level)
 
 
-async def _open_redis(url: str) -> ArqRedis:
+async def _open_redis(url: str, max_connections: int) -> ArqRedis:
     """:func:`jobs.queue.open_redis`, with its failure as one :class:`StartupError` naming
     ``GENBOT_REDIS__URL`` (arq's own retry warnings held back: the failure says it all)."""
     try:
         with _quiet("arq.connections"):
-            return await open_redis(url)
+            return await open_redis(url, max_connections=max_connections)
     except (RedisError, OSError, TimeoutError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise StartupError(
@@ -251,9 +258,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     require_database(settings.database.url)
     require_blob_store(settings.blobs)
     plugins = plugins_of(settings)
-    await _connect_database(settings.database.url)
+    await _connect_database(settings.database.url, database_pool(settings.database))
     try:
-        redis = await _open_redis(settings.redis.url)
+        redis = await _open_redis(settings.redis.url, settings.redis.max_connections)
     except BaseException:
         await db.close()
         raise
@@ -349,7 +356,7 @@ class Frontend:
     quiesce: Callable[[], Awaitable[int]]
     stop: Callable[[], Awaitable[None]]
     #: Run again a command another bot acknowledged and died before finishing (None: the
-    #: platform acknowledges only after the work, as the local chat does).
+    #: platform acknowledges only after the work).
     revive: Callable[[InboxEntry], Awaitable[None]] | None = None
 
 
@@ -370,7 +377,7 @@ def build_frontend(rt: Runtime) -> Frontend:
             print(f"genbot local chat: http://{host}:{chat.port}", flush=True)
             return chat.port
 
-        return Frontend(chat, start_local, chat.quiesce, chat.stop)
+        return Frontend(chat, start_local, chat.quiesce, chat.stop, chat.revive)
     if platform is Platform.SLACK:
         slack = build_slack(rt)
         settings = rt.settings.slack
@@ -503,6 +510,7 @@ def build_runner(rt: Runtime) -> GenerationRunner:
         max_running=rt.settings.quota.max_running,
         job_timeout_s=w.job_timeout_s,
         defer_slice_s=defer_slice_s(w.breaker_reset_s),
+        failover_after_s=w.failover_after_s,
     )
 
 
@@ -575,7 +583,6 @@ async def serve_bot(
         await serve_discord(rt, stop, watch)
         return
     frontend = build_frontend(rt)
-    await rt.core.reconcile()
     renderer = build_renderer(rt, frontend.adapter)
     await renderer.feed.ensure_group()
     await renderer.feed.forget_idle_consumers(STOPPED_CONSUMER_IDLE_MS)
@@ -586,6 +593,7 @@ async def serve_bot(
             watch.probe = lambda: True
         if on_listening is not None and port is not None:
             on_listening(port)
+        sweeping = asyncio.create_task(start_sweep(rt), name="genbot-start-sweep")
         render_task = asyncio.create_task(renderer.run(renders_stop), name="genbot-renderer")
         revivals_stop = asyncio.Event()
         revivals = asyncio.create_task(
@@ -604,7 +612,7 @@ async def serve_bot(
             await render_task
         finally:
             stopper.cancel()
-            for task in (render_task, revivals):
+            for task in (render_task, revivals, sweeping):
                 if not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -613,6 +621,19 @@ async def serve_bot(
         if watch is not None:
             watch.probe = lambda: False
         await frontend.stop()
+
+
+async def start_sweep(rt: Runtime) -> None:
+    """A starting bot's sweep (``Genbot.reconcile``: what Redis lost goes back in line), run
+    beside its listening, never before it: with many queued rows a bot that swept first answered
+    nobody for seconds. Nothing waits for it: a submit that finds Redis's tickets lost seeds them
+    itself, and the workers' sweepers run it every minute too."""
+    try:
+        healed = await rt.core.reconcile()
+    except Exception:
+        log.warning("the start-up sweep failed; the workers' sweep runs every minute", exc_info=True)
+    else:
+        log.debug("start-up sweep: %d generations healed", healed)
 
 
 async def _ended(task: asyncio.Task[None]) -> None:
@@ -658,13 +679,13 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event, watch: PlatformWatch |
     async with discord_session(rt) as client:
         if watch is not None:
             watch.probe = lambda: client.is_ready() and not client.is_closed()
-        await rt.core.reconcile()
         renderer = build_renderer(rt, client.chat)
         await renderer.feed.ensure_group()
         await renderer.feed.forget_idle_consumers(STOPPED_CONSUMER_IDLE_MS)
         renders_stop = asyncio.Event()
         revivals_stop = asyncio.Event()
         gateway = asyncio.create_task(client.connect(reconnect=True), name="genbot-discord-gateway")
+        sweeping = asyncio.create_task(start_sweep(rt), name="genbot-start-sweep")
         render_task = asyncio.create_task(renderer.run(renders_stop), name="genbot-renderer")
         revivals = asyncio.create_task(
             revive_loop(rt, client.chat.platform, client.revive, revivals_stop), name="genbot-revive"
@@ -684,7 +705,7 @@ async def serve_discord(rt: Runtime, stop: asyncio.Event, watch: PlatformWatch |
             stop.set()
             renders_stop.set()
             revivals_stop.set()
-            for task in tasks:
+            for task in (*tasks, sweeping):
                 if not task.done() and task is not render_task:
                     task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -721,6 +742,7 @@ async def serve_worker(rt: Runtime, stop: asyncio.Event) -> None:
         build_sweeper(
             rt.settings,
             reconcile=rt.core.reconcile,
+            fail_over=rt.core.fail_over,
             prune_blobs=(
                 functools.partial(prune_blobs, rt.blobs, rt.settings.blobs.keep_days)
                 if rt.settings.blobs.keep_days > 0

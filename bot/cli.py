@@ -11,9 +11,9 @@
 
 A start-up failure is one line on stderr naming what to fix, never a traceback: exit code 2 for a
 setting (:class:`~bot.config.ConfigError`: a name that is not a setting, a bad value, a token the
-platform refuses, a database not migrated, a platform or a database whose extra is not installed),
-1 for the world around (:class:`~bot.config.StartupError`: a server out of reach, a port or a data
-folder in use).
+platform refuses, a database not migrated, a platform, a database, Sentry or OpenTelemetry whose
+extra is not installed), 1 for the world around (:class:`~bot.config.StartupError`: a server out of
+reach, a port or a data folder in use).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bot.config import ConfigError, Platform, Settings, StartupError, load_setti
 from bot.devlock import data_folder_lock
 from bot.embedded_redis import RedisNotFound, embedded_redis
 from bot.logs import configure as configure_logging
+from bot.telemetry import started as telemetry_started
 
 log = logging.getLogger("genbot")
 
@@ -87,7 +88,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def _dev(settings: Settings) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    with data_folder_lock(DEV_DATA):
+    with telemetry_started(settings, "dev"), data_folder_lock(DEV_DATA):
         await _dev_locked(settings, stop)
 
 
@@ -151,8 +152,9 @@ async def _bot(settings: Settings) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     watch = PlatformWatch()
-    async with runtime(settings) as rt, ops_running(rt, watch=watch):
-        await serve_bot(rt, stop, watch=watch)
+    with telemetry_started(settings, "bot"):
+        async with runtime(settings) as rt, ops_running(rt, watch=watch):
+            await serve_bot(rt, stop, watch=watch)
 
 
 async def _worker(settings: Settings) -> None:
@@ -160,14 +162,15 @@ async def _worker(settings: Settings) -> None:
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with runtime(settings) as rt, ops_running(rt, lines=worker_lines(rt)):
-        await serve_worker(rt, stop)
+    with telemetry_started(settings, "worker"):
+        async with runtime(settings) as rt, ops_running(rt, lines=worker_lines(rt)):
+            await serve_worker(rt, stop)
 
 
 async def _migrate(settings: Settings) -> None:
-    from bot.app import migrate
+    from bot.app import database_pool, migrate
 
-    await migrate(settings.database.url)
+    await migrate(settings.database.url, database_pool(settings.database))
     print("migrations applied", flush=True)
 
 

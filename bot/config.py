@@ -105,6 +105,10 @@ class RedisSettings(BaseModel):
     url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the queue, positions and events")
     key_prefix: str = Field("genbot", description="prefix of every genbot key; arq keeps its own")
     queue_name: str = Field("genbot:queue", description="arq queue of generation jobs")
+    #: The most connections one pool of a process opens (a worker has one for the process, one per
+    #: line it serves and one for its sweep); a command waits for a free one, then fails as Redis
+    #: being away does. A pool opens connections only as commands need them, a few per worker.
+    max_connections: Annotated[int, Field(ge=2, le=10_000)] = 50
 
     @field_validator("url")
     @classmethod
@@ -133,6 +137,13 @@ class DatabaseSettings(BaseModel):
     url: str = Field(
         "sqlite://data/genbot.sqlite3", description="Tortoise URL: sqlite://... or postgres://..."
     )
+    #: PostgreSQL: the connections each process keeps open, and the most it opens at once (asyncpg's
+    #: pool; a query waits for a free one). SQLite has one connection and ignores both.
+    pool_min: Annotated[int, Field(ge=0, le=1000)] = 1
+    pool_max: Annotated[int, Field(ge=1, le=1000)] = 5
+    #: PostgreSQL: prepared statements asyncpg keeps per connection; 0 behind PgBouncer in
+    #: transaction pooling (a statement prepared on one server connection is unknown to the next).
+    statement_cache_size: Annotated[int, Field(ge=0, le=10_000)] = 100
 
     @field_validator("url")
     @classmethod
@@ -154,6 +165,15 @@ class DatabaseSettings(BaseModel):
             raise ValueError(f"the port must be a number (postgres://HOST:5432/DATABASE), not {port!r}")
         return url
 
+    @model_validator(mode="after")
+    def _pool_min_within_max(self) -> DatabaseSettings:
+        if self.pool_min > self.pool_max:
+            raise ValueError(
+                f"{_var('database', 'pool_min')} ({self.pool_min}) must not be more than "
+                f"{_var('database', 'pool_max')} ({self.pool_max})"
+            )
+        return self
+
 
 #: The most jobs of one line a worker runs at once.
 CONCURRENCY_MAX = 64
@@ -168,12 +188,29 @@ class WorkerSettings(BaseModel):
     progress_interval_s: Annotated[float, Field(ge=0)] = 1.0
     breaker_fail_max: Annotated[int, Field(ge=1)] = 5
     breaker_reset_s: Annotated[float, Field(gt=0)] = 60.0
-    stuck_after_s: Annotated[float, Field(gt=0)] = 300.0
+    #: A running job whose heartbeat stopped this long ago (its worker died, or is cut off from
+    #: the database) is taken over by the sweep and put back in line at its ticket. A running job
+    #: beats every sixth of it.
+    failover_after_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     stuck_retries: Annotated[int, Field(ge=0, le=10)] = 1
     #: Minutes between sweeps; below 1, seconds count (0.1: every 6 s, for tests and small setups).
     sweep_every_min: Annotated[float, Field(ge=1 / 60, le=60)] = 1
     eta_window: Annotated[int, Field(ge=1, le=1000)] = 20
     default_run_s: Annotated[float, Field(gt=0)] = 15.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stuck_after_is_failover_after(cls, data: Any) -> Any:
+        """``STUCK_AFTER_S``, the old name of ``FAILOVER_AFTER_S``, is read for one release."""
+        if isinstance(data, dict) and (old := data.get("stuck_after_s")) is not None:
+            data = {k: v for k, v in data.items() if k != "stuck_after_s"}
+            data.setdefault("failover_after_s", old)
+            log.warning(
+                "%s is now %s; the old name is read until the next release",
+                _var("worker", "stuck_after_s"),
+                _var("worker", "failover_after_s"),
+            )
+        return data
 
     @model_validator(mode="after")
     def _job_outlives_backend_call(self) -> WorkerSettings:
@@ -335,6 +372,45 @@ class OpsSettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
 
 
+class SentrySettings(BaseModel):
+    """Errors and logged exceptions to Sentry (the ``sentry`` extra: :mod:`bot.sentry`), off unless
+    ``dsn`` is set. The release is genbot's version (``genbot@0.1.0``)."""
+
+    dsn: SecretStr = Field(
+        SecretStr(""), description="the project's DSN, https://KEY@HOST/PROJECT; empty: nothing is sent"
+    )
+    environment: str = Field("", description="production, staging, ...; empty: Sentry's own (production)")
+    traces_sample_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="the share of arq jobs and HTTP requests traced for Sentry's performance views"
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _a_dsn(cls, dsn: SecretStr) -> SecretStr:
+        """What the SDK would refuse at start-up with a traceback: said here, in one line."""
+        value = dsn.get_secret_value()
+        if not value:
+            return dsn
+        try:
+            parts = urlsplit(value)
+            _ = parts.port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.username or not parts.path[1:]:
+            raise ValueError(
+                "must be a Sentry DSN, https://KEY@HOST/PROJECT (the project's Client Keys page shows it)"
+            )
+        return dsn
+
+
+class OtelSettings(BaseModel):
+    """Trace spans of the jobs and the commands over OTLP/HTTP (the ``otel`` extra:
+    :mod:`bot.tracing`), off unless ``enabled``. Where they go, the service's name, the sampling
+    and the batching are the standard ``OTEL_*`` variables, which the SDK reads itself."""
+
+    enabled: bool = False
+
+
 class S3Settings(BaseModel):
     """An S3-compatible bucket for the blobs (``GENBOT_BLOBS__STORE=s3``, the ``s3`` extra:
     :mod:`storage.s3`). Without keys, the standard AWS credential chain finds them (``AWS_*``
@@ -490,6 +566,8 @@ class Settings(BaseSettings):
     #: ``text`` (a line per record) or ``json`` (an object per line, for a log collector).
     log_format: Literal["text", "json"] = "text"
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    sentry: SentrySettings = Field(default_factory=SentrySettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -67,9 +67,9 @@ RENDER_LAG = Histogram(
 )
 SWEEP_ACTIONS = Counter(
     "genbot_sweep_actions",
-    "What the sweep did: queued rows put back in line (requeued), stuck running rows run again"
-    " (retried_stuck) or failed (failed_stuck), rows of a backend no longer configured failed"
-    " (failed_unserved)",
+    "What the sweep did: queued rows put back in line (requeued), running jobs whose worker stopped"
+    " beating taken over (failed_over) or, past their retries, failed (failed_stuck), rows of a"
+    " backend no longer configured failed (failed_unserved)",
     ["action"],
     registry=REGISTRY,
 )

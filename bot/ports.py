@@ -144,12 +144,30 @@ class GenerationStore(Protocol):
         """Like :meth:`update_message`, for the ``meta`` JSON."""
         ...
 
-    async def record_progress(self, generation_id: int, patch: dict[str, Any]) -> bool:
-        """Merge ``patch`` into ``meta`` and beat the heartbeat, only while the row is running.
+    async def record_progress(
+        self, generation_id: int, patch: dict[str, Any], *, attempt: int | None = None
+    ) -> bool:
+        """Merge ``patch`` into ``meta`` and beat the heartbeat, only while the row is running
+        (and, with ``attempt``, only while it is that attempt's run).
 
         Returns False (and changes nothing) when the row is in any other state, so a late progress
-        report never touches a finished generation.
+        report never touches a finished generation, nor a run that was taken over the new one.
         """
+        ...
+
+    async def beat(self, generation_id: int, attempt: int) -> bool:
+        """Stamp the heartbeat of the run ``attempt`` of the row, while it is running; False when
+        the row is no longer that run's (it ended, was cancelled, or another worker took it over).
+        Changes nothing else (not ``version``: nothing a member sees changed)."""
+        ...
+
+    async def claim_again(
+        self, generation_id: int, attempt: int, *, stale_before: datetime
+    ) -> Generation | None:
+        """A worker found the job of a ``running`` row in its queue again (its worker died): take
+        the run over as attempt ``attempt + 1``, only if the row is still at ``attempt`` and its
+        heartbeat is older than ``stale_before`` (else another run is alive). Returns the claimed
+        row, or None."""
         ...
 
     async def transition(
@@ -161,8 +179,11 @@ class GenerationStore(Protocol):
         result_key: str | None = None,
         retry: bool = False,
         ticket: int | None = None,
+        attempt: int | None = None,
     ) -> Generation | None:
-        """Move the row to ``target`` if the state machine allows it from its current state.
+        """Move the row to ``target`` if the state machine allows it from its current state
+        (and, with ``attempt``, only if the row is still at that attempt: a run's writes are fenced
+        by it, so a worker that was cut off and taken over cannot end the new run).
 
         The check and the write are one atomic statement. Returns the new snapshot, or None when
         the transition was refused (the row was already elsewhere, for example terminal).
@@ -338,6 +359,18 @@ class TicketsLost(Exception):
     then submit again."""
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedState:
+    """A queued row's job as Redis has it (what the sweep reads of every queued row)."""
+
+    #: A worker holds it (it is starting, or waiting for the circuit breaker).
+    held_by_worker: bool
+    #: Its waiting entry and its arq job are there: it is in line.
+    in_place: bool
+    #: It is held aside: its member runs as many jobs as they may.
+    held_aside: bool
+
+
 class JobQueue(Protocol):
     """Positions and the job queue (Redis + arq). A job waits in the **line** of its backend
     (``line``: its row's ``backend``); positions count the jobs ahead in that line only."""
@@ -442,6 +475,10 @@ class JobQueue(Protocol):
         """:meth:`job_state` of each of ``generation_ids``, in few round trips."""
         ...
 
+    async def queued_states(self, gens: Sequence[Generation]) -> list[QueuedState]:
+        """:class:`QueuedState` of each queued row of ``gens``, in few round trips."""
+        ...
+
     async def position(self, generation_id: int, *, line: str) -> int | None:
         """1-based position among the jobs waiting in ``line``, or None when not waiting. O(log N)."""
         ...
@@ -466,6 +503,20 @@ class JobQueue(Protocol):
 
     async def remove_waiting(self, generation_id: int, *, line: str) -> bool:
         """Take a queued job out of the queue (cancel). True if it was waiting."""
+        ...
+
+    async def mark_done(self, generation_id: int, *, line: str) -> None:
+        """Make sure a job that no longer waits (it ended, or runs) holds no place in line."""
+        ...
+
+    async def failover_watch(self, gap_s: float) -> float:
+        """Count one failover check; for how many seconds the checks have run without a gap
+        longer than ``gap_s``, on one clock shared by every process."""
+        ...
+
+    async def take_over(self, generation_id: int, member: str) -> None:
+        """Let go of a dead run's hold on its job and on its member's place, so that a worker may
+        start the job again at once."""
         ...
 
     async def abort_running(self, generation_id: int) -> None:

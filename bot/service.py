@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from bot import tracing
 from bot.admin import Admin
 from bot.api import Call, Command, JobKind, JobRequest
 from bot.attachments import ATTACHMENT_TYPES, Attachment, keep
@@ -253,7 +254,8 @@ class Genbot:
         job (see :meth:`_start`)."""
         responder = BoundedResponder(responder)
         try:
-            await self._handle(request, responder, receipt)
+            with tracing.command_span(shown(request.name), request.actor.platform):
+                await self._handle(request, responder, receipt)
         finally:
             if not _cancelling():
                 await self._finished(receipt)
@@ -286,10 +288,14 @@ class Genbot:
                     raise GenbotError(ErrorCode.INVALID_OPTION, "Say which job: /status 12.")
                 await self.repost(request.actor, job, responder)
         except GenbotError as exc:
+            tracing.annotate({tracing.COMMAND_OUTCOME: exc.code.value})
             await responder.reply_error(exc.text)
         except Exception:
             log.exception("command /%s failed", shown(request.name))
+            tracing.failed(tracing.COMMAND_OUTCOME, ErrorCode.INTERNAL.value)
             await responder.reply_error(describe(ErrorCode.INTERNAL))
+        else:
+            tracing.annotate({tracing.COMMAND_OUTCOME: "ok"})
 
     async def handle_action(
         self,
@@ -306,7 +312,8 @@ class Genbot:
         ``receipt``: as for :meth:`handle`."""
         responder = BoundedResponder(responder)
         try:
-            await self._handle_action(actor, generation_id, action, responder, receipt)
+            with tracing.command_span(f"button:{shown(str(action))}", actor.platform):
+                await self._handle_action(actor, generation_id, action, responder, receipt)
         finally:
             if not _cancelling():
                 await self._finished(receipt)
@@ -325,10 +332,14 @@ class Genbot:
             else:
                 raise GenbotError(ErrorCode.INVALID_OPTION, "That button does nothing any more.")
         except GenbotError as exc:
+            tracing.annotate({tracing.COMMAND_OUTCOME: exc.code.value})
             await responder.reply_error(exc.text)
         except Exception:
             log.exception("action %s on %s failed", shown(str(action)), generation_id)
+            tracing.failed(tracing.COMMAND_OUTCOME, ErrorCode.INTERNAL.value)
             await responder.reply_error(describe(ErrorCode.INTERNAL))
+        else:
+            tracing.annotate({tracing.COMMAND_OUTCOME: "ok"})
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -504,6 +515,7 @@ class Genbot:
         new = self.new_job(actor, channel, kind, job, receipt or uuid.uuid4().hex)
         gen, position = await self.submit(new, quota=await self.member_quota(actor))
         at_work(job=gen.id)
+        tracing.annotate({tracing.JOB_ID: gen.id})
         if gen.message.get("message_id"):
             return  # an earlier run of this command posted it
         if receipt in self._reviving:
@@ -1013,36 +1025,16 @@ class Genbot:
           paused, while it is held aside because its member runs ``quota.max_running`` jobs, and
           for a few seconds after it was created (its submission may still be refused). The Redis
           mirrors of paused workspaces and of bans are brought in line with the database first.
-        - A ``running`` row whose heartbeat is older than ``worker.stuck_after_s`` and that no
-          worker holds (its worker died and arq gave up, or Redis lost it) is stuck: it goes back
-          to the queue at its ticket as a retry, ``worker.stuck_retries`` times, then fails as
-          ``stuck``.
+        - (A ``running`` row whose worker died is :meth:`fail_over`'s, checked more often.)
         - Expired interaction tokens and response URLs are removed from the message references.
 
         Every change of a row is published, so its message is re-rendered. Returns how many rows
         it healed (the scrubbed secrets do not count: they change no message).
         """
         now = datetime.now(UTC)
-        stuck_before = now - timedelta(seconds=self.settings.worker.stuck_after_s)
         # Redis may have forgotten which tickets it gave, pauses and bans: the database says.
         healed = await self.check_tickets()
         healed += await self._heal_queued(now)
-        for gen in await self.store.list_stuck(stuck_before):
-            if await self.queue.job_state(gen.id) == "running":
-                continue
-            if gen.attempts >= self.settings.worker.stuck_retries:
-                if await self.store.transition(gen.id, State.FAILED, error_code=ErrorCode.STUCK.value):
-                    await self.queue.remove_waiting(gen.id, line=gen.backend)
-                    await self.queue.publish(gen.id, "finished")
-                    SWEEP_ACTIONS.labels("failed_stuck").inc()
-                    healed += 1
-                continue
-            ticket, _position, _ = await self._restore(gen)
-            if await self.store.transition(gen.id, State.QUEUED, retry=True) is None:
-                await self.queue.remove_waiting(gen.id, line=gen.backend)  # it finished meanwhile
-                continue
-            SWEEP_ACTIONS.labels("retried_stuck").inc()
-            healed += await self._restored(gen, ticket)
         # A secret outlives its row's end by at most its lifetime; two sweeps of slack.
         look_back = timedelta(seconds=SECRET_LIFETIME_S + 2 * 60 * self.settings.worker.sweep_every_min)
         scrubbed = await self.store.scrub_expired_secrets(
@@ -1051,6 +1043,65 @@ class Genbot:
         if healed or scrubbed:
             log.info("reconcile: healed %d generations, scrubbed %d expired secrets", healed, scrubbed)
         return healed
+
+    async def fail_over(self) -> int:
+        """Take over every running job whose heartbeat stopped ``worker.failover_after_s`` ago:
+        its worker died, or is cut off from the database. The job goes back in line at its ticket
+        as a retry (``attempts`` + 1), whatever arq's in-progress key says, and its member's place
+        is freed; after ``worker.stuck_retries`` retries it fails as ``stuck`` instead. A worker
+        that comes back finds every write of its run fenced by the attempt number
+        (:class:`jobs.runner.GenerationRunner`). The workers' sweepers run it every quarter of
+        ``failover_after_s``; safe to run from several processes at once.
+
+        A heartbeat can also stop because the database or the sweep's Redis was away, for the
+        workers as for the sweep: so a job is only taken over once the checks have run without a
+        gap (of half ``failover_after_s``) for half ``failover_after_s``, time enough for every live
+        run to beat again (a run beats every sixth of it). Returns how many jobs it took over or
+        failed."""
+        after = self.settings.worker.failover_after_s
+        stale = await self.store.list_stuck(datetime.now(UTC) - timedelta(seconds=after))
+        # After the read: a check that could not read the rows does not count as one.
+        if await self.queue.failover_watch(gap_s=after / 2) < after / 2:
+            return 0
+        healed = 0
+        for gen in stale:
+            healed += await self._take_over(gen)
+        return healed
+
+    async def _take_over(self, gen: Generation) -> int:
+        """Put a dead run's job back in line (see :meth:`fail_over`). Redis first: should this
+        process die half-way, the row still reads ``running`` with a stale heartbeat, and the next
+        check (or a worker that finds the job) takes it over again."""
+        if gen.attempts >= self.settings.worker.stuck_retries:
+            if await self.store.transition(
+                gen.id, State.FAILED, error_code=ErrorCode.STUCK.value, attempt=gen.attempts
+            ):
+                await self.queue.take_over(gen.id, gen.member)
+                await self.queue.remove_waiting(gen.id, line=gen.backend)
+                await self.queue.publish(gen.id, "finished")
+                SWEEP_ACTIONS.labels("failed_stuck").inc()
+                return 1
+            return 0
+        await self.queue.take_over(gen.id, gen.member)
+        ticket, _position, _ = await self._restore(gen)
+        if await self.store.transition(gen.id, State.QUEUED, retry=True, attempt=gen.attempts) is None:
+            # It moved on meanwhile: it ended (its place goes), or a worker that found its job in
+            # arq's queue claimed the run again (the place is no longer a waiting one).
+            current = await self.store.get(gen.id)
+            if current is None or current.state is not State.QUEUED:
+                await self.queue.mark_done(gen.id, line=gen.backend)
+            return 0
+        await self.store.update_meta(
+            gen.id, {"progress": None, "preview": None, "text": None, "waiting": None}
+        )
+        log.warning(
+            "generation %s: its worker stopped beating (attempt %d); back in line at ticket %s",
+            gen.id,
+            gen.attempts,
+            ticket,
+        )
+        SWEEP_ACTIONS.labels("failed_over").inc()
+        return await self._restored(gen, ticket)
 
     async def _heal_queued(self, now: datetime, *, new_tickets: bool = True) -> int:
         """Bring the Redis mirrors of paused workspaces and bans in line with the database, then
@@ -1065,8 +1116,7 @@ class Genbot:
         await self.queue.sync_bans(self._bans_in_force)
         paused = set(await self.moderation.paused_workspaces())
         queued = await self.store.list_queued()
-        held = await self.queue.job_states([gen.id for gen in queued])
-        for gen, state in zip(queued, held, strict=True):
+        for gen, state in zip(queued, await self.queue.queued_states(queued), strict=True):
             if gen.ticket is None and gen.id in waited:  # its ticket was only in the old line
                 await self.store.update(gen.id, ticket=waited[gen.id])
                 gen = replace(gen, ticket=waited[gen.id])
@@ -1081,10 +1131,11 @@ class Genbot:
                     await self.queue.publish(gen.id, "unposted")
                 continue
             if (
-                state == "running"
+                state.held_by_worker
+                or state.in_place
                 or (gen.platform, gen.workspace) in paused
                 or (gen.ticket is None and (not new_tickets or gen.created_at > now - SUBMIT_GRACE))
-                or await self.queue.held_behind_running(gen.member, gen.id)
+                or (state.held_aside and await self.queue.held_behind_running(gen.member, gen.id))
             ):
                 continue
             ticket, _position, restored = await self._restore(gen)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from arq.connections import ArqRedis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -125,9 +125,12 @@ class PatientRetry(Retry):
         return await _patiently(do, fail)  # type: ignore[arg-type]
 
 
-class PatientPool(ConnectionPool):
+class PatientPool(BlockingConnectionPool):
     """A connection pool whose new connections are tried again, with backoff, for up to
-    :data:`REDIS_WAIT_S` while Redis refuses them (redis-py's pool tries once)."""
+    :data:`REDIS_WAIT_S` while Redis refuses them (redis-py's pool tries once). It opens at most
+    ``max_connections``; past them a command waits for a free one (up to :data:`REDIS_WAIT_S`,
+    then it fails as a Redis that is away does) instead of failing at once as redis-py's default
+    pool does."""
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         async def get() -> AbstractConnection:
@@ -137,22 +140,28 @@ class PatientPool(ConnectionPool):
         return await _patiently(get, lambda _error: None)
 
 
+#: The connections of a pool with no ``max_connections`` (redis-py's own default: no bound).
+UNBOUNDED = 2**31
+
+
 def redis_pool(url: str, *, max_connections: int | None = None) -> ArqRedis:
     """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) that arq's own calls
-    (enqueue, job status, abort, the worker) accept, and that waits out a Redis restart (see the
-    module docstring). No I/O: connections open on first use."""
+    (enqueue, job status, abort, the worker) accept, that waits out a Redis restart (see the
+    module docstring), and that opens at most ``max_connections`` (``GENBOT_REDIS__MAX_CONNECTIONS``).
+    No I/O: connections open on first use."""
     pool = PatientPool.from_url(
         url,
         retry=PatientRetry(),
         retry_on_error=list(_RETRIED),
         socket_connect_timeout=1.0,
-        max_connections=max_connections,
+        max_connections=max_connections or UNBOUNDED,
+        timeout=REDIS_WAIT_S,
         encoding="utf8",
     )
     return ArqRedis(pool_or_conn=pool)
 
 
-async def open_redis(url: str) -> ArqRedis:
+async def open_redis(url: str, *, max_connections: int | None = None) -> ArqRedis:
     """:func:`redis_pool`, checked at once: raises ``redis.exceptions.ConnectionError`` (after one
     quick try, not a patient one) when Redis cannot be reached at start-up, so that a process that
     is misconfigured says so instead of waiting."""
@@ -161,7 +170,7 @@ async def open_redis(url: str) -> ArqRedis:
         await probe.ping()
     finally:
         await probe.aclose()
-    return redis_pool(url)
+    return redis_pool(url, max_connections=max_connections)
 
 
 def redacted(url: str) -> str:

@@ -92,6 +92,11 @@ class Keys:
         """Hash: worker id -> how many jobs of ``line`` it runs at once."""
         return f"{self.prefix}:worker-capacity:{line}"
 
+    def orphan_read(self, line: str) -> str:
+        """Exists (``SET NX PX``) while the last look for orphans in ``line``'s arq queue is
+        recent: one worker of the line looks at a time (``jobs/poll.py``)."""
+        return f"{self.prefix}:orphan-read:{line}"
+
     def breaker(self, backend: str, part: str) -> str:
         """The circuit breaker of one backend, shared by every worker (``jobs/breaker.py``):
         ``open`` (exists while open; its PTTL is the time left), ``tripped`` (exists from opening
@@ -102,6 +107,12 @@ class Keys:
     def runtimes(self, backend: str) -> str:
         """List of the most recent run times (s) of one backend, newest first."""
         return f"{self.prefix}:runtimes:{backend}"
+
+    @property
+    def failover_watch(self) -> str:
+        """Hash ``since``/``last`` (ms, Redis's clock): the unbroken run of failover checks that
+        lets the sweep take a job over (``RedisJobQueue.failover_watch``)."""
+        return f"{self.prefix}:failover-watch"
 
     @property
     def paused(self) -> str:

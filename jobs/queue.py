@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,11 +25,12 @@ from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
+    retry_key_prefix,
 )
 from arq.jobs import serialize_job
 
 from bot.models import JOB_ID_PREFIX, Generation, Quota, job_id_for
-from bot.ports import QuotaRefused, TicketsLost
+from bot.ports import QueuedState, QuotaRefused, TicketsLost
 from jobs.breaker import BreakerKeys, breaker_retry_in
 from jobs.connections import unavailable_on_outage
 from jobs.constants import (
@@ -43,7 +44,7 @@ from jobs.constants import (
     line_queue,
 )
 
-__all__ = ["ArqRedis", "RedisJobQueue"]
+__all__ = ["ArqRedis", "QueuedState", "RedisJobQueue"]
 
 # KEYS: ticket, waiting (of the job's line), arq job key, arq queue (of the line), paused set,
 #       member's queued set, member's recent submissions, banned hash, member's held set (a held
@@ -316,6 +317,35 @@ end
 return #dead
 """
 
+# KEYS: the failover watch. ARGV: the longest gap between two checks that keeps the run unbroken
+# (ms). Returns how long (ms, Redis's clock) the checks have run without such a gap, this one
+# included: a gap (the sweep, its Redis or its database was away; Redis lost its data) starts over.
+FAILOVER_WATCH = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local since = tonumber(redis.call('HGET', KEYS[1], 'since'))
+local last = tonumber(redis.call('HGET', KEYS[1], 'last'))
+if not since or not last or now - last > tonumber(ARGV[1]) then
+    since = now
+    redis.call('HSET', KEYS[1], 'since', now)
+end
+redis.call('HSET', KEYS[1], 'last', now)
+return now - since
+"""
+
+# KEYS: the member's running set. ARGV: generation id, its arq job id.
+# A dead run's hold on its job and its member's place is let go: arq's in-progress key (so a
+# worker may claim the job again at once), arq's count of tries (genbot counts attempts on the row)
+# and the member's running entry.
+TAKE_OVER = (
+    f"""
+redis.call('DEL', '{in_progress_key_prefix}' .. ARGV[2], '{retry_key_prefix}' .. ARGV[2])
+"""
+    + """
+redis.call('SREM', KEYS[1], ARGV[1])
+"""
+)
+
 # KEYS: lock. ARGV: token. Deletes the lock only if the token still holds it.
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -368,6 +398,8 @@ class RedisJobQueue:
         self._unlock = redis.register_script(UNLOCK)
         self._leave_legacy = redis.register_script(LEAVE_LEGACY)
         self._heartbeat = redis.register_script(HEARTBEAT)
+        self._failover_watch = redis.register_script(FAILOVER_WATCH)
+        self._take_over = redis.register_script(TAKE_OVER)
 
     def line_queue(self, line: str) -> str:
         """The arq queue of ``line``'s jobs."""
@@ -584,6 +616,28 @@ class RedisJobQueue:
                 states.append("running" if running else "queued" if queued else None)
         return states
 
+    async def queued_states(self, gens: Sequence[Generation]) -> list[QueuedState]:
+        """What the sweep needs to know of queued rows, in one pipelined round trip per 1,000:
+        whether a worker holds each job, whether it is in place (its waiting entry and its arq job
+        are there: putting it back would write nothing), and whether it is held aside."""
+        states: list[QueuedState] = []
+        for start in range(0, len(gens), 1000):
+            chunk = gens[start : start + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for gen in chunk:
+                    job_id = job_id_for(gen.id)
+                    pipe.exists(in_progress_key_prefix + job_id)
+                    pipe.exists(job_key_prefix + job_id)
+                    pipe.zscore(self.keys.waiting(gen.backend), str(gen.id))
+                    pipe.zscore(self.keys.member_held(gen.member), str(gen.id))
+                replies = await pipe.execute()
+            for n in range(len(chunk)):
+                running, queued, waiting, held = replies[4 * n : 4 * n + 4]
+                states.append(
+                    QueuedState(bool(running), bool(queued) and waiting is not None, held is not None)
+                )
+        return states
+
     async def position(self, generation_id: int, *, line: str) -> int | None:
         rank = await self.redis.zrank(self.keys.waiting(line), str(generation_id))
         return None if rank is None else int(rank) + 1
@@ -706,6 +760,19 @@ class RedisJobQueue:
                 return True
         await self.redis.zrem(self.keys.member_held(member), str(generation_id))
         return False
+
+    async def failover_watch(self, gap_s: float) -> float:
+        """Count one failover check; returns for how many seconds the checks have run without a
+        gap longer than ``gap_s`` (on Redis's clock, shared by every sweeping process)."""
+        steady_ms = await self._failover_watch(keys=[self.keys.failover_watch], args=[int(gap_s * 1000)])
+        return int(steady_ms) / 1000
+
+    async def take_over(self, generation_id: int, member: str) -> None:
+        """Let go of a dead run's hold on its job (see :data:`TAKE_OVER`): a worker may claim the
+        job again at once, whatever arq's own in-progress key said, and its member's place is free."""
+        await self._take_over(
+            keys=[self.keys.member_running(member)], args=[generation_id, job_id_for(generation_id)]
+        )
 
     async def mark_done(self, generation_id: int, *, line: str) -> None:
         """Make sure a finished (or cancelled) job holds no place in the waiting set."""

@@ -27,14 +27,21 @@ NAME_MAX = 100
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,8})$")
 
 
-def result_key(generation_id: int) -> str:
+def run_stem(generation_id: int, attempt: int = 0) -> str:
+    """The name under which one run of a job keeps its blobs: ``12`` for its first, ``12a1``
+    for the run after it was taken over once. Every run writes its own, so a worker that was cut
+    off and comes back cannot overwrite the blobs of the run that replaced it."""
+    return str(generation_id) if attempt == 0 else f"{generation_id}a{attempt}"
+
+
+def result_key(generation_id: int, attempt: int = 0) -> str:
     """The blob of the image a finished job's status message shows."""
-    return f"results/{generation_id}.png"
+    return f"results/{run_stem(generation_id, attempt)}.png"
 
 
-def image_keys(generation_id: int, count: int) -> list[str]:
+def image_keys(generation_id: int, count: int, attempt: int = 0) -> list[str]:
     """The blobs of the images of an :class:`ImagesResult`, one by one."""
-    return [f"results/{generation_id}-{n}.png" for n in range(1, count + 1)]
+    return [f"results/{run_stem(generation_id, attempt)}-{n}.png" for n in range(1, count + 1)]
 
 
 def contact_sheet(pngs: tuple[bytes, ...]) -> bytes:
@@ -69,7 +76,7 @@ def contact_sheet(pngs: tuple[bytes, ...]) -> bytes:
     return out.getvalue()
 
 
-def images_files(generation_id: int, result: ImagesResult) -> list[ResultFile]:
+def images_files(generation_id: int, result: ImagesResult, attempt: int = 0) -> list[ResultFile]:
     """The files of several images (``image-1.png`` ...). Raises ``ValueError`` past
     :data:`RESULT_FILES_MAX`."""
     if not 1 <= len(result.pngs) <= RESULT_FILES_MAX:
@@ -77,17 +84,17 @@ def images_files(generation_id: int, result: ImagesResult) -> list[ResultFile]:
     return [
         ResultFile(key, f"image-{n}.png", "image/png", len(data))
         for n, (key, data) in enumerate(
-            zip(image_keys(generation_id, len(result.pngs)), result.pngs, strict=True), 1
+            zip(image_keys(generation_id, len(result.pngs), attempt), result.pngs, strict=True), 1
         )
     ]
 
 
-def file_of(generation_id: int, result: FileResult) -> ResultFile:
+def file_of(generation_id: int, result: FileResult, attempt: int = 0) -> ResultFile:
     """Where a file result is kept, and the clean name and type it is shown under. Raises
     ``ValueError`` for an empty file or one over :data:`RESULT_FILE_MAX_BYTES`."""
     if not 0 < len(result.data) <= RESULT_FILE_MAX_BYTES:
         raise ValueError(f"a FileResult holds 1 to {RESULT_FILE_MAX_BYTES} bytes, not {len(result.data)}")
     name = clean_line(result.name)[:NAME_MAX] or "result"
     found = _EXTENSION.search(name)
-    key = f"results/{generation_id}-file.{found.group(1).lower() if found else 'bin'}"
+    key = f"results/{run_stem(generation_id, attempt)}-file.{found.group(1).lower() if found else 'bin'}"
     return ResultFile(key, name, content_type_of(result.content_type), len(result.data))

@@ -38,14 +38,17 @@ verdict, the run time): a Redis that restarts then must not turn a made image in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot import tracing
 from bot.api import Attachment, JobKind, Result
 from bot.errors import ErrorCode
 from bot.logs import at_work, working_on
@@ -66,7 +69,7 @@ from bot.ports import JobStopped as JobStoppedBase
 from bot.text import clean_block, clean_line
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.queue import RedisJobQueue
-from jobs.results import contact_sheet, file_of, images_files, result_key
+from jobs.results import contact_sheet, file_of, images_files, result_key, run_stem
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +120,28 @@ class Deferred(Exception):
     """The job waited :data:`DEFER_SLICE_S` for the breaker: hand it back to arq at its ticket."""
 
 
-def preview_key(generation_id: int) -> str:
-    return f"previews/{generation_id}.jpg"
+def preview_key(generation_id: int, attempt: int = 0) -> str:
+    return f"previews/{run_stem(generation_id, attempt)}.jpg"
 
 
 #: The longest ``waiting`` line a job may report.
 WAITING_MAX = 200
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run of a job. ``attempt`` is the row's ``attempts`` as the run started it: every write
+    of the run is fenced by it, so once the sweep has taken the job over (``attempts`` + 1) a
+    worker that was cut off cannot touch the row, its place in Redis or its member's place.
+    ``lost``: a beat found the row no longer this run's (cancelled, or taken over); the next
+    progress report stops the job. ``superseded``: a write found the row taken over."""
+
+    attempt: int
+    lost: bool = False
+    superseded: bool = False
+    #: When the row's heartbeat was last stamped by this run (monotonic): a progress write stamps
+    #: it too, and spares the heartbeat a beat.
+    stamped_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +199,7 @@ class GenerationRunner:
         max_running: int = 1,
         job_timeout_s: float | None = None,
         defer_slice_s: float = DEFER_SLICE_S,
+        failover_after_s: float = 60.0,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -190,6 +210,7 @@ class GenerationRunner:
         self.max_running = max_running
         self.job_timeout_s = job_timeout_s
         self.defer_slice_s = defer_slice_s
+        self.failover_after_s = failover_after_s
         #: Generations whose job is waiting for the breaker right now (see :meth:`waiting_for_backend`).
         self._waiting: set[int] = set()
 
@@ -208,13 +229,18 @@ class GenerationRunner:
         is its ticket, for when the row does not have it yet. ``line``: the line the job was taken
         from (the worker's), where a job whose row is gone is cleaned from.
         """
-        with working_on(generation_id):
-            return await self._run(generation_id, line=line, last_try=last_try, ticket=ticket)
+        with working_on(generation_id), tracing.job_span(generation_id):
+            outcome = await self._run(generation_id, line=line, last_try=last_try, ticket=ticket)
+            tracing.annotate({tracing.JOB_OUTCOME: outcome})
+            return outcome
 
     async def _run(self, generation_id: int, *, line: str | None, last_try: bool, ticket: int | None) -> str:
         gen = await self.store.get(generation_id)
         if gen is not None:
             at_work(platform=gen.platform)
+            tracing.annotate(
+                {tracing.JOB_KIND: gen.kind, tracing.JOB_BACKEND: gen.backend, tracing.PLATFORM: gen.platform}
+            )
         if gen is None or gen.state.terminal:
             if gen is not None or line is not None:
                 await self.queue.mark_done(generation_id, line=gen.backend if gen else str(line))
@@ -262,7 +288,9 @@ class GenerationRunner:
                     await self.queue.publish(generation_id, "dequeued")
                 # The ticket goes in with the start: a job can start before its command stored
                 # it (with the status message), and a row that ran must say where it stood.
-                started = await self.store.transition(generation_id, State.RUNNING, ticket=place or None)
+                started = await self.store.transition(
+                    generation_id, State.RUNNING, ticket=place or None, attempt=gen.attempts
+                )
                 if started is None:
                     # Moved on between the worker's pick and now: cancelled, or started by a
                     # concurrent run (whose Redis entries are already right).
@@ -274,24 +302,58 @@ class GenerationRunner:
                 if started.started_at is not None:
                     wait = (started.started_at - started.created_at).total_seconds()
                     JOB_WAIT.labels(gen.backend).observe(max(0.0, wait))
-            else:  # running again: its worker died
+            else:  # running again: its worker died, and arq gave the job to this one
+                stale_before = datetime.now(UTC) - timedelta(seconds=self.failover_after_s)
+                claimed = await self.store.claim_again(generation_id, gen.attempts, stale_before=stale_before)
+                if claimed is None:
+                    # Its run is alive (it still beats), or the row moved on: not this worker's.
+                    return "skipped"
+                gen = claimed
+                await self.queue.mark_running(generation_id, line=gen.backend)
                 await self.queue.claim_running(gen.member, generation_id)
+            run = _Run(gen.attempts)
             await self.queue.publish(generation_id, "started")
+            beating = asyncio.create_task(self._beat(gen, run), name=f"genbot-heartbeat-{generation_id}")
             try:
                 async with asyncio.timeout(self.job_timeout_s) as deadline:
                     return await self._generate_and_store(
-                        gen, runtime, breaker, admission, JobClock(deadline)
+                        gen, run, runtime, breaker, admission, JobClock(deadline)
                     )
             except TimeoutError:  # the job timeout (the backend's own is handled inside)
                 log.warning("generation %s exceeded the job timeout", generation_id)
-                return await self._finish(gen, State.TIMED_OUT, ErrorCode.TIMED_OUT)
+                return await self._finish(gen, State.TIMED_OUT, ErrorCode.TIMED_OUT, run=run)
             except asyncio.CancelledError:
-                await self._interrupted(gen, last_try=last_try, ticket=ticket)
+                await self._interrupted(gen, run, last_try=last_try, ticket=ticket)
                 raise
             finally:
-                await self._release(gen)
+                beating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beating
+                if not run.superseded:
+                    await self._release(gen)
         finally:
             await breaker.release(admission)
+
+    async def _beat(self, gen: Generation, run: _Run) -> None:
+        """Stamp the row's heartbeat while the job runs (every sixth of ``failover_after_s``,
+        unless a progress write just did), so the sweep knows its worker is alive. A beat that
+        finds the row no longer this run's marks the run lost: its next progress report stops it.
+        Runs beside the job, never in its way: a database that is away only misses beats."""
+        every = self.failover_after_s / 6
+        while not run.lost:
+            await asyncio.sleep(every - (time.monotonic() - run.stamped_at))
+            if time.monotonic() - run.stamped_at < every * 0.9:
+                continue  # a progress write stamped it meanwhile
+            try:
+                alive = await self.store.beat(gen.id, run.attempt)
+            except Exception:
+                log.warning("the heartbeat of generation %s failed", gen.id, exc_info=True)
+                await asyncio.sleep(min(every, 1.0))
+                continue
+            run.stamped_at = time.monotonic()
+            if not alive:
+                run.lost = True
+                log.info("generation %s is no longer this run's (attempt %d)", gen.id, run.attempt)
 
     async def _set_aside(self, gen: Generation, ticket: int | None, why: str) -> str:
         """The job does not start now and is out of the line; its row stays ``queued`` and keeps
@@ -384,7 +446,13 @@ class GenerationRunner:
             await asyncio.sleep(min(max(retry_in, 0.05), BREAKER_POLL_S, left))
 
     async def _generate_and_store(
-        self, gen: Generation, runtime: KindRuntime, breaker: Breaker, admission: Admission, clock: JobClock
+        self,
+        gen: Generation,
+        run: _Run,
+        runtime: KindRuntime,
+        breaker: Breaker,
+        admission: Admission,
+        clock: JobClock,
     ) -> str:
         """Run the job's function, store its result, end the row, then record the run time.
         ``clock`` (the job timeout) runs while the result is made and stored, and stops while the
@@ -404,6 +472,8 @@ class GenerationRunner:
             step: int | None, total: int | None, text: str | None, preview: bytes | None, waiting: str | None
         ) -> None:
             nonlocal last_report, telling
+            if run.lost:
+                raise JobStopped
             now = time.monotonic()
             last = step is not None and total is not None and step >= total
             if not last and now - last_report < self.progress_interval_s:
@@ -419,15 +489,17 @@ class GenerationRunner:
                 patch["text"] = clean_block(text)[:RESULT_TEXT_MAX]
             try:
                 if preview is not None:
-                    await self.blobs.put(preview_key(generation_id), preview)
-                    patch["preview"] = {"key": preview_key(generation_id), "step": step}
-                recorded = await self.store.record_progress(generation_id, patch)
+                    key = preview_key(generation_id, run.attempt)
+                    await self.blobs.put(key, preview)
+                    patch["preview"] = {"key": key, "step": step}
+                recorded = await self.store.record_progress(generation_id, patch, attempt=run.attempt)
             except Exception:
                 # A progress report is best effort: losing one must not fail the job.
                 log.warning("progress report of generation %s failed", generation_id, exc_info=True)
                 return
             if not recorded:
                 raise JobStopped
+            run.stamped_at = now
             # The row has the progress; the event only nudges the renderer. It goes out beside
             # the job, never in its way: while Redis is away a publish waits for it, and the job
             # must not. A nudge still on its way makes the next one needless.
@@ -443,29 +515,31 @@ class GenerationRunner:
             finally:
                 if telling is not None and not telling.done():
                     telling.cancel()
-        except JobStopped:  # a progress report found the row ended (cancelled): it stays so
-            return await self._finish(gen, None, None)
+        except JobStopped:  # the row ended (cancelled) or was taken over: it stays so
+            return await self._finish(gen, None, None, run=run)
         except TimeoutError:
-            return await self._finish(gen, State.TIMED_OUT, ErrorCode.TIMED_OUT)
+            return await self._finish(gen, State.TIMED_OUT, ErrorCode.TIMED_OUT, run=run)
         except Refused as refused:
             log.info("the service refused job %s of kind %s: %s", generation_id, gen.kind, refused)
-            return await self._finish(gen, State.FAILED, ErrorCode.BACKEND_REFUSED)
+            return await self._finish(gen, State.FAILED, ErrorCode.BACKEND_REFUSED, run=run)
         except Exception:
             log.exception("job %s of kind %s failed", generation_id, gen.kind)
-            return await self._finish(gen, State.FAILED, ErrorCode.BACKEND_ERROR)
+            return await self._finish(gen, State.FAILED, ErrorCode.BACKEND_ERROR, run=run)
 
         took = time.monotonic() - started
         clock.resume()
         try:
-            key = await self._store_result(generation_id, result)
-        except JobStopped:  # cancelled as it ended: nothing to show
-            return await self._finish(gen, None, None)
+            key = await self._store_result(generation_id, run, result)
+        except JobStopped:  # cancelled (or taken over) as it ended: nothing to show
+            return await self._finish(gen, None, None, run=run)
         except Exception:
             log.exception("storing the result of generation %s failed", generation_id)
-            return await self._finish(gen, State.FAILED, ErrorCode.INTERNAL)
+            return await self._finish(gen, State.FAILED, ErrorCode.INTERNAL, run=run)
         clock.stop()
         # The row first: it is the truth, and the result is there.
-        state = await self._finish(gen, State.SUCCEEDED, None, result_key=key)
+        state = await self._finish(gen, State.SUCCEEDED, None, result_key=key, run=run)
+        if run.superseded:
+            return state
         try:
             JOB_RUN.labels(gen.backend).observe(took)
             await self.queue.record_runtime(gen.backend, took)
@@ -473,34 +547,35 @@ class GenerationRunner:
             log.warning("recording the run time failed", exc_info=True)
         return state
 
-    async def _store_result(self, generation_id: int, result: Result) -> str | None:
+    async def _store_result(self, generation_id: int, run: _Run, result: Result) -> str | None:
         """Keep ``result`` where the status message finds it (see :mod:`jobs.results`): images
         and files in the blob store, the key of the image it shows returned (it goes on the row
         with the end), the files it carries and a text in the row's ``meta``."""
+        shown = result_key(generation_id, run.attempt)
         if isinstance(result, ImageResult):
-            await self.blobs.put(result_key(generation_id), result.png)
-            return result_key(generation_id)
+            await self.blobs.put(shown, result.png)
+            return shown
         if isinstance(result, ImagesResult):
-            files = images_files(generation_id, result)
+            files = images_files(generation_id, result, run.attempt)
             sheet = await asyncio.to_thread(contact_sheet, result.pngs)
             for file, data in zip(files, result.pngs, strict=True):
                 await self.blobs.put(file.key, data)
-            await self.blobs.put(result_key(generation_id), sheet)
-            await self._record(generation_id, {"files": [dataclasses.asdict(f) for f in files]})
-            return result_key(generation_id)
+            await self.blobs.put(shown, sheet)
+            await self._record(generation_id, run, {"files": [dataclasses.asdict(f) for f in files]})
+            return shown
         if isinstance(result, FileResult):
-            file = file_of(generation_id, result)
+            file = file_of(generation_id, result, run.attempt)
             await self.blobs.put(file.key, result.data)
-            await self._record(generation_id, {"files": [dataclasses.asdict(file)]})
+            await self._record(generation_id, run, {"files": [dataclasses.asdict(file)]})
             return None
         if isinstance(result, TextResult):
-            await self._record(generation_id, {"text": clean_block(result.text)[:RESULT_TEXT_MAX]})
+            await self._record(generation_id, run, {"text": clean_block(result.text)[:RESULT_TEXT_MAX]})
             return None
         raise TypeError(f"a job returned {type(result).__name__}, not one of bot.api.Result")
 
-    async def _record(self, generation_id: int, patch: dict[str, Any]) -> None:
-        if not await self.store.record_progress(generation_id, patch):
-            raise JobStopped  # ended meanwhile (cancelled): nothing to show
+    async def _record(self, generation_id: int, run: _Run, patch: dict[str, Any]) -> None:
+        if not await self.store.record_progress(generation_id, patch, attempt=run.attempt):
+            raise JobStopped  # ended meanwhile (cancelled, or taken over): nothing to show
 
     async def _generate(self, kind: JobKind, job: _Job, clock: JobClock) -> Result:
         async with asyncio.timeout(self.backend_timeout_s):
@@ -508,22 +583,26 @@ class GenerationRunner:
         clock.stop()  # the breaker hears of it next: see _generate_and_store
         return result
 
-    async def _interrupted(self, gen: Generation, *, last_try: bool, ticket: int | None) -> None:
+    async def _interrupted(self, gen: Generation, run: _Run, *, last_try: bool, ticket: int | None) -> None:
         """The job was cancelled under us: by a member's cancel (the row is already
         ``cancelled``: nothing to do) or by the worker shutting down (the row is still
         ``running``). On shutdown arq runs the job again, so the row goes back to ``queued`` at
         its old place, unless this was arq's last try: then it fails as ``worker_lost``."""
         generation_id = gen.id
         current = await self.store.get(generation_id)
+        if current is not None and current.attempts != run.attempt:
+            run.superseded = True  # taken over: the row, its place and its events are the new run's
+            return
         if current is None or current.state is not State.RUNNING:
             await self.queue.mark_done(generation_id, line=gen.backend)
         elif last_try:
-            await self._finish(gen, State.FAILED, ErrorCode.WORKER_LOST)
+            await self._finish(gen, State.FAILED, ErrorCode.WORKER_LOST, run=run)
             return
         elif (ticket := current.ticket or ticket) is not None:
             # Back into the waiting set first, so that the row never reads "queued" without a place.
             await self.queue.submit(generation_id, line=gen.backend, ticket=ticket)
-            if await self.store.transition(generation_id, State.QUEUED, retry=True) is None:
+            back = await self.store.transition(generation_id, State.QUEUED, retry=True, attempt=run.attempt)
+            if back is None:
                 await self.queue.remove_waiting(generation_id, line=gen.backend)  # cancelled meanwhile
             else:
                 await self.store.update_meta(generation_id, {"progress": None, "preview": None, "text": None})
@@ -537,19 +616,40 @@ class GenerationRunner:
         error: ErrorCode | None,
         *,
         result_key: str | None = None,
+        run: _Run | None = None,
     ) -> str:
-        """Move the row to ``state`` (None: it already moved on), clean Redis, tell the renderer."""
+        """Move the row to ``state`` (None: it already moved on), clean Redis, tell the renderer.
+        With ``run``, only while the row is that run's: a run that was taken over leaves the row,
+        the job's place and its events to the new run, and returns ``"superseded"``."""
         generation_id = gen.id
         done = None
         if state is not None:
             done = await self.store.transition(
-                generation_id, state, error_code=error.value if error else None, result_key=result_key
+                generation_id,
+                state,
+                error_code=error.value if error else None,
+                result_key=result_key,
+                attempt=run.attempt if run is not None else None,
             )
+        if done is None and run is not None:
+            current = await self.store.get(generation_id)
+            if current is not None and current.attempts != run.attempt:
+                run.superseded = True
+                log.warning(
+                    "generation %s was taken over while this worker ran it (attempt %d; now %d): "
+                    "this run's end is dropped",
+                    generation_id,
+                    run.attempt,
+                    current.attempts,
+                )
+                return "superseded"
         await self.queue.mark_done(generation_id, line=gen.backend)
         await self.queue.publish(generation_id, "finished")
         if done is not None:
             outcome = error.value if error is not None and done.state is State.FAILED else done.state.value
             JOBS_FINISHED.labels(gen.kind, gen.backend, outcome).inc()
+            if error is not None:
+                tracing.failed(tracing.JOB_ERROR, error.value)
         if done is None:
             current = await self.store.get(generation_id)
             return current.state.value if current else "missing"

@@ -26,6 +26,7 @@ from bot.models import JOB_ID_PREFIX, job_id_for
 from bot.ports import QueueUnavailable
 from jobs.connections import REDIS_DOWN, Outage, redis_pool
 from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
+from jobs.poll import LineRead, poll_iteration
 from jobs.queue import RedisJobQueue
 from jobs.runner import Deferred, GenerationRunner, defer_slice_s
 
@@ -67,12 +68,22 @@ async def _give_try_back(ctx: dict[str, Any], generation_id: int) -> None:
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
-    """The arq cron job: heal stuck and lost generations (``Genbot.reconcile``). While Redis is
-    away the sweep says so once and skips its runs (arq would log a traceback for each)."""
-    reconcile: Callable[[], Awaitable[int]] = ctx["reconcile"]
+    """The arq cron job: heal lost generations (``Genbot.reconcile``). While Redis is away the
+    sweep says so once and skips its runs (arq would log a traceback for each)."""
+    return await _heal(ctx, "reconcile")
+
+
+async def check_failover(ctx: dict[str, Any]) -> int:
+    """The arq cron job: take over the running jobs whose worker stopped beating
+    (``Genbot.fail_over``), every quarter of ``worker.failover_after_s``."""
+    return await _heal(ctx, "fail_over")
+
+
+async def _heal(ctx: dict[str, Any], name: str) -> int:
+    heal: Callable[[], Awaitable[int]] = ctx[name]
     outage: Outage = ctx["outage"]
     try:
-        healed = await reconcile()
+        healed = await heal()
     except QueueUnavailable as exc:
         outage.note(exc)  # arq's cron paces the next try
         return 0
@@ -88,15 +99,22 @@ class PatientWorker(Worker):
     Here a poll that meets an outage is logged once (:class:`~jobs.connections.Outage`), waited out
     with backoff and tried again, for as long as Redis is away; the slot of a claim cut short is
     given back. Jobs running meanwhile go on (their own Redis calls wait, then fail as jobs do).
+
+    With ``read`` (the worker of a line), a poll reads the line's waiting set instead of the
+    head of arq's queue (:mod:`jobs.poll`); without it (the sweeper), it reads as arq does.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, read: LineRead | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outage = Outage(f"worker of {self.queue_name}", log)
+        self.read = read
 
     async def _poll_iteration(self) -> None:
         try:
-            await super()._poll_iteration()
+            if self.read is None:
+                await super()._poll_iteration()
+            else:
+                await poll_iteration(self, self.read)
         except REDIS_DOWN as exc:
             await self.outage.failed(exc)
         else:
@@ -124,6 +142,13 @@ async def close_worker(worker: Worker) -> None:
             raise
 
 
+def failover_check_s(failover_after_s: float) -> int:
+    """Seconds between two failover checks: a quarter of ``failover_after_s``, 1 to 60, and a
+    divisor of 60 (arq's cron takes the seconds of a minute)."""
+    wanted = max(1, min(60, int(failover_after_s / 4)))
+    return max(d for d in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) if d <= wanted)
+
+
 #: How long one pruning run may take.
 PRUNE_TIMEOUT_S = 600
 
@@ -141,13 +166,16 @@ def build_sweeper(
     settings: Settings,
     *,
     reconcile: Callable[[], Awaitable[int]],
+    fail_over: Callable[[], Awaitable[int]] | None = None,
     prune_blobs: Callable[[], Awaitable[int]] | None = None,
     handle_signals: bool = True,
 ) -> Worker:
     """An arq worker of its own queue that runs :func:`sweep` every ``worker.sweep_every_min``
-    minutes (and at start), and with ``prune_blobs`` :func:`prune` hourly (and at start). Its own
-    queue, because a cron job in the generation queue would wait behind every waiting job (their
-    scores are tickets); ``unique`` cron ids make one worker process of many run each."""
+    minutes (and at start), with ``fail_over`` :func:`check_failover` every quarter of
+    ``worker.failover_after_s`` (and at start), and with ``prune_blobs`` :func:`prune` hourly (and
+    at start). Its own queue, because a cron job in the generation queue would wait behind every
+    waiting job (their scores are tickets); ``unique`` cron ids make one worker process of many run
+    each. Its cron jobs run side by side, so a long sweep never holds up a failover check."""
     every = settings.worker.sweep_every_min
     if every < 1:  # every few seconds
         minute, second = None, set(range(0, 60, max(1, round(every * 60))))
@@ -164,6 +192,18 @@ def build_sweeper(
             timeout=max(60, every * 60),
         )
     ]
+    if fail_over is not None:
+        check_every = failover_check_s(settings.worker.failover_after_s)
+        jobs.append(
+            cron(
+                check_failover,
+                name="genbot-failover",
+                second=set(range(0, 60, check_every)),
+                run_at_startup=True,
+                unique=True,
+                timeout=max(30, check_every * 2),
+            )
+        )
     if prune_blobs is not None:
         jobs.append(
             cron(
@@ -180,13 +220,14 @@ def build_sweeper(
         functions=[],
         cron_jobs=jobs,
         queue_name=settings.redis.queue_name + SWEEP_QUEUE_SUFFIX,
-        redis_pool=redis_pool(settings.redis.url),
-        max_jobs=1,
+        redis_pool=redis_pool(settings.redis.url, max_connections=settings.redis.max_connections),
+        max_jobs=len(jobs),
         keep_result=0,
         poll_delay=1.0,
         handle_signals=handle_signals,
         ctx={
             "reconcile": reconcile,
+            "fail_over": fail_over,
             "prune_blobs": prune_blobs,
             "outage": Outage("sweep (skipped while Redis is away)", log),
         },
@@ -256,6 +297,7 @@ def build_worker(
         with contextlib.suppress(Exception):
             await queue.worker_gone(worker_id, line=line)
 
+    pool = redis_pool(settings.redis.url, max_connections=settings.redis.max_connections)
     return PatientWorker(
         functions=[
             func(
@@ -268,7 +310,13 @@ def build_worker(
             )
         ],
         queue_name=queue.line_queue(line),
-        redis_pool=redis_pool(settings.redis.url),
+        redis_pool=pool,
+        read=LineRead(
+            pool,
+            waiting_key=queue.keys.waiting(line),
+            queue_name=queue.line_queue(line),
+            orphan_read_key=queue.keys.orphan_read(line),
+        ),
         max_jobs=concurrency,
         allow_abort_jobs=True,
         keep_result=60,

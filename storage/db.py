@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.migrations.api import migrate as run_migrations
@@ -24,9 +26,32 @@ class DatabaseUnavailable(ConnectionError):
         return cls(reason if type(exc).__name__ in reason else f"{type(exc).__name__}: {reason}")
 
 
-def tortoise_config(db_url: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """The connection pool of a PostgreSQL database (asyncpg's); SQLite has one connection and
+    ignores it. ``statement_cache_size`` 0 turns asyncpg's prepared-statement cache off, which
+    PgBouncer's transaction pooling needs (README, "Deployment")."""
+
+    min_size: int = 1
+    max_size: int = 5
+    statement_cache_size: int = 100
+
+
+def connection_config(db_url: str, pool: Pool | None = None) -> str | dict[str, Any]:
+    """Tortoise's connection of ``db_url``: the URL itself for SQLite; for PostgreSQL, the URL's
+    credentials with ``pool``'s sizes (they win over ``minsize``/``maxsize`` in the URL's query)."""
+    if pool is None or db_url.startswith("sqlite:"):
+        return db_url
+    config = expand_db_url(db_url)
+    config["credentials"].update(
+        minsize=pool.min_size, maxsize=pool.max_size, statement_cache_size=pool.statement_cache_size
+    )
+    return config
+
+
+def tortoise_config(db_url: str, pool: Pool | None = None) -> dict[str, Any]:
     return {
-        "connections": {"default": db_url},
+        "connections": {"default": connection_config(db_url, pool)},
         "apps": {
             "models": {
                 "models": [MODELS_MODULE],
@@ -66,13 +91,13 @@ async def _reachable() -> None:
         raise DatabaseUnavailable.of(exc) from exc
 
 
-async def migrate(db_url: str) -> None:
+async def migrate(db_url: str, pool: Pool | None = None) -> None:
     """Apply every migration not yet applied. Safe to run again; use before start in production.
 
     Raises :class:`DatabaseUnavailable` when the database cannot be reached; a migration that
     fails on a reachable database raises what it raised."""
     _ensure_sqlite_dir(db_url)
-    config = tortoise_config(db_url)
+    config = tortoise_config(db_url, pool)
     try:  # reach it first, so that "cannot connect" is not mistaken for a failed migration
         await Tortoise.init(config=config)
     except Exception as exc:
@@ -86,15 +111,16 @@ async def migrate(db_url: str) -> None:
         await Tortoise.close_connections()
 
 
-async def connect(db_url: str) -> None:
-    """Open the connections of this process. Call from inside the running event loop, before any
-    task that touches the database is created (Tortoise's context is a contextvar).
+async def connect(db_url: str, pool: Pool | None = None) -> None:
+    """Open the connections of this process (for PostgreSQL, a pool sized by ``pool``; Tortoise's
+    1 to 5 without it). Call from inside the running event loop, before any task that touches the
+    database is created (Tortoise's context is a contextvar).
 
     Raises :class:`DatabaseUnavailable` when the database cannot be reached, at start-up rather
     than at the first request."""
     _ensure_sqlite_dir(db_url)
     try:
-        await Tortoise.init(config=tortoise_config(db_url), _enable_global_fallback=True)
+        await Tortoise.init(config=tortoise_config(db_url, pool), _enable_global_fallback=True)
     except Exception as exc:
         await close()
         raise DatabaseUnavailable.of(exc) from exc

@@ -9,7 +9,6 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 from tortoise.expressions import F, Q
-from tortoise.functions import Coalesce
 from tortoise.queryset import QuerySet
 
 from bot.models import EXPIRING_SECRETS, LOOK, Generation, NewGeneration, State, Stats, sources_of
@@ -114,6 +113,35 @@ def active_ids_sql(conn: BaseDBAsyncClient) -> str:
         f'SELECT "id" FROM "{TABLE}" WHERE "platform" = {p[0]} AND "state" IN ({p[1]}, {p[2]}) '  # noqa: S608 - constants
         f'UNION SELECT "id" FROM "{TABLE}" WHERE "platform" = {p[3]} AND "finished_at" >= {p[4]}'
     )
+
+
+def transition_sql(
+    conn: BaseDBAsyncClient, sets: list[tuple[str, Any]], sources: list[str], *, retry: bool, fenced: bool
+) -> tuple[str, list[Any]]:
+    """One ``UPDATE ... RETURNING`` of a transition: ``sets`` (column, value; ``"ticket"`` only
+    where it is NULL), ``version`` + 1, ``attempts`` + 1 with ``retry``; where the row is in one of
+    ``sources`` (and, ``fenced``, at an attempt). Returns the SQL and the values of ``sets``; the
+    caller appends the id, the sources and the attempt."""
+    pg = is_postgres(conn)
+    count = 0
+
+    def ph() -> str:
+        nonlocal count
+        count += 1
+        return f"${count}" if pg else "?"
+
+    assignments = [
+        f"{column} = COALESCE({column}, {ph()})" if column == '"ticket"' else f"{column} = {ph()}"
+        for column, _value in sets
+    ]
+    assignments.append('"version" = "version" + 1')
+    if retry:
+        assignments.append('"attempts" = "attempts" + 1')
+    where = f'"id" = {ph()} AND "state" IN ({", ".join(ph() for _ in sources)})'
+    if fenced:
+        where += f' AND "attempts" = {ph()}'
+    sql = f'UPDATE "{TABLE}" SET {", ".join(assignments)} WHERE {where} RETURNING *'  # noqa: S608 - constants
+    return sql, [value for _column, value in sets]
 
 
 def _db_datetime(value: datetime) -> Any:
@@ -223,15 +251,55 @@ class TortoiseGenerationStore:
     async def update_meta(self, generation_id: int, patch: dict[str, Any]) -> None:
         await self.update(generation_id, meta=patch)
 
-    async def record_progress(self, generation_id: int, patch: dict[str, Any]) -> bool:
+    async def record_progress(
+        self, generation_id: int, patch: dict[str, Any], *, attempt: int | None = None
+    ) -> bool:
         conn = get_connection("default")
         sql, next_ph = update_sql(conn, TABLE, merges=("meta",), sets=("heartbeat_at",))
-        sql += f' AND "state" = {f"${next_ph}" if is_postgres(conn) else "?"}'
-        now = _db_datetime(datetime.now(UTC))
-        changed, _rows = await conn.execute_query(
-            sql, [encode_patch(patch), now, generation_id, State.RUNNING.value]
-        )
+        pg = is_postgres(conn)
+
+        def ph(n: int) -> str:
+            return f"${n}" if pg else "?"
+
+        sql += f' AND "state" = {ph(next_ph)}'
+        values: list[Any] = [encode_patch(patch), _db_datetime(datetime.now(UTC)), generation_id]
+        values.append(State.RUNNING.value)
+        if attempt is not None:
+            sql += f' AND "attempts" = {ph(next_ph + 1)}'
+            values.append(attempt)
+        changed, _rows = await conn.execute_query(sql, values)
         return changed > 0
+
+    async def beat(self, generation_id: int, attempt: int) -> bool:
+        conn = get_connection("default")
+        p = ["$1", "$2", "$3", "$4"] if is_postgres(conn) else ["?"] * 4
+        sql = (
+            f'UPDATE "{TABLE}" SET "heartbeat_at" = {p[0]} '  # noqa: S608 - constants
+            f'WHERE "id" = {p[1]} AND "state" = {p[2]} AND "attempts" = {p[3]}'
+        )
+        now = _db_datetime(datetime.now(UTC))
+        changed, _rows = await conn.execute_query(sql, [now, generation_id, State.RUNNING.value, attempt])
+        return changed > 0
+
+    @retries_inside
+    async def claim_again(
+        self, generation_id: int, attempt: int, *, stale_before: datetime
+    ) -> Generation | None:
+        now = datetime.now(UTC)
+        changed = await with_retries(
+            lambda: GenerationRow.filter(
+                id=generation_id,
+                state=State.RUNNING.value,
+                attempts=attempt,
+                heartbeat_at__lt=stale_before,
+            ).update(attempts=F("attempts") + 1, heartbeat_at=now, version=F("version") + 1),
+            "claim_again",
+        )
+        current = await with_retries(lambda: self._get(generation_id), "claim_again")
+        if current is None or current.state is not State.RUNNING or current.attempts != attempt + 1:
+            return None
+        # Retried after its reply was lost? The stamp tells whether this call claimed it.
+        return current if changed or current.heartbeat_at == now else None
 
     @retries_inside
     async def transition(
@@ -243,30 +311,34 @@ class TortoiseGenerationStore:
         result_key: str | None = None,
         retry: bool = False,
         ticket: int | None = None,
+        attempt: int | None = None,
     ) -> Generation | None:
         # Every transition stamps the heartbeat with this instant: when a retry finds the row
         # already in ``target`` (the first attempt committed, its reply was lost), the stamp
         # tells whether this call moved it, or another one did.
         now = datetime.now(UTC)
-        values: dict[str, Any] = {"state": target, "version": F("version") + 1, "heartbeat_at": now}
+        stamp = _db_datetime(now)
+        sets: list[tuple[str, Any]] = [('"state"', target.value), ('"heartbeat_at"', stamp)]
         if target is State.RUNNING:
-            values.update(started_at=now, error_code=None)
+            sets.append(('"started_at"', stamp))
         if target.terminal:
-            values["finished_at"] = now
-        if error_code is not None:
-            values["error_code"] = error_code
+            sets.append(('"finished_at"', stamp))
+        if error_code is not None or target is State.RUNNING:
+            sets.append(('"error_code"', error_code))
         if result_key is not None:
-            values["result_key"] = result_key
-        if retry:
-            values["attempts"] = F("attempts") + 1
+            sets.append(('"result_key"', result_key))
         if ticket is not None:  # set once: a row's ticket never changes
-            values["ticket"] = Coalesce(F("ticket"), ticket)
-        sources = [s.value for s in sources_of(target)]
-        changed = await with_retries(
-            lambda: GenerationRow.filter(id=generation_id, state__in=sources).update(**values), "transition"
-        )
+            sets.append(('"ticket"', ticket))
+        sources = [src.value for src in sources_of(target)]
+        conn = get_connection("default")
+        sql, values = transition_sql(conn, sets, sources, retry=retry, fenced=attempt is not None)
+        values += [generation_id, *sources] + ([attempt] if attempt is not None else [])
+        # One statement that writes and returns the row; a second read only when it was refused.
+        rows = await with_retries(lambda: conn.execute_query_dict(sql, values), "transition")
+        if rows:
+            return snapshot(GenerationRow._init_from_db(**rows[0]))
         current = await with_retries(lambda: self._get(generation_id), "transition")
-        if current is None or (not changed and (current.state is not target or current.heartbeat_at != now)):
+        if current is None or current.state is not target or current.heartbeat_at != now:
             return None
         return current
 

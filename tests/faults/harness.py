@@ -1,6 +1,6 @@
 """The fault-injection harness: genbot as a deployment runs it (``genbot worker`` and ``genbot bot``
 as OS processes) against a redis-server of the scenario's own and the run's PostgreSQL database,
-with short stuck, sweep and breaker settings so that every recovery happens within a test.
+with short failover, sweep and breaker settings so that every recovery happens within a test.
 
 A scenario submits a batch of jobs as members do, injects its fault, then :meth:`Cluster.settle`
 waits (polling, with generous deadlines) until every row is terminal and every status message shows
@@ -82,9 +82,9 @@ def fault_env(redis_url: str, db_url: str, tmp_path: Path, **extra: str) -> dict
         "GENBOT_WORKER__JOB_TIMEOUT_S": "20",
         "GENBOT_WORKER__BACKEND_TIMEOUT_S": "15",
         "GENBOT_WORKER__BREAKER_RESET_S": "3",
-        # Short, but long enough that a running job whose heartbeat stalls on a loaded machine while
-        # Redis restarts (its in-progress key flushed) is not taken for stuck and run twice.
-        "GENBOT_WORKER__STUCK_AFTER_S": "15",
+        # Short, so that a dead worker's job runs again within a scenario; a run beats every
+        # sixth of it, and a check waits out a gap (a database restart) before it takes over.
+        "GENBOT_WORKER__FAILOVER_AFTER_S": "6",
         "GENBOT_WORKER__SWEEP_EVERY_MIN": "0.05",
         "GENBOT_WORKER__PROGRESS_INTERVAL_S": "0.3",
         "GENBOT_RENDERER__MIN_EDIT_INTERVAL_S": "0.2",
@@ -213,8 +213,10 @@ class Cluster:
 
     # -- members ------------------------------------------------------------------------------
 
-    async def imagine(self, http: aiohttp.ClientSession, prompt: str, steps: int = 8) -> None:
-        """``/imagine`` as Alice in the local chat; returns once the status message is posted."""
+    async def imagine(self, http: aiohttp.ClientSession, prompt: str, steps: int = 8) -> dict[str, Any]:
+        """``/imagine`` as Alice in the local chat; returns once its outcome shows (the chat answers
+        before it runs a command): its status message, or a reply to Alice that refused it."""
+        before = max((m["id"] for m in await self._alice_sees(http)), default=0)
         async with http.post(
             f"{self.base_url}/api/command",
             json={"user_id": "alice", "text": f"/imagine {prompt} steps: {steps}"},
@@ -223,21 +225,32 @@ class Cluster:
         assert body == {"ok": True}, body
         self.submitted.append(prompt)
 
+        async def outcome() -> dict[str, Any] | None:
+            for m in await self._alice_sees(http):
+                if m["id"] > before and (
+                    (m["status"] and m["status"]["prompt"] == prompt)
+                    or (m["ephemeral_to"] == "alice" and m["text"])
+                ):
+                    return m
+            return None
+
+        found: dict[str, Any] = await wait_until(outcome, f"the outcome of /imagine {prompt}", 120)
+        return found
+
+    async def _alice_sees(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        async with http.get(f"{self.base_url}/api/messages", params={"user_id": "alice"}) as resp:
+            return list((await resp.json())["messages"])
+
     async def imagine_or_refusal(
         self, http: aiohttp.ClientSession, figures: Figures, prompt: str, steps: int = 8
     ) -> str | None:
         """``/imagine`` as Alice, one request at a time: None when it was queued, else the title of
         the refusal she was answered with (counted in ``figures.refused``; the request is then not
         expected to have a row)."""
-        async with http.get(f"{self.base_url}/api/messages", params={"user_id": "alice"}) as resp:
-            before = max((m["id"] for m in (await resp.json())["messages"]), default=0)
-        await self.imagine(http, prompt, steps)
-        async with http.get(f"{self.base_url}/api/messages", params={"user_id": "alice"}) as resp:
-            newer = [m for m in (await resp.json())["messages"] if m["id"] > before]
-        refusal = next((m["text"] for m in newer if m["ephemeral_to"] == "alice" and m["text"]), None)
-        if refusal is None:
+        shown = await self.imagine(http, prompt, steps)
+        if shown["status"]:
             return None
-        title = refusal.split(":", 1)[0]
+        title = str(shown["text"]).split(":", 1)[0]
         figures.refused[title] = figures.refused.get(title, 0) + 1
         self.submitted.remove(prompt)
         return title

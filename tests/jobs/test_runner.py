@@ -69,8 +69,8 @@ def counted_progress_writes(runner: GenerationRunner) -> list[dict[str, Any]]:
     writes: list[dict[str, Any]] = []
     record_progress = runner.store.record_progress
 
-    async def counted(generation_id: int, patch: dict[str, Any]) -> bool:
-        recorded = await record_progress(generation_id, patch)
+    async def counted(generation_id: int, patch: dict[str, Any], **fence: Any) -> bool:
+        recorded = await record_progress(generation_id, patch, **fence)
         if recorded:
             writes.append(patch)
         return recorded
@@ -100,6 +100,7 @@ def runner_for(
         progress_interval_s=progress_interval_s,
         job_timeout_s=job_timeout_s,
         defer_slice_s=defer_slice_s,
+        failover_after_s=rt.settings.worker.failover_after_s,
     )
 
 
@@ -215,31 +216,26 @@ async def test_concurrent_runs_end_succeeded_once(rt: Runtime) -> None:
     await assert_succeeded_once(rt, gen.id)
 
 
-async def test_a_second_run_of_a_running_job_does_no_harm(rt: Runtime) -> None:
+async def test_a_second_run_of_a_running_job_leaves_it_to_the_first(rt: Runtime) -> None:
     """arq runs a job again when its in-progress key expired, possibly while the first run still
-    works: the second run finds the row ``running`` and runs it too. Both finish; one finish
-    wins, the row succeeds once and the image is whole."""
+    works: the second run finds the row ``running`` with a fresh heartbeat and leaves the job to
+    the first one, without calling the service. The row succeeds once."""
     gen = await submitted(rt)
     backend = FakeBackend()
     backend.hold = asyncio.Event()
     runner = runner_for(rt, backend)
-    progress_writes = counted_progress_writes(runner)
 
     first = asyncio.create_task(runner.run(gen.id))
     while backend.calls < 1:
         await asyncio.sleep(0.005)
     assert (await row(rt, gen.id)).state is State.RUNNING
-    second = asyncio.create_task(runner.run(gen.id))
-    while backend.calls < 2:
-        await asyncio.sleep(0.005)
+    assert await runner.run(gen.id) == "skipped"
+    assert backend.calls == 1
     backend.hold.set()
-    results = await asyncio.gather(first, second)
 
-    assert results == ["succeeded", "succeeded"]
+    assert await first == "succeeded"
     finished = await assert_succeeded_once(rt, gen.id)
-    # one transition to running, one to succeeded; the loser's finish wrote nothing (the
-    # progress events are nudges, coalesced while one is on its way: the writes are counted)
-    assert finished.version == gen.version + 2 + len(progress_writes)  # 2 transitions
+    assert finished.attempts == 0
 
 
 async def test_concurrent_writes_of_one_result_all_succeed(rt: Runtime) -> None:

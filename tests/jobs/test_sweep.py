@@ -1,4 +1,5 @@
-"""The worker's sweep (an arq cron job on its own queue) heals stuck generations by itself."""
+"""The worker's sweep (an arq cron job on its own queue) heals what Redis forgot and scrubs expired
+secrets by itself (its failover of dead runs: tests/jobs/test_failover.py)."""
 
 from __future__ import annotations
 
@@ -24,28 +25,6 @@ from tests.image_jobs import image_job
 from tests.stack import worker_running
 
 ALICE = Actor("local", "local", "alice", "Alice")
-
-
-async def test_a_worker_sweeps_a_stuck_job_back_into_the_queue_and_runs_it(rt: Runtime, redis: Redis) -> None:
-    new = image_job(ALICE, "general", ImageRequest("a stuck fox", "", 64, 64, 3, 1), "demo")
-    gen, _position = await rt.core.submit(new)
-    await rt.queue.mark_running(gen.id, line="demo")
-    await rt.store.transition(gen.id, State.RUNNING)
-    # Its worker died long ago and arq forgot the job.
-    await redis.delete(f"arq:job:gen:{gen.id}")
-    await redis.zrem(rt.queue.line_queue("demo"), f"gen:{gen.id}")
-    await GenerationRow.filter(id=gen.id).update(heartbeat_at=datetime.now(UTC) - timedelta(minutes=30))
-
-    async with worker_running(rt):  # the sweep runs at start, then every minute
-        for _ in range(300):
-            row = await rt.store.get(gen.id)
-            assert row is not None
-            if row.state is State.SUCCEEDED:
-                break
-            await asyncio.sleep(0.05)
-    assert row.state is State.SUCCEEDED
-    assert row.attempts == 1
-    assert await rt.blobs.get(f"results/{gen.id}.png")
 
 
 @pytest_asyncio.fixture
