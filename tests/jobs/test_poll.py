@@ -12,6 +12,7 @@ it started, and waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -222,3 +223,51 @@ async def test_the_orphan_read_skips_what_runs_and_what_waits(line: Line) -> Non
     await line.running(3)
     assert line.started[-1] == ("idle", 3)
     assert len(busy.tasks) == 2
+
+
+async def test_a_busy_worker_starts_the_next_job_as_its_slot_frees(own_redis: EmbeddedRedis) -> None:
+    """Every slot busy: the worker reads again as soon as a job ends, not after its poll delay.
+    The delay here is a minute, so a worker that slept it out would start nothing in the test's
+    time; one job at a time, three jobs run one after the other."""
+    client = Redis.from_url(own_redis.url)
+    await client.flushall()
+    pool = redis_pool(own_redis.url)
+    queue = RedisJobQueue(pool, KEYS, "poll:queue")
+    await queue.seed_tickets(0)
+    gates = {gid: asyncio.Event() for gid in (1, 2, 3)}
+    started: asyncio.Queue[int] = asyncio.Queue()
+
+    async def job(_ctx: dict[str, Any], generation_id: int) -> None:
+        await queue.mark_running(generation_id, line=LINE)
+        started.put_nowait(generation_id)
+        await gates[generation_id].wait()
+
+    worker = PatientWorker(
+        read=LineRead(
+            pool,
+            waiting_key=KEYS.waiting(LINE),
+            queue_name=queue.line_queue(LINE),
+            orphan_read_key=KEYS.orphan_read(LINE),
+        ),
+        functions=[func(job, name=GENERATE_FUNCTION)],  # type: ignore[arg-type]
+        queue_name=queue.line_queue(LINE),
+        redis_pool=pool,
+        max_jobs=1,
+        poll_delay=60,
+        keep_result=0,
+        handle_signals=False,
+    )
+    for gid in gates:
+        await queue.submit(gid, line=LINE)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        for gid in gates:
+            assert await asyncio.wait_for(started.get(), 20) == gid
+            gates[gid].set()
+    finally:
+        await worker.close()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await client.flushall()
+        await client.aclose()
