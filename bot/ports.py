@@ -360,6 +360,19 @@ class TicketsLost(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class LineBasis:
+    """What a waiting job's status needs of its line."""
+
+    #: The mean run time (s) of the line's recent jobs (a default before any ended).
+    mean_run_s: float
+    #: How many jobs the line's live workers run at once (0: none is alive).
+    capacity: int
+    #: None while the backend's circuit breaker is closed; else the seconds until it lets a probe
+    #: through (0: half-open).
+    down_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedState:
     """A queued row's job as Redis has it (what the sweep reads of every queued row)."""
 
@@ -523,9 +536,8 @@ class JobQueue(Protocol):
         """Ask the worker running this job to stop it. Returns at once."""
         ...
 
-    async def eta_basis(self, backend: str) -> tuple[float, int]:
-        """``(mean run time in s over the recent window, capacity of the live workers of its
-        line)``."""
+    async def line_basis(self, backend: str) -> LineBasis:
+        """What a waiting job's status needs of ``backend``'s line, in one round trip."""
         ...
 
     async def backend_down(self, backend: str) -> float | None:

@@ -505,8 +505,8 @@ class Renderer:
         now = time.monotonic()
         if cached is not None and now - cached[0] < BASIS_TTL_S:
             return cached[1], cached[2]
-        basis = await self.queue.eta_basis(backend)
-        down = await self.queue.backend_down(backend)
+        line = await self.queue.line_basis(backend)
+        basis, down = (line.mean_run_s, line.capacity), line.down_in
         self._basis[backend] = (now, basis, down)
         return basis, down
 

@@ -890,10 +890,11 @@ class Genbot:
         eta = None
         down = False
         try:
-            if position is not None:
-                mean, capacity = await self.queue.eta_basis(gen.backend)
-                eta = wait_seconds(position, mean, capacity) if capacity else None
-            down = gen.state is State.QUEUED and await self.queue.backend_down(gen.backend) is not None
+            if gen.state is State.QUEUED:
+                basis = await self.queue.line_basis(gen.backend)
+                if position is not None and basis.capacity:
+                    eta = wait_seconds(position, basis.mean_run_s, basis.capacity)
+                down = basis.down_in is not None
         except QueueUnavailable:  # shown without an ETA; the renderer fills it in later
             pass
         return build_view(

@@ -30,7 +30,7 @@ from arq.constants import (
 from arq.jobs import serialize_job
 
 from bot.models import JOB_ID_PREFIX, Generation, Quota, job_id_for
-from bot.ports import QueuedState, QuotaRefused, TicketsLost
+from bot.ports import LineBasis, QueuedState, QuotaRefused, TicketsLost
 from jobs.breaker import BreakerKeys, breaker_retry_in
 from jobs.connections import unavailable_on_outage
 from jobs.constants import (
@@ -346,6 +346,21 @@ redis.call('SREM', KEYS[1], ARGV[1])
 """
 )
 
+# KEYS: a line's run times, its live workers, their capacity, its breaker's open and tripped keys.
+# ARGV: the ETA window, the beat since which a worker is alive (ms). Returns {the sum of the recent
+# run times (a string: Lua numbers become integers), how many, the live capacity, the open key's
+# PTTL, 1 if tripped}: what the ETA and the "service unavailable" line of a waiting job need.
+LINE_BASIS = """
+local times = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local total = 0
+for _, t in ipairs(times) do total = total + tonumber(t) end
+local capacity = 0
+for _, worker in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf')) do
+    capacity = capacity + (tonumber(redis.call('HGET', KEYS[3], worker)) or 0)
+end
+return {tostring(total), #times, capacity, redis.call('PTTL', KEYS[4]), redis.call('EXISTS', KEYS[5])}
+"""
+
 # KEYS: lock. ARGV: token. Deletes the lock only if the token still holds it.
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -398,6 +413,7 @@ class RedisJobQueue:
         self._unlock = redis.register_script(UNLOCK)
         self._leave_legacy = redis.register_script(LEAVE_LEGACY)
         self._heartbeat = redis.register_script(HEARTBEAT)
+        self._line_basis = redis.register_script(LINE_BASIS)
         self._failover_watch = redis.register_script(FAILOVER_WATCH)
         self._take_over = redis.register_script(TAKE_OVER)
 
@@ -830,9 +846,22 @@ class RedisJobQueue:
         )
         return sum(int(c) for c in caps if c is not None)
 
-    async def eta_basis(self, backend: str) -> tuple[float, int]:
-        """The mean run time of ``backend``'s recent jobs and the capacity of its line."""
-        return await self.mean_runtime(backend), await self.capacity(backend)
+    async def line_basis(self, backend: str) -> LineBasis:
+        """What a waiting job's status needs of its line, in one round trip (:data:`LINE_BASIS`)."""
+        breaker = BreakerKeys.of(self.keys, backend)
+        total, count, capacity, left, tripped = await self._line_basis(
+            keys=[
+                self.keys.runtimes(backend),
+                self.keys.workers(backend),
+                self.keys.worker_capacity(backend),
+                breaker.open,
+                breaker.tripped,
+            ],
+            args=[self.eta_window, _ms() - WORKER_ALIVE_MS],
+        )
+        mean = float(total) / int(count) if int(count) else self.default_run_s
+        down = None if not int(tripped) and int(left) <= 0 else max(0, int(left)) / 1000
+        return LineBasis(mean, int(capacity), down)
 
     async def publish(self, generation_id: int, kind: str) -> None:
         await self.redis.xadd(
