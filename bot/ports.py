@@ -488,6 +488,15 @@ class JobQueue(Protocol):
         """:meth:`job_state` of each of ``generation_ids``, in few round trips."""
         ...
 
+    async def restore_many(self, jobs: Sequence[tuple[int, int | None, str]]) -> list[tuple[int, int, bool]]:
+        """:meth:`restore` of each ``(id, ticket, line)``, in few round trips. Raises
+        :class:`TicketsLost` like it."""
+        ...
+
+    async def publish_many(self, generation_ids: Iterable[int], kind: str) -> None:
+        """:meth:`publish` of each, in one round trip."""
+        ...
+
     async def queued_states(self, gens: Sequence[Generation]) -> list[QueuedState]:
         """:class:`QueuedState` of each queued row of ``gens``, in few round trips."""
         ...

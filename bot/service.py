@@ -1117,6 +1117,7 @@ class Genbot:
         await self.queue.sync_bans(self._bans_in_force)
         paused = set(await self.moderation.paused_workspaces())
         queued = await self.store.list_queued()
+        lost: list[Generation] = []  # out of place: put back in line, all at once
         for gen, state in zip(queued, await self.queue.queued_states(queued), strict=True):
             if gen.ticket is None and gen.id in waited:  # its ticket was only in the old line
                 await self.store.update(gen.id, ticket=waited[gen.id])
@@ -1139,11 +1140,39 @@ class Genbot:
                 or (state.held_aside and await self.queue.held_behind_running(gen.member, gen.id))
             ):
                 continue
-            ticket, _position, restored = await self._restore(gen)
-            if restored and await self._still_queued(gen):
-                SWEEP_ACTIONS.labels("requeued").inc()
-                healed += await self._restored(gen, ticket)
-        return healed
+            lost.append(gen)
+        return healed + await self._put_back_many(lost)
+
+    async def _put_back_many(self, gens: list[Generation]) -> int:
+        """Put ``gens`` (queued rows whose job or waiting entry Redis lost) back in line at their
+        tickets: pipelined restores, one read of the rows after (a row that moved on meanwhile
+        gives its place back), pipelined events. Returns how many went back."""
+        if not gens:
+            return 0
+        jobs = [(gen.id, gen.ticket, gen.backend) for gen in gens]
+        try:
+            restored = await self.queue.restore_many(jobs)
+        except TicketsLost:
+            await self.seed_tickets()
+            try:
+                restored = await self.queue.restore_many(jobs)
+            except TicketsLost:  # Redis restarted again meanwhile
+                raise QueueUnavailable from None
+        now = {gen.id: gen for gen in await self.store.get_many([gen.id for gen in gens])}
+        back: list[int] = []
+        for gen, (ticket, _position, added) in zip(gens, restored, strict=True):
+            if not added:
+                continue
+            current = now.get(gen.id)
+            if current is None or current.state is not State.QUEUED:
+                await self.queue.remove_waiting(gen.id, line=gen.backend)  # it moved on meanwhile
+                continue
+            if ticket != gen.ticket:
+                await self.store.update(gen.id, ticket=ticket)
+            back.append(gen.id)
+        await self.queue.publish_many(back, "dequeued")
+        SWEEP_ACTIONS.labels("requeued").inc(len(back))
+        return len(back)
 
     def _served(self, gen: Generation) -> bool:
         """Whether a job of ``gen``'s kind and backend can run here: its plugin is loaded and

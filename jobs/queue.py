@@ -368,6 +368,20 @@ return 0
 """
 
 
+def _submitted(result: list[Any]) -> tuple[int, int, bool]:
+    """The :data:`SUBMIT` script's answer: ``(ticket, position, added)``, or its refusal raised."""
+    first = int(result[0])
+    if first == _TICKETS_LOST:
+        raise TicketsLost
+    if first < 0:
+        reason = _REFUSALS[first]
+        if reason == "banned":
+            until = int(result[1])
+            raise QuotaRefused(reason, until=datetime.fromtimestamp(until / 1000, UTC) if until else None)
+        raise QuotaRefused(reason, int(result[1]) / 1000 if reason == "rate" else None)
+    return first, int(result[1]), bool(result[2])
+
+
 def workspace_key(platform: str, workspace: str) -> str:
     return f"{platform}:{workspace}"
 
@@ -441,9 +455,28 @@ class RedisJobQueue:
         )
         return {int(gid): int(float(ticket)) for gid, ticket in zip(waited[::2], waited[1::2], strict=True)}
 
+    async def restore_many(self, jobs: Sequence[tuple[int, int | None, str]]) -> list[tuple[int, int, bool]]:
+        """:meth:`restore` of each ``(id, ticket, line)``, pipelined: one round trip per 1,000.
+        Raises :class:`TicketsLost` if any needed a new ticket and the counter is not seeded
+        (each restore is idempotent: seed, and call again)."""
+        results: list[tuple[int, int, bool]] = []
+        for start in range(0, len(jobs), 1000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for generation_id, ticket, line in jobs[start : start + 1000]:
+                    await self._call_submit(generation_id, line, ticket, None, client=pipe)
+                replies = await pipe.execute()
+            results += [_submitted(reply) for reply in replies]
+        return results
+
     async def _run_submit(
         self, generation_id: int, line: str, ticket: int | None, quota: Quota | None
     ) -> tuple[int, int, bool]:
+        return _submitted(await self._call_submit(generation_id, line, ticket, quota))
+
+    async def _call_submit(
+        self, generation_id: int, line: str, ticket: int | None, quota: Quota | None, client: Any = None
+    ) -> Any:
+        """The :data:`SUBMIT` script's call (queued on ``client``, a pipeline, if given)."""
         job_id = job_id_for(generation_id)
         payload = serialize_job(GENERATE_FUNCTION, (generation_id,), {}, None, _ms())
         member = quota.member if quota else "-"
@@ -461,7 +494,7 @@ class RedisJobQueue:
                 _IN_PROGRESS,
                 quota.max_running,
             ]
-        result: list[Any] = await self._submit(
+        return await self._submit(
             keys=[
                 self.keys.ticket,
                 self.keys.waiting(line),
@@ -487,17 +520,8 @@ class RedisJobQueue:
                 self.keys.waiting_prefix,
                 line,
             ],
+            client=client,
         )
-        first = int(result[0])
-        if first == _TICKETS_LOST:
-            raise TicketsLost
-        if first < 0:
-            reason = _REFUSALS[first]
-            if reason == "banned":
-                until = int(result[1])
-                raise QuotaRefused(reason, until=datetime.fromtimestamp(until / 1000, UTC) if until else None)
-            raise QuotaRefused(reason, int(result[1]) / 1000 if reason == "rate" else None)
-        return first, int(result[1]), bool(result[2])
 
     async def ticket_state(self) -> tuple[int | None, bool]:
         last, seeded = await self._ticket_state(keys=[self.keys.ticket, self.keys.ticket_life])
@@ -862,6 +886,18 @@ class RedisJobQueue:
         mean = float(total) / int(count) if int(count) else self.default_run_s
         down = None if not int(tripped) and int(left) <= 0 else max(0, int(left)) / 1000
         return LineBasis(mean, int(capacity), down)
+
+    async def publish_many(self, generation_ids: Iterable[int], kind: str) -> None:
+        """:meth:`publish` of each, pipelined."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for generation_id in generation_ids:
+                pipe.xadd(
+                    self.keys.events,
+                    {"id": str(generation_id), "kind": kind},
+                    maxlen=EVENTS_MAXLEN,
+                    approximate=True,
+                )
+            await pipe.execute()
 
     async def publish(self, generation_id: int, kind: str) -> None:
         await self.redis.xadd(
