@@ -889,15 +889,26 @@ class RedisJobQueue:
 
     async def publish_many(self, generation_ids: Iterable[int], kind: str) -> None:
         """:meth:`publish` of each, pipelined."""
+        await self.publish_events((generation_id, kind) for generation_id in generation_ids)
+
+    async def publish_events(self, events: Iterable[tuple[int, str]]) -> None:
+        """:meth:`publish` of each ``(id, kind)``, in order, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for generation_id in generation_ids:
-                pipe.xadd(
-                    self.keys.events,
-                    {"id": str(generation_id), "kind": kind},
-                    maxlen=EVENTS_MAXLEN,
-                    approximate=True,
-                )
+            for generation_id, kind in events:
+                self._xadd(pipe, generation_id, kind)
+            if pipe.command_stack:
+                await pipe.execute()
+
+    async def finished(self, generation_id: int, *, line: str) -> None:
+        """A job ended: :meth:`mark_done` and the ``finished`` event, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.waiting(line), str(generation_id))
+            self._xadd(pipe, generation_id, "finished")
             await pipe.execute()
+
+    def _xadd(self, client: Any, generation_id: int, kind: str) -> None:
+        fields = {"id": str(generation_id), "kind": kind}
+        client.xadd(self.keys.events, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
     async def publish(self, generation_id: int, kind: str) -> None:
         await self.redis.xadd(

@@ -265,6 +265,8 @@ class GenerationRunner:
         if admission is None:
             current = await self.store.get(generation_id)
             return "skipped" if current is None or not current.state.terminal else current.state.value
+        # The events of the start, told in one round trip with "started".
+        events: list[tuple[int, str]] = []
         try:
             if gen.state is State.QUEUED:
                 place = gen.ticket or ticket or 0
@@ -278,14 +280,15 @@ class GenerationRunner:
                 )
                 if was_waiting == "paused":  # paused between the check above and now
                     return await self._set_aside(gen, place, "paused")
-                for other in moved:  # the member's other jobs left the line: the ones behind moved up
-                    await self.queue.publish(other, "dequeued")
+                # The member's other jobs left the line: the ones behind moved up.
+                events += [(other, "dequeued") for other in moved]
                 if was_waiting is None:
                     # The member already runs as many jobs as they may: this one waits aside
                     # until one of theirs ends (see _release).
+                    await self.queue.publish_events(events)
                     return await self._set_aside(gen, place, "held")
                 if was_waiting:
-                    await self.queue.publish(generation_id, "dequeued")
+                    events.append((generation_id, "dequeued"))
                 # The ticket goes in with the start: a job can start before its command stored
                 # it (with the status message), and a row that ran must say where it stood.
                 started = await self.store.transition(
@@ -294,6 +297,7 @@ class GenerationRunner:
                 if started is None:
                     # Moved on between the worker's pick and now: cancelled, or started by a
                     # concurrent run (whose Redis entries are already right).
+                    await self.queue.publish_events(events)
                     current = await self.store.get(generation_id)
                     if current is None or current.state is not State.RUNNING:
                         await self._release(gen)
@@ -312,7 +316,7 @@ class GenerationRunner:
                 await self.queue.mark_running(generation_id, line=gen.backend)
                 await self.queue.claim_running(gen.member, generation_id)
             run = _Run(gen.attempts)
-            await self.queue.publish(generation_id, "started")
+            await self.queue.publish_events([*events, (generation_id, "started")])
             beating = asyncio.create_task(self._beat(gen, run), name=f"genbot-heartbeat-{generation_id}")
             try:
                 async with asyncio.timeout(self.job_timeout_s) as deadline:
@@ -643,8 +647,7 @@ class GenerationRunner:
                     current.attempts,
                 )
                 return "superseded"
-        await self.queue.mark_done(generation_id, line=gen.backend)
-        await self.queue.publish(generation_id, "finished")
+        await self.queue.finished(generation_id, line=gen.backend)
         if done is not None:
             outcome = error.value if error is not None and done.state is State.FAILED else done.state.value
             JOBS_FINISHED.labels(gen.kind, gen.backend, outcome).inc()

@@ -48,9 +48,11 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
     its score, its ticket, unchanged, so it keeps its place."""
     runner: GenerationRunner = ctx["runner"]
     try:
-        return await runner.run(
+        outcome = await runner.run(
             generation_id, line=ctx["line"], last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score")
         )
+        ctx[OUTCOME] = outcome
+        return outcome
     except Deferred:
         await _give_try_back(ctx, generation_id)
         raise Retry(defer=0) from None
@@ -58,6 +60,14 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
         if runner.waiting_for_backend(generation_id):
             await _give_try_back(ctx, generation_id)
         raise
+
+
+#: Where :func:`generate` leaves what the run came to, for ``after_job_end``.
+OUTCOME = "genbot_outcome"
+#: The outcomes after which the job may be back in line while arq cleans up its run, so that arq's
+#: clean-up deleted the arq job it found in place (``RedisJobQueue.repair`` gives it back): set
+#: aside and put back meanwhile (held, paused), or taken over by a new run (superseded).
+REPAIRED_AFTER = frozenset({"held", "paused", "superseded"})
 
 
 async def _give_try_back(ctx: dict[str, Any], generation_id: int) -> None:
@@ -107,7 +117,8 @@ class PatientWorker(Worker):
     busy it polls again **as soon as a job ends** (at most ``poll_delay`` later, for the abort
     checks), not after a whole ``poll_delay``: arq's fixed sleep capped a worker at
     ``max_jobs / poll_delay`` jobs a second however short they were (50/s at 10 jobs at once).
-    With a slot free and nothing found, it waits ``poll_delay`` before it reads again.
+    After a poll that started jobs it reads again at once (more may wait); after one that started
+    none (nothing waits, or other workers were faster) it waits ``poll_delay``.
     """
 
     def __init__(self, *args: Any, read: LineRead | None = None, **kwargs: Any) -> None:
@@ -119,6 +130,8 @@ class PatientWorker(Worker):
         self.read = read
         self.pace_s = pace_s
         self._polled = False
+        #: How many jobs the last poll started.
+        self._started = 0
         #: Set when a job ends and gives its slot back.
         self._slot_freed = asyncio.Event()
 
@@ -144,15 +157,18 @@ class PatientWorker(Worker):
             self._polled = True
             return
         self._slot_freed.clear()
-        if self.job_counter < self.max_jobs:
-            await asyncio.sleep(self.pace_s)  # the last read found nothing more to start
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._slot_freed.wait(), self.pace_s)
+        if not self._started:
+            await asyncio.sleep(self.pace_s)  # nothing to start last time: wait for new jobs
+        elif self.job_counter >= self.max_jobs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), self.pace_s)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        before = len(self.tasks)  # a started job is a new task (arq keys them by job id)
+        self._started = 0
         try:
             await super().start_jobs(job_ids)
+            self._started = len(self.tasks) - before
         except REDIS_DOWN:
             # arq counted the job whose claim failed, and holds its slot: give both back.
             self.job_counter -= 1
@@ -315,6 +331,8 @@ def build_worker(
     async def after_job_end(ctx: dict[str, Any]) -> None:
         # After arq's own clean-up of the run: see RedisJobQueue.repair.
         job_id = str(ctx.get("job_id", ""))
+        if ctx.pop(OUTCOME, "held") not in REPAIRED_AFTER:
+            return  # a run that ended its job (or found it ended) left nothing to give back
         if job_id.startswith(JOB_ID_PREFIX):
             with contextlib.suppress(Exception):
                 await queue.repair(int(job_id.removeprefix(JOB_ID_PREFIX)), line=line)
