@@ -377,7 +377,7 @@ def build_frontend(rt: Runtime) -> Frontend:
             print(f"genbot local chat: http://{host}:{chat.port}", flush=True)
             return chat.port
 
-        return Frontend(chat, start_local, chat.quiesce, chat.stop)
+        return Frontend(chat, start_local, chat.quiesce, chat.stop, chat.revive)
     if platform is Platform.SLACK:
         slack = build_slack(rt)
         settings = rt.settings.slack

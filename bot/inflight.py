@@ -3,7 +3,8 @@ stranding them.
 
 An adapter acknowledges a command (Slack's ``ack()``, Discord's defer, the local chat's answer)
 before the core has posted its status message; a process that exits then leaves an acknowledged
-request behind. Each adapter runs every command inside :meth:`InFlight.track`; on stop it stops
+request behind. Each adapter runs every command inside :meth:`InFlight.track` (or, for the work
+it does after it has answered, in a task of :meth:`InFlight.spawn`); on stop it stops
 taking new commands, then :meth:`InFlight.drain` waits for the tracked ones to finish (each posts
 its status message and links it to its row), and only then does the process flush its renders and
 close its connections.
@@ -14,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,23 @@ class InFlight:
             self._tasks.discard(task)
             if not self._tasks:
                 self._idle.set()
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """Run ``work`` in a task of its own, counted in flight from now (before it first runs, so
+        a drain that starts in between waits for it). An exception it lets out is logged, never
+        left unobserved; ``work`` should answer its member itself first."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("a command task failed", exc_info=error)
 
     async def drain(self, grace_s: float = DRAIN_TIMEOUT_S) -> int:
         """Take no new command (``closed``: the adapter answers "restarting"), wait up to

@@ -1,21 +1,55 @@
-"""The :class:`~bot.ports.CommandInbox` on Tortoise: acknowledged commands not yet finished."""
+"""The :class:`~bot.ports.CommandInbox` on Tortoise: acknowledged commands not yet finished.
+
+A record is written before its command's ack goes out, so a burst of commands would queue that many
+INSERTs (and commits) in front of their acks. :meth:`TortoiseCommandInbox.put` commits in groups
+instead: the records that arrive while one INSERT is being written are written together in the
+next one (one statement, one commit), so 200 concurrent commands cost a few writes, not 200.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.expressions import Q
 
 from bot.ports import InboxEntry
 from storage.models import InboxRow
-from storage.reconnect import insert_once, reconnecting, retries_inside, with_retries
+from storage.reconnect import reconnecting, retries_inside, with_retries
 
 
 @reconnecting
 class TortoiseCommandInbox:
+    def __init__(self) -> None:
+        #: Records waiting for the next group's INSERT, each with its writer's future.
+        self._waiting: list[tuple[InboxRow, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
     async def put(self, key: str, platform: str, payload: dict[str, Any]) -> None:
-        await insert_once(InboxRow, key, platform=platform, payload=payload)
+        """Record a command; returns once its group is committed. Safe to retry (one record per
+        ``key``: a retry's duplicate is ignored). A group that fails fails every put in it."""
+        row = InboxRow(request_key=key, platform=platform, payload=payload, created_at=datetime.now(UTC))
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_groups(), name="genbot-inbox-writer")
+        await written
+
+    async def _write_groups(self) -> None:
+        """Write what waits, one group at a time, until nothing does."""
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await InboxRow.bulk_create([row for row, _ in group], ignore_conflicts=True)
+            except Exception as exc:
+                for _, written in group:
+                    if not written.done():
+                        written.set_exception(exc)
+            else:
+                for _, written in group:
+                    if not written.done():
+                        written.set_result(None)
 
     async def done(self, key: str) -> None:
         await InboxRow.filter(request_key=key).delete()

@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from storage.models import InboxRow
+
 
 class ChatClient:
     """One member's view of the chat: posts commands and keeps every message it is sent."""
@@ -48,6 +50,8 @@ class ChatClient:
             await self._reader
 
     async def command(self, text: str, files: list[str] | None = None) -> dict[str, Any]:
+        """Send a command; the answer (``{"ok": true}`` or a refusal) comes before the command
+        runs: its outcome arrives as messages (see :meth:`wait_for`)."""
         body: dict[str, Any] = {"user_id": self.user_id, "text": text}
         if files is not None:
             body["files"] = files
@@ -87,18 +91,38 @@ class ChatClient:
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0
     ) -> dict[str, Any]:
-        """The first message (as last seen) that satisfies ``predicate``."""
+        """The first message (as last seen) that satisfies ``predicate``. The chat answers a
+        command before it runs it: what the command did arrives later, so wait for it here."""
+        found = await self.wait_for_all(predicate, 1, timeout)
+        return found[0]
+
+    async def wait_for_all(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int, timeout: float = 20.0
+    ) -> list[dict[str, Any]]:
+        """The messages (as last seen, oldest first) that satisfy ``predicate``, once there are
+        at least ``count`` of them; TimeoutError (a deadline, not a measure) if they never come."""
         deadline = time.monotonic() + timeout
         async with self._changed:
             while True:
-                for message in self.messages.values():
-                    if predicate(message):
-                        return message
+                found = [m for _, m in sorted(self.messages.items()) if predicate(m)]
+                if len(found) >= count:
+                    return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"no such message; have {list(self.messages.values())}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+async def all_handled(timeout: float = 20.0) -> None:
+    """Wait until every command the chat has answered has also run. The chat records a command,
+    answers, then runs it; the core forgets the record once the command is done. For a test of a
+    chat in this process (its database); TimeoutError past ``timeout``: a deadline, not a measure."""
+    deadline = time.monotonic() + timeout
+    while await InboxRow.filter(platform="local").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("a command the chat answered has not run")
+        await asyncio.sleep(0.01)
 
 
 def status_of(job: int) -> Callable[[dict[str, Any]], bool]:

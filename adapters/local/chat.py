@@ -6,6 +6,15 @@ The API is documented in ``docs/local-chat.md``. There is no login: whoever reac
 as any member, so it listens on loopback unless told otherwise, answers only to its own host names
 and origin (:mod:`adapters.local.guard`) and reads request bodies strictly typed
 (:mod:`adapters.local.api`).
+
+A command is acknowledged at once, like Slack's ``ack()`` and Discord's defer: ``POST /api/command``
+(and ``/api/action``) parses and checks the request, says a refusal of its own (400, or a typo's
+reply), records the command (:meth:`~bot.ports.CommandHandler.receive`: one INSERT, so that a bot
+killed after the answer loses nothing: another bot, or this one restarted, runs it again from the
+record, see :meth:`LocalChat.revive`), answers ``{"ok": true}``, and only then runs the core, in a
+task the chat's :class:`~bot.inflight.InFlight` counts (a stop waits for it). The outcome (the status
+message, or a refusal as an ephemeral reply) arrives over the WebSocket. One member's commands run
+in the order they were answered, one at a time; different members' run side by side.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ import mimetypes
 import re
 import secrets
 import weakref
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +41,20 @@ from adapters.local.guard import HOSTS_KEY, guard, json_errors, refusal, secure_
 from adapters.local.guard import allowed_hosts as hosts_for
 from bot.attachments import ATTACHMENT_TYPES, NAME_MAX, too_large
 from bot.commands import CommandSpec, parse_text
-from bot.errors import ErrorCode, ErrorText, GenbotError
+from bot.errors import ErrorCode, ErrorText, GenbotError, describe
 from bot.inflight import DRAIN_TIMEOUT_S, InFlight
 from bot.models import Actor, CommandRequest, MessageRef, StatusView
-from bot.ports import BlobStore, ChatLog, ChatRecord, CommandHandler, MessageGone, Rate, Spend, Upload
+from bot.ports import (
+    BlobStore,
+    ChatLog,
+    ChatRecord,
+    CommandHandler,
+    InboxEntry,
+    MessageGone,
+    Rate,
+    Spend,
+    Upload,
+)
 from bot.text import clean_block, clean_line, is_visible, shown
 
 log = logging.getLogger(__name__)
@@ -62,6 +82,8 @@ UPLOAD_KEY = re.compile(r"[0-9a-f]{32}")
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 #: Files one command may carry.
 FILES_MAX = 10
+#: The answer (503) to a command that could not be recorded (the database is away).
+UNRECORDED = "genbot can't take requests right now; try again in a moment."
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +91,11 @@ class Member:
     id: str
     name: str
     admin: bool
+
+
+def member_of(actor: Actor) -> Member:
+    """The member an :class:`~bot.models.Actor` of this chat names (a recorded command's)."""
+    return Member(actor.user_id, actor.display_name, actor.is_admin)
 
 
 def member_id(name: str) -> str:
@@ -212,6 +239,8 @@ class LocalChat:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.inflight = InFlight()
+        #: One member's commands take turns, in the order they were answered.
+        self._turns: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.port: int | None = None
         self.extra_hosts = tuple(allowed_hosts)
         self.hosts = hosts_for("", self.extra_hosts)
@@ -278,7 +307,8 @@ class LocalChat:
 
     async def quiesce(self, grace_s: float = DRAIN_TIMEOUT_S) -> int:
         """Stop taking commands (the port closes; a request already in flight is answered
-        "restarting") and wait for the ones taken to finish. Returns how many were cut short."""
+        "restarting") and wait for the ones answered to finish, up to ``grace_s``. Returns how
+        many were cut short (their records stay: see :meth:`revive`)."""
         if self._site is not None:
             await self._site.stop()
             self._site = None
@@ -426,9 +456,11 @@ class LocalChat:
         if self.inflight.closed:
             return self._restarting()
         with self.inflight.track():
-            return await self._run_command(request)
+            return await self._take_command(request)
 
-    async def _run_command(self, request: web.Request) -> web.Response:
+    async def _take_command(self, request: web.Request) -> web.Response:
+        """Parse and check a command, record it and answer; the core runs it after (see the
+        module's docstring). What the request gets wrong is answered here: 400, or a reply."""
         body = await self._body(request)
         member = self._member(body.get("user_id"))
         responder = LocalResponder(self, member)
@@ -461,11 +493,65 @@ class LocalChat:
             except GenbotError as exc:
                 await responder.reply_error(exc.text)
                 return web.json_response({"ok": True})
-        await self.handler.handle(
-            CommandRequest(actor=self.actor(member), channel=CHANNEL, name=name, options=options),
-            responder,
-        )
+        command = CommandRequest(actor=self.actor(member), channel=CHANNEL, name=name, options=options)
+
+        def run(receipt: str) -> Awaitable[None]:
+            return self.handler.handle(command, responder, receipt=receipt)
+
+        return await self._acknowledge(member, {"kind": "command", "request": command.to_json()}, run)
+
+    async def _acknowledge(
+        self, member: Member, payload: dict[str, Any], run: Callable[[str], Awaitable[None]]
+    ) -> web.Response:
+        """Record a command (``payload``: what :meth:`revive` rebuilds it from), start ``run``
+        with its receipt in ``member``'s turn, and answer ``{"ok": true}`` without waiting for
+        it. If the command cannot be recorded, 503, and nothing is done."""
+        try:
+            receipt = await self.handler.receive(PLATFORM, payload)
+        except Exception:
+            log.warning("could not record a command; answering that genbot is unavailable", exc_info=True)
+            return web.json_response({"ok": False, "error": UNRECORDED}, status=503)
+        self.inflight.spawn(self._in_turn(member, lambda: run(receipt)), name=f"local-command-{member.id}")
         return web.json_response({"ok": True})
+
+    async def _in_turn(self, member: Member, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``member``'s command after the ones they sent before it (:class:`asyncio.Lock`
+        wakes its waiters first come, first served). Never raises but when cancelled: a failure
+        is logged, and the member reads the catalogue's words for it."""
+        async with self._turns[member.id]:
+            try:
+                await run()
+            except Exception:
+                log.exception("a command of %s failed", member.id)
+                try:
+                    await LocalResponder(self, member).reply_error(describe(ErrorCode.INTERNAL))
+                except Exception:
+                    log.exception("telling %s that their command failed failed too", member.id)
+
+    async def revive(self, entry: InboxEntry) -> None:
+        """Run again a command (or button press) a bot answered and stopped before finishing
+        (see :meth:`Genbot.revive_commands`), from its record: its answers go to the same member
+        in the chat."""
+        payload = entry.payload
+        run: Callable[[], Awaitable[None]]
+        if payload.get("kind") == "button":
+            actor = Actor(**payload["actor"])
+            member = member_of(actor)
+            job, action = int(payload["job"]), str(payload["action"])
+
+            def run() -> Awaitable[None]:
+                responder = LocalResponder(self, member)
+                return self.handler.handle_action(actor, job, action, responder, receipt=entry.key)
+        else:
+            command = CommandRequest.from_json(payload["request"])
+            member = member_of(command.actor)
+
+            def run() -> Awaitable[None]:
+                return self.handler.handle(command, LocalResponder(self, member), receipt=entry.key)
+
+        with self.inflight.track():
+            async with self._turns[member.id]:
+                await run()
 
     async def _say(self, member: Member, text: str) -> web.Response:
         """A plain chat message: kept with its lines (:func:`~bot.text.clean_block`), at most
@@ -481,9 +567,11 @@ class LocalChat:
         if self.inflight.closed:
             return self._restarting()
         with self.inflight.track():
-            return await self._run_action(request)
+            return await self._take_action(request)
 
-    async def _run_action(self, request: web.Request) -> web.Response:
+    async def _take_action(self, request: web.Request) -> web.Response:
+        """A button press, parsed, checked (400; 404 for a message that has no job), recorded and
+        answered; the core runs it after, as a command."""
         body = await self._body(request)
         member = self._member(body.get("user_id"))
         try:
@@ -495,10 +583,15 @@ class LocalChat:
         record = await self.log.get(message_id)
         if record is None or not record.status:
             raise refusal(web.HTTPNotFound, "No such message.")
-        await self.handler.handle_action(
-            self.actor(member), int(record.status["job"]), action, LocalResponder(self, member)
-        )
-        return web.json_response({"ok": True})
+        actor, job = self.actor(member), int(record.status["job"])
+
+        def run(receipt: str) -> Awaitable[None]:
+            return self.handler.handle_action(
+                actor, job, action, LocalResponder(self, member), receipt=receipt
+            )
+
+        payload = {"kind": "button", "actor": asdict(actor), "job": job, "action": action}
+        return await self._acknowledge(member, payload, run)
 
     async def _blob(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]

@@ -60,6 +60,7 @@ from tests.adapters.discord.fake import (
 )
 from tests.adapters.slack.conftest import ADMIN, SECRET, SlackClient
 from tests.adapters.slack.fake_slack import TOKEN, FakeSlack
+from tests.chat_client import all_handled
 from tests.conftest import make_settings
 from tests.image_jobs import every_spec
 from tests.stack import bot_running
@@ -503,6 +504,7 @@ async def test_local_chat_api(pg_rt: Runtime, redis: Redis) -> None:
         port = int(base.rsplit(":", 1)[1])
         status, _ = await send(http, base, text("alice", "/imagine a calm lake"))
         assert status == 200
+        await all_handled()  # the chat answers, then runs the command
         lake = await ChatMessageRow.filter(status__not_isnull=True).order_by("-id").first()
         assert lake is not None
 
@@ -519,6 +521,7 @@ async def test_local_chat_api(pg_rt: Runtime, redis: Redis) -> None:
             if status >= 500:
                 tally.problem(req.name, f"HTTP {status}")
                 continue
+            await all_handled()
             replies = await ChatMessageRow.filter(id__gt=mark, ephemeral_to=req.member, bot=True).all()
             for reply in replies:
                 tally.words(req.name, reply.text or "")
@@ -632,6 +635,7 @@ async def test_local_chat_api(pg_rt: Runtime, redis: Redis) -> None:
                 await http.ws_connect(
                     f"{base}/ws?user_id=admin", headers={"Host": host, "Origin": f"http://{host}"}
                 )
+        await all_handled()
         assert not await WorkspaceRow.filter(paused=True).exists(), "a refused request paused the queue"
     tally.done(minimum=300)
 

@@ -12,7 +12,7 @@ import pytest_asyncio
 from bot.app import Runtime
 from bot.commands import admin_specs
 from storage.models import AuditRow, BanRow, BlockedTermRow, WorkspaceRow
-from tests.chat_client import ChatClient, status_of
+from tests.chat_client import ChatClient, all_handled, status_of
 from tests.stack import bot_running
 
 
@@ -43,6 +43,7 @@ async def test_a_member_cannot_run_admin_commands_even_in_the_structured_form(
         await alice.wait_for(reply_to("alice", f"Only admins can use /admin {spec.name};"))
     # the structured form carries no admin flag a client could set
     assert await alice.structured("admin pause", {"is_admin": "true"}) == {"ok": True}
+    await alice.wait_for_all(reply_to("alice", "Only admins can use /admin pause;"), 2)
     refusals = [m for m in alice.messages.values() if "Only admins" in (m["text"] or "")]
     assert len(refusals) == len(admin_specs()) + 1
     assert await AuditRow.all().count() == 0
@@ -159,4 +160,5 @@ async def test_other_web_sites_cannot_drive_the_chat(rt: Runtime) -> None:
             headers={"Content-Type": "application/json", "Origin": f"http://{host}"},
         ) as resp:
             assert resp.status == 200
+        await all_handled()
         assert await WorkspaceRow.filter(paused=True).count() == 1

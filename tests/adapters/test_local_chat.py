@@ -117,8 +117,9 @@ async def test_cancel_a_queued_job_moves_the_ones_behind_it_up(
         await bob.connect()
         await alice.command("/imagine first steps: 30")
         await alice.command("/imagine second steps: 5")
-        await bob.command("/imagine third steps: 5")
+        # Alice's commands run in the order sent; Bob's, another member's, only after hers are in line.
         second = await alice.wait_for(lambda m: bool(m.get("status")) and m["status"]["prompt"] == "second")
+        await bob.command("/imagine third steps: 5")
         third = await bob.wait_for(
             lambda m: (
                 bool(m.get("status"))

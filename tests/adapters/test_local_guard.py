@@ -17,6 +17,7 @@ from adapters.local.guard import allowed_hosts, content_security_policy, host_na
 from bot.app import Runtime, runtime
 from bot.config import Settings
 from storage.models import ChatMessageRow, GenerationRow, WorkspaceRow
+from tests.chat_client import all_handled
 from tests.image_jobs import every_spec
 from tests.stack import bot_running
 
@@ -282,5 +283,6 @@ async def test_a_member_option_is_read_cleaned_in_the_structured_form(rt: Runtim
     body = {"user_id": "admin", "command": "admin ban", "options": {"member": "@Bo\x00b\n", "jobs": "keep"}}
     async with aiohttp.ClientSession() as http:
         assert (await post(http, base, "/api/command", body))[0] == 200
+    await all_handled()
     reply = await ChatMessageRow.filter(ephemeral_to="admin").order_by("-id").first()
     assert reply is not None and reply.text.startswith("Banned member bob until unbanned.")

@@ -114,6 +114,7 @@ async def test_a_blocked_term_in_a_question_is_refused_like_a_prompt(
         admin = ChatClient(http, base, "admin")
         await admin.connect()
         assert await admin.command("/admin block term: weasel") == {"ok": True}
+        await admin.wait_for(lambda m: m.get("ephemeral_to") == "admin")  # blocked before Alice asks
         alice = ChatClient(http, base, "alice")
         await alice.connect()
         assert await alice.command("/ask where does the weasel sleep?") == {"ok": True}

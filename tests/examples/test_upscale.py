@@ -105,6 +105,7 @@ async def test_what_is_not_a_fitting_picture_is_refused_and_queues_nothing(
         alice = ChatClient(http, base, "alice")
         bob = ChatClient(http, base, "bob")
         await alice.connect()
+        await bob.connect()
         text = (await alice.upload("notes.png", b"these are not pixels"))[1]["file"]
         large = (await alice.upload("big.png", picture(60, 40)))[1]["file"]
         status, answer = await alice.upload("huge.bmp", b"x" * 6000)
@@ -119,8 +120,12 @@ async def test_what_is_not_a_fitting_picture_is_refused_and_queues_nothing(
         for client, command, files, _said in cases:
             assert await client.command(command, files=files) == {"ok": True}
         await alice.command("/queue", files=[large])
+        # The chat answers before it runs a command: wait for every reply (four, the /queue one, Bob's).
+        await alice.wait_for_all(lambda m: m.get("ephemeral_to") == "alice", 5)
+        await bob.wait_for_all(lambda m: m.get("ephemeral_to") == "bob", 1)
         said = [m["text"] for m in (await alice.history()) + (await bob.history()) if m.get("text")]
         await alice.close()
+        await bob.close()
         assert await GenerationRow.all().count() == 0, "nothing queued"
     for *_, sentence in cases:
         assert any(sentence in text for text in said), (sentence, said)
