@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint bench render-bench reliability browser clean
+.PHONY: dev test lint bench render-bench reliability fleet-bench browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -39,9 +39,20 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	PYTHONPATH=examples/ask:examples/upscale $(BIN)/lint-imports
 
-## Submit throughput against raw arq, printed as ratios.
+## Each figure against its anchor, measured in the same run (about 7 minutes on 2 cores): submit
+## and whole-request throughput against raw arq (PostgreSQL, SQLite); a worker's drain of 2,000
+## instant jobs against a bare arq worker; the renderer's CPU per job against bare writes; position
+## read and sweep at 100,000 queued rows against bare reads; the bot's memory with 10,000 active
+## jobs against the same process idle; the local chat's ack p99 at 200 concurrent /imagine against
+## a bare aiohttp server. See bench/README.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.submit_throughput
+	$(BIN)/python -m bench.submit_throughput --db sqlite --counted 0
+	$(BIN)/python -m bench.worker_drain
+	$(BIN)/python -m bench.render_cpu
+	$(BIN)/python -m bench.queue_scale
+	$(BIN)/python -m bench.bot_memory
+	$(BIN)/python -m bench.ack_latency
 
 ## The render scheduler under Slack's limits against the renderer before it, printed as ratios.
 render-bench: $(STAMP)
@@ -50,6 +61,11 @@ render-bench: $(STAMP)
 ## The fault-injection scenarios with bigger batches; writes the figures to docs/reliability.md.
 reliability: $(STAMP)
 	$(BIN)/python -m bench.reliability
+
+## 1, 4 and 16 worker hosts (network namespaces, as root) against one Redis and one PostgreSQL;
+## writes the figures to docs/scaling.md (about 7 minutes on 2 cores).
+fleet-bench: $(STAMP)
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

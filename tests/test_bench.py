@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import bot_memory, queue_scale, submit_throughput
+from bench import ack_latency, bot_memory, queue_scale, render_cpu, submit_throughput, worker_drain
 from tests.conftest import pg_database
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -59,3 +59,50 @@ async def test_submit_throughput_breakdown_seeds_the_tickets_it_needs(
     assert "RATIO genbot/baseline" in out
     for step in ("parse and prepare", "store.create", "queue.submit", "store.update"):
         assert step in out
+
+
+async def test_ack_latency_prints_the_local_chats_p99_against_a_bare_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await ack_latency.main(ack_latency.parse_args(["--db", "sqlite", "--burst", "4", "--rounds", "1"]))
+    out = capsys.readouterr().out
+    assert "RATIO ack p99 genbot/bare" in out
+    assert "bare: p50" in out and "genbot: p50" in out
+
+
+@pytest.mark.parametrize("db", DATABASES)
+async def test_submit_throughput_times_the_whole_request_and_counts_it(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await needs(db)
+    args = ["--db", db, "--n", "20", "--rounds", "1", "--concurrency", "4", "--counted", "8"]
+    await submit_throughput.main(submit_throughput.parse_args(args))
+    out = capsys.readouterr().out
+    assert "RATIO request/baseline" in out  # the whole request against raw arq
+    counted = {line.split()[0]: line for line in out.split("counted (not timed)")[1].splitlines()[1:4]}
+    assert set(counted) == {"baseline", "genbot", "request"}
+    assert "INSERT generations 1.00" in counted["request"]  # one row per request, counted
+    assert "INSERT chat_messages 1.00" in counted["request"]  # and its status message posted
+
+
+@pytest.mark.parametrize("db", DATABASES)
+async def test_worker_drain_runs_both_workers_and_counts_a_job(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await needs(db)
+    args = ["--db", db, "--n", "20", "--rounds", "1", "--warmup", "5", "--counted", "10"]
+    await worker_drain.main(worker_drain.parse_args(args))
+    out = capsys.readouterr().out
+    assert "RATIO genbot/bare" in out
+    assert "genbot's CPU per job" in out
+    genbot = next(line for line in out.splitlines() if line.strip().startswith("genbot") and "SQL" in line)
+    assert "UPDATE generations" in genbot  # the runner's transitions, counted
+
+
+async def test_render_cpu_renders_every_job_to_its_end(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--db", "sqlite", "--jobs", "4", "--warmup", "2", "--counted", "2", "--steps", "1"]
+    await render_cpu.main(render_cpu.parse_args([*args, "--step-ms", "0", "--concurrency", "2"]))
+    out = capsys.readouterr().out
+    assert "RATIO renderer/bare" in out
+    assert "message writes per job" in out
+    assert "UPDATE chat_messages" in out  # the renderer's edits, counted
