@@ -6,11 +6,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from tortoise.connection import get_connection
 from tortoise.expressions import Q
 
 from bot.ports import ChatRecord
+from storage.merge import is_postgres
 from storage.models import ChatMessageRow
 from storage.reconnect import insert_once, reconnecting, retries_inside, with_retries
+
+TABLE = ChatMessageRow._meta.db_table
 
 
 def _record(row: ChatMessageRow) -> ChatRecord:
@@ -57,10 +61,18 @@ class TortoiseChatLog:
         return _record(row)
 
     async def set_status(self, message_id: int, status: dict[str, Any]) -> ChatRecord | None:
-        changed = await ChatMessageRow.filter(id=message_id).update(
-            status=status, edited_at=datetime.now(UTC)
-        )
-        return await self.get(message_id) if changed else None
+        # One statement that writes and returns the message (every render of the chat edits one).
+        conn = get_connection("default")
+        p = ["$1", "$2", "$3"] if is_postgres(conn) else ["?"] * 3
+        sql = f'UPDATE "{TABLE}" SET "status" = {p[0]}, "edited_at" = {p[1]} WHERE "id" = {p[2]} RETURNING *'  # noqa: S608 - constants
+        fields = ChatMessageRow._meta.fields_map
+        values = [
+            fields["status"].to_db_value(status, ChatMessageRow),
+            fields["edited_at"].to_db_value(datetime.now(UTC), ChatMessageRow),
+            message_id,
+        ]
+        rows = await conn.execute_query_dict(sql, values)
+        return _record(ChatMessageRow._init_from_db(**rows[0])) if rows else None
 
     async def get(self, message_id: int) -> ChatRecord | None:
         row = await ChatMessageRow.get_or_none(id=message_id)
