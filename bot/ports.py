@@ -591,7 +591,11 @@ class EventFeed(Protocol):
 
     async def read(self, count: int, block_ms: int) -> list[Event]: ...
 
-    async def ack(self, events: Sequence[Event]) -> None: ...
+    async def ack(self, events: Sequence[Event], *, later: bool = False) -> None:
+        """Acknowledge handled events; ``later``: with the next :meth:`read`, in its round trip
+        (an event whose ack is lost with its process is handled again by another renderer, which
+        costs a render, not a wrong message)."""
+        ...
 
     async def claim_stale(self, min_idle_ms: int, count: int) -> list[Event]:
         """Take over events another (crashed) renderer read but never acknowledged."""

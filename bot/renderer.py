@@ -197,7 +197,7 @@ class Renderer:
                         last_claim = time.monotonic()
                     self._absorb(events)
                     await self.dispatch()
-                    await self.feed.ack(events)
+                    await self.feed.ack(events, later=True)
                 except asyncio.CancelledError:
                     raise
                 except EventsLost:
@@ -455,6 +455,13 @@ class Renderer:
         pending = self._pending.get(gid)
         if pending is None:
             return 0.0
+        if pending.priority >= Priority.HEAD and not self._draining:
+            # Progress or a place only: within the message's edit interval it would wait anyway
+            # (see _render), so it waits before its lease and its read of the row, not after.
+            earliest = self._last_edit.get(gid, 0.0) + self.settings.min_edit_interval_s
+            if time.monotonic() < earliest:
+                pending.not_before = earliest
+                return 0.0
         lease = await self.queue.lock(f"render:{gid}", LEASE_S)
         if lease is None:  # another renderer is at it; it stores what it showed
             pending.not_before = time.monotonic() + LEASED_RETRY_S

@@ -22,6 +22,8 @@ class RedisEventFeed:
         self.stream = stream
         self.group = group
         self.consumer = consumer
+        #: Events handled, whose acks go with the next read (``ack(later=True)``).
+        self._later: list[str] = []
 
     async def ensure_group(self, start: str = "$") -> None:
         """Create the consumer group (and the stream) if missing. Safe to call again. A new
@@ -68,12 +70,25 @@ class RedisEventFeed:
         return events
 
     async def read(self, count: int, block_ms: int) -> list[Event]:
+        """The next events for this consumer; the acks put off by ``ack(later=True)`` go first,
+        in the same round trip."""
+        acks, self._later = self._later, []
+        streams: dict[Any, Any] = {self.stream: ">"}
         try:
-            reply = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
-            )
+            if not acks:
+                reply = await self.redis.xreadgroup(
+                    self.group, self.consumer, streams, count=count, block=block_ms
+                )
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xack(self.stream, self.group, *acks)
+                    pipe.xreadgroup(self.group, self.consumer, streams, count=count, block=block_ms)
+                    _acked, reply = await pipe.execute()
         except ResponseError as exc:
             await self._lost(exc)
+        except BaseException:
+            self._later = acks + self._later  # not sent: with the next read
+            raise
         return [ev for _stream, entries in reply or [] for ev in self._events(entries)]
 
     async def _lost(self, exc: ResponseError) -> NoReturn:
@@ -84,9 +99,14 @@ class RedisEventFeed:
         await self.ensure_group(start="0")
         raise EventsLost from None
 
-    async def ack(self, events: Sequence[Event]) -> None:
-        if events:
-            await self.redis.xack(self.stream, self.group, *(e.entry_id for e in events))
+    async def ack(self, events: Sequence[Event], *, later: bool = False) -> None:
+        if later:
+            self._later += [e.entry_id for e in events]
+            return
+        ids = [*self._later, *(e.entry_id for e in events)]
+        self._later = []
+        if ids:
+            await self.redis.xack(self.stream, self.group, *ids)
 
     async def claim_stale(self, min_idle_ms: int, count: int) -> list[Event]:
         try:
