@@ -482,10 +482,8 @@ def failover_supported() -> bool:
 
 def failover_checks(failover_after_s: float) -> str:
     """How often the tree measured checks for runs to take over, as a clause for the report."""
-    from jobs import worker
-
-    every = getattr(worker, "failover_check_s", None)
-    return f", the failover check every {every(failover_after_s):g} s" if callable(every) else ""
+    every = WorkerSettings(failover_after_s=failover_after_s).failover_check_s
+    return f", the failover check every {every:g} s"
 
 
 # -- submitting ---------------------------------------------------------------------------------
@@ -1008,7 +1006,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--job-s", type=float, help="seconds per job (default 1)")
     parser.add_argument("--concurrency", type=int, default=1, help="jobs at once per worker (default 1)")
     parser.add_argument("--idle-window", type=float, help="seconds of the idle worker's count (default 5)")
-    parser.add_argument("--failover-after", type=float, help="GENBOT_WORKER__FAILOVER_AFTER_S (default 5)")
+    parser.add_argument("--failover-after", type=float, help="GENBOT_WORKER__FAILOVER_AFTER_S (default 6)")
     parser.add_argument("--sweep-s", type=float, help="seconds between sweeps (default 3)")
     parser.add_argument(
         "--failover", default="cut,kill", help="failover faults: cut (veth down), kill (SIGKILL); '' for none"
@@ -1023,7 +1021,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "jobs": 8 if small else 200,
         "job_s": 0.5 if small else 1.0,
         "idle_window": 2.0 if small else 5.0,
-        "failover_after": 2.0 if small else 5.0,
+        "failover_after": 6.0,
         "sweep_s": 1.0 if small else 3.0,
     }
     for name, value in defaults.items():

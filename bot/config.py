@@ -191,12 +191,27 @@ class WorkerSettings(BaseModel):
     #: A running job whose heartbeat stopped this long ago (its worker died, or is cut off from
     #: the database) is taken over by the sweep and put back in line at its ticket. A running job
     #: beats every sixth of it.
-    failover_after_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    failover_after_s: Annotated[float, Field(ge=6, le=3600)] = 60.0
     stuck_retries: Annotated[int, Field(ge=0, le=10)] = 1
     #: Minutes between sweeps; below 1, seconds count (0.1: every 6 s, for tests and small setups).
     sweep_every_min: Annotated[float, Field(ge=1 / 60, le=60)] = 1
     eta_window: Annotated[int, Field(ge=1, le=1000)] = 20
     default_run_s: Annotated[float, Field(gt=0)] = 15.0
+
+    @property
+    def failover_check_s(self) -> int:
+        """Seconds between two failover checks: a quarter of ``failover_after_s``, 1 to 60, and a
+        divisor of 60 (arq's cron takes the seconds of a minute)."""
+        wanted = max(1, min(60, int(self.failover_after_s / 4)))
+        return max(d for d in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) if d <= wanted)
+
+    @property
+    def failover_gap_s(self) -> float:
+        """The longest gap between two failover checks that keeps their run unbroken: half the
+        failover time, never less than two check intervals and a second. An outage shorter than
+        the gap leaves every live run's beat younger than ``failover_after_s`` (a run beats every
+        sixth of it); a longer one starts the watch over."""
+        return max(self.failover_after_s / 2, 2 * self.failover_check_s + 1)
 
     @model_validator(mode="before")
     @classmethod

@@ -180,10 +180,12 @@ class GenerationStore(Protocol):
         retry: bool = False,
         ticket: int | None = None,
         attempt: int | None = None,
+        stale_before: datetime | None = None,
     ) -> Generation | None:
         """Move the row to ``target`` if the state machine allows it from its current state
         (and, with ``attempt``, only if the row is still at that attempt: a run's writes are fenced
-        by it, so a worker that was cut off and taken over cannot end the new run).
+        by it, so a worker that was cut off and taken over cannot end the new run; with
+        ``stale_before``, only if its heartbeat is older: a run that beats is not taken over).
 
         The check and the write are one atomic statement. Returns the new snapshot, or None when
         the transition was refused (the row was already elsewhere, for example terminal).

@@ -1060,49 +1060,59 @@ class Genbot:
         run to beat again (a run beats every sixth of it). Returns how many jobs it took over or
         failed."""
         after = self.settings.worker.failover_after_s
-        stale = await self.store.list_stuck(datetime.now(UTC) - timedelta(seconds=after))
+        stale_before = datetime.now(UTC) - timedelta(seconds=after)
+        stale = await self.store.list_stuck(stale_before)
         # After the read: a check that could not read the rows does not count as one.
-        if await self.queue.failover_watch(gap_s=after / 2) < after / 2:
+        if await self.queue.failover_watch(gap_s=self.settings.worker.failover_gap_s) < after / 2:
             return 0
         healed = 0
         for gen in stale:
-            healed += await self._take_over(gen)
+            healed += await self._take_over(gen, stale_before)
         return healed
 
-    async def _take_over(self, gen: Generation) -> int:
-        """Put a dead run's job back in line (see :meth:`fail_over`). Redis first: should this
-        process die half-way, the row still reads ``running`` with a stale heartbeat, and the next
-        check (or a worker that finds the job) takes it over again."""
+    async def _take_over(self, gen: Generation, stale_before: datetime) -> int:
+        """Put a dead run's job back in line (see :meth:`fail_over`). The row first, in one
+        statement that names the attempt it replaces and asks again that its heartbeat be stale:
+        of several checks at once (or a worker that finds the job in arq's queue) one wins, and a
+        run that beat meanwhile is left alone. Then Redis: only the winner lets go of the dead
+        run's hold. Should this process die between the two, the job is late, not lost: it waits
+        for arq's in-progress key to expire, and the sweep puts it back."""
         if gen.attempts >= self.settings.worker.stuck_retries:
-            if await self.store.transition(
-                gen.id, State.FAILED, error_code=ErrorCode.STUCK.value, attempt=gen.attempts
-            ):
-                await self.queue.take_over(gen.id, gen.member)
-                await self.queue.remove_waiting(gen.id, line=gen.backend)
-                await self.queue.publish(gen.id, "finished")
-                SWEEP_ACTIONS.labels("failed_stuck").inc()
-                return 1
-            return 0
-        await self.queue.take_over(gen.id, gen.member)
-        ticket, _position, _ = await self._restore(gen)
-        if await self.store.transition(gen.id, State.QUEUED, retry=True, attempt=gen.attempts) is None:
-            # It moved on meanwhile: it ended (its place goes), or a worker that found its job in
-            # arq's queue claimed the run again (the place is no longer a waiting one).
-            current = await self.store.get(gen.id)
-            if current is None or current.state is not State.QUEUED:
-                await self.queue.mark_done(gen.id, line=gen.backend)
-            return 0
+            failed = await self.store.transition(
+                gen.id,
+                State.FAILED,
+                error_code=ErrorCode.STUCK.value,
+                attempt=gen.attempts,
+                stale_before=stale_before,
+            )
+            if failed is None:
+                return 0
+            await self.queue.take_over(gen.id, gen.member)
+            await self.queue.remove_waiting(gen.id, line=gen.backend)
+            await self.queue.publish(gen.id, "finished")
+            SWEEP_ACTIONS.labels("failed_stuck").inc()
+            return 1
+        back = await self.store.transition(
+            gen.id, State.QUEUED, retry=True, attempt=gen.attempts, stale_before=stale_before
+        )
+        if back is None:
+            return 0  # it beat again, ended, or another check took it over
+        # Before the job can start again, so that it never wipes the new run's first report.
         await self.store.update_meta(
             gen.id, {"progress": None, "preview": None, "text": None, "waiting": None}
         )
+        await self.queue.take_over(gen.id, gen.member)
+        ticket = await self._put_back(back)
         log.warning(
             "generation %s: its worker stopped beating (attempt %d); back in line at ticket %s",
             gen.id,
             gen.attempts,
             ticket,
         )
+        if ticket is None:
+            return 0  # cancelled meanwhile
         SWEEP_ACTIONS.labels("failed_over").inc()
-        return await self._restored(gen, ticket)
+        return await self._restored(back, ticket)
 
     async def _heal_queued(self, now: datetime, *, new_tickets: bool = True) -> int:
         """Bring the Redis mirrors of paused workspaces and bans in line with the database, then

@@ -124,6 +124,9 @@ def preview_key(generation_id: int, attempt: int = 0) -> str:
     return f"previews/{run_stem(generation_id, attempt)}.jpg"
 
 
+#: What a run that found its job run by another (live) run returns: arq's keys of the job are that
+#: run's, and this one leaves them alone (``jobs.worker``), as a run taken over does ("superseded").
+RUNNING_ELSEWHERE = "running elsewhere"
 #: The longest ``waiting`` line a job may report.
 WAITING_MAX = 200
 
@@ -301,7 +304,8 @@ class GenerationRunner:
                     current = await self.store.get(generation_id)
                     if current is None or current.state is not State.RUNNING:
                         await self._release(gen)
-                    return "skipped"
+                        return "skipped"
+                    return RUNNING_ELSEWHERE
                 gen = started
                 if started.started_at is not None:
                     wait = (started.started_at - started.created_at).total_seconds()
@@ -311,7 +315,12 @@ class GenerationRunner:
                 claimed = await self.store.claim_again(generation_id, gen.attempts, stale_before=stale_before)
                 if claimed is None:
                     # Its run is alive (it still beats), or the row moved on: not this worker's.
-                    return "skipped"
+                    current = await self.store.get(generation_id)
+                    return (
+                        RUNNING_ELSEWHERE
+                        if current is not None and current.state is State.RUNNING
+                        else "skipped"
+                    )
                 gen = claimed
                 await self.queue.mark_running(generation_id, line=gen.backend)
                 await self.queue.claim_running(gen.member, generation_id)

@@ -28,7 +28,7 @@ from jobs.connections import REDIS_DOWN, Outage, redis_pool
 from jobs.constants import GENERATE_FUNCTION, SWEEP_QUEUE_SUFFIX, WORKER_ALIVE_MS
 from jobs.poll import LineRead, poll_iteration
 from jobs.queue import RedisJobQueue
-from jobs.runner import Deferred, GenerationRunner, defer_slice_s
+from jobs.runner import RUNNING_ELSEWHERE, Deferred, GenerationRunner, defer_slice_s
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
             generation_id, line=ctx["line"], last_try=ctx["job_try"] >= MAX_TRIES, ticket=ctx.get("score")
         )
         ctx[OUTCOME] = outcome
+        if outcome in HANDS_OFF:
+            ctx[HANDS_OFF_KEY].add(ctx["job_id"])
         return outcome
     except Deferred:
         await _give_try_back(ctx, generation_id)
@@ -66,8 +68,16 @@ async def generate(ctx: dict[str, Any], generation_id: int) -> str:
 OUTCOME = "genbot_outcome"
 #: The outcomes after which the job may be back in line while arq cleans up its run, so that arq's
 #: clean-up deleted the arq job it found in place (``RedisJobQueue.repair`` gives it back): set
-#: aside and put back meanwhile (held, paused), or taken over by a new run (superseded).
-REPAIRED_AFTER = frozenset({"held", "paused", "superseded"})
+#: aside and put back meanwhile (held, paused), taken over by a new run (superseded), or found
+#: moved on (skipped: a failover may have put it back in line as it was read).
+REPAIRED_AFTER = frozenset({"held", "paused", "superseded", "skipped", RUNNING_ELSEWHERE})
+#: The outcomes of a run whose job's arq keys (``gen:<id>``, one per generation) are another run's:
+#: it was taken over, or another live run holds it. arq's clean-up of this run would delete that
+#: run's in-progress key (its hold, which the member's running cap and a cancel read), its job and
+#: its place in arq's queue: :class:`PatientWorker` skips it.
+HANDS_OFF = frozenset({"superseded", RUNNING_ELSEWHERE})
+#: The worker's ctx entry: the ids of the jobs whose clean-up is skipped (a set shared by its runs).
+HANDS_OFF_KEY = "genbot_hands_off"
 
 
 async def _give_try_back(ctx: dict[str, Any], generation_id: int) -> None:
@@ -163,6 +173,14 @@ class PatientWorker(Worker):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), self.pace_s)
 
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        """arq's clean-up of a run, unless the run left the job's keys to another (:data:`HANDS_OFF`)."""
+        hands_off: set[str] = self.ctx.setdefault(HANDS_OFF_KEY, set())
+        if job_id in hands_off:
+            hands_off.discard(job_id)
+            return
+        await super().finish_job(job_id, *args, **kwargs)
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         before = len(self.tasks)  # a started job is a new task (arq keys them by job id)
         self._started = 0
@@ -186,13 +204,6 @@ async def close_worker(worker: Worker) -> None:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise
-
-
-def failover_check_s(failover_after_s: float) -> int:
-    """Seconds between two failover checks: a quarter of ``failover_after_s``, 1 to 60, and a
-    divisor of 60 (arq's cron takes the seconds of a minute)."""
-    wanted = max(1, min(60, int(failover_after_s / 4)))
-    return max(d for d in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) if d <= wanted)
 
 
 #: How long one pruning run may take.
@@ -239,7 +250,7 @@ def build_sweeper(
         )
     ]
     if fail_over is not None:
-        check_every = failover_check_s(settings.worker.failover_after_s)
+        check_every = settings.worker.failover_check_s
         jobs.append(
             cron(
                 check_failover,
@@ -371,7 +382,7 @@ def build_worker(
         poll_delay=0.2,
         handle_signals=handle_signals,
         burst=burst,
-        ctx={"runner": runner, "line": line},
+        ctx={"runner": runner, "line": line, HANDS_OFF_KEY: set()},
         on_startup=on_startup,
         after_job_end=after_job_end,
         on_shutdown=on_shutdown,

@@ -116,12 +116,19 @@ def active_ids_sql(conn: BaseDBAsyncClient) -> str:
 
 
 def transition_sql(
-    conn: BaseDBAsyncClient, sets: list[tuple[str, Any]], sources: list[str], *, retry: bool, fenced: bool
+    conn: BaseDBAsyncClient,
+    sets: list[tuple[str, Any]],
+    sources: list[str],
+    *,
+    retry: bool,
+    fenced: bool,
+    stale: bool = False,
 ) -> tuple[str, list[Any]]:
     """One ``UPDATE ... RETURNING`` of a transition: ``sets`` (column, value; ``"ticket"`` only
     where it is NULL), ``version`` + 1, ``attempts`` + 1 with ``retry``; where the row is in one of
-    ``sources`` (and, ``fenced``, at an attempt). Returns the SQL and the values of ``sets``; the
-    caller appends the id, the sources and the attempt."""
+    ``sources`` (and, ``fenced``, at an attempt; ``stale``, with a heartbeat older than a time).
+    Returns the SQL and the values of ``sets``; the caller appends the id, the sources, the attempt
+    and the time."""
     pg = is_postgres(conn)
     count = 0
 
@@ -140,6 +147,8 @@ def transition_sql(
     where = f'"id" = {ph()} AND "state" IN ({", ".join(ph() for _ in sources)})'
     if fenced:
         where += f' AND "attempts" = {ph()}'
+    if stale:
+        where += f' AND "heartbeat_at" < {ph()}'
     sql = f'UPDATE "{TABLE}" SET {", ".join(assignments)} WHERE {where} RETURNING *'  # noqa: S608 - constants
     return sql, [value for _column, value in sets]
 
@@ -328,6 +337,7 @@ class TortoiseGenerationStore:
         retry: bool = False,
         ticket: int | None = None,
         attempt: int | None = None,
+        stale_before: datetime | None = None,
     ) -> Generation | None:
         # Every transition stamps the heartbeat with this instant: when a retry finds the row
         # already in ``target`` (the first attempt committed, its reply was lost), the stamp
@@ -347,8 +357,11 @@ class TortoiseGenerationStore:
             sets.append(('"ticket"', ticket))
         sources = [src.value for src in sources_of(target)]
         conn = get_connection("default")
-        sql, values = transition_sql(conn, sets, sources, retry=retry, fenced=attempt is not None)
+        sql, values = transition_sql(
+            conn, sets, sources, retry=retry, fenced=attempt is not None, stale=stale_before is not None
+        )
         values += [generation_id, *sources] + ([attempt] if attempt is not None else [])
+        values += [_db_datetime(stale_before)] if stale_before is not None else []
         # One statement that writes and returns the row; a second read only when it was refused.
         rows = await with_retries(lambda: conn.execute_query_dict(sql, values), "transition")
         if rows:

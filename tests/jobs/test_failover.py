@@ -6,11 +6,12 @@ SIGSTOP) is in tests/faults/test_faults.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from bot.app import Runtime
@@ -21,6 +22,7 @@ from jobs.backends.base import ImageRequest
 from jobs.constants import Keys
 from jobs.results import result_key
 from jobs.runner import preview_key
+from jobs.worker import build_worker, close_worker
 from storage.models import GenerationRow
 from tests.conftest import make_settings
 from tests.faults.harness import wait_until
@@ -28,8 +30,8 @@ from tests.image_jobs import image_job
 from tests.jobs.test_runner import PNG, FakeBackend, row, runner_for, submitted
 from tests.stack import worker_running
 
-#: Short, so that a test sees a failover; a run beats every sixth of it.
-FAILOVER_AFTER_S = 2.0
+#: The shortest genbot takes, so that a test sees a failover; a run beats every sixth of it.
+FAILOVER_AFTER_S = 6.0
 
 
 @pytest.fixture
@@ -122,7 +124,7 @@ async def test_a_run_taken_over_as_it_ends_keeps_its_image_to_itself(rt: Runtime
 
 async def test_a_live_run_is_never_taken_over(rt: Runtime) -> None:
     """A run that beats is alive however long it runs without reporting progress: checks every
-    few tenths of a second over four failover times take nothing over."""
+    few tenths of a second over two failover times take nothing over."""
     gen = await submitted(rt)
     backend = FakeBackend()
     backend.hold = asyncio.Event()
@@ -130,7 +132,7 @@ async def test_a_live_run_is_never_taken_over(rt: Runtime) -> None:
     run = asyncio.create_task(runner.run(gen.id))
     await started(rt, backend)
     loop = asyncio.get_running_loop()
-    until = loop.time() + 4 * FAILOVER_AFTER_S
+    until = loop.time() + 2 * FAILOVER_AFTER_S
     checks = 0
     while loop.time() < until:
         assert not await failed_over(rt)
@@ -152,7 +154,7 @@ async def test_no_job_is_taken_over_until_the_checks_ran_without_a_gap(rt: Runti
     await heartbeat_stopped(gen.id)
 
     assert not await failed_over(rt), "the first check starts the watch"
-    await asyncio.sleep(FAILOVER_AFTER_S / 2 + 0.3)  # no check for longer than the gap
+    await asyncio.sleep(rt.settings.worker.failover_gap_s + 0.3)  # no check for longer than the gap
     assert not await failed_over(rt), "a gap starts the watch over"
     assert (await row(rt, gen.id)).state is State.RUNNING
     await wait_until(lambda: failed_over(rt), "the steady checks to take the job over", 20, every=0.1)
@@ -217,3 +219,90 @@ async def test_a_job_whose_runs_keep_dying_fails_as_stuck(rt: Runtime) -> None:
     failed = await row(rt, gen.id)
     assert failed.state is State.FAILED and failed.error_code == "stuck" and failed.attempts == 1
     assert await rt.queue.position(gen.id, line="fake") is None
+
+
+async def test_an_overlapping_check_leaves_the_new_run_alone(rt: Runtime, redis: Redis) -> None:
+    """Two checks read the same stale row; the first takes it over and a new run starts; the
+    second, late, finds the row no longer what it read (a new attempt, a fresh beat) and touches
+    nothing: not the new run's hold in arq, not its member's running place."""
+    gen = await submitted(rt)
+    frozen = FakeBackend()
+    frozen.hold = asyncio.Event()
+    a = runner_for(rt, frozen)
+    a.failover_after_s = 3600
+    run_a = asyncio.create_task(a.run(gen.id))
+    await started(rt, frozen)
+    await heartbeat_stopped(gen.id)
+    stale = await row(rt, gen.id)  # what the second check read
+    stale_before = datetime.now(UTC) - timedelta(seconds=FAILOVER_AFTER_S)
+    await wait_until(lambda: failed_over(rt), "the first check to take the job over", 20, every=0.1)
+
+    new = FakeBackend()
+    new.hold = asyncio.Event()
+    run_b = asyncio.create_task(runner_for(rt, new).run(gen.id))
+    await started(rt, new)
+    job = job_id_for(gen.id)
+    await redis.psetex(in_progress_key_prefix + job, 600_000, b"1")  # B's arq holds the job
+    keys = Keys(rt.settings.redis.key_prefix)
+    try:
+        assert await rt.core._take_over(stale, stale_before) == 0
+        assert (await row(rt, gen.id)).state is State.RUNNING
+        assert await redis.exists(in_progress_key_prefix + job), "the new run's hold is there"
+        assert await redis.sismember(keys.member_running(gen.member), str(gen.id))
+        assert await rt.queue.position(gen.id, line="fake") is None
+    finally:
+        new.hold.set()
+        frozen.hold.set()
+        assert await run_b == "succeeded"
+        assert await run_a == "superseded"
+
+
+async def test_a_worker_that_comes_back_leaves_the_new_runs_arq_keys_alone(rt: Runtime, redis: Redis) -> None:
+    """arq keys a job by its generation (``gen:<id>``), for every run of it. A real arq worker
+    whose run was taken over ends it as superseded: arq's clean-up of that run would delete the
+    in-progress key, the job and its place in arq's queue of the run that replaced it; genbot's
+    worker skips it."""
+    gen = await submitted(rt)
+    job = job_id_for(gen.id)
+    frozen = FakeBackend()
+    frozen.hold = asyncio.Event()
+    a_runner = runner_for(rt, frozen)
+    a_runner.failover_after_s = 3600  # frozen: its heartbeat stopped
+    a = build_worker(
+        rt.settings, runner=a_runner, queue=rt.queue, line="fake", concurrency=1, handle_signals=False
+    )
+    a_main = asyncio.create_task(a.main())
+    new = FakeBackend()
+    new.hold = asyncio.Event()
+    b_runner = runner_for(rt, new)
+    b = build_worker(
+        rt.settings, runner=b_runner, queue=rt.queue, line="fake", concurrency=1, handle_signals=False
+    )
+    b_main: asyncio.Task[None] | None = None
+    try:
+        await started(rt, frozen)
+        a_run = a.tasks[job]
+        await heartbeat_stopped(gen.id)
+        await wait_until(lambda: failed_over(rt), "the sweep to take the job over", 20, every=0.1)
+        b_main = asyncio.create_task(b.main())
+        await started(rt, new)
+        assert await redis.exists(in_progress_key_prefix + job), "B's arq holds the job"
+
+        frozen.hold.set()  # A wakes up: its run is superseded, and arq cleans up after it
+        await asyncio.wait_for(a_run, 20)
+        assert await redis.exists(in_progress_key_prefix + job), "B's hold on the job is still there"
+        assert await redis.exists(job_key_prefix + job), "the arq job B runs is still there"
+        keys = Keys(rt.settings.redis.key_prefix)
+        assert await redis.sismember(keys.member_running(gen.member), str(gen.id))
+        new.hold.set()
+        done = await wait_until(lambda: succeeded(rt, gen.id), "B to end the job", 20)
+        assert done.attempts == 1 and done.result_key == result_key(gen.id, 1)
+    finally:
+        new.hold.set()
+        frozen.hold.set()
+        for worker, task in ((a, a_main), (b, b_main)):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await close_worker(worker)
