@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +64,29 @@ async def run_genbot(
         raise
     assert proc.returncode is not None
     return Exited(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+@contextlib.asynccontextmanager
+async def genbot_running(
+    command: str, cwd: Path, env: dict[str, str], genbot: Sequence[str] = GENBOT
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``genbot <command>`` for the block, then stopped with SIGINT as a user stops it, and
+    expected to stop cleanly (it sends what it still holds on the way). Its log goes to
+    ``cwd/<command>.log``."""
+    log = cwd / f"{command}.log"
+    with log.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *genbot, command, cwd=cwd, env=genbot_env(env), stdout=asyncio.subprocess.PIPE, stderr=stderr
+        )
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise
+    assert proc.returncode == 0, log.read_text(errors="replace")

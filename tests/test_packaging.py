@@ -15,11 +15,10 @@ import io
 import json
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from redis.asyncio import Redis
 
 from bot.embedded_redis import EmbeddedRedis
 from tests.chat_client import ChatClient
-from tests.cli import GENBOT_CORE, ROOT, genbot_env, run_genbot
+from tests.cli import GENBOT_CORE, ROOT, genbot_env, genbot_running, run_genbot
 from tests.without_extras import OPTIONAL
 
 PACKAGES = ("bot", "adapters", "jobs", "storage")
@@ -385,24 +384,8 @@ async def test_the_local_chat_and_a_worker_run_without_the_extras(
                 await alice.close()
 
 
-@contextlib.asynccontextmanager
-async def _running(command: str, cwd: Path, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``genbot <command>`` without the extras, for the block; stopped with SIGINT after it, as a
-    user stops it, and expected to stop cleanly. Its log goes to ``cwd/<command>.log``."""
-    log = cwd / f"{command}.log"
-    with log.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            *GENBOT_CORE, command, cwd=cwd, env=genbot_env(env), stdout=asyncio.subprocess.PIPE, stderr=stderr
-        )
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise
-    assert proc.returncode == 0, log.read_text(errors="replace")
+def _running(
+    command: str, cwd: Path, env: dict[str, str]
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    """``genbot <command>`` without the extras (:func:`tests.cli.genbot_running`)."""
+    return genbot_running(command, cwd, env, GENBOT_CORE)

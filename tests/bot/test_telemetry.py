@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import importlib.metadata
 import re
-import signal
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from bot.logs import JOB, MASK, PLATFORM, working_on
 from bot.sentry import scrubbed
 from bot.telemetry import started
 from tests.chat_client import ChatClient
-from tests.cli import GENBOT, ROOT, genbot_env
+from tests.cli import ROOT, genbot_running
 from tests.otlp_server import ReceivedSpan, otlp_server
 from tests.sentry_server import sentry_server
 
@@ -95,30 +94,6 @@ def processes_env(
 
 
 @contextlib.asynccontextmanager
-async def running(command: str, cwd: Path, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``genbot <command>`` for the block, then stopped with SIGINT as a user stops it, and
-    expected to stop cleanly (it sends what it still holds on the way). Its log goes to
-    ``cwd/<command>.log``."""
-    log = cwd / f"{command}.log"
-    with log.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            *GENBOT, command, cwd=cwd, env=genbot_env(env), stdout=asyncio.subprocess.PIPE, stderr=stderr
-        )
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise
-    assert proc.returncode == 0, log.read_text(errors="replace")
-
-
-@contextlib.asynccontextmanager
 async def member(bot: asyncio.subprocess.Process) -> AsyncIterator[ChatClient]:
     """A member of the bot's local chat, connected."""
     assert bot.stdout is not None
@@ -143,8 +118,8 @@ async def test_a_failing_job_and_a_failing_command_reach_sentry_tagged_and_witho
     async with sentry_server() as sentry:
         env = {**processes_env, "GENBOT_SENTRY__DSN": sentry.dsn, "GENBOT_SENTRY__ENVIRONMENT": "staging"}
         async with (
-            running("bot", tmp_path, env) as bot,
-            running("worker", tmp_path, env),
+            genbot_running("bot", tmp_path, env) as bot,
+            genbot_running("worker", tmp_path, env),
             member(bot) as alice,
         ):
             assert await alice.command("/boom") == {"ok": True}
@@ -241,8 +216,8 @@ async def test_jobs_and_commands_export_spans_over_otlp(
         }
         bot_env = {**env, "OTEL_SERVICE_NAME": "genbot-chat-eu"}
         async with (
-            running("bot", tmp_path, bot_env) as bot,
-            running("worker", tmp_path, env),
+            genbot_running("bot", tmp_path, bot_env) as bot,
+            genbot_running("worker", tmp_path, env),
             member(bot) as alice,
         ):
             assert await alice.command("/imagine a lighthouse at dusk steps: 2") == {"ok": True}
