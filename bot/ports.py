@@ -110,6 +110,15 @@ class Budgets(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RowUpdate:
+    """A patch of one row's ``message`` and ``meta`` (RFC 7396; None: leave the column be)."""
+
+    generation_id: int
+    message: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+
+
 class GenerationStore(Protocol):
     """The database: the source of truth for every generation."""
 
@@ -134,6 +143,10 @@ class GenerationStore(Protocol):
         documents (RFC 7396: ``None`` deletes a key) and set its ``ticket`` if it has none (a
         row's ticket never changes once set). Safe under concurrent writers: no writer's keys are
         lost."""
+        ...
+
+    async def update_many(self, updates: Sequence[RowUpdate]) -> None:
+        """:meth:`update` (``message`` and ``meta`` only) of several rows, in one statement."""
         ...
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
@@ -421,6 +434,15 @@ class JobQueue(Protocol):
 
     async def unlock(self, name: str, token: str) -> None: ...
 
+    async def lock_many(self, names: Sequence[str], ttl_s: float) -> list[str | None]:
+        """:meth:`lock` of each of ``names``, in one round trip: a token per name, None where
+        another process holds it."""
+        ...
+
+    async def unlock_many(self, held: Sequence[tuple[str, str]]) -> None:
+        """:meth:`unlock` of each ``(name, token)``, in one round trip."""
+        ...
+
     async def aside(self, gen: Generation) -> str | None:
         """Why a queued job is out of the line: ``"paused"`` (its workspace), ``"held"`` (its
         member runs as many jobs as they may), or None (it is starting)."""
@@ -505,6 +527,10 @@ class JobQueue(Protocol):
 
     async def position(self, generation_id: int, *, line: str) -> int | None:
         """1-based position among the jobs waiting in ``line``, or None when not waiting. O(log N)."""
+        ...
+
+    async def positions(self, jobs: Sequence[tuple[int, str]]) -> list[int | None]:
+        """:meth:`position` of each ``(id, line)``, in one round trip."""
         ...
 
     async def ticket_of(self, generation_id: int, *, line: str) -> int | None:

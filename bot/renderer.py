@@ -38,7 +38,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,6 +64,7 @@ from bot.ports import (
     NotYet,
     QueueUnavailable,
     RateLimited,
+    RowUpdate,
     Spend,
 )
 from bot.views import build_view, place, view_hash, wait_seconds
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 WRITE_CONCURRENCY = 16
 #: A write still going after this long is left to finish by itself; its lane goes on.
 SLOW_WRITE_S = 1.0
+#: Messages of one channel leased, read and written together in a lane's round, at most.
+LANE_BATCH = 16
 #: Rows read per dispatch to learn their channel (bounded, whatever the line's length).
 LOOK_BATCH = 500
 RETRY_S = 2.0
@@ -96,6 +99,9 @@ LEASED_RETRY_S = 0.5
 PLACES_EVERY_S = 0.25
 #: ETA basis and breaker state are read at most this often per backend.
 BASIS_TTL_S = 1.0
+#: A round (read the events, dispatch) starts at most this often: the events of a busy moment
+#: are read, leased and rendered together, not one round trip each.
+ROUND_S = 0.025
 
 
 class Priority(enum.IntEnum):
@@ -121,6 +127,27 @@ class Pending:
     priority: Priority
     not_before: float
     seq: int
+
+
+@dataclass(slots=True)
+class _Taken:
+    """A message leased for a render, with its row and (queued) its place, read in its round."""
+
+    gid: int
+    pending: Pending
+    lease: str
+    gen: Generation
+    position: int | None
+
+
+@dataclass(slots=True)
+class _Settle:
+    """What a lane round's writes leave to do once they end: the rows to update, the leases to
+    let go (see :meth:`Renderer._settle`)."""
+
+    updates: list[RowUpdate] = field(default_factory=list)
+    leases: list[tuple[str, str]] = field(default_factory=list)
+    settled: bool = False
 
 
 class Renderer:
@@ -182,9 +209,14 @@ class Renderer:
         the event stream gone (Redis lost its data)."""
         recovered = False
         failures = 0
-        last_claim = time.monotonic()
+        last_claim = last_round = time.monotonic()
         try:
             while not stop.is_set():
+                if (rest := last_round + ROUND_S - time.monotonic()) > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rest)
+                    continue
+                last_round = time.monotonic()
                 try:
                     if not recovered:
                         await self.recover()
@@ -397,97 +429,172 @@ class Renderer:
     # -- lanes --------------------------------------------------------------------------------
 
     async def _run_lane(self, channel: str) -> None:
-        """Write the due messages of ``channel``, best first, one at a time. A write that takes
-        longer than :data:`SLOW_WRITE_S` (a platform client waiting out a 429 of that message's own
-        route) goes on by itself, holding its message's lease, and the lane goes on without it."""
+        """Write the due messages of ``channel``, best first, one at a time, in rounds: the
+        messages of a round are leased, read and placed in one round trip each, and their rows
+        (the digest shown, the message reference) written and leases let go in one more after.
+        A round grows (up to :data:`LANE_BATCH`) while its writes go out back to back, and shrinks
+        to what went out before a budget held the lane, so a lane that writes once a second reads
+        one message at a time."""
+        size = 1
         while True:
-            lane = self._lanes.get(channel)
-            if not lane:
-                return
-            now = time.monotonic()
-            due = [
-                g
-                for g in lane
-                if g in self._pending and self._pending[g].not_before <= now and g not in self._writing
-            ]
+            due = self._due(channel)
             if not due:
                 return
-            gid = min(due, key=lambda g: (self._pending[g].priority, self._pending[g].seq))
-            write = asyncio.create_task(self._write_safely(gid), name=f"genbot-render-{gid}")
-            done, _ = await asyncio.wait({write}, timeout=SLOW_WRITE_S)
-            if not done:
-                self._slow.add(write)
-                write.add_done_callback(self._slow.discard)
-                continue
-            hold = write.result()
+            written, hold = await self._lane_round(due[:size])
             if hold > 0:  # the channel's budget (or a 429 on it): wait, this lane only
+                size = max(1, written)
                 await asyncio.sleep(hold)
+            elif written >= size:
+                size = min(LANE_BATCH, size * 2)
 
-    async def _write_safely(self, gid: int) -> float:
+    def _due(self, channel: str) -> list[int]:
+        """The messages of ``channel`` to render now, best first. Progress or a place only, within
+        its message's edit interval, would wait anyway (see :meth:`_render`): it waits before its
+        lease and its read of the row, not after."""
+        lane = self._lanes.get(channel)
+        if not lane:
+            return []
+        now = time.monotonic()
+        due = []
+        for gid in lane:
+            pending = self._pending.get(gid)
+            if pending is None or pending.not_before > now or gid in self._writing:
+                continue
+            if pending.priority >= Priority.HEAD and not self._draining:
+                earliest = self._last_edit.get(gid, 0.0) + self.settings.min_edit_interval_s
+                if now < earliest:
+                    pending.not_before = earliest
+                    continue
+            due.append(gid)
+        return sorted(due, key=lambda g: (self._pending[g].priority, self._pending[g].seq))
+
+    async def _lane_round(self, gids: list[int]) -> tuple[int, float]:
+        """Lease, read and write ``gids`` in order. Returns how many were taken before the lane
+        had to wait, and how long it must (0: not at all). A write that takes longer than
+        :data:`SLOW_WRITE_S` (a platform client waiting out a 429 of that message's own route)
+        goes on by itself, holding its message's lease, and the round goes on without it."""
+        settle = _Settle()
+        try:
+            try:
+                taken = await self._take(gids, settle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                for gid in gids:
+                    self._failed(gid, exc)
+                return 0, 0.0
+            for n, item in enumerate(taken):
+                write = asyncio.create_task(
+                    self._write_safely(item, settle), name=f"genbot-render-{item.gid}"
+                )
+                done, _ = await asyncio.wait({write}, timeout=SLOW_WRITE_S)
+                if not done:
+                    self._slow.add(write)
+                    write.add_done_callback(self._slow.discard)
+                    continue
+                hold = write.result()
+                if hold > 0:
+                    for rest in taken[n + 1 :]:  # read for nothing: the next round reads them again
+                        self._requeue(rest.gid, rest.pending)
+                        settle.leases.append((f"render:{rest.gid}", rest.lease))
+                    return n + 1, hold
+            return len(gids), 0.0
+        finally:
+            await self._settle(settle)
+
+    async def _take(self, gids: list[int], settle: _Settle) -> list[_Taken]:
+        """Lease ``gids`` (one round trip), read the rows of those leased (one statement) and the
+        places of those queued (one round trip). A message another renderer holds is looked at
+        again a little later; one whose row is gone or is another platform's is forgotten."""
+        tokens = await self.queue.lock_many([f"render:{gid}" for gid in gids], LEASE_S)
+        leased: dict[int, tuple[Pending, str]] = {}
+        for gid, token in zip(gids, tokens, strict=True):
+            if token is None:  # another renderer is at it; it stores what it showed
+                if (pending := self._pending.get(gid)) is not None:
+                    pending.not_before = time.monotonic() + LEASED_RETRY_S
+                continue
+            taken = self._unschedule(gid)  # from here, a new event schedules a new render
+            settle.leases.append((f"render:{gid}", token))
+            if taken is not None:  # else forgotten meanwhile (the event stream was lost)
+                leased[gid] = (taken, token)
+        try:
+            rows = await self.store.get_many(list(leased))
+            ours = [gen for gen in rows if gen.platform == self.adapter.platform]
+            queued = [gen for gen in ours if gen.state is State.QUEUED]
+            places = await self.queue.positions([(gen.id, gen.backend) for gen in queued])
+        except BaseException:
+            for gid, (taken, _token) in leased.items():
+                self._requeue(gid, taken)
+            raise
+        position = dict(zip((gen.id for gen in queued), places, strict=True))
+        for gid in leased.keys() - {gen.id for gen in ours}:
+            self._forget(gid)
+        return [
+            _Taken(gen.id, leased[gen.id][0], leased[gen.id][1], gen, position.get(gen.id)) for gen in ours
+        ]
+
+    async def _settle(self, settle: _Settle) -> None:
+        """Store what the round's writes showed, then let go of its leases (in that order: the
+        next renderer to lease a message finds its row up to date). A write still going on by
+        itself settles its own when it ends."""
+        settle.settled = True
+        updates, settle.updates = settle.updates, []
+        leases, settle.leases = settle.leases, []
+        try:
+            if updates:
+                try:
+                    await self.store.update_many(updates)
+                except Exception as exc:
+                    # What the messages show is not stored: render them again (the same view
+                    # costs one more edit), later each time.
+                    for update in updates:
+                        self._schedule(update.generation_id, Priority.STATE)
+                        self._failed(update.generation_id, exc)
+        finally:
+            if leases:
+                with contextlib.suppress(Exception):  # a lease left behind expires
+                    await self.queue.unlock_many(leases)
+
+    def _failed(self, gid: int, exc: Exception) -> None:
+        """Redis, the database or the platform failed: the message stays pending, later each time,
+        so that a request the platform keeps refusing does not become a storm of them."""
+        failures = self._failures.get(gid, 0) + 1
+        self._failures[gid] = failures
+        delay = min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
+        if isinstance(exc, QueueUnavailable) or failures > 1:
+            log.debug("rendering %s failed (%d in a row)", gid, failures, exc_info=exc)
+        else:
+            log.error("rendering %s failed; next try in %.0f s", gid, delay, exc_info=exc)
+        if (pending := self._pending.get(gid)) is not None:
+            pending.not_before = time.monotonic() + delay
+
+    async def _write_safely(self, item: _Taken, settle: _Settle) -> float:
+        """Render a leased message now if its view changed. Returns how long its channel must wait
+        before the next write (0: at once)."""
+        gid = item.gid
         self._writing.add(gid)  # one write per message at a time (a slow one goes on by itself)
         try:
-            return await self._write(gid)
+            with working_on(gid, self.adapter.platform):
+                return await self._render(item.gen, item.pending, item.position, settle)
         except asyncio.CancelledError:
+            self._requeue(gid, item.pending)
             raise
         except Exception as exc:
-            # Redis, the database or the platform failed: the message stays pending, later each
-            # time, so that a request the platform keeps refusing does not become a storm of them.
-            failures = self._failures.get(gid, 0) + 1
-            self._failures[gid] = failures
-            delay = min(RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
-            if isinstance(exc, QueueUnavailable) or failures > 1:
-                log.debug("rendering %s failed (%d in a row)", gid, failures, exc_info=True)
-            else:
-                log.exception("rendering %s failed; next try in %.0f s", gid, delay)
-            if (pending := self._pending.get(gid)) is not None:
-                pending.not_before = time.monotonic() + delay
+            self._requeue(gid, item.pending)
+            self._failed(gid, exc)
             return 0.0
         finally:
             self._writing.discard(gid)
+            if settle.settled:  # a slow write: its round is over
+                await self._settle(settle)
 
-    async def _write(self, gid: int) -> float:
-        """Render ``gid`` now if its view changed. Returns how long its channel must wait before
-        the next write (0: at once)."""
-        with working_on(gid, self.adapter.platform):
-            return await self._write_now(gid)
-
-    async def _write_now(self, gid: int) -> float:
-        pending = self._pending.get(gid)
-        if pending is None:
-            return 0.0
-        if pending.priority >= Priority.HEAD and not self._draining:
-            # Progress or a place only: within the message's edit interval it would wait anyway
-            # (see _render), so it waits before its lease and its read of the row, not after.
-            earliest = self._last_edit.get(gid, 0.0) + self.settings.min_edit_interval_s
-            if time.monotonic() < earliest:
-                pending.not_before = earliest
-                return 0.0
-        lease = await self.queue.lock(f"render:{gid}", LEASE_S)
-        if lease is None:  # another renderer is at it; it stores what it showed
-            pending.not_before = time.monotonic() + LEASED_RETRY_S
-            return 0.0
-        taken = self._unschedule(gid)  # from here, a new event schedules a new render
-        if taken is None:  # forgotten while the lease was asked for (the event stream was lost)
-            await self.queue.unlock(f"render:{gid}", lease)
-            return 0.0
-        try:
-            gen = await self.store.get(gid)
-            if gen is None or gen.platform != self.adapter.platform:
-                self._forget(gid)
-                return 0.0
-            return await self._render(gen, taken)
-        except BaseException:
-            self._requeue(gid, taken)
-            raise
-        finally:
-            await self.queue.unlock(f"render:{gid}", lease)
-
-    async def _view(self, gen: Generation) -> tuple[StatusView, int | None]:
-        position = aside = None
+    async def _view(self, gen: Generation, position: int | None) -> tuple[StatusView, int | None]:
+        aside = None
         eta = None
         down = False
-        if gen.state is State.QUEUED:
-            position = await self.queue.position(gen.id, line=gen.backend)
+        if gen.state is not State.QUEUED:
+            position = None
+        else:
             basis, down_in = await self._backend(gen.backend)
             down = down_in is not None
             if position is None:
@@ -517,14 +624,14 @@ class Renderer:
         self._basis[backend] = (now, basis, down)
         return basis, down
 
-    async def _render(self, gen: Generation, taken: Pending) -> float:
+    async def _render(self, gen: Generation, taken: Pending, position: int | None, settle: _Settle) -> float:
         if gen.meta.get("unreachable"):  # the platform does not let genbot post there at all
             self._forget(gen.id)
             return 0.0
         ref = MessageRef.from_json(gen.message)
         if ref is None and not self._orphaned(gen):
             return 0.0  # the command posting it is still at work; attach_message nudges us
-        view, low = await self._view(gen)
+        view, low = await self._view(gen, position)
         if low is None:
             self._shown.pop(gen.id, None)
         else:
@@ -568,10 +675,12 @@ class Renderer:
         if partial:
             extra = {k: v for k, v in new_ref.extra.items() if k != PARTIAL}
             new_ref = MessageRef(new_ref.platform, new_ref.channel, new_ref.message_id, extra)
-        await self.store.update(
-            gen.id,
-            message=new_ref.to_json() if new_ref != ref else None,
-            meta={"rendered": None if partial else digest, "shown_place": low},
+        settle.updates.append(
+            RowUpdate(
+                gen.id,
+                message=new_ref.to_json() if new_ref != ref else None,
+                meta={"rendered": None if partial else digest, "shown_place": low},
+            )
         )
         if partial:  # posted without everything it shows: edit it again, soon
             self._schedule(gen.id, Priority.FIRST)

@@ -361,10 +361,13 @@ end
 return {tostring(total), #times, capacity, redis.call('PTTL', KEYS[4]), redis.call('EXISTS', KEYS[5])}
 """
 
-# KEYS: lock. ARGV: token. Deletes the lock only if the token still holds it.
+# KEYS: locks. ARGV: their tokens. Deletes each lock only if its token still holds it.
 UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+local deleted = 0
+for i, key in ipairs(KEYS) do
+    if redis.call('GET', key) == ARGV[i] then deleted = deleted + redis.call('DEL', key) end
+end
+return deleted
 """
 
 
@@ -538,6 +541,18 @@ class RedisJobQueue:
     async def unlock(self, name: str, token: str) -> None:
         await self._unlock(keys=[self.keys.lock(name)], args=[token])
 
+    async def lock_many(self, names: Sequence[str], ttl_s: float) -> list[str | None]:
+        tokens = [uuid.uuid4().hex for _ in names]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, token in zip(names, tokens, strict=True):
+                pipe.set(self.keys.lock(name), token, nx=True, px=int(ttl_s * 1000))
+            taken = await pipe.execute()
+        return [token if ok else None for token, ok in zip(tokens, taken, strict=True)]
+
+    async def unlock_many(self, held: Sequence[tuple[str, str]]) -> None:
+        if held:
+            await self._unlock(keys=[self.keys.lock(name) for name, _ in held], args=[t for _, t in held])
+
     # -- moderation -------------------------------------------------------------------------
 
     async def is_paused(self, platform: str, workspace: str) -> bool:
@@ -681,6 +696,15 @@ class RedisJobQueue:
     async def position(self, generation_id: int, *, line: str) -> int | None:
         rank = await self.redis.zrank(self.keys.waiting(line), str(generation_id))
         return None if rank is None else int(rank) + 1
+
+    async def positions(self, jobs: Sequence[tuple[int, str]]) -> list[int | None]:
+        if not jobs:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for generation_id, line in jobs:
+                pipe.zrank(self.keys.waiting(line), str(generation_id))
+            ranks = await pipe.execute()
+        return [None if rank is None else int(rank) + 1 for rank in ranks]
 
     async def ticket_of(self, generation_id: int, *, line: str) -> int | None:
         score = await self.redis.zscore(self.keys.waiting(line), str(generation_id))

@@ -92,5 +92,37 @@ def update_sql(
     return sql, id_ph + 1
 
 
+def update_many_sql(conn: BaseDBAsyncClient, table: str, rows: int) -> str:
+    """One ``UPDATE`` of ``rows`` rows, each merging its own patch into ``message`` and ``meta``
+    (a NULL patch leaves its column be) and bumping ``version``. Parameters: ``id, message patch,
+    meta patch`` per row (each id at most once), then, on PostgreSQL, the array of the ids.
+
+    On PostgreSQL the rows are locked first, in the order of their ids (``locked``), so two such
+    statements over the same rows wait for each other instead of deadlocking: the ``UPDATE``
+    joins only rows that ``locked`` has already locked. (SQLite has one writer at a time.)"""
+    if is_postgres(conn):
+        values = ", ".join(
+            f"(${n + 1}::bigint, ${n + 2}::jsonb, ${n + 3}::jsonb)" for n in range(0, 3 * rows, 3)
+        )
+        merge = "genbot_merge_patch"
+        lock = (
+            f'WITH locked AS (SELECT "id" FROM "{table}" WHERE "id" = ANY(${3 * rows + 1}::bigint[]) '  # noqa: S608 - constants
+            'ORDER BY "id" FOR UPDATE) '
+        )
+        joined, condition = ", locked", ' AND locked."id" = v.column1'
+    else:
+        values = ", ".join("(?, ?, ?)" for _ in range(rows))
+        merge = "json_patch"
+        lock = joined = condition = ""
+    assignments = [
+        f'"{col}" = CASE WHEN v.{patch} IS NULL THEN r."{col}" ELSE {merge}(r."{col}", v.{patch}) END'
+        for col, patch in (("message", "column2"), ("meta", "column3"))
+    ]
+    return (
+        f'{lock}UPDATE "{table}" AS r SET {", ".join(assignments)}, "version" = r."version" + 1 '  # noqa: S608 - constants
+        f'FROM (VALUES {values}) AS v{joined} WHERE r."id" = v.column1{condition}'
+    )
+
+
 def encode_patch(patch: dict[str, Any]) -> str:
     return json.dumps(patch, separators=(",", ":"), ensure_ascii=False)

@@ -12,7 +12,8 @@ from tortoise.expressions import F, Q
 from tortoise.queryset import QuerySet
 
 from bot.models import EXPIRING_SECRETS, LOOK, Generation, NewGeneration, State, Stats, sources_of
-from storage.merge import Column, encode_patch, is_postgres, update_sql
+from bot.ports import RowUpdate
+from storage.merge import Column, encode_patch, is_postgres, update_many_sql, update_sql
 from storage.models import GenerationRow
 from storage.reconnect import reconnecting, retries_inside, with_retries
 
@@ -269,6 +270,31 @@ class TortoiseGenerationStore:
         conn = get_connection("default")
         sql, _ = update_sql(conn, TABLE, merges=tuple(merges), set_once=set_once)
         await conn.execute_query(sql, [*values, generation_id])
+
+    async def update_many(self, updates: Sequence[RowUpdate]) -> None:
+        conn = get_connection("default")
+        left = list(updates)
+        while left:
+            # One statement per slice in which each row appears once (a row patched twice is
+            # patched again by the next one, in order).
+            batch: dict[int, RowUpdate] = {}
+            later: list[RowUpdate] = []
+            for update in left:
+                if update.generation_id in batch or len(batch) >= READ_SLICE:
+                    later.append(update)
+                else:
+                    batch[update.generation_id] = update
+            values: list[Any] = []
+            for update in batch.values():
+                values += [
+                    update.generation_id,
+                    None if update.message is None else encode_patch(update.message),
+                    None if update.meta is None else encode_patch(update.meta),
+                ]
+            if is_postgres(conn):
+                values.append(list(batch))
+            await conn.execute_query(update_many_sql(conn, TABLE, len(batch)), values)
+            left = later
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
         await self.update(generation_id, message=patch)

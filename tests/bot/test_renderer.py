@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bench.counting import Counts
 from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.models import Actor, MessageRef, State, StatusView
@@ -159,7 +160,7 @@ async def test_restart_claims_pending_events_of_a_crashed_renderer(rt: Runtime) 
 
 
 class FlakyStore:
-    """The real store, whose get fails ``failures`` times first (a database blip)."""
+    """The real store, whose reads of rows fail ``failures`` times first (a database blip)."""
 
     def __init__(self, store: object, failures: int) -> None:
         self._store = store
@@ -168,11 +169,11 @@ class FlakyStore:
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
 
-    async def get(self, generation_id: int) -> object:
+    async def get_many(self, ids: list[int]) -> object:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("database went away")
-        return await self._store.get(generation_id)  # type: ignore[attr-defined]
+        return await self._store.get_many(ids)  # type: ignore[attr-defined]
 
 
 async def test_a_failed_read_keeps_the_messages_scheduled(rt: Runtime) -> None:
@@ -476,29 +477,29 @@ async def test_a_request_whose_message_cannot_be_posted_is_cancelled_not_run(rt:
 
 async def test_a_message_whose_lease_is_slow_to_come_gets_one_write_not_one_a_second(rt: Runtime) -> None:
     """Redis slow to answer (restarting) as a message's lease is asked for: its write goes on by
-    itself after ``SLOW_WRITE_S``, and the lane must not start a second write of the same message
-    meanwhile (every second, one more, each waiting on Redis). One lease is asked, one edit made,
-    and the lease is given back."""
+    itself after ``SLOW_WRITE_S``, or its lane waits on it; either way the lane must not start a
+    second write of the same message meanwhile (every second, one more, each waiting on Redis).
+    One lease is asked, one edit made, and the lease is given back."""
     chat = RecordingChat()
     renderer = _renderer(rt, chat)
     await renderer.feed.ensure_group()
     [(gen_id, message_id)] = await _submit(rt, chat, 1)
     leases: list[str] = []
-    lock = rt.queue.lock
+    lock_many = rt.queue.lock_many
 
-    async def slow_lock(name: str, ttl_s: float) -> str | None:
-        leases.append(name)
+    async def slow_lock(names: list[str], ttl_s: float) -> list[str | None]:
+        leases.extend(names)
         if len(leases) == 1:
             await asyncio.sleep(SLOW_WRITE_S * 2.5)
-        return await lock(name, ttl_s)
+        return await lock_many(names, ttl_s)
 
-    renderer.queue.lock = slow_lock  # type: ignore[method-assign]
+    renderer.queue.lock_many = slow_lock  # type: ignore[method-assign]
     try:
         await rt.store.transition(gen_id, State.RUNNING)
         await rt.queue.publish(gen_id, "started")
         await _drain(renderer)
     finally:
-        del renderer.queue.lock
+        del renderer.queue.lock_many
     assert leases == [f"render:{gen_id}"]
     assert chat.edits[message_id] == 1
     assert chat.views[message_id].headline.startswith("Generating")
@@ -525,3 +526,48 @@ async def test_a_renderer_keeps_nothing_of_messages_that_show_their_end(rt: Runt
     kept = (renderer._channel, renderer._shown, renderer._last_edit, renderer._failures, renderer._pending)
     assert all(ended.isdisjoint(d) for d in kept), [sorted(ended & set(d)) for d in kept]
     assert {gen_id for gen_id, _ in jobs[3:]} <= set(renderer._channel), "the waiting ones are kept"
+
+
+async def test_a_burst_in_one_channel_is_leased_read_and_stored_in_rounds(rt: Runtime) -> None:
+    """Forty messages of one channel due at once (every place changed): each is edited once, and
+    the renderer leases them, reads their rows and places and stores what they show a round at a
+    time (rounds of 1, 2, 4, 8, 16 and 9 messages), not one round trip per message each."""
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    jobs = await _submit(rt, chat, 41)
+    await _drain(renderer)
+    await rt.queue.mark_running(jobs[0][0], line="demo")
+    await rt.store.transition(jobs[0][0], State.RUNNING)
+    await rt.queue.publish(jobs[0][0], "dequeued")
+    with Counts().counting() as counts:
+        await _drain(renderer)
+    assert all(chat.edits[message_id] == 1 for _gid, message_id in jobs)
+    for n, (gid, message_id) in enumerate(jobs[1:], start=1):
+        assert chat.views[message_id].headline.startswith(f"Queued · #{n} in line"), gid
+    rounds = 6
+    assert counts.sql["SELECT generations"] == rounds
+    assert counts.sql["UPDATE generations"] == rounds
+    leases = sum(n for label, n in counts.redis.items() if label.startswith("SET"))
+    places = sum(n for label, n in counts.redis.items() if label.startswith("ZRANK"))
+    assert leases == rounds
+    assert places == rounds - 1  # the first round is the started job's alone: it has no place
+    rows = [await rt.store.get(gid) for gid, _ in jobs]
+    assert all(gen is not None and gen.meta.get("rendered") for gen in rows)
+    for gid, _ in jobs:  # every lease is given back
+        assert await rt.queue.lock(f"render:{gid}", 1.0) is not None
+
+
+async def test_leases_of_many_messages_are_taken_and_given_back_each_on_its_own(rt: Runtime) -> None:
+    names = ["render:1", "render:2", "render:3"]
+    held = await rt.queue.lock("render:2", 5.0)
+    tokens = await rt.queue.lock_many(names, 5.0)
+    assert tokens[1] is None and tokens[0] is not None and tokens[2] is not None
+    assert await rt.queue.lock_many(names, 5.0) == [None, None, None]
+    # a token that does not hold its lock lets go of nothing
+    await rt.queue.unlock_many(
+        [("render:1", tokens[0]), ("render:2", "not-the-holder"), ("render:3", tokens[2])]
+    )
+    assert held is not None and await rt.queue.lock("render:2", 5.0) is None
+    again = await rt.queue.lock_many(names, 5.0)
+    assert again[0] is not None and again[1] is None and again[2] is not None

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from bot.models import TERMINAL, Actor, Generation, NewGeneration, State
+from bot.ports import RowUpdate
 from jobs.backends.base import ImageRequest
 from storage import db
 from storage.models import GenerationRow
@@ -78,7 +79,9 @@ async def get(store: TortoiseGenerationStore, generation_id: int) -> Generation:
 # 1,000 concurrent merges from several processes
 
 
-async def _spawn_writer(db_url: str, generation_id: int, first: int) -> asyncio.subprocess.Process:
+async def _spawn_writer(
+    db_url: str, generation_id: int, first: int, many: int | None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -87,6 +90,7 @@ async def _spawn_writer(db_url: str, generation_id: int, first: int) -> asyncio.
         str(generation_id),
         str(first),
         str(UPDATES_PER_PROCESS),
+        *([] if many is None else [str(many)]),
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -94,8 +98,14 @@ async def _spawn_writer(db_url: str, generation_id: int, first: int) -> asyncio.
     )
 
 
-async def _run_writers(db_url: str, generation_id: int) -> list[dict[str, Any]]:
-    procs = [await _spawn_writer(db_url, generation_id, p * UPDATES_PER_PROCESS) for p in range(PROCESSES)]
+async def _run_writers(db_url: str, generation_id: int, many: int | None = None) -> list[dict[str, Any]]:
+    """Run the writer processes on ``generation_id``; with ``many``, every other one of them
+    patches that row and ``many`` in batches (:meth:`update_many`), the rest only the first row,
+    in single merges."""
+    procs = [
+        await _spawn_writer(db_url, generation_id, p * UPDATES_PER_PROCESS, many if p % 2 else None)
+        for p in range(PROCESSES)
+    ]
     try:
         for proc in procs:
             assert proc.stdout is not None
@@ -220,6 +230,78 @@ async def test_merge_follows_rfc7396(store: TortoiseGenerationStore) -> None:
             assert canonical(other_after) == canonical(other_before)
             assert after.version == before.version + 1
     assert not wrong, "\n".join(f"{c}: {t} + {p}: expected {e}, got {g}" for c, t, p, e, g in wrong)
+
+
+async def test_a_batch_of_merges_follows_rfc7396_row_by_row(store: TortoiseGenerationStore) -> None:
+    """:meth:`update_many`: one statement, one row per case, each merging its own patch into
+    ``meta`` and (every other row) ``message``; a None patch leaves its column as it was."""
+    rows = [await store.create(new_generation()) for _ in RFC_CASES]
+    for gen, (target, _patch, _expected) in zip(rows, RFC_CASES, strict=True):
+        await GenerationRow.filter(id=gen.id).update(meta=target, message={"keep": [1, {"x": None}]})
+    before = {gen.id: await get(store, gen.id) for gen in rows}
+    await store.update_many(
+        [
+            RowUpdate(gen.id, message=patch if n % 2 else None, meta=patch)
+            for n, (gen, (_target, patch, _expected)) in enumerate(zip(rows, RFC_CASES, strict=True))
+        ]
+    )
+    wrong = []
+    for n, (gen, (target, patch, expected)) in enumerate(zip(rows, RFC_CASES, strict=True)):
+        after = await get(store, gen.id)
+        if canonical(after.meta) != canonical(expected):
+            wrong.append(("meta", target, patch, expected, after.meta))
+        message = reference_merge({"keep": [1, {"x": None}]}, patch) if n % 2 else {"keep": [1, {"x": None}]}
+        if canonical(after.message) != canonical(message):
+            wrong.append(
+                ("message", {"keep": [1, {"x": None}]}, patch if n % 2 else None, message, after.message)
+            )
+        assert after.version == before[gen.id].version + 1
+        assert after.state is State.QUEUED
+    assert not wrong, "\n".join(f"{c}: {t} + {p}: expected {e}, got {g}" for c, t, p, e, g in wrong)
+
+
+async def test_a_batch_patching_one_row_twice_applies_both_in_order(store: TortoiseGenerationStore) -> None:
+    a, b = await store.create(new_generation()), await store.create(new_generation())
+    await store.update_many(
+        [
+            RowUpdate(a.id, meta={"x": 1, "y": {"z": 1}}),
+            RowUpdate(b.id, meta={"b": True}),
+            RowUpdate(a.id, meta={"x": 2, "y": {"w": 2}}),
+            RowUpdate(a.id, message={"m": 1}),
+        ]
+    )
+    after_a, after_b = await get(store, a.id), await get(store, b.id)
+    assert after_a.meta == {**a.meta, "x": 2, "y": {"z": 1, "w": 2}}
+    assert after_a.message == {**a.message, "m": 1}
+    assert after_a.version == a.version + 3
+    assert after_b.meta == {**b.meta, "b": True} and after_b.version == b.version + 1
+
+
+async def test_concurrent_batches_from_several_processes_lose_no_key(
+    store: TortoiseGenerationStore, db_url: str
+) -> None:
+    """Writers patching the same rows at once: half of them both rows in batches of
+    :meth:`update_many` (as a renderer's round writes), the other half the first row in single
+    merges. Every key of every writer is in the rows it patched."""
+    first = await store.create(new_generation())
+    second = await store.create(new_generation())
+    reports = await _run_writers(db_url, first.id, many=second.id)
+    errors = [e for r in reports for e in r["errors"]]
+    assert not errors, f"{len(errors)} of {TOTAL_UPDATES} merges failed, e.g. {errors[:3]}"
+    batched = [
+        i
+        for p in range(1, PROCESSES, 2)
+        for i in range(p * UPDATES_PER_PROCESS, (p + 1) * UPDATES_PER_PROCESS)
+    ]
+    for gen, keys, was in (
+        (await get(store, first.id), range(TOTAL_UPDATES), first),
+        (await get(store, second.id), batched, second),
+    ):
+        refs = gen.message["refs"]
+        missing = [i for i in keys if refs.get(f"k{i}") != i or gen.message.get(f"top{i}") != i]
+        assert not missing, f"row {gen.id}: {len(missing)} keys lost, e.g. {missing[:10]}"
+        assert len(refs) == len(keys)
+        assert gen.version == was.version + len(keys)
 
 
 def _random_value(rng: random.Random, depth: int) -> Any:
