@@ -41,14 +41,16 @@ lint: $(STAMP)
 
 ## Each figure against its anchor, measured in the same run (about 7 minutes on 2 cores): submit
 ## and whole-request throughput against raw arq (PostgreSQL, SQLite); a worker's drain of 2,000
-## instant jobs against a bare arq worker; the renderer's CPU per job against bare writes; position
-## read and sweep at 100,000 queued rows against bare reads; the bot's memory with 10,000 active
-## jobs against the same process idle; the local chat's ack p99 at 200 concurrent /imagine against
-## a bare aiohttp server. See bench/README.md.
+## instant jobs against a bare arq worker; SQL statements per progress report of 10 jobs running at
+## once, the worker's progress writer against one write a report (counted); the renderer's CPU per
+## job against bare writes; position read and sweep at 100,000 queued rows against bare reads; the
+## bot's memory with 10,000 active jobs against the same process idle; the local chat's ack p99 at
+## 200 concurrent /imagine against a bare aiohttp server. See bench/README.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.submit_throughput
 	$(BIN)/python -m bench.submit_throughput --db sqlite --counted 0
 	$(BIN)/python -m bench.worker_drain
+	$(BIN)/python -m bench.progress_writes
 	$(BIN)/python -m bench.render_cpu
 	$(BIN)/python -m bench.queue_scale
 	$(BIN)/python -m bench.bot_memory

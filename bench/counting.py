@@ -34,9 +34,16 @@ _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?([A-Za-z_][A-Za-z0-9_]*)', re.I
 _inside_sql: contextvars.ContextVar[bool] = contextvars.ContextVar("genbot_bench_inside_sql", default=False)
 
 
+#: The statement after a ``WITH`` clause: its verb follows the clause's closing parenthesis.
+_AFTER_WITH = re.compile(r"\)\s*(UPDATE|INSERT|DELETE|SELECT)\b", re.IGNORECASE)
+
+
 def sql_label(query: str) -> str:
-    """``SELECT generations``: a statement's verb and the first table it names."""
+    """``SELECT generations``: a statement's verb and the first table it names. A statement led by
+    a ``WITH`` clause (a row lock, say) is labelled by the verb after it."""
     verb = query.lstrip().split(None, 1)[0].upper() if query.strip() else "?"
+    if verb == "WITH" and (main := _AFTER_WITH.search(query)) is not None:
+        verb, query = main.group(1).upper(), query[main.start(1) :]
     table = _TABLE.search(query)
     return f"{verb} {table.group(1)}" if table else verb
 

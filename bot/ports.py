@@ -119,6 +119,17 @@ class RowUpdate:
     meta: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """One running job's write, as a worker batches them (:meth:`GenerationStore.record_runs`):
+    merge ``patch`` into the row's ``meta`` and stamp its heartbeat (``patch`` None: the heartbeat
+    alone), only while the row is ``running`` at ``attempt``."""
+
+    generation_id: int
+    attempt: int
+    patch: dict[str, Any] | None = None
+
+
 class GenerationStore(Protocol):
     """The database: the source of truth for every generation."""
 
@@ -172,6 +183,15 @@ class GenerationStore(Protocol):
         """Stamp the heartbeat of the run ``attempt`` of the row, while it is running; False when
         the row is no longer that run's (it ended, was cancelled, or another worker took it over).
         Changes nothing else (not ``version``: nothing a member sees changed)."""
+        ...
+
+    async def record_runs(self, reports: Sequence[RunReport]) -> set[tuple[int, int]]:
+        """:meth:`record_progress` (a report with a patch) and :meth:`beat` (one without) of many
+        runs at once, in as few statements as the database allows (one per few hundred reports),
+        each report with the same semantics as those two: fenced by its state and attempt, the
+        patch deep-merged, ``version`` + 1 only where a patch was merged. At most one report per
+        ``(generation_id, attempt)`` (merge them first). Returns the ``(generation_id, attempt)``
+        of the reports written; the others' rows are no longer those runs'. Safe to retry."""
         ...
 
     async def claim_again(

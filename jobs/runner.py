@@ -68,6 +68,7 @@ from bot.ports import (
 from bot.ports import JobStopped as JobStoppedBase
 from bot.text import clean_block, clean_line
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
+from jobs.progress import ProgressNotWritten, ProgressWriter
 from jobs.queue import RedisJobQueue
 from jobs.results import contact_sheet, file_of, images_files, result_key, run_stem
 
@@ -216,6 +217,8 @@ class GenerationRunner:
         self.failover_after_s = failover_after_s
         #: Generations whose job is waiting for the breaker right now (see :meth:`waiting_for_backend`).
         self._waiting: set[int] = set()
+        #: The progress reports and heartbeats of every job this runner runs, written together.
+        self.progress = ProgressWriter(store, queue)
 
     async def run(
         self,
@@ -358,7 +361,11 @@ class GenerationRunner:
             if time.monotonic() - run.stamped_at < every * 0.9:
                 continue  # a progress write stamped it meanwhile
             try:
-                alive = await self.store.beat(gen.id, run.attempt)
+                alive = await self.progress.beat(gen.id, run.attempt)
+            except ProgressNotWritten:  # the writer logged why
+                log.warning("the heartbeat of generation %s was not written", gen.id)
+                await asyncio.sleep(min(every, 1.0))
+                continue
             except Exception:
                 log.warning("the heartbeat of generation %s failed", gen.id, exc_info=True)
                 await asyncio.sleep(min(every, 1.0))
@@ -473,18 +480,11 @@ class GenerationRunner:
         that restarts then must not turn a made result into a timeout."""
         generation_id = gen.id
         last_report = -math.inf  # the first report goes out at once
-        telling: asyncio.Task[None] | None = None  # the renderer's nudge of the last report
-
-        async def tell() -> None:
-            try:
-                await self.queue.publish(generation_id, "progress")
-            except QueueUnavailable:  # the renderer re-renders from the row once Redis is back
-                log.debug("progress event of %s not published: Redis is unreachable", generation_id)
 
         async def progress(
             step: int | None, total: int | None, text: str | None, preview: bytes | None, waiting: str | None
         ) -> None:
-            nonlocal last_report, telling
+            nonlocal last_report
             if run.lost:
                 raise JobStopped
             now = time.monotonic()
@@ -505,7 +505,12 @@ class GenerationRunner:
                     key = preview_key(generation_id, run.attempt)
                     await self.blobs.put(key, preview)
                     patch["preview"] = {"key": key, "step": step}
-                recorded = await self.store.record_progress(generation_id, patch, attempt=run.attempt)
+                # Written with the other running jobs' reports (jobs/progress.py), which also
+                # nudges the renderer, beside the job, never in its way.
+                recorded = await self.progress.report(generation_id, run.attempt, patch)
+            except ProgressNotWritten:  # best effort: the writer logged why
+                log.warning("progress report of generation %s was not written", generation_id)
+                return
             except Exception:
                 # A progress report is best effort: losing one must not fail the job.
                 log.warning("progress report of generation %s failed", generation_id, exc_info=True)
@@ -513,11 +518,6 @@ class GenerationRunner:
             if not recorded:
                 raise JobStopped
             run.stamped_at = now
-            # The row has the progress; the event only nudges the renderer. It goes out beside
-            # the job, never in its way: while Redis is away a publish waits for it, and the job
-            # must not. A nudge still on its way makes the next one needless.
-            if telling is None or telling.done():
-                telling = asyncio.create_task(tell(), name=f"genbot-progress-{generation_id}")
 
         job = _Job(gen.id, gen.prompt, dict(gen.options), runtime.settings, self.blobs, gen.backend, progress)
         started = time.monotonic()
@@ -526,8 +526,7 @@ class GenerationRunner:
                 # The timeout sits inside the breaker: a backend that hangs is a failing backend.
                 result = await breaker.call(admission, self._generate, runtime.kind, job, clock)
             finally:
-                if telling is not None and not telling.done():
-                    telling.cancel()
+                self.progress.forget(generation_id)  # its end tells the renderer
         except JobStopped:  # the row ended (cancelled) or was taken over: it stays so
             return await self._finish(gen, None, None, run=run)
         except TimeoutError:

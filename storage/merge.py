@@ -54,6 +54,14 @@ def is_postgres(conn: BaseDBAsyncClient) -> bool:
     return conn.capabilities.dialect == "postgres"
 
 
+def merge_sql(conn: BaseDBAsyncClient, target: str, patch: str) -> str:
+    """The SQL of ``target`` (a JSON column) with ``patch`` (a parameter or column holding the
+    patch as JSON text) deep-merged into it, RFC 7396."""
+    if is_postgres(conn):
+        return f"genbot_merge_patch({target}, {patch}::jsonb)"
+    return f"json_patch({target}, {patch})"
+
+
 def update_sql(
     conn: BaseDBAsyncClient,
     table: str,
@@ -75,12 +83,9 @@ def update_sql(
     def ph(n: int) -> str:
         return f"${n}" if pg else "?"
 
-    assignments = []
-    for n, column in enumerate(merges, start=1):
-        merged = (
-            f'genbot_merge_patch("{column}", {ph(n)}::jsonb)' if pg else f'json_patch("{column}", {ph(n)})'
-        )
-        assignments.append(f'"{column}" = {merged}')
+    assignments = [
+        f'"{column}" = ' + merge_sql(conn, f'"{column}"', ph(n)) for n, column in enumerate(merges, start=1)
+    ]
     assignments += [f'"{name}" = {ph(n)}' for n, name in enumerate(sets, start=len(merges) + 1)]
     assignments += [
         f'"{name}" = COALESCE("{name}", {ph(n)})'
@@ -92,32 +97,36 @@ def update_sql(
     return sql, id_ph + 1
 
 
+def locked_in_id_order(table: str, ids: str) -> str:
+    """PostgreSQL: a ``WITH locked`` clause that locks the rows whose ids are in the array ``ids``
+    (a parameter), in the order of their ids. A multi-row ``UPDATE`` that joins ``locked`` on its
+    rows locks only rows ``locked`` has locked already, so two of them over the same rows wait for
+    each other instead of deadlocking (the order a plan visits rows in is not theirs to choose).
+    SQLite has one writer at a time and needs none."""
+    return (
+        f'WITH locked AS (SELECT "id" FROM "{table}" WHERE "id" = ANY({ids}::bigint[]) '  # noqa: S608 - constants
+        'ORDER BY "id" FOR UPDATE) '
+    )
+
+
 def update_many_sql(conn: BaseDBAsyncClient, table: str, rows: int) -> str:
     """One ``UPDATE`` of ``rows`` rows, each merging its own patch into ``message`` and ``meta``
     (a NULL patch leaves its column be) and bumping ``version``. Parameters: ``id, message patch,
-    meta patch`` per row (each id at most once), then, on PostgreSQL, the array of the ids.
-
-    On PostgreSQL the rows are locked first, in the order of their ids (``locked``), so two such
-    statements over the same rows wait for each other instead of deadlocking: the ``UPDATE``
-    joins only rows that ``locked`` has already locked. (SQLite has one writer at a time.)"""
+    meta patch`` per row (each id at most once), then, on PostgreSQL, the array of the ids
+    (:func:`locked_in_id_order`)."""
     if is_postgres(conn):
         values = ", ".join(
-            f"(${n + 1}::bigint, ${n + 2}::jsonb, ${n + 3}::jsonb)" for n in range(0, 3 * rows, 3)
+            f"(${n + 1}::bigint, ${n + 2}::text, ${n + 3}::text)" for n in range(0, 3 * rows, 3)
         )
-        merge = "genbot_merge_patch"
-        lock = (
-            f'WITH locked AS (SELECT "id" FROM "{table}" WHERE "id" = ANY(${3 * rows + 1}::bigint[]) '  # noqa: S608 - constants
-            'ORDER BY "id" FOR UPDATE) '
-        )
+        lock = locked_in_id_order(table, f"${3 * rows + 1}")
         joined, condition = ", locked", ' AND locked."id" = v.column1'
     else:
         values = ", ".join("(?, ?, ?)" for _ in range(rows))
-        merge = "json_patch"
         lock = joined = condition = ""
-    assignments = [
-        f'"{col}" = CASE WHEN v.{patch} IS NULL THEN r."{col}" ELSE {merge}(r."{col}", v.{patch}) END'
-        for col, patch in (("message", "column2"), ("meta", "column3"))
-    ]
+    assignments = []
+    for col, patch in (("message", "column2"), ("meta", "column3")):
+        merged = merge_sql(conn, f'r."{col}"', f"v.{patch}")
+        assignments.append(f'"{col}" = CASE WHEN v.{patch} IS NULL THEN r."{col}" ELSE {merged} END')
     return (
         f'{lock}UPDATE "{table}" AS r SET {", ".join(assignments)}, "version" = r."version" + 1 '  # noqa: S608 - constants
         f'FROM (VALUES {values}) AS v{joined} WHERE r."id" = v.column1{condition}'

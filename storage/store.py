@@ -12,8 +12,16 @@ from tortoise.expressions import F, Q
 from tortoise.queryset import QuerySet
 
 from bot.models import EXPIRING_SECRETS, LOOK, Generation, NewGeneration, State, Stats, sources_of
-from bot.ports import RowUpdate
-from storage.merge import Column, encode_patch, is_postgres, update_many_sql, update_sql
+from bot.ports import RowUpdate, RunReport
+from storage.merge import (
+    Column,
+    encode_patch,
+    is_postgres,
+    locked_in_id_order,
+    merge_sql,
+    update_many_sql,
+    update_sql,
+)
 from storage.models import GenerationRow
 from storage.reconnect import reconnecting, retries_inside, with_retries
 
@@ -23,6 +31,9 @@ TICKET_EPOCH_COUNTER = "ticket_epoch"
 #: The most ids one read binds: PostgreSQL refuses more than 32,767 arguments to a query, SQLite
 #: by default more than 999 (before 3.32) or 32,766 (since); and 1,000 rows are a bounded read.
 READ_SLICE = 1000
+#: The most reports one statement of :meth:`TortoiseGenerationStore.record_runs` writes (three
+#: values each): far under both databases' limits on arguments.
+RUNS_SLICE = 500
 
 
 def snapshot(row: GenerationRow) -> Generation:
@@ -152,6 +163,47 @@ def transition_sql(
         where += f' AND "heartbeat_at" < {ph()}'
     sql = f'UPDATE "{TABLE}" SET {", ".join(assignments)} WHERE {where} RETURNING *'  # noqa: S608 - constants
     return sql, [value for _column, value in sets]
+
+
+def runs_sql(conn: BaseDBAsyncClient, n: int) -> str:
+    """One ``UPDATE ... FROM (VALUES ...) ... RETURNING`` of ``n`` runs' reports: each row that is
+    ``running`` at its report's attempt gets the report's patch deep-merged into ``meta`` (and
+    ``version`` + 1), or nothing merged where the patch is NULL (a heartbeat alone), and the
+    heartbeat stamped. Parameters: the heartbeat, then ``(id, attempt, patch)`` per report, then
+    the ``running`` state, then, on PostgreSQL, the array of the ids (:func:`locked_in_id_order`:
+    two such statements sharing rows, a worker cut off and the one that took its job over, never
+    deadlock). Returns the ``id`` and ``attempts`` of each row written."""
+    pg = is_postgres(conn)
+    if pg:
+        rows = ", ".join(
+            f"(${3 * i + 2}::bigint, ${3 * i + 3}::integer, ${3 * i + 4}::text)" for i in range(n)
+        )
+        source = f'(VALUES {rows}) AS "v" ("id", "attempt", "patch")'
+        heartbeat, state, target = "$1", f"${3 * n + 2}", '"g"'
+        lock = locked_in_id_order(TABLE, f"${3 * n + 3}")
+        joined, condition = ", locked", ' AND locked."id" = "v"."id"'
+    else:
+        rows = ", ".join("(?, ?, ?)" for _ in range(n))
+        source = (
+            '(SELECT "column1" AS "id", "column2" AS "attempt", "column3" AS "patch" '  # noqa: S608 - constants
+            f'FROM (VALUES {rows})) AS "v"'
+        )
+        heartbeat, state, target = "?", "?", f'"{TABLE}"'
+        lock = joined = condition = ""
+    merged = merge_sql(conn, f'{target}."meta"', '"v"."patch"')
+    alias = ' AS "g"' if pg else ""
+    # SQLite's RETURNING sees the updated table only (its bare names); PostgreSQL's sees "v" too.
+    returned = '"g"."id", "g"."attempts"' if pg else '"id", "attempts"'
+    return (
+        f'{lock}UPDATE "{TABLE}"{alias} SET '  # noqa: S608 - names are constants, values are parameters
+        f'"meta" = CASE WHEN "v"."patch" IS NULL THEN {target}."meta" ELSE {merged} END, '
+        f'"heartbeat_at" = {heartbeat}, '
+        f'"version" = {target}."version" + CASE WHEN "v"."patch" IS NULL THEN 0 ELSE 1 END '
+        f"FROM {source}{joined} "
+        f'WHERE {target}."id" = "v"."id" AND {target}."attempts" = "v"."attempt" '
+        f'AND {target}."state" = {state}{condition} '
+        f"RETURNING {returned}"
+    )
 
 
 def _ph(conn: BaseDBAsyncClient, n: int) -> str:
@@ -331,6 +383,25 @@ class TortoiseGenerationStore:
         now = _db_datetime(datetime.now(UTC))
         changed, _rows = await conn.execute_query(sql, [now, generation_id, State.RUNNING.value, attempt])
         return changed > 0
+
+    async def record_runs(self, reports: Sequence[RunReport]) -> set[tuple[int, int]]:
+        # One statement for every running job of a worker (jobs/progress.py batches them).
+        conn = get_connection("default")
+        ordered = sorted(reports, key=lambda r: (r.generation_id, r.attempt))
+        now = _db_datetime(datetime.now(UTC))
+        written: set[tuple[int, int]] = set()
+        for start in range(0, len(ordered), RUNS_SLICE):
+            chunk = ordered[start : start + RUNS_SLICE]
+            values: list[Any] = [now]
+            for report in chunk:
+                patch = encode_patch(report.patch) if report.patch is not None else None
+                values += [report.generation_id, report.attempt, patch]
+            values.append(State.RUNNING.value)
+            if is_postgres(conn):
+                values.append(sorted({report.generation_id for report in chunk}))
+            rows = await conn.execute_query_dict(runs_sql(conn, len(chunk)), values)
+            written.update((int(row["id"]), int(row["attempts"])) for row in rows)
+        return written
 
     @retries_inside
     async def claim_again(

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench import ack_latency, bot_memory, queue_scale, render_cpu, submit_throughput, worker_drain
+from bench import (
+    ack_latency,
+    bot_memory,
+    progress_writes,
+    queue_scale,
+    render_cpu,
+    submit_throughput,
+    worker_drain,
+)
 from tests.conftest import pg_database
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -97,6 +105,19 @@ async def test_worker_drain_runs_both_workers_and_counts_a_job(
     assert "genbot's CPU per job" in out
     genbot = next(line for line in out.splitlines() if line.strip().startswith("genbot") and "SQL" in line)
     assert "UPDATE generations" in genbot  # the runner's transitions, counted
+
+
+@pytest.mark.parametrize("db", DATABASES)
+async def test_progress_writes_counts_both_sides_of_each_pattern(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await needs(db)
+    await progress_writes.main(progress_writes.parse_args(["--db", db, "--jobs", "3", "--reports", "2"]))
+    out = capsys.readouterr().out
+    for pattern in ("at once", "back to back"):
+        assert f"RATIO {pattern}:" in out
+        assert sum(line.startswith(pattern) for line in out.splitlines()) == 2  # both sides
+    assert "every row ended with its job's last report" in out
 
 
 async def test_render_cpu_renders_every_job_to_its_end(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,13 +4,14 @@ run's own Redis. Only the image backend is a fake: it is genbot's own port."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from bot.app import Runtime
 from bot.models import Actor, Generation, State
-from bot.ports import ImageResult
+from bot.ports import ImageResult, RunReport
 from jobs.backends.base import ImageRequest, ProgressCallback
 from jobs.breaker import Breaker, BreakerKeys, BreakerOpen
 from jobs.constants import Keys
@@ -67,15 +68,16 @@ def counted_progress_writes(runner: GenerationRunner) -> list[dict[str, Any]]:
     """The progress reports ``runner`` writes to rows, as they are written. (The renderer's
     ``progress`` events are nudges, coalesced while one is on its way: they are not counted.)"""
     writes: list[dict[str, Any]] = []
-    record_progress = runner.store.record_progress
+    record_runs = runner.store.record_runs
 
-    async def counted(generation_id: int, patch: dict[str, Any], **fence: Any) -> bool:
-        recorded = await record_progress(generation_id, patch, **fence)
-        if recorded:
-            writes.append(patch)
-        return recorded
+    async def counted(reports: Sequence[RunReport]) -> set[tuple[int, int]]:
+        written = await record_runs(reports)
+        writes.extend(
+            r.patch for r in reports if r.patch is not None and (r.generation_id, r.attempt) in written
+        )
+        return written
 
-    runner.store.record_progress = counted  # type: ignore[method-assign]
+    runner.store.record_runs = counted  # type: ignore[method-assign]
     return writes
 
 
