@@ -44,8 +44,9 @@ lint: $(STAMP)
 ## instant jobs against a bare arq worker; SQL statements per progress report of 10 jobs running at
 ## once, the worker's progress writer against one write a report (counted); the renderer's CPU per
 ## job against bare writes; position read and sweep at 100,000 queued rows against bare reads; the
-## bot's memory with 10,000 active jobs against the same process idle; the local chat's ack p99 at
-## 200 concurrent /imagine against a bare aiohttp server. See bench/README.md.
+## bot's memory with 10,000 active jobs against the same process idle; the ack p99 at 200 concurrent
+## /imagine of the local chat against a bare aiohttp server, and of Slack's HTTP mode (signed slash
+## commands, the fake Web API) against a bare slack-bolt app. See bench/README.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.submit_throughput
 	$(BIN)/python -m bench.submit_throughput --db sqlite --counted 0
@@ -55,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.queue_scale
 	$(BIN)/python -m bench.bot_memory
 	$(BIN)/python -m bench.ack_latency
+	$(BIN)/python -m bench.ack_latency_slack
 
 ## The render scheduler under Slack's limits against the renderer before it, printed as ratios.
 render-bench: $(STAMP)

@@ -124,9 +124,10 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def caught_up(redis: Redis, db_url: str, jobs: int) -> None:
+async def caught_up(redis: Redis, db_url: str, jobs: int, platform: str = "local") -> None:
+    """Wait until the bot has posted ``jobs`` status messages and its renderer has read every event."""
     deadline = time.monotonic() + CATCH_UP_S
-    while not await rendered(redis, db_url, jobs):
+    while not await rendered(redis, db_url, jobs, platform):
         if time.monotonic() > deadline:
             raise SystemExit(f"the bot did not post and render {jobs} jobs within {CATCH_UP_S:.0f} s")
         await asyncio.sleep(0.2)
@@ -172,9 +173,13 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[fl
     return rounds
 
 
-def report(args: argparse.Namespace, rounds: dict[str, list[tuple[float, float]]]) -> None:
+def report(
+    args: argparse.Namespace, rounds: dict[str, list[tuple[float, float]]], via: str = "the local chat"
+) -> None:
+    """The medians over the rounds of each side's p50 and p99, and the ratio of the p99s with
+    issue 15's verdict (printed, never an exit code)."""
     print(
-        f"\nack latency: {args.burst} concurrent /imagine through the local chat, db={args.db}, "
+        f"\nack latency: {args.burst} concurrent /imagine through {via}, db={args.db}, "
         f"{args.rounds} rounds, {os.cpu_count()} cores"
     )
     medians = {}

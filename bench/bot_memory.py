@@ -166,14 +166,13 @@ async def send_commands(base: str, first: int, count: int, concurrency: int) -> 
     return refused
 
 
-async def rendered(redis: Redis, db_url: str, jobs: int) -> bool:
-    """Whether all ``jobs`` are queued with a posted message and the renderer has read and
-    acknowledged every event."""
+async def rendered(redis: Redis, db_url: str, jobs: int, platform: str = "local") -> bool:
+    """Whether all ``jobs`` are queued with a posted message and the renderer of ``platform`` has
+    read and acknowledged every event."""
     keys = Keys(PREFIX)
     groups = await redis.xinfo_groups(keys.events)
-    group = next(
-        (g for g in groups if g["name"] in (RENDER_GROUP.format(platform="local"), b"render:local")), None
-    )
+    name = RENDER_GROUP.format(platform=platform)
+    group = next((g for g in groups if g["name"] in (name, name.encode())), None)
     if group is None or int(group["pending"]) or int(group.get("lag") or 0):
         return False
     return await posted(db_url) >= jobs

@@ -8,6 +8,7 @@ import pytest
 
 from bench import (
     ack_latency,
+    ack_latency_slack,
     bot_memory,
     progress_writes,
     queue_scale,
@@ -76,6 +77,19 @@ async def test_ack_latency_prints_the_local_chats_p99_against_a_bare_server(
     out = capsys.readouterr().out
     assert "RATIO ack p99 genbot/bare" in out
     assert "bare: p50" in out and "genbot: p50" in out
+
+
+async def test_ack_latency_slack_times_signed_slash_commands_against_a_bare_bolt_app(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await ack_latency_slack.main(ack_latency_slack.parse_args(["--burst", "4", "--rounds", "1"]))
+    out = capsys.readouterr().out
+    assert "through Slack in HTTP mode" in out
+    assert "RATIO ack p99 genbot/bare" in out
+    assert "bare: p50" in out and "genbot: p50" in out
+    # genbot posted each round's status messages (warm-up and counted) through the fake Web API
+    assert "chat.postMessage 200 x8" in out
+    assert " 429 " not in out  # within Slack's limits
 
 
 @pytest.mark.parametrize("db", DATABASES)
