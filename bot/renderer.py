@@ -474,6 +474,8 @@ class Renderer:
         :data:`SLOW_WRITE_S` (a platform client waiting out a 429 of that message's own route)
         goes on by itself, holding its message's lease, and the round goes on without it."""
         settle = _Settle()
+        taken: list[_Taken] = []
+        started = 0  # of taken: those whose write started (each lets go of its own lease)
         try:
             try:
                 taken = await self._take(gids, settle)
@@ -484,6 +486,7 @@ class Renderer:
                     self._failed(gid, exc)
                 return 0, 0.0
             for n, item in enumerate(taken):
+                started = n + 1
                 write = asyncio.create_task(
                     self._write_safely(item, settle), name=f"genbot-render-{item.gid}"
                 )
@@ -494,18 +497,22 @@ class Renderer:
                     continue
                 hold = write.result()
                 if hold > 0:
-                    for rest in taken[n + 1 :]:  # read for nothing: the next round reads them again
-                        self._requeue(rest.gid, rest.pending)
-                        settle.leases.append((f"render:{rest.gid}", rest.lease))
                     return n + 1, hold
             return len(gids), 0.0
         finally:
+            # Read for nothing (the lane must wait, or the round was cancelled): put back, and
+            # let go; the next round reads them again.
+            for rest in taken[started:]:
+                self._requeue(rest.gid, rest.pending)
+                settle.leases.append((f"render:{rest.gid}", rest.lease))
             await self._settle(settle)
 
     async def _take(self, gids: list[int], settle: _Settle) -> list[_Taken]:
         """Lease ``gids`` (one round trip), read the rows of those leased (one statement) and the
         places of those queued (one round trip). A message another renderer holds is looked at
-        again a little later; one whose row is gone or is another platform's is forgotten."""
+        again a little later; one whose row is gone or is another platform's is forgotten. The
+        leases of the messages returned are theirs to let go of (:meth:`_write_safely`); the rest
+        go to ``settle``."""
         tokens = await self.queue.lock_many([f"render:{gid}" for gid in gids], LEASE_S)
         leased: dict[int, tuple[Pending, str]] = {}
         for gid, token in zip(gids, tokens, strict=True):
@@ -514,8 +521,9 @@ class Renderer:
                     pending.not_before = time.monotonic() + LEASED_RETRY_S
                 continue
             taken = self._unschedule(gid)  # from here, a new event schedules a new render
-            settle.leases.append((f"render:{gid}", token))
-            if taken is not None:  # else forgotten meanwhile (the event stream was lost)
+            if taken is None:  # forgotten meanwhile (the event stream was lost)
+                settle.leases.append((f"render:{gid}", token))
+            else:
                 leased[gid] = (taken, token)
         try:
             rows = await self.store.get_many(list(leased))
@@ -523,12 +531,14 @@ class Renderer:
             queued = [gen for gen in ours if gen.state is State.QUEUED]
             places = await self.queue.positions([(gen.id, gen.backend) for gen in queued])
         except BaseException:
-            for gid, (taken, _token) in leased.items():
+            for gid, (taken, token) in leased.items():
                 self._requeue(gid, taken)
+                settle.leases.append((f"render:{gid}", token))
             raise
         position = dict(zip((gen.id for gen in queued), places, strict=True))
         for gid in leased.keys() - {gen.id for gen in ours}:
             self._forget(gid)
+            settle.leases.append((f"render:{gid}", leased[gid][1]))
         return [
             _Taken(gen.id, leased[gen.id][0], leased[gen.id][1], gen, position.get(gen.id)) for gen in ours
         ]
@@ -585,6 +595,7 @@ class Renderer:
             return 0.0
         finally:
             self._writing.discard(gid)
+            settle.leases.append((f"render:{gid}", item.lease))  # held until the write ended
             if settle.settled:  # a slow write: its round is over
                 await self._settle(settle)
 

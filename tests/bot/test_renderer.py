@@ -571,3 +571,53 @@ async def test_leases_of_many_messages_are_taken_and_given_back_each_on_its_own(
     assert held is not None and await rt.queue.lock("render:2", 5.0) is None
     again = await rt.queue.lock_many(names, 5.0)
     assert again[0] is not None and again[1] is None and again[2] is not None
+
+
+async def test_a_slow_write_holds_its_lease_until_it_ends_while_its_round_goes_on(rt: Runtime) -> None:
+    """A platform write slower than ``SLOW_WRITE_S`` (a client waiting out a 429 of its message's
+    own route) goes on by itself: the rest of its round is written and settled meanwhile, and the
+    slow message's lease stays taken (no other renderer may write it) until its write ends, when
+    what it shows is stored and the lease given back."""
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    jobs = await _submit(rt, chat, 3)
+    await _drain(renderer)
+    slow_gid, slow_message = jobs[0]
+    before = await rt.store.get(slow_gid)
+    assert before is not None
+    shown_before = before.meta.get("rendered")
+    release = asyncio.Event()
+    edit = chat.edit_status
+
+    async def slow_edit(ref: MessageRef, view: StatusView) -> MessageRef:
+        if ref.message_id == slow_message:
+            await release.wait()
+        return await edit(ref, view)
+
+    chat.edit_status = slow_edit  # type: ignore[method-assign]
+    for gid, _message in jobs:
+        await rt.store.transition(gid, State.RUNNING)
+        await rt.queue.mark_running(gid, line="demo")
+        await rt.queue.publish(gid, "started")
+    renderer._absorb(await renderer.feed.read(1000, 10))
+    renderer._lanes["general"] = set(renderer._pending)  # one lane, one round for all three
+    flushing = asyncio.create_task(renderer.flush(within=SLOW_WRITE_S * 3))
+    while sum(chat.edits[m] for _g, m in jobs[1:]) < 2 or slow_gid not in renderer._writing:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(SLOW_WRITE_S * 1.5)  # the round is over, settled without the slow one
+    for gid, _message in jobs[1:]:
+        row = await rt.store.get(gid)
+        assert row is not None and row.meta.get("rendered")
+        assert await rt.queue.lock(f"render:{gid}", 1.0) is not None  # given back
+    assert await rt.queue.lock(f"render:{slow_gid}", 1.0) is None  # still the slow write's
+    slow_row = await rt.store.get(slow_gid)
+    assert slow_row is not None and slow_row.meta.get("rendered") == shown_before
+    release.set()
+    await flushing
+    await renderer.flush()
+    assert chat.views[slow_message].headline.startswith("Generating")
+    assert chat.edits[slow_message] == 1
+    row = await rt.store.get(slow_gid)
+    assert row is not None and row.meta.get("rendered") not in (None, shown_before)
+    assert await rt.queue.lock(f"render:{slow_gid}", 1.0) is not None  # given back at its end
