@@ -37,15 +37,27 @@ class Pool:
     statement_cache_size: int = 100
 
 
+async def keep_session(_connection: object) -> None:
+    """asyncpg's pool reset without its reset query. By default every connection given back to
+    the pool runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``: one more
+    round trip after every statement outside a transaction, which is nearly all of genbot's. genbot
+    leaves no session state to reset (no advisory locks, cursors, ``LISTEN`` or ``SET``), and the
+    pool still rolls back a transaction left open before it calls this."""
+
+
 def connection_config(db_url: str, pool: Pool | None = None) -> str | dict[str, Any]:
     """Tortoise's connection of ``db_url``: the URL itself for SQLite; for PostgreSQL, the URL's
-    credentials with ``pool``'s sizes (they win over ``minsize``/``maxsize`` in the URL's query)."""
-    if pool is None or db_url.startswith("sqlite:"):
+    credentials with ``pool``'s sizes (they win over ``minsize``/``maxsize`` in the URL's query),
+    and the pool's reset :func:`keep_session`."""
+    if not db_url.startswith(("postgres:", "asyncpg:", "psycopg:")):
         return db_url
     config = expand_db_url(db_url)
-    config["credentials"].update(
-        minsize=pool.min_size, maxsize=pool.max_size, statement_cache_size=pool.statement_cache_size
-    )
+    if config["engine"] == "tortoise.backends.asyncpg":
+        config["credentials"]["reset"] = keep_session
+    if pool is not None:
+        config["credentials"].update(
+            minsize=pool.min_size, maxsize=pool.max_size, statement_cache_size=pool.statement_cache_size
+        )
     return config
 
 

@@ -106,3 +106,26 @@ async def test_the_statement_cache_setting_reaches_asyncpg(
 def test_pool_min_above_pool_max_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="GENBOT_DATABASE__POOL_MIN"):
         load_settings(_env_file=None, database={"pool_min": 4, "pool_max": 2}, blobs={"dir": tmp_path})
+
+
+async def test_a_statement_given_back_to_the_pool_costs_no_reset_round_trip(own_db: str) -> None:
+    """asyncpg's pool runs ``... RESET ALL`` on every connection given back, by default: one more
+    round trip after each of genbot's statements. genbot's pool does not (``db.keep_session``); the
+    server's view of the session shows the statement as its last, not the reset."""
+    await db.connect(own_db, db.Pool(min_size=1, max_size=1))
+    conn = get_connection("default")
+    await conn.execute_query("SELECT 41 + 1")
+    await conn.execute_query_dict("SELECT 'the last statement'")
+    watcher = await asyncpg.connect(own_db)
+    try:
+        last = await watcher.fetch(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await watcher.close()
+    assert [row["query"] for row in last] == ["SELECT 'the last statement'"]
+    # a transaction left open is still rolled back when its connection goes back
+    async with conn._pool.acquire() as raw:  # type: ignore[attr-defined]
+        await raw.execute("BEGIN")
+        await raw.execute("CREATE TABLE left_open (x int)")
+    assert await conn.execute_query_dict("SELECT to_regclass('left_open') AS t") == [{"t": None}]
