@@ -112,11 +112,19 @@ class Budgets(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RowUpdate:
-    """A patch of one row's ``message`` and ``meta`` (RFC 7396; None: leave the column be)."""
+    """A patch of one row's ``message`` and ``meta`` (RFC 7396; None: leave the column be).
+
+    ``fenced``: a renderer's store of what a message shows (``meta["rendered"]``), made only while
+    the row's ``meta["rendered"]`` is still ``rendered_was``, the digest it read before writing.
+    Otherwise another renderer stored what it wrote meanwhile (this one's lease ran out), and which
+    write landed last is not known: the row's digest is cleared instead, so the next render writes
+    the message again."""
 
     generation_id: int
     message: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
+    fenced: bool = False
+    rendered_was: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +164,9 @@ class GenerationStore(Protocol):
         lost."""
         ...
 
-    async def update_many(self, updates: Sequence[RowUpdate]) -> None:
-        """:meth:`update` (``message`` and ``meta`` only) of several rows, in one statement."""
+    async def update_many(self, updates: Sequence[RowUpdate]) -> set[int]:
+        """:meth:`update` (``message`` and ``meta`` only) of several rows, in one statement.
+        Returns the ids of the fenced updates refused (see :class:`RowUpdate`)."""
         ...
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:

@@ -179,7 +179,7 @@ class Renderer:
         self._places_at = 0.0
         self._basis: dict[str, tuple[float, tuple[float, int], float | None]] = {}
         self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
-        self._slow: set[asyncio.Task[float]] = set()  # writes the lanes went on without
+        self._under_way: set[asyncio.Task[float]] = set()  # writes under way (some the lanes went on without)
         self._writing: set[int] = set()  # messages with a write under way
         self._draining = False  # at shutdown: no edit held back for min_edit_interval_s
         self.edits = 0  # platform writes made, for tests and stats
@@ -255,7 +255,7 @@ class Renderer:
                     failures = 0
             await self.drain()
         finally:
-            tasks = [*self._lane_tasks.values(), *self._slow]
+            tasks = [*self._lane_tasks.values(), *self._under_way]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -285,7 +285,7 @@ class Renderer:
         while True:
             await self.dispatch(places_now=True)
             lanes: list[asyncio.Task[Any]] = [
-                t for t in (*self._lane_tasks.values(), *self._slow) if not t.done()
+                t for t in (*self._lane_tasks.values(), *self._under_way) if not t.done()
             ]
             if not lanes:
                 if not self._ready():
@@ -436,6 +436,7 @@ class Renderer:
         to what went out before a budget held the lane, so a lane that writes once a second reads
         one message at a time."""
         size = 1
+        held = False  # the last round ended on a hold
         while True:
             due = self._due(channel)
             if not due:
@@ -443,9 +444,12 @@ class Renderer:
             written, hold = await self._lane_round(due[:size])
             if hold > 0:  # the channel's budget (or a 429 on it): wait, this lane only
                 size = max(1, written)
+                held = True
                 await asyncio.sleep(hold)
-            elif written >= size:
+            elif written >= size and not held:
                 size = min(LANE_BATCH, size * 2)
+            else:
+                held = False
 
     def _due(self, channel: str) -> list[int]:
         """The messages of ``channel`` to render now, best first. Progress or a place only, within
@@ -490,14 +494,14 @@ class Renderer:
                 write = asyncio.create_task(
                     self._write_safely(item, settle), name=f"genbot-render-{item.gid}"
                 )
+                self._under_way.add(write)  # until it ends: a stop cancels it with the lanes
+                write.add_done_callback(self._under_way.discard)
                 done, _ = await asyncio.wait({write}, timeout=SLOW_WRITE_S)
                 if not done:
-                    self._slow.add(write)
-                    write.add_done_callback(self._slow.discard)
                     continue
                 hold = write.result()
-                if hold > 0:
-                    return n + 1, hold
+                if hold > 0:  # this one did not go out either
+                    return n, hold
             return len(gids), 0.0
         finally:
             # Read for nothing (the lane must wait, or the round was cancelled): put back, and
@@ -553,13 +557,21 @@ class Renderer:
         try:
             if updates:
                 try:
-                    await self.store.update_many(updates)
+                    refused = await self.store.update_many(updates)
                 except Exception as exc:
                     # What the messages show is not stored: render them again (the same view
                     # costs one more edit), later each time.
                     for update in updates:
                         self._schedule(update.generation_id, Priority.STATE)
                         self._failed(update.generation_id, exc)
+                else:
+                    for gid in refused:
+                        # Another renderer wrote it meanwhile (this lease ran out during a write
+                        # held up for minutes): which write landed last is unknown, so write it again.
+                        log.warning(
+                            "another renderer wrote the message of %s meanwhile; writing it again", gid
+                        )
+                        self._schedule(gid, Priority.FIRST)
         finally:
             if leases:
                 with contextlib.suppress(Exception):  # a lease left behind expires
@@ -686,13 +698,14 @@ class Renderer:
         if partial:
             extra = {k: v for k, v in new_ref.extra.items() if k != PARTIAL}
             new_ref = MessageRef(new_ref.platform, new_ref.channel, new_ref.message_id, extra)
-        settle.updates.append(
-            RowUpdate(
-                gen.id,
-                message=new_ref.to_json() if new_ref != ref else None,
-                meta={"rendered": None if partial else digest, "shown_place": low},
+        shown = {"rendered": None if partial else digest, "shown_place": low}
+        if new_ref != ref:  # posted anew (the old one was deleted): where it is, stored at once
+            await self.store.update(gen.id, message=new_ref.to_json(), meta=shown)
+        else:  # what it shows: with the round's others, before its lease goes
+            was = gen.meta.get("rendered")
+            settle.updates.append(
+                RowUpdate(gen.id, meta=shown, fenced=True, rendered_was=was if isinstance(was, str) else None)
             )
-        )
         if partial:  # posted without everything it shows: edit it again, soon
             self._schedule(gen.id, Priority.FIRST)
         elif gen.state.terminal:

@@ -111,25 +111,40 @@ def locked_in_id_order(table: str, ids: str) -> str:
 
 def update_many_sql(conn: BaseDBAsyncClient, table: str, rows: int) -> str:
     """One ``UPDATE`` of ``rows`` rows, each merging its own patch into ``message`` and ``meta``
-    (a NULL patch leaves its column be) and bumping ``version``. Parameters: ``id, message patch,
-    meta patch`` per row (each id at most once), then, on PostgreSQL, the array of the ids
-    (:func:`locked_in_id_order`)."""
-    if is_postgres(conn):
+    (a NULL patch leaves its column be) and bumping ``version``; a fenced row's ``meta`` patch
+    only while its ``meta.rendered`` is still the one given, else ``rendered`` is cleared (see
+    :class:`bot.ports.RowUpdate`). Parameters: ``id, message patch, meta patch, fenced,
+    rendered_was`` per row (each id at most once), then, on PostgreSQL, the array of the ids
+    (:func:`locked_in_id_order`). Returns each row's ``id`` and ``rendered`` after."""
+    pg = is_postgres(conn)
+    if pg:
         values = ", ".join(
-            f"(${n + 1}::bigint, ${n + 2}::text, ${n + 3}::text)" for n in range(0, 3 * rows, 3)
+            f"(${n + 1}::bigint, ${n + 2}::text, ${n + 3}::text, ${n + 4}::boolean, ${n + 5}::text)"
+            for n in range(0, 5 * rows, 5)
         )
-        lock = locked_in_id_order(table, f"${3 * rows + 1}")
+        lock = locked_in_id_order(table, f"${5 * rows + 1}")
         joined, condition = ", locked", ' AND locked."id" = v.column1'
+        rendered = "r.\"meta\" ->> 'rendered'"
+        returned = f'r."id", {rendered} AS "rendered"'
+        moved = f"v.column4 AND ({rendered}) IS DISTINCT FROM v.column5"
     else:
-        values = ", ".join("(?, ?, ?)" for _ in range(rows))
+        values = ", ".join("(?, ?, ?, ?, ?)" for _ in range(rows))
         lock = joined = condition = ""
-    assignments = []
-    for col, patch in (("message", "column2"), ("meta", "column3")):
-        merged = merge_sql(conn, f'r."{col}"', f"v.{patch}")
-        assignments.append(f'"{col}" = CASE WHEN v.{patch} IS NULL THEN r."{col}" ELSE {merged} END')
+        rendered = "json_extract(r.\"meta\", '$.rendered')"
+        # SQLite's RETURNING sees the updated table's own names only
+        returned = '"id", json_extract("meta", \'$.rendered\') AS "rendered"'
+        moved = f"v.column4 AND ({rendered}) IS NOT v.column5"
+    cleared = """'{"rendered": null}'"""
+    message = merge_sql(conn, 'r."message"', "v.column2")
+    meta = merge_sql(conn, 'r."meta"', "v.column3")
+    clear = merge_sql(conn, 'r."meta"', cleared)
+    assignments = [
+        f'"message" = CASE WHEN v.column2 IS NULL THEN r."message" ELSE {message} END',
+        f'"meta" = CASE WHEN {moved} THEN {clear} WHEN v.column3 IS NULL THEN r."meta" ELSE {meta} END',
+    ]
     return (
         f'{lock}UPDATE "{table}" AS r SET {", ".join(assignments)}, "version" = r."version" + 1 '  # noqa: S608 - constants
-        f'FROM (VALUES {values}) AS v{joined} WHERE r."id" = v.column1{condition}'
+        f'FROM (VALUES {values}) AS v{joined} WHERE r."id" = v.column1{condition} RETURNING {returned}'
     )
 
 

@@ -323,8 +323,9 @@ class TortoiseGenerationStore:
         sql, _ = update_sql(conn, TABLE, merges=tuple(merges), set_once=set_once)
         await conn.execute_query(sql, [*values, generation_id])
 
-    async def update_many(self, updates: Sequence[RowUpdate]) -> None:
+    async def update_many(self, updates: Sequence[RowUpdate]) -> set[int]:
         conn = get_connection("default")
+        refused: set[int] = set()
         left = list(updates)
         while left:
             # One statement per slice in which each row appears once (a row patched twice is
@@ -342,11 +343,17 @@ class TortoiseGenerationStore:
                     update.generation_id,
                     None if update.message is None else encode_patch(update.message),
                     None if update.meta is None else encode_patch(update.meta),
+                    update.fenced,
+                    update.rendered_was,
                 ]
             if is_postgres(conn):
                 values.append(list(batch))
-            await conn.execute_query(update_many_sql(conn, TABLE, len(batch)), values)
+            for row in await conn.execute_query_dict(update_many_sql(conn, TABLE, len(batch)), values):
+                update = batch[int(row["id"])]
+                if update.fenced and row["rendered"] != (update.meta or {}).get("rendered"):
+                    refused.add(update.generation_id)
             left = later
+        return refused
 
     async def update_message(self, generation_id: int, patch: dict[str, Any]) -> None:
         await self.update(generation_id, message=patch)

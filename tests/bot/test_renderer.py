@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bench.counting import Counts
+from bot import renderer as renderer_module
 from bot.app import Runtime
 from bot.config import RendererSettings
 from bot.models import Actor, MessageRef, State, StatusView
 from bot.ports import PARTIAL, EventsLost, MessageGone, MessageUnreachable, Rate, Spend
 from bot.renderer import SLOW_WRITE_S, Renderer
-from bot.views import build_view
+from bot.views import build_view, view_hash
 from jobs.backends.base import ImageRequest
 from jobs.constants import RENDER_GROUP
 from jobs.events import RedisEventFeed
@@ -621,3 +622,73 @@ async def test_a_slow_write_holds_its_lease_until_it_ends_while_its_round_goes_o
     row = await rt.store.get(slow_gid)
     assert row is not None and row.meta.get("rendered") not in (None, shown_before)
     assert await rt.queue.lock(f"render:{slow_gid}", 1.0) is not None  # given back at its end
+
+
+async def test_a_write_that_outlived_its_lease_does_not_leave_its_older_view_stored(rt: Runtime) -> None:
+    """A write held up for longer than its lease (a platform client waiting out 429s for minutes):
+    meanwhile another renderer took the lease, wrote the newer state and stored its digest. When
+    the late write lands, which of the two the message shows is unknown; its store is refused (a
+    compare-and-set on the digest it read), the row's digest cleared, and the message written
+    again with the row's newest state."""
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gid, message_id)] = await _submit(rt, chat, 1)
+    await _drain(renderer)
+    release = asyncio.Event()
+    edit = chat.edit_status
+
+    async def held_up(ref: MessageRef, view: StatusView) -> MessageRef:
+        if chat.edits[ref.message_id] == 0:
+            await release.wait()
+        return await edit(ref, view)
+
+    chat.edit_status = held_up  # type: ignore[method-assign]
+    await rt.store.transition(gid, State.RUNNING)
+    await rt.queue.mark_running(gid, line="demo")
+    await rt.queue.publish(gid, "started")
+    flushing = asyncio.create_task(_drain(renderer))
+    while gid not in renderer._writing:
+        await asyncio.sleep(0.01)
+    # the other renderer, after this lease ran out: the job ended, it showed that and stored it
+    await rt.store.transition(gid, State.FAILED, error_code="backend_error")
+    await rt.store.update_meta(gid, {"rendered": "the other renderer's digest"})
+    release.set()
+    await flushing
+    await renderer.flush()
+    final = chat.views[message_id]
+    assert chat.edits[message_id] == 2 and not final.headline.startswith("Generating")
+    row = await rt.store.get(gid)
+    assert row is not None and row.meta["rendered"] == view_hash(final)
+
+
+async def test_a_stop_leaves_no_write_running_and_no_lease_taken(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bot stopped while a write is in flight (its platform slow to answer, past the drain's
+    time): when the renderer's run returns, no write of it is still running (it would write after
+    its process closed the database and the platform client), and the message's lease is given
+    back, so the next bot renders it at once rather than after the lease's two minutes."""
+    monkeypatch.setattr(renderer_module, "DRAIN_S", 0.3)
+    chat = RecordingChat()
+    renderer = _renderer(rt, chat)
+    await renderer.feed.ensure_group()
+    [(gid, message_id)] = await _submit(rt, chat, 1)
+    await _drain(renderer)
+    never = asyncio.Event()
+    edit = chat.edit_status
+
+    async def stuck(ref: MessageRef, view: StatusView) -> MessageRef:
+        await never.wait()
+        return await edit(ref, view)
+
+    chat.edit_status = stuck  # type: ignore[method-assign]
+    await rt.store.transition(gid, State.RUNNING)
+    await rt.queue.mark_running(gid, line="demo")
+    await rt.queue.publish(gid, "started")
+    stop = asyncio.Event()
+    stop.set()  # stopped at once: the event is read and its write started by the drain
+    await renderer.run(stop)
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("genbot-render-") and not t.done()]
+    assert chat.edits[message_id] == 0
+    assert await rt.queue.lock(f"render:{gid}", 1.0) is not None

@@ -264,3 +264,32 @@ async def test_a_place_that_goes_back_says_why(rt: Runtime) -> None:
     await rt.queue.publish(held, "dequeued")
     await _drain(renderer)
     assert chat.writes[second_mid][-1][1].note is None
+
+
+async def test_a_channel_its_budget_holds_to_one_write_at_a_time_reads_one_message_a_round(
+    rt: Runtime,
+) -> None:
+    """A channel whose budget lets one write go out at a time (Slack's one a second): once
+    its first rounds met the budget, its rounds stay at one message, so nothing is leased and read
+    that cannot be written at once. Every message still gets its write."""
+    chat = TimedChat(per_s=1.0, burst=1)
+    renderer = _renderer(rt, chat, exact_positions=1000)
+    await renderer.feed.ensure_group()
+    jobs = await _submit_in(rt, chat, "busy", 4)
+    await _drain(renderer)
+    sizes: list[int] = []
+    lane_round = renderer._lane_round
+
+    async def counted(gids: list[int]) -> tuple[int, float]:
+        sizes.append(len(gids))
+        return await lane_round(gids)
+
+    renderer._lane_round = counted  # type: ignore[method-assign]
+    await rt.queue.mark_running(jobs[0][0], line="demo")
+    await rt.store.transition(jobs[0][0], State.RUNNING)
+    await rt.queue.publish(jobs[0][0], "dequeued")
+    await _drain(renderer)
+    assert all(len(chat.writes[message_id]) == 2 for _gid, message_id in jobs)  # posted, then edited
+    # the first round (of 1) went out at once and the second grew to 2 before the lane met its
+    # budget; from the hold on, one message a round
+    assert sizes[:2] == [1, 2] and set(sizes[2:]) == {1}, sizes

@@ -277,6 +277,34 @@ async def test_a_batch_patching_one_row_twice_applies_both_in_order(store: Torto
     assert after_b.meta == {**b.meta, "b": True} and after_b.version == b.version + 1
 
 
+async def test_a_fenced_store_of_what_a_message_shows_is_refused_once_another_stored_its_own(
+    store: TortoiseGenerationStore,
+) -> None:
+    """A renderer's store of its digest is made only while the row still has the digest it read;
+    else the row's digest is cleared (nothing else of the patch is written) and the id returned.
+    Unfenced updates in the same statement are not concerned."""
+    kept, moved, fresh, plain = [await store.create(new_generation()) for _ in range(4)]
+    await store.update_meta(kept.id, {"rendered": "a"})
+    await store.update_meta(moved.id, {"rendered": "b2"})  # another renderer's, since "b" was read
+    refused = await store.update_many(
+        [
+            RowUpdate(kept.id, meta={"rendered": "a2", "shown_place": 3}, fenced=True, rendered_was="a"),
+            RowUpdate(moved.id, meta={"rendered": "b3", "shown_place": 4}, fenced=True, rendered_was="b"),
+            RowUpdate(fresh.id, meta={"rendered": "c"}, fenced=True, rendered_was=None),
+            RowUpdate(plain.id, meta={"rendered": "d"}),
+        ]
+    )
+    assert refused == {moved.id}
+    rows = {gen.id: (await get(store, gen.id)).meta for gen in (kept, moved, fresh, plain)}
+    assert rows[kept.id]["rendered"] == "a2" and rows[kept.id]["shown_place"] == 3
+    assert "rendered" not in rows[moved.id] and "shown_place" not in rows[moved.id]
+    assert rows[fresh.id]["rendered"] == "c"
+    assert rows[plain.id]["rendered"] == "d"
+    # a fence on a row whose digest was cleared (None) holds against one stored since
+    assert await store.update_many([RowUpdate(moved.id, meta={"rendered": "e"}, fenced=True)]) == set()
+    assert (await get(store, moved.id)).meta["rendered"] == "e"
+
+
 async def test_concurrent_batches_from_several_processes_lose_no_key(
     store: TortoiseGenerationStore, db_url: str
 ) -> None:
