@@ -90,7 +90,8 @@ def bare_app(api_url: str) -> web.Application:
 
 async def serve_fake(tally: Path) -> None:
     """The fake Slack Web API with Slack's limits until SIGTERM; prints its base URL first, and
-    writes the calls it answered, by method and status, to ``tally`` at the end."""
+    writes the calls it answered, by method and status, and the TCP connections they came on
+    (``connections``, both sides' together) to ``tally`` at the end."""
     fake = FakeSlack(limits=SlackLimits())
     await fake.start()
     print(fake.base_url, flush=True)
@@ -98,6 +99,7 @@ async def serve_fake(tally: Path) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     calls = Counter(f"{c.method} {c.status}" for c in fake.calls)
+    calls["connections"] = len(fake.connections)
     tally.write_text(json.dumps(dict(sorted(calls.items()))))  # noqa: ASYNC240 (once, at the end)
     await fake.stop()
 
@@ -304,7 +306,9 @@ async def main(args: argparse.Namespace) -> None:
         rounds = await bench(args, work)
         report(args, rounds, via="Slack in HTTP mode (signed slash commands)")
         calls = fake_tally(work)
+        connections = calls.pop("connections", 0)
         print("  the fake Slack answered: " + ", ".join(f"{k} x{v}" for k, v in calls.items()))
+        print(f"  on {connections} TCP connections (genbot's and the bare app's)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

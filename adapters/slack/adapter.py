@@ -46,6 +46,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.blocks import fallback_text, files_where, status_blocks
+from adapters.slack.session import session_of
 from bot.models import MessageRef, StatusView
 from bot.ports import PARTIAL, MessageGone, MessageUnreachable, NotYet, Rate, RateLimited, Spend
 
@@ -95,15 +96,23 @@ def upload_failure(exc: SlackApiError, ref: MessageRef, what: str, job: int) -> 
     return UploadRefused(f"genbot could not post {what} here. {words}")
 
 
-def make_client(token: str, base_url: str, *, wait_out_429: bool = False) -> AsyncWebClient:
+def make_client(
+    token: str,
+    base_url: str,
+    *,
+    wait_out_429: bool = False,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncWebClient:
     """A Web API client that retries dropped connections. For message writes a 429 is not retried
     here: it raises (see :func:`rate_limited`) and the renderer's scheduler holds the channel.
     ``wait_out_429``: the client waits out ``Retry-After`` itself (for the calls that are no
-    message write, such as ``users.info``)."""
+    message write, such as ``users.info``). ``session``: the bot's shared session (see
+    :mod:`adapters.slack.session`; :meth:`SlackBot.start <adapters.slack.app.SlackBot.start>`
+    gives it to the clients it holds); without one, slack_sdk opens a session per call."""
     handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler()]
     if wait_out_429:
         handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
-    return AsyncWebClient(token=token, base_url=base_url, retry_handlers=handlers)
+    return AsyncWebClient(token=token, base_url=base_url, retry_handlers=handlers, session=session)
 
 
 def slack_error(exc: SlackApiError) -> str:
@@ -361,7 +370,7 @@ class SlackChat:
             filename=filename, length=len(data), alt_txt=alt[:1000]
         )
         async with (
-            aiohttp.ClientSession() as session,
+            session_of(self.client) as session,
             session.post(
                 str(resp["upload_url"]), data=data, timeout=aiohttp.ClientTimeout(total=60)
             ) as answer,

@@ -40,6 +40,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.adapter import SlackChat, make_client, slack_error
 from adapters.slack.admins import SlackAdmins
@@ -55,6 +56,7 @@ from adapters.slack.payloads import (
     slash_commands,
     wants_help,
 )
+from adapters.slack.session import SlackSession
 from bot.commands import CommandSpec
 from bot.config import ConfigError, StartupError
 from bot.errors import ErrorCode, ErrorText, GenbotError, describe
@@ -141,9 +143,17 @@ class SlackResponder:
             ref, channel=self.channel, member=self.member, max_bytes=max_bytes, pictures=self.pictures
         )
 
+    async def _send(self, text: str, response_type: str) -> None:
+        """Post to the command's ``response_url`` as Bolt's ``respond`` does, on the bot's session
+        (Bolt's opens a session, so a connection, per reply). Raises ValueError without one."""
+        if self.respond.response_url is None:
+            raise ValueError("this request carries no response_url")
+        webhook = AsyncWebhookClient(url=self.respond.response_url, session=self.chat.client.session)
+        await webhook.send(text=text, response_type=response_type, replace_original=False)
+
     async def _ephemeral(self, text: str) -> None:
         try:
-            await self.respond(text=text, response_type="ephemeral", replace_original=False)
+            await self._send(text, "ephemeral")
         except Exception:
             # response_url lives 30 minutes and takes 5 uses; losing a reply must not fail the job
             log.exception("an ephemeral reply in %s failed", self.channel)
@@ -157,7 +167,7 @@ class SlackResponder:
     async def say(self, text: str) -> None:
         """In the channel, through the command's ``response_url`` (escaped: no mention pings)."""
         try:
-            await self.respond(text=reply_text(text), response_type="in_channel", replace_original=False)
+            await self._send(reply_text(text), "in_channel")
         except Exception:
             log.exception("a public answer in %s failed", self.channel)
 
@@ -172,6 +182,8 @@ class SlackBot:
     """genbot's Slack app: Bolt, in Socket Mode or behind an HTTP server.
 
     Call :meth:`start` once, then :meth:`stop`; :attr:`port` is the HTTP port once listening.
+    From :meth:`start` to :meth:`stop` every Web API client here (the adapter's, the files', the
+    admins', Bolt's) and the ``response_url`` replies share one HTTP session (:attr:`session`).
     """
 
     def __init__(
@@ -219,6 +231,8 @@ class SlackBot:
             self.app.command(command)(self._listener(self._on_command))
         for action, action_id in ACTION_IDS.items():
             self.app.action(action_id)(self._listener(self._button(action)))
+        #: One session for all of them (see adapters.slack.session), open from start to stop.
+        self.session = SlackSession()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -360,7 +374,9 @@ class SlackBot:
         the app-level token with ``apps.connections.open``) or listen on ``host:port`` (HTTP
         mode). Raises :class:`ConfigError` for a token Slack refuses,
         :class:`StartupError` for a Web API out of reach or a port that cannot be opened; each
-        names the setting to fix."""
+        names the setting to fix. Opens the bot's HTTP session (:meth:`stop` closes it, also
+        after a failed start)."""
+        await self.session.open(self.chat.client, self.files.client, self.admins.client, self.app.client)
         try:
             auth = await self.chat.client.auth_test()
         except SlackApiError as exc:
@@ -420,13 +436,15 @@ class SlackBot:
         return await self.inflight.drain(grace_s)
 
     async def stop(self) -> None:
-        """Stop taking requests. Safe to call more than once."""
+        """Stop taking requests, then close the HTTP session (a call after this opens a session
+        of its own, as slack_sdk does without one). Safe to call more than once."""
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.session.close()
 
 
 def _refusal(status: int, sentence: str) -> web.Response:

@@ -33,6 +33,7 @@ https://docs.slack.dev/reference/objects/file-object . Both methods need the ``f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Mapping
@@ -45,6 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.download import on_platform, read_limited
+from adapters.slack.session import session_of
 from bot.attachments import ATTACHMENT_TYPES, content_type_of, too_large
 from bot.commands import CommandSpec
 from bot.errors import ErrorCode, GenbotError
@@ -297,11 +299,14 @@ class SlackFiles:
         """The bytes at ``url`` (at most ``max_bytes``) and the type they were served as. Follows
         redirects only to hosts the token may go to."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
+        each = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)  # not the session's (Web API calls')
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            # the whole download, redirects included, on the bot's session (see session_of)
+            async with asyncio.timeout(DOWNLOAD_TIMEOUT_S), session_of(self.client) as session:
                 for _ in range(REDIRECTS_MAX + 1):
-                    async with session.get(url, headers=headers, allow_redirects=False) as response:
+                    async with session.get(
+                        url, headers=headers, allow_redirects=False, timeout=each
+                    ) as response:
                         if response.status in (301, 302, 303, 307, 308):
                             url = urljoin(url, response.headers.get("Location", ""))
                             if not may_carry_token(url, self.api_base_url):

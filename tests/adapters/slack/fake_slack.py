@@ -24,6 +24,10 @@ that) have a budget per workspace each; :attr:`FakeSlack.rate_limited` counts th
 carries its wall-clock time (``at``), so tests (and benchmarks in other processes) can tell when a
 member saw what.
 
+Connections: :attr:`FakeSlack.connections` holds the client address (host, port) of every TCP
+connection a request came on, so its size is the number of connections clients opened (a client
+port stays taken while its connection lives, and for a while after the client closes it).
+
 Faults: :meth:`FakeSlack.outage` answers every call of some methods with 500 or 429 until
 :meth:`FakeSlack.heal`; :meth:`FakeSlack.storm` answers the next N calls of some methods with 429 and
 ``Retry-After``; ``not_in_channel`` lists channels the bot is not in; ``invalid_blocks_times``
@@ -45,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Handler
 from PIL import Image, UnidentifiedImageError
 
 from tests.rate_limits import SlackLimits, TokenBucket, retry_after
@@ -116,6 +121,7 @@ class FakeSlack:
         )
         self._storms_in: dict[str, float] = {}  # channel -> monotonic time its storm ends
         self.calls: list[Call] = []
+        self.connections: set[tuple[str, int]] = set()  # the client address of each connection
         self.messages: dict[str, Message] = {}  # ts -> message
         self.uploads: dict[str, bytes] = {}  # file id -> bytes
         self.shares: list[dict[str, Any]] = []  # completeUploadExternal calls
@@ -219,7 +225,7 @@ class FakeSlack:
     # -- server -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app = web.Application(client_max_size=32 * 1024 * 1024, middlewares=[self._count_connection])
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)  # read methods (users.info) take query params
         app.router.add_post("/upload/{file_id}", self._upload)
@@ -234,6 +240,13 @@ class FakeSlack:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}"
+
+    @web.middleware
+    async def _count_connection(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        if peer is not None:
+            self.connections.add((str(peer[0]), int(peer[1])))
+        return await handler(request)
 
     async def stop(self) -> None:
         for ws in self.sockets:
