@@ -223,6 +223,7 @@ class GenerationStore(Protocol):
         ticket: int | None = None,
         attempt: int | None = None,
         stale_before: datetime | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Generation | None:
         """Move the row to ``target`` if the state machine allows it from its current state
         (and, with ``attempt``, only if the row is still at that attempt: a run's writes are fenced
@@ -232,7 +233,9 @@ class GenerationStore(Protocol):
         The check and the write are one atomic statement. Returns the new snapshot, or None when
         the transition was refused (the row was already elsewhere, for example terminal).
         ``retry`` (``running -> queued``) increments ``attempts``; ``ticket`` is stored if the row
-        has none yet (a job that starts before its command stored it).
+        has none yet (a job that starts before its command stored it). ``meta``: a JSON patch
+        deep-merged into the row's ``meta`` in the same statement (as :meth:`record_progress`
+        merges one), written only if the transition is.
         """
         ...
 

@@ -64,7 +64,10 @@ PROBE_HEAD_GRACE_S = 3.0
 # Half-open, the probe goes to the job at the head of the line (position 1 is the next job to
 # start); another waiting job may take it only once the head has not for ARGV[4] ms (its worker
 # may be gone). ``tripped`` holds the time (ms) the open period ends.
-ADMIT = """
+# :data:`ADMIT_FUNCTION` is the same as a Lua function ``ADMIT(KEYS, ARGV)`` (the keys and
+# arguments above), for a script that asks for leave and does more in the same step (jobs.queue).
+ADMIT_FUNCTION = """
+local function ADMIT(KEYS, ARGV)
 local failures = tonumber(redis.call('GET', KEYS[4]) or '0')
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then return {0, left, failures} end
@@ -85,7 +88,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
     return {0, math.max(redis.call('PTTL', KEYS[3]), 0), failures}
 end
 return {1, 0, failures}
+end
 """
+ADMIT = ADMIT_FUNCTION + "return ADMIT(KEYS, ARGV)\n"
 
 # KEYS: open, tripped, probe, failures, this call's mark. ARGV: fail_max, reset ms, probe token or ''.
 # Returns 1 if this failure opened the breaker: the probe's, or the fail_max-th in a row of all
@@ -247,24 +252,31 @@ class Breaker:
         token = uuid.uuid4().hex
         try:
             verdict, ms, failures = await self._admit(
-                keys=[
-                    self.keys.open,
-                    self.keys.tripped,
-                    self.keys.probe,
-                    self.keys.failures,
-                    self.keys.waiting,
-                ],
-                args=[
-                    token,
-                    int(self.probe_ttl_s * 1000),
-                    "" if generation_id is None else generation_id,
-                    int(PROBE_HEAD_GRACE_S * 1000),
-                ],
+                keys=self.admit_keys(), args=self.admit_args(token, generation_id)
             )
         except REDIS_DOWN as exc:
             raise QueueUnavailable from exc
         if int(verdict) == 0:
             raise BreakerOpen(int(ms) / 1000)
+        return self.admission(token, verdict, failures)
+
+    def admit_keys(self) -> list[str]:
+        """The keys of :data:`ADMIT` (for a script that runs it inside: :data:`ADMIT_FUNCTION`)."""
+        return [self.keys.open, self.keys.tripped, self.keys.probe, self.keys.failures, self.keys.waiting]
+
+    def admit_args(self, token: str, generation_id: int | None) -> list[str | int]:
+        """The arguments of :data:`ADMIT`: ``token`` is the call's (:meth:`admission`'s)."""
+        return [
+            token,
+            int(self.probe_ttl_s * 1000),
+            "" if generation_id is None else generation_id,
+            int(PROBE_HEAD_GRACE_S * 1000),
+        ]
+
+    @staticmethod
+    def admission(token: str, verdict: Any, failures: Any) -> Admission:
+        """The admission that :data:`ADMIT`'s answer ``verdict`` (1 or 2, not 0) and ``failures``
+        give to the call of ``token``."""
         return Admission(token if int(verdict) == 2 else None, int(failures), token)
 
     async def release(self, admission: Admission) -> None:

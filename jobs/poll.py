@@ -26,30 +26,41 @@ in ticket order:
   is no orphan.) An orphan waits at most :data:`ORPHANS_EVERY_S` more, beside the failover time
   (``worker.failover_after_s``) or arq's in-progress timeout that made it one.
 
-The claim itself is arq's (``Worker.start_jobs``: in-progress key under ``WATCH``), unchanged, so
-workers that read the same head race as they did, and one wins each job. A poll costs a constant
-number of round trips however many jobs run: one ``EVALSHA`` for the read, arq's abort check, and
-a claim per job it starts (or loses to a faster worker). Inside the script, the work is the head
+The claim is arq's (``Worker.start_jobs``), made one script (:data:`CLAIM`, :func:`start_jobs`):
+arq claims a job with four round trips (``WATCH`` its in-progress key, ``EXISTS`` it, ``ZSCORE``
+the job, then ``MULTI``/``PSETEX``/``EXEC``, which fails if another worker set the key meanwhile);
+the script makes the same checks and the same write in one atomic step, so of the workers that read
+the same head one wins each job, as before. A poll costs a constant number of round trips however
+many jobs run: one ``EVALSHA`` for the read, arq's abort check, and one claim per job it starts (or
+loses to a faster worker). Inside the script, the work is the head
 of the waiting set (and the claimed jobs at its head, at most the line's capacity), and, in the
 orphan read (one per line every :data:`ORPHANS_EVERY_S`, whatever the number of workers), the
 line's running jobs.
 
 Relies on arq 0.28's worker internals (``_poll_iteration``, ``start_jobs``, ``job_counter``,
 ``max_jobs``, ``queue_read_limit``, ``_jobs_started``, ``_cancel_aborted_jobs``, ``tasks``,
-``heart_beat``): :func:`poll_iteration` is arq 0.28's ``Worker._poll_iteration`` with its read
-replaced. ``pyproject.toml`` pins ``arq>=0.28,<0.29``; check this module against the next release.
+``heart_beat``, ``sem``, ``in_progress_timeout_s``, ``run_job``, ``loop``,
+``_release_sem_dec_counter_on_complete``): :func:`poll_iteration` is arq 0.28's
+``Worker._poll_iteration`` with its read replaced, :func:`start_jobs` its ``Worker.start_jobs``
+with its claim made one script. ``pyproject.toml`` pins ``arq>=0.28,<0.29``; check this module
+against the next release.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker
+from redis.exceptions import ResponseError
 
 from bot.models import JOB_ID_PREFIX
+
+log = logging.getLogger(__name__)
 
 #: How often one worker of a line also looks for orphans in arq's queue (see the module docstring),
 #: in seconds.
@@ -103,6 +114,19 @@ return jobs
 """
 
 
+# KEYS: the job's arq in-progress key, the arq queue. ARGV: the arq job id, now (ms), arq's
+# in-progress timeout (ms). arq's claim (``Worker.start_jobs``) in one atomic step: a job already
+# claimed (its in-progress key exists), gone from the queue, scored 0 or scored later than now is not
+# claimed (false); else its in-progress key is set as arq sets it (``PSETEX``), and its score returned.
+CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) == 0 or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
+
+
 class LineRead:
     """The read of one line's workers (see the module docstring); ``orphans_every_s``: how often
     one of them also looks for orphans."""
@@ -135,6 +159,35 @@ class LineRead:
             ],
         )
         return ids
+
+
+async def start_jobs(worker: Worker, claim: Any, job_ids: list[bytes]) -> None:
+    """arq 0.28's ``Worker.start_jobs`` with its claim made one script (``claim``: :data:`CLAIM`
+    registered on the worker's pool): for each job id, take a slot, claim the job, start it in a
+    task. A job that is not claimed (another worker has it, or it is gone) gives its slot back."""
+    w: Any = worker  # arq's worker internals are untyped
+    for job_id_b in job_ids:
+        await w.sem.acquire()
+        if w.job_counter >= w.max_jobs:
+            w.sem.release()
+            return
+        w.job_counter = w.job_counter + 1
+        job_id = job_id_b.decode()
+        try:
+            score = await claim(
+                keys=[in_progress_key_prefix + job_id, w.queue_name],
+                args=[job_id, timestamp_ms(), int(w.in_progress_timeout_s * 1000)],
+            )
+        except ResponseError:  # as arq's claim: the job is not this worker's
+            score = None
+        if score is None:
+            w.job_counter = w.job_counter - 1
+            w.sem.release()
+            log.debug("job %s already running elsewhere", job_id)
+            continue
+        task = w.loop.create_task(w.run_job(job_id, int(float(score))))
+        task.add_done_callback(lambda _: w._release_sem_dec_counter_on_complete())
+        w.tasks[job_id] = task
 
 
 async def poll_iteration(worker: Worker, read: LineRead) -> None:

@@ -14,9 +14,11 @@ same atomic script that takes the ticket.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +33,7 @@ from arq.jobs import serialize_job
 
 from bot.models import JOB_ID_PREFIX, Generation, Quota, job_id_for
 from bot.ports import LineBasis, QueuedState, QuotaRefused, TicketsLost
-from jobs.breaker import BreakerKeys, breaker_retry_in
+from jobs.breaker import ADMIT_FUNCTION, Admission, Breaker, BreakerKeys, breaker_retry_in
 from jobs.connections import unavailable_on_outage
 from jobs.constants import (
     EVENTS_MAXLEN,
@@ -43,6 +45,8 @@ from jobs.constants import (
     Keys,
     line_queue,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ArqRedis", "QueuedState", "RedisJobQueue"]
 
@@ -204,10 +208,13 @@ end
 # Held: the member already runs max running jobs, so it waits aside, keeping its ticket. Started:
 # if that fills the member's places, their other waiting jobs move aside too (waiting entry and
 # arq job gone, ticket kept), so that the waiting set holds only jobs a worker can start: the
-# positions stay exact.
-START = (
-    _PRUNE_RUNNING
-    + _ENTRY
+# positions stay exact. :data:`START_FUNCTION` is a Lua function ``START(KEYS, ARGV)`` of them (it
+# needs :data:`_ENTRY` before it).
+START_FUNCTION = (
+    """
+local function START(KEYS, ARGV)
+"""
+    + _PRUNE_RUNNING
     + """
 if redis.call('SISMEMBER', KEYS[6], ARGV[7]) == 1 then
     redis.call('ZREM', KEYS[1], ARGV[1])
@@ -234,6 +241,29 @@ if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
         end
     end
 end
+return result
+end
+"""
+)
+START = _ENTRY + START_FUNCTION + "return START(KEYS, ARGV)\n"
+
+# KEYS: START's six, then the breaker's five (jobs.breaker.ADMIT). ARGV: START's nine, then
+# ADMIT's four. The first steps of a queued job in one: is its workspace paused (then nothing is
+# written: {-3}); else may it call the backend (ADMIT; refused: nothing is written,
+# {-4, ms, failures} as ADMIT's refusal); else it starts (START): {ADMIT's verdict (1 or 2), the
+# shared failures, START's answer...}. The same steps, in the same order, as the runner's pause
+# check, the breaker's admission and :data:`START` one after the other.
+ADMIT_START = (
+    _ENTRY
+    + START_FUNCTION
+    + ADMIT_FUNCTION
+    + """
+if redis.call('SISMEMBER', KEYS[6], ARGV[7]) == 1 then return {-3} end
+local verdict = ADMIT({unpack(KEYS, 7, 11)}, {unpack(ARGV, 10, 13)})
+if verdict[1] == 0 then return {-4, verdict[2], verdict[3]} end
+local result = START({unpack(KEYS, 1, 6)}, {unpack(ARGV, 1, 9)})
+table.insert(result, 1, verdict[3])
+table.insert(result, 1, verdict[1])
 return result
 """
 )
@@ -385,6 +415,19 @@ def _submitted(result: list[Any]) -> tuple[int, int, bool]:
     return first, int(result[1]), bool(result[2])
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What :meth:`RedisJobQueue.admit_and_start` came to: ``paused`` (its workspace is: nothing
+    was written), or refused by the breaker (``admission`` None; ``retry_in``: seconds until it is
+    worth asking again; nothing was written), or admitted (``admission``) and ``started`` as
+    :meth:`RedisJobQueue.start` answers."""
+
+    paused: bool = False
+    admission: Admission | None = None
+    retry_in: float = 0.0
+    started: tuple[bool | str | None, list[int]] = (False, [])
+
+
 def workspace_key(platform: str, workspace: str) -> str:
     return f"{platform}:{workspace}"
 
@@ -423,6 +466,7 @@ class RedisJobQueue:
         self._submit = redis.register_script(SUBMIT)
         self._remove = redis.register_script(REMOVE_WAITING)
         self._start = redis.register_script(START)
+        self._admit_start = redis.register_script(ADMIT_START)
         self._repair = redis.register_script(REPAIR)
         self._release = redis.register_script(RELEASE)
         self._seed = redis.register_script(SEED)
@@ -758,8 +802,50 @@ class RedisJobQueue:
         :meth:`release` hands it back; ``"paused"``: its workspace is paused, it is out of the
         waiting set and not started) and the ids of the member's other jobs moved aside because
         this one filled their places."""
-        result: list[int] = await self._start(
-            keys=[
+        keys, args = self._start_keys_args(generation_id, member, max_running, ticket, workspace, line)
+        result: list[int] = await self._start(keys=keys, args=args)
+        return self._started(result)
+
+    async def admit_and_start(
+        self,
+        generation_id: int,
+        member: str,
+        max_running: int,
+        ticket: int,
+        *,
+        workspace: tuple[str, str],
+        line: str,
+        breaker: Breaker,
+    ) -> Opened:
+        """A queued job's first steps in one round trip (:data:`ADMIT_START`): is its workspace
+        paused; else may it call the backend (``breaker.admit``); else :meth:`start`. See
+        :class:`Opened` for the answer. An admission it gives is to be given back as
+        ``breaker.admit``'s is (``breaker.release``)."""
+        token = uuid.uuid4().hex
+        keys, args = self._start_keys_args(generation_id, member, max_running, ticket, workspace, line)
+        result: list[Any] = await self._admit_start(
+            keys=[*keys, *breaker.admit_keys()], args=[*args, *breaker.admit_args(token, generation_id)]
+        )
+        first = int(result[0])
+        if first == -3:
+            return Opened(paused=True)
+        if first == -4:
+            return Opened(retry_in=int(result[1]) / 1000)
+        admission = breaker.admission(token, first, result[1])
+        return Opened(admission=admission, started=self._started(result[2:]))
+
+    def _start_keys_args(
+        self,
+        generation_id: int,
+        member: str,
+        max_running: int,
+        ticket: int,
+        workspace: tuple[str, str],
+        line: str,
+    ) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of :data:`START`."""
+        return (
+            [
                 self.keys.waiting(line),
                 self.keys.member_running(member),
                 self.keys.member_held(member),
@@ -767,7 +853,7 @@ class RedisJobQueue:
                 self.keys.lines,
                 self.keys.paused,
             ],
-            args=[
+            [
                 generation_id,
                 max_running,
                 _IN_PROGRESS,
@@ -779,6 +865,10 @@ class RedisJobQueue:
                 self.queue_name + LINE_QUEUE_INFIX,
             ],
         )
+
+    @staticmethod
+    def _started(result: list[Any]) -> tuple[bool | str | None, list[int]]:
+        """:meth:`start`'s answer from :data:`START`'s."""
         status = int(result[0])
         moved = [int(i) for i in result[1:]]
         if status == -2:
@@ -923,12 +1013,54 @@ class RedisJobQueue:
             if pipe.command_stack:
                 await pipe.execute()
 
-    async def finished(self, generation_id: int, *, line: str) -> None:
-        """A job ended: :meth:`mark_done` and the ``finished`` event, in one round trip."""
+    async def finished(
+        self,
+        generation_id: int,
+        *,
+        line: str,
+        runtime: float | None = None,
+        release: tuple[str, int] | None = None,
+    ) -> tuple[int, int] | None:
+        """A job ended: :meth:`mark_done` and the ``finished`` event; with ``runtime`` (seconds),
+        :meth:`record_runtime` of ``line``; with ``release`` (member, max running),
+        :meth:`release` of the job's place, whose answer it returns. All in one round trip, in
+        that order. The run time and the release are best effort: their errors are logged (the
+        release then answers None); the end's own raise, and a broken connection raises (the
+        caller cannot know what ran)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.keys.waiting(line), str(generation_id))
             self._xadd(pipe, generation_id, "finished")
-            await pipe.execute()
+            if runtime is not None:
+                key = self.keys.runtimes(line)
+                pipe.lpush(key, f"{runtime:.3f}")
+                pipe.ltrim(key, 0, self.eta_window - 1)
+            if release is not None:
+                member, max_running = release
+                # EVAL, not EVALSHA: a pipeline of a registered script asks Redis first whether
+                # it knows it (one more round trip); Redis caches an EVAL'd script all the same.
+                pipe.eval(
+                    RELEASE,
+                    3,
+                    self.keys.lines,
+                    self.keys.member_running(member),
+                    self.keys.member_held(member),
+                    str(generation_id),
+                    str(max_running),
+                    _IN_PROGRESS,
+                )
+            results = await pipe.execute(raise_on_error=False)
+        for result in results[:2]:
+            if isinstance(result, Exception):
+                raise result
+        if runtime is not None and any(isinstance(r, Exception) for r in results[2:4]):
+            log.warning("recording the run time of %s failed: %s", line, results[2:4])
+        if release is None:
+            return None
+        popped = results[-1]
+        if isinstance(popped, Exception):
+            log.warning("releasing the place of generation %s failed: %s", generation_id, popped)
+            return None
+        return (int(popped[0]), int(float(popped[1]))) if popped else None
 
     def _xadd(self, client: Any, generation_id: int, kind: str) -> None:
         fields = {"id": str(generation_id), "kind": kind}

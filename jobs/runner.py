@@ -69,7 +69,7 @@ from bot.ports import JobStopped as JobStoppedBase
 from bot.text import clean_block, clean_line
 from jobs.breaker import Admission, Breaker, BreakerOpen, NotAFailure
 from jobs.progress import ProgressNotWritten, ProgressWriter
-from jobs.queue import RedisJobQueue
+from jobs.queue import Opened, RedisJobQueue
 from jobs.results import contact_sheet, file_of, images_files, result_key, run_stem
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,14 @@ class _Run:
     of the run is fenced by it, so once the sweep has taken the job over (``attempts`` + 1) a
     worker that was cut off cannot touch the row, its place in Redis or its member's place.
     ``lost``: a beat found the row no longer this run's (cancelled, or taken over); the next
-    progress report stops the job. ``superseded``: a write found the row taken over."""
+    progress report stops the job. ``superseded``: a write found the row taken over.
+    ``released``: the member's place was freed with the end (:meth:`GenerationRunner._finish`),
+    and must not be freed again (a second release would let another held job start)."""
 
     attempt: int
     lost: bool = False
     superseded: bool = False
+    released: bool = False
     #: When the row's heartbeat was last stamped by this run (monotonic): a progress write stamps
     #: it too, and spares the heartbeat a beat.
     stamped_at: float = dataclasses.field(default_factory=time.monotonic)
@@ -263,11 +266,30 @@ class GenerationRunner:
                 gen.backend,
             )
             return await self._finish(gen, State.FAILED, ErrorCode.INTERNAL)
-        if gen.state is State.QUEUED and await self.queue.is_paused(gen.platform, gen.workspace):
-            # An admin paused the workspace as this job was picked: set it aside. Resuming puts
-            # it back in its place (and the sweep would, were a resume to race with this).
-            return await self._set_aside(gen, ticket, "paused")
-        admission = await self._admission(gen, breaker)
+        opened: Opened | None = None
+        if gen.state is State.QUEUED:
+            # Its workspace's pause, the breaker's leave and the start, in one round trip
+            # (ADMIT_START) when the breaker lets the job through at once; when it does not,
+            # nothing was written, and the job waits for it below, then starts.
+            opened = await self.queue.admit_and_start(
+                generation_id,
+                gen.member,
+                self.max_running,
+                int(gen.ticket or ticket or 0),
+                workspace=(gen.platform, gen.workspace),
+                line=gen.backend,
+                breaker=breaker,
+            )
+            if opened.paused:
+                # An admin paused the workspace as this job was picked: set it aside. Resuming puts
+                # it back in its place (and the sweep would, were a resume to race with this).
+                return await self._set_aside(gen, ticket, "paused")
+        admission: Admission | None
+        if opened is not None and opened.admission is not None:
+            admission = opened.admission
+        else:
+            opened = None
+            admission = await self._admission(gen, breaker)
         if admission is None:
             current = await self.store.get(generation_id)
             return "skipped" if current is None or not current.state.terminal else current.state.value
@@ -276,14 +298,17 @@ class GenerationRunner:
         try:
             if gen.state is State.QUEUED:
                 place = gen.ticket or ticket or 0
-                was_waiting, moved = await self.queue.start(
-                    generation_id,
-                    gen.member,
-                    self.max_running,
-                    int(place),
-                    workspace=(gen.platform, gen.workspace),
-                    line=gen.backend,
-                )
+                if opened is not None:  # admitted and started at once
+                    was_waiting, moved = opened.started
+                else:
+                    was_waiting, moved = await self.queue.start(
+                        generation_id,
+                        gen.member,
+                        self.max_running,
+                        int(place),
+                        workspace=(gen.platform, gen.workspace),
+                        line=gen.backend,
+                    )
                 if was_waiting == "paused":  # paused between the check above and now
                     return await self._set_aside(gen, place, "paused")
                 # The member's other jobs left the line: the ones behind moved up.
@@ -345,7 +370,7 @@ class GenerationRunner:
                 beating.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beating
-                if not run.superseded:
+                if not run.superseded and not run.released:
                     await self._release(gen)
         finally:
             await breaker.release(admission)
@@ -388,14 +413,24 @@ class GenerationRunner:
         """``gen`` no longer runs: free its member's place, and put the member's oldest held job
         (one still queued) back in the queue at its own ticket. Best effort: the sweep puts back
         a held job whose member runs nothing."""
-        ended: int | None = gen.id
         try:
-            while (held := await self.queue.release(gen.member, ended, self.max_running)) is not None:
-                ended = None
+            held = await self.queue.release(gen.member, gen.id, self.max_running)
+        except Exception:
+            log.warning("releasing the place of generation %s failed", gen.id, exc_info=True)
+            return
+        await self._put_back_held(gen, held)
+
+    async def _put_back_held(self, gen: Generation, held: tuple[int, int] | None) -> None:
+        """After ``gen``'s place was freed (:meth:`RedisJobQueue.release` answered ``held``): put
+        the member's oldest held job that is still queued back in the queue. Best effort."""
+        try:
+            while held is not None:
                 held_id, ticket = held
                 row = await self.store.get(held_id)
                 if row is None or row.state is not State.QUEUED:
-                    continue  # cancelled while held: take the next one
+                    # cancelled while held: take the next one
+                    held = await self.queue.release(gen.member, None, self.max_running)
+                    continue
                 if await self.queue.is_paused(row.platform, row.workspace):
                     return  # the resume puts it back in line, with the rest of its workspace
                 await self.queue.restore(held_id, ticket, line=row.backend)
@@ -541,53 +576,43 @@ class GenerationRunner:
         took = time.monotonic() - started
         clock.resume()
         try:
-            key = await self._store_result(generation_id, run, result)
-        except JobStopped:  # cancelled (or taken over) as it ended: nothing to show
-            return await self._finish(gen, None, None, run=run)
+            key, meta = await self._store_result(generation_id, run, result)
         except Exception:
             log.exception("storing the result of generation %s failed", generation_id)
             return await self._finish(gen, State.FAILED, ErrorCode.INTERNAL, run=run)
         clock.stop()
-        # The row first: it is the truth, and the result is there.
-        state = await self._finish(gen, State.SUCCEEDED, None, result_key=key, run=run)
-        if run.superseded:
-            return state
-        try:
+        # The row first: it is the truth, and the result is there (its text or files go in the
+        # same statement). The run time (only the ETA needs it) goes with the end's round trip.
+        state = await self._finish(gen, State.SUCCEEDED, None, result_key=key, run=run, took=took, meta=meta)
+        if not run.superseded:
             JOB_RUN.labels(gen.backend).observe(took)
-            await self.queue.record_runtime(gen.backend, took)
-        except Exception:  # only the ETA needs it
-            log.warning("recording the run time failed", exc_info=True)
         return state
 
-    async def _store_result(self, generation_id: int, run: _Run, result: Result) -> str | None:
+    async def _store_result(
+        self, generation_id: int, run: _Run, result: Result
+    ) -> tuple[str | None, dict[str, Any] | None]:
         """Keep ``result`` where the status message finds it (see :mod:`jobs.results`): images
-        and files in the blob store, the key of the image it shows returned (it goes on the row
-        with the end), the files it carries and a text in the row's ``meta``."""
+        and files in the blob store. Returns the key of the image it shows and the patch of the
+        row's ``meta`` with the files it carries or its text: both go on the row with the end
+        (one guarded statement, so a row that ended meanwhile gets neither)."""
         shown = result_key(generation_id, run.attempt)
         if isinstance(result, ImageResult):
             await self.blobs.put(shown, result.png)
-            return shown
+            return shown, None
         if isinstance(result, ImagesResult):
             files = images_files(generation_id, result, run.attempt)
             sheet = await asyncio.to_thread(contact_sheet, result.pngs)
             for file, data in zip(files, result.pngs, strict=True):
                 await self.blobs.put(file.key, data)
             await self.blobs.put(shown, sheet)
-            await self._record(generation_id, run, {"files": [dataclasses.asdict(f) for f in files]})
-            return shown
+            return shown, {"files": [dataclasses.asdict(f) for f in files]}
         if isinstance(result, FileResult):
             file = file_of(generation_id, result, run.attempt)
             await self.blobs.put(file.key, result.data)
-            await self._record(generation_id, run, {"files": [dataclasses.asdict(file)]})
-            return None
+            return None, {"files": [dataclasses.asdict(file)]}
         if isinstance(result, TextResult):
-            await self._record(generation_id, run, {"text": clean_block(result.text)[:RESULT_TEXT_MAX]})
-            return None
+            return None, {"text": clean_block(result.text)[:RESULT_TEXT_MAX]}
         raise TypeError(f"a job returned {type(result).__name__}, not one of bot.api.Result")
-
-    async def _record(self, generation_id: int, run: _Run, patch: dict[str, Any]) -> None:
-        if not await self.store.record_progress(generation_id, patch, attempt=run.attempt):
-            raise JobStopped  # ended meanwhile (cancelled, or taken over): nothing to show
 
     async def _generate(self, kind: JobKind, job: _Job, clock: JobClock) -> Result:
         async with asyncio.timeout(self.backend_timeout_s):
@@ -629,10 +654,15 @@ class GenerationRunner:
         *,
         result_key: str | None = None,
         run: _Run | None = None,
+        took: float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> str:
         """Move the row to ``state`` (None: it already moved on), clean Redis, tell the renderer.
         With ``run``, only while the row is that run's: a run that was taken over leaves the row,
-        the job's place and its events to the new run, and returns ``"superseded"``."""
+        the job's place and its events to the new run, and returns ``"superseded"``; else the
+        run's member place is freed in the same round trip as the end (``run.released``), and
+        ``took`` (the backend call's seconds) is recorded for the ETA there too. ``meta``: a
+        patch of the row's ``meta`` written with the transition (a result's text or files)."""
         generation_id = gen.id
         done = None
         if state is not None:
@@ -642,6 +672,7 @@ class GenerationRunner:
                 error_code=error.value if error else None,
                 result_key=result_key,
                 attempt=run.attempt if run is not None else None,
+                meta=meta,
             )
         if done is None and run is not None:
             current = await self.store.get(generation_id)
@@ -655,7 +686,17 @@ class GenerationRunner:
                     current.attempts,
                 )
                 return "superseded"
-        await self.queue.finished(generation_id, line=gen.backend)
+        held = await self.queue.finished(
+            generation_id,
+            line=gen.backend,
+            # As when a result's text or files were written before the end: a run whose row
+            # had moved on by then was not timed.
+            runtime=took if done is not None or meta is None else None,
+            release=(gen.member, self.max_running) if run is not None else None,
+        )
+        if run is not None:
+            run.released = True
+            await self._put_back_held(gen, held)
         if done is not None:
             outcome = error.value if error is not None and done.state is State.FAILED else done.state.value
             JOBS_FINISHED.labels(gen.kind, gen.backend, outcome).inc()

@@ -135,12 +135,14 @@ def transition_sql(
     retry: bool,
     fenced: bool,
     stale: bool = False,
+    meta: bool = False,
 ) -> tuple[str, list[Any]]:
     """One ``UPDATE ... RETURNING`` of a transition: ``sets`` (column, value; ``"ticket"`` only
-    where it is NULL), ``version`` + 1, ``attempts`` + 1 with ``retry``; where the row is in one of
-    ``sources`` (and, ``fenced``, at an attempt; ``stale``, with a heartbeat older than a time).
-    Returns the SQL and the values of ``sets``; the caller appends the id, the sources, the attempt
-    and the time."""
+    where it is NULL), with ``meta`` a JSON patch deep-merged into ``meta`` (its value is the
+    first, before those of ``sets``), ``version`` + 1, ``attempts`` + 1 with ``retry``; where the
+    row is in one of ``sources`` (and, ``fenced``, at an attempt; ``stale``, with a heartbeat
+    older than a time). Returns the SQL and the values of ``sets``; the caller puts the patch
+    first, and appends the id, the sources, the attempt and the time."""
     pg = is_postgres(conn)
     count = 0
 
@@ -149,7 +151,8 @@ def transition_sql(
         count += 1
         return f"${count}" if pg else "?"
 
-    assignments = [
+    assignments = ['"meta" = ' + merge_sql(conn, '"meta"', ph())] if meta else []
+    assignments += [
         f"{column} = COALESCE({column}, {ph()})" if column == '"ticket"' else f"{column} = {ph()}"
         for column, _value in sets
     ]
@@ -442,6 +445,7 @@ class TortoiseGenerationStore:
         ticket: int | None = None,
         attempt: int | None = None,
         stale_before: datetime | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Generation | None:
         # Every transition stamps the heartbeat with this instant: when a retry finds the row
         # already in ``target`` (the first attempt committed, its reply was lost), the stamp
@@ -462,8 +466,16 @@ class TortoiseGenerationStore:
         sources = [src.value for src in sources_of(target)]
         conn = get_connection("default")
         sql, values = transition_sql(
-            conn, sets, sources, retry=retry, fenced=attempt is not None, stale=stale_before is not None
+            conn,
+            sets,
+            sources,
+            retry=retry,
+            fenced=attempt is not None,
+            stale=stale_before is not None,
+            meta=meta is not None,
         )
+        if meta is not None:
+            values.insert(0, encode_patch(meta))
         values += [generation_id, *sources] + ([attempt] if attempt is not None else [])
         values += [_db_datetime(stale_before)] if stale_before is not None else []
         # One statement that writes and returns the row; a second read only when it was refused.

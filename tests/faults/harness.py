@@ -342,8 +342,8 @@ class Cluster:
 
 class ClaimLog:
     """The order in which workers took jobs, as Redis executed it: arq claims a job by setting
-    its in-progress key (``PSETEX arq:in-progress:gen:<id>``) in a WATCH transaction, and
-    ``MONITOR`` shows those in the order Redis ran them, whatever the clocks of the processes say.
+    its in-progress key (``PSETEX arq:in-progress:gen:<id>``; in genbot's workers inside the claim
+    script, ``jobs.poll.CLAIM``), and ``MONITOR`` shows those in the order Redis ran them, whatever the clocks of the processes say.
     It reconnects when Redis restarts (claims made while it is away are not seen)."""
 
     def __init__(self, redis_url: str) -> None:

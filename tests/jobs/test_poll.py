@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
@@ -26,7 +27,7 @@ from bot.embedded_redis import EmbeddedRedis, embedded_redis
 from bot.models import job_id_for
 from jobs.connections import redis_pool
 from jobs.constants import GENERATE_FUNCTION, Keys
-from jobs.poll import LineRead
+from jobs.poll import CLAIM, LineRead
 from jobs.queue import RedisJobQueue
 from jobs.worker import PatientWorker
 
@@ -271,3 +272,47 @@ async def test_a_busy_worker_starts_the_next_job_as_its_slot_frees(own_redis: Em
             await running
         await client.flushall()
         await client.aclose()
+
+
+async def test_the_claim_script_claims_as_arq_does(line: Line) -> None:
+    """``CLAIM`` (arq's claim in one script): a waiting job is claimed once (its in-progress key
+    set for arq's in-progress timeout, its score answered); one already claimed, one no longer in
+    the queue and one scored later than now are not, and nothing is written for them."""
+    queue_name = line.queue.line_queue(LINE)
+    claim = line.redis.register_script(CLAIM)
+    await line.submit(1)
+    job = job_id_for(1)
+    in_progress = in_progress_key_prefix + job
+    now = timestamp_ms()
+    score = await line.redis.zscore(queue_name, job)
+
+    assert await claim(keys=[in_progress, queue_name], args=[job, now, 5000]) == str(int(score)).encode()
+    assert await line.redis.get(in_progress) == b"1"
+    assert 4000 < await line.redis.pttl(in_progress) <= 5000
+    assert await claim(keys=[in_progress, queue_name], args=[job, now, 5000]) is None, "claimed already"
+
+    gone = job_id_for(2)
+    assert await claim(keys=[in_progress_key_prefix + gone, queue_name], args=[gone, now, 5000]) is None
+    later = job_id_for(3)
+    await line.redis.zadd(queue_name, {later: now + 60_000})
+    assert await claim(keys=[in_progress_key_prefix + later, queue_name], args=[later, now, 5000]) is None
+    assert not await line.redis.exists(in_progress_key_prefix + gone, in_progress_key_prefix + later)
+
+
+async def test_a_worker_claims_each_job_with_one_script(line: Line) -> None:
+    """A genbot worker starting jobs: one claim script each (arq's claim took four round trips),
+    and two workers reading the same head still start each job once."""
+    await line.submit(1, 2, 3, 4)
+    first, second = line.worker("first", jobs=2), line.worker("second", jobs=2)
+    client = Redis.from_url(line.url)
+    try:
+        await client.config_resetstat()
+        await asyncio.gather(first._poll_iteration(), second._poll_iteration())
+        await line.running(4)
+        stats = await client.info("commandstats")
+        claimed = await client.keys(in_progress_key_prefix + "*")
+    finally:
+        await client.aclose()
+    assert sorted(gid for _, gid in line.started) == [1, 2, 3, 4], "each job started once"
+    assert "cmdstat_watch" not in stats, "no WATCH: the claim is one script"
+    assert sorted(claimed) == sorted((in_progress_key_prefix + job_id_for(g)).encode() for g in range(1, 5))

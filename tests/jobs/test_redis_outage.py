@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.app import Runtime, build_runner, runtime
@@ -239,9 +238,9 @@ async def test_redis_restarted_from_an_older_snapshot_gives_no_ticket_twice(
 async def test_a_claim_cut_short_by_an_outage_gives_its_worker_slot_back(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """arq counts a job and takes a slot before it claims it (a WATCH transaction); a connection
-    lost in that transaction escapes arq with both still taken. PatientWorker gives them back, so
-    the worker does not run short of slots for good."""
+    """arq counts a job and takes a slot before it claims it (genbot's worker: one script,
+    ``jobs.poll.CLAIM``); a connection lost in that claim escapes with both still taken.
+    PatientWorker gives them back, so the worker does not run short of slots for good."""
     worker = build_worker(
         rt.settings, runner=build_runner(rt), queue=rt.queue, line="demo", concurrency=1, handle_signals=False
     )
@@ -251,7 +250,7 @@ async def test_a_claim_cut_short_by_an_outage_gives_its_worker_slot_back(
     async def lost(*_args: object, **_kwargs: object) -> None:
         raise RedisConnectionError("Connection closed by server.")
 
-    monkeypatch.setattr(Pipeline, "watch", lost)
+    monkeypatch.setattr(worker, "_claim", lost)
     try:
         with pytest.raises(RedisConnectionError):
             await worker.start_jobs([b"gen:1"])
